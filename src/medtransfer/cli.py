@@ -1,0 +1,60 @@
+"""The ``medtransfer`` command line: thin - parse, call the library, print.
+
+Each package contributes its commands through a ``register(app)`` function in its own ``cli``
+module, so that this file stays a list and heavy imports happen only inside the commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from medtransfer.errors import MedtransferError
+
+app = typer.Typer(
+    name="medtransfer",
+    help="Transfer learning for medical imaging: fine-tune ResNet50 from ImageNet, RadImageNet or "
+    "random init, and compare hidden representations and mistakes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+COMMAND_MODULES = (
+    "medtransfer.demo",
+    "medtransfer.similarity.cli",
+    "medtransfer.models.cli",
+    "medtransfer.data.cli",
+    "medtransfer.study.cli",
+    "medtransfer.analysis.cli",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning medtransfer's input errors into one clear line."""
+    try:
+        app(standalone_mode=False)
+    except MedtransferError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as error:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Errors that medtransfer raises for bad input: each names the file or field and what was expected."""
+
+from __future__ import annotations
+
+
+class MedtransferError(ValueError):
+    """Base class: a problem with the user's input, configuration or files.
+
+    The command line prints these as one clear message, without a traceback.
+    """
+
+
+class DataError(MedtransferError):
+    """A dataset on disk is missing files, has an unexpected layout or unreadable images."""
+
+
+class WeightsError(MedtransferError):
+    """A weights file is not what was expected (not a ResNet50, truncated, a mis-shaped layer)."""
+
+
+class ConfigError(MedtransferError):
+    """A study or run configuration has a wrong key or value."""
