@@ -1,0 +1,130 @@
+"""Test-fold metrics of a classifier from its probabilities: AUC in every common definition,
+accuracy, expected calibration error and Brier score.
+
+All functions take ``labels`` (n,) integers in ``0..k-1`` and ``probs`` (n, k) class probabilities
+(rows sum to 1). The raw probabilities are stored beside the metrics, so any definition can be
+recomputed later.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from medtransfer.errors import MedtransferError
+
+
+def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise MedtransferError(f"probs: expected shape (n, k) with k >= 2, got {probs.shape}")
+    if labels.shape != (probs.shape[0],):
+        raise MedtransferError(f"labels: expected shape ({probs.shape[0]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise MedtransferError(f"labels: expected integers in 0..{probs.shape[1] - 1}")
+    return labels.astype(np.int64), probs
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((labels.size, k))
+    out[np.arange(labels.size), labels] = 1.0
+    return out
+
+
+def auc_binary(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of the positive class (column 1) for two classes; NaN if only one class occurs."""
+    labels, probs = _check(labels, probs)
+    if probs.shape[1] != 2:
+        raise MedtransferError(f"auc_binary: expected 2 classes, got {probs.shape[1]}")
+    if np.unique(labels).size < 2:
+        return math.nan
+    return float(roc_auc_score(labels, probs[:, 1]))
+
+
+def auc_ovr(labels: np.ndarray, probs: np.ndarray, average: str = "macro") -> float:
+    """One-vs-rest ROC AUC averaged over classes (``average`` "macro" or "weighted" by class size).
+
+    For two classes both equal :func:`auc_binary`. Classes absent from ``labels`` are left out
+    (their AUC is undefined); NaN if fewer than two classes occur.
+    """
+    labels, probs = _check(labels, probs)
+    if average not in ("macro", "weighted"):
+        raise MedtransferError(f"average: expected 'macro' or 'weighted', got {average!r}")
+    present = np.unique(labels)
+    if present.size < 2:
+        return math.nan
+    onehot = _one_hot(labels, probs.shape[1])
+    aucs = np.array([roc_auc_score(onehot[:, c], probs[:, c]) for c in present])
+    weights = onehot[:, present].sum(0) if average == "weighted" else np.ones(present.size)
+    return float(np.sum(aucs * weights) / np.sum(weights))
+
+
+def auc_micro(labels: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC of the flattened one-hot labels against the flattened probabilities (Keras' default
+    ``AUC`` metric). Not a ranking measure of the positive class for binary tasks."""
+    labels, probs = _check(labels, probs)
+    onehot = _one_hot(labels, probs.shape[1])
+    if labels.size == 0:
+        return math.nan
+    return float(roc_auc_score(onehot.ravel(), probs.ravel()))
+
+
+def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Fraction of rows whose arg-max class equals the label."""
+    labels, probs = _check(labels, probs)
+    return float(np.mean(probs.argmax(1) == labels)) if labels.size else math.nan
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: equal-width confidence bins on (0, 1]; sum over bins of
+    ``(bin size / n) * |accuracy in bin - mean confidence in bin|``."""
+    labels, probs = _check(labels, probs)
+    if labels.size == 0:
+        return math.nan
+    confidence = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    # bin b holds confidences in (b/bins, (b+1)/bins]
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.bincount(index, weights=correct - confidence, minlength=bins)
+    return float(np.sum(np.abs(gap)) / labels.size)
+
+
+def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Multiclass Brier score: mean over rows of ``sum_k (p_k - onehot_k)^2``, in [0, 2].
+
+    For two classes this is twice scikit-learn's ``brier_score_loss`` of the positive class.
+    """
+    labels, probs = _check(labels, probs)
+    if labels.size == 0:
+        return math.nan
+    return float(np.mean(np.sum((probs - _one_hot(labels, probs.shape[1])) ** 2, axis=1)))
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, headline: str = "macro") -> dict[str, float]:
+    """Every metric of a run: ``auc`` (binary AUC for two classes, else the one-vs-rest
+    ``headline`` average: "macro", "weighted" or "micro"), ``auc_macro``, ``auc_weighted``,
+    ``auc_micro``, ``accuracy``, ``ece``, ``brier``, ``n``."""
+    labels, probs = _check(labels, probs)
+    macro = auc_ovr(labels, probs, "macro")
+    weighted = auc_ovr(labels, probs, "weighted")
+    micro = auc_micro(labels, probs)
+    if probs.shape[1] == 2:
+        headline_value = auc_binary(labels, probs)
+    else:
+        options = {"macro": macro, "weighted": weighted, "micro": micro}
+        if headline not in options:
+            raise MedtransferError(f"headline AUC: expected one of {sorted(options)}, got {headline!r}")
+        headline_value = options[headline]
+    return {
+        "auc": headline_value,
+        "auc_macro": macro,
+        "auc_weighted": weighted,
+        "auc_micro": micro,
+        "accuracy": accuracy(labels, probs),
+        "ece": expected_calibration_error(labels, probs),
+        "brier": brier_score(labels, probs),
+        "n": int(labels.size),
+    }
