@@ -1,0 +1,117 @@
+"""medtransfer checkpoints: a ResNet50's weights plus metadata, written atomically.
+
+File layout (``torch.save`` of a dict, readable with ``torch.load(weights_only=True)``)::
+
+    {"format": "medtransfer-checkpoint", "version": 1, "num_classes": k | None,
+     "dropout": float, "state_dict": {...}, "meta": {...}}
+
+``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtransfer.errors import WeightsError
+from medtransfer.models.normalization import Normalization
+from medtransfer.models.resnet import ResNet50
+
+FORMAT = "medtransfer-checkpoint"
+VERSION = 1
+
+
+def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise WeightsError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
+    missing = [key for key in ("normalization", "classes") if key not in meta]
+    if missing:
+        raise WeightsError(f"checkpoint meta lacks {', '.join(missing)}: it must hold 'normalization' and 'classes'")
+    plain = dict(meta)
+    plain["normalization"] = str(Normalization.coerce(meta["normalization"]))
+    plain["classes"] = [str(c) for c in meta["classes"]]
+    return plain
+
+
+def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any]) -> Path:
+    """Write ``model`` (weights on the CPU) and ``meta`` to ``path`` atomically (temp file + rename).
+
+    ``meta`` must hold ``normalization`` (mode string or :class:`Normalization`) and ``classes``
+    (``[]`` for a backbone without head); other values should be plain Python data (str, int,
+    float, bool, lists, dicts). Returns the path written.
+    """
+    path = Path(path)
+    plain = _plain_meta(meta)
+    k = model.num_classes
+    if k is not None and plain["classes"] and len(plain["classes"]) != k:
+        raise WeightsError(
+            f"checkpoint {path}: meta lists {len(plain['classes'])} classes but the head has {k} outputs"
+        )
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "num_classes": k,
+        "dropout": float(model.dropout),
+        "state_dict": {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()},
+        "meta": plain,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ResNet50, dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(ResNet50 in eval mode, meta)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"checkpoint {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a medtransfer checkpoint (no format={FORMAT!r} marker)")
+    if payload.get("version") != VERSION:
+        raise WeightsError(f"checkpoint {path} has version {payload.get('version')!r}, expected {VERSION}")
+    model = ResNet50(num_classes=payload["num_classes"], dropout=payload.get("dropout", 0.5))
+    expected = model.state_dict()
+    state = payload["state_dict"]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"checkpoint {path} does not match ResNet50(num_classes={payload['num_classes']}): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise WeightsError(
+                f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state)
+    model.to(map_location)
+    model.eval()
+    return model, dict(payload["meta"])
