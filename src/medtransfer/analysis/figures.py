@@ -1,0 +1,185 @@
+"""The paper's figures from the analysis tables, each saved as PNG and PDF (matplotlib, Agg).
+
+- :func:`layerwise_figure` - Figures 3 and 7-12: per target and measure, (a) each network against
+  itself before and after fine-tuning, (b) pretrained sources against each other and the random
+  baselines; mean +- std over folds.
+- :func:`filters_figure` - Figure 4: the first 36 conv1 filters of each source, and Gabor filters.
+- :func:`prediction_figure` - Figure 5: box plots of prediction similarity per target.
+- :func:`gain_figure` - Figure 6: relative AUC gain over random init vs CCA(fine-tuned, init).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PANEL_A = ("ft_vs_init",)
+PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft_vs_random", "freeze_vs_no_freeze")
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
+    """Save ``fig`` as ``name.png`` (150 dpi) and ``name.pdf`` in ``out_dir``; return the PNG path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def fold_summary(similarity: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof=0) over folds of each (target, kind, pair, strategy, layer, measure)."""
+    keys = ["target", "kind", "pair", "strategy", "layer", "measure"]
+    grouped = similarity.groupby(keys, sort=False)["mean"]
+    return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), folds="count").reset_index()
+
+
+def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_dir: Path, layers: list[str]) -> Path | None:
+    """Figure 3 / 7-12 for one target and measure; ``None`` if there are no rows."""
+    sub = similarity[(similarity["target"] == target) & (similarity["measure"] == measure)]
+    if sub.empty:
+        return None
+    summary = fold_summary(sub)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    x = np.arange(len(layers))
+    for ax, kinds, title in (
+        (axes[0], PANEL_A, "(a) each network before vs after fine-tuning"),
+        (axes[1], PANEL_B, "(b) between networks, with random baselines"),
+    ):
+        part = summary[summary["kind"].isin(kinds)]
+        for (pair, strategy), line in part.groupby(["pair", "strategy"], sort=False):
+            line = line.set_index("layer").reindex(layers)
+            label = pair if strategy == "-" else f"{pair} ({strategy})"
+            style = "--" if strategy == "freeze" else "-"
+            ax.errorbar(x, line["mean"], yerr=line["std"], label=label, linestyle=style, marker="o", capsize=3)
+        ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="lower left")
+    axes[0].set_ylabel(f"{measure.upper()} similarity")
+    folds = sub["fold"].nunique()
+    fig.suptitle(f"Layer-wise {measure.upper()} similarity on {target} (mean ± std over {folds} fold(s))")
+    return save(fig, out_dir, f"layerwise_{target}_{measure}")
+
+
+def gabor_filters(count: int = 36, size: int = 7) -> np.ndarray:
+    """Reference Gabor filters ``(count, size, size)`` in [-1, 1]: 6 orientations x 2 wavelengths x 3 phases."""
+    half = (size - 1) / 2
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    out = []
+    for theta in np.linspace(0, np.pi, 6, endpoint=False):
+        for lam in (3.0, 5.0):
+            for phase in (0.0, np.pi / 2, np.pi):
+                xr = xx * np.cos(theta) + yy * np.sin(theta)
+                yr = -xx * np.sin(theta) + yy * np.cos(theta)
+                sigma = 0.56 * lam
+                g = np.exp(-(xr**2 + yr**2) / (2 * sigma**2)) * np.cos(2 * np.pi * xr / lam + phase)
+                out.append(g / np.abs(g).max())
+    return np.stack(out[:count])
+
+
+def _tile(filters: np.ndarray, n: int = 36) -> np.ndarray:
+    """First ``n`` filters ``(k, h, w, 3)`` as a 6x6 mosaic, each min-max scaled to [0, 1]."""
+    filters = filters[:n]
+    lo = filters.reshape(len(filters), -1).min(axis=1)[:, None, None, None]
+    hi = filters.reshape(len(filters), -1).max(axis=1)[:, None, None, None]
+    scaled = (filters - lo) / np.where(hi > lo, hi - lo, 1)
+    side = int(np.ceil(np.sqrt(n)))
+    h, w = scaled.shape[1:3]
+    mosaic = np.ones((side * (h + 1) - 1, side * (w + 1) - 1, 3))
+    for i, f in enumerate(scaled):
+        r, c = divmod(i, side)
+        mosaic[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = f
+    return mosaic
+
+
+def filters_figure(filters: dict[str, np.ndarray], out_dir: Path) -> Path | None:
+    """Figure 4: ``filters`` maps source name -> conv1 kernels ``(64, 3, 7, 7)`` in RGB input order."""
+    if not filters:
+        return None
+    panels = [(name, np.transpose(np.asarray(w), (0, 2, 3, 1))) for name, w in filters.items()]
+    gabor = gabor_filters()
+    panels.append(("Gabor filters", np.repeat(gabor[..., None], 3, axis=-1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    for i, (ax, (name, f)) in enumerate(zip(np.atleast_1d(axes), panels)):
+        ax.imshow(_tile(f), interpolation="nearest")
+        ax.set_title(f"({chr(97 + i)}) {name}", fontsize=10)
+        ax.axis("off")
+    fig.suptitle("First 36 conv1 filters")
+    return save(fig, out_dir, "conv1_filters")
+
+
+def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Figure 5: per strategy panel, per target boxes of fine-tuned, before fine-tuning, independent."""
+    if pred.empty:
+        return None
+    targets = list(dict.fromkeys(pred["target"]))
+    strategies = [s for s in ("no-freeze", "freeze") if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
+    if not strategies:
+        strategies = ["no-freeze"]
+    before = pred[pred["comparison"] == "before fine-tuning"]
+    fig, axes = plt.subplots(1, len(strategies), figsize=(max(5, 2.4 * len(targets)) * len(strategies), 4.2), squeeze=False)
+    colors = ("tab:blue", "tab:orange", "tab:green")
+    for ax, strategy in zip(axes[0], strategies):
+        ft = pred[(pred["comparison"] == "fine-tuned") & (pred["strategy"] == strategy)]
+        for t, target in enumerate(targets):
+            groups = [
+                ft[ft["target"] == target]["observed"].to_numpy(),
+                before[before["target"] == target]["observed"].to_numpy(),
+                ft[ft["target"] == target]["baseline"].to_numpy(),
+            ]
+            for g, (values, color) in enumerate(zip(groups, colors)):
+                if len(values) == 0:
+                    continue
+                box = ax.boxplot(values, positions=[t * 4 + g], widths=0.8, patch_artist=True)
+                for patch in box["boxes"]:
+                    patch.set_facecolor(color)
+        ax.set_xticks([t * 4 + 1 for t in range(len(targets))], targets)
+        ax.set_title(f"fine-tuned: {strategy}", fontsize=10)
+        ax.set_ylabel("prediction similarity")
+        ax.grid(alpha=0.3, axis="y")
+    a, b = pred["source_a"].iloc[0], pred["source_b"].iloc[0]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
+    fig.legend(handles, [f"{a}-FT vs {b}-FT", f"{a} vs {b} before fine-tuning (probes)", "independent mistakes"],
+               loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.06))
+    return save(fig, out_dir, "prediction_similarity")
+
+
+def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers: list[str]) -> Path | None:
+    """Figure 6: a panel per pretrained source; colour = layer, marker = strategy."""
+    if points.empty:
+        return None
+    sources = list(dict.fromkeys(points["source"]))
+    fig, axes = plt.subplots(1, len(sources), figsize=(5.5 * len(sources), 4.4), squeeze=False)
+    cmap = plt.get_cmap("viridis", max(2, len(layers)))
+    markers = {"no-freeze": "o", "freeze": "^"}
+    for i, (ax, source) in enumerate(zip(axes[0], sources)):
+        sub = points[points["source"] == source]
+        for j, layer in enumerate(layers):
+            for strategy, marker in markers.items():
+                p = sub[(sub["layer"] == layer) & (sub["strategy"] == strategy)]
+                if p.empty:
+                    continue
+                ax.scatter(p["cca"], p["gain"], color=cmap(j), marker=marker, s=28,
+                           label=f"{layer} ({strategy})", alpha=0.85)
+        pooled = stats[(stats["source"] == source) & (stats["strategy"] == "all")] if not stats.empty else stats
+        if pooled.empty and not stats.empty:
+            pooled = stats[stats["source"] == source]
+        text = "\n".join(f"{r.layer}: r={r.pearson_r:+.2f} ρ={r.spearman_rho:+.2f}" for r in pooled.itertuples())
+        if text:
+            ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7, family="monospace")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_title(f"({chr(97 + i)}) {source}", fontsize=10)
+        ax.set_xlabel(f"CCA({source}, {source}-FT)")
+        ax.set_ylabel("relative AUC gain over random init")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, frameon=False, loc="lower right")
+    fig.suptitle("AUC gain vs representation similarity before/after fine-tuning (one point per target and fold)")
+    return save(fig, out_dir, "auc_gain_vs_cca")

@@ -1,0 +1,85 @@
+"""Networks and stimulus images of a study, rebuilt from what its run directories store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtransfer.analysis.activations import Network
+from medtransfer.analysis.pairs import ModelRef
+from medtransfer.errors import DataError
+
+
+def resolve_source(load: str, study_root: Path | None) -> str:
+    """``load`` unchanged if it is a source name or an existing file; else a relative file path
+    looked up under the study directory (and its ``sources/``)."""
+    looks_like_file = "/" in load or load.endswith((".pt", ".pth", ".h5"))
+    if not looks_like_file or Path(load).exists() or study_root is None:
+        return load
+    for candidate in (study_root / load, study_root / "sources" / Path(load).name):
+        if candidate.exists():
+            return str(candidate)
+    return load
+
+
+def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: Path | None = None) -> Network:
+    """The :class:`Network` of a model reference, in eval mode on ``device``.
+
+    Fine-tuned: ``load_checkpoint(ref.checkpoint)`` with the checkpoint's normalisation.
+    Init: ``load_source(ref.load, seed=ref.seed, normalization=ref.normalization)``.
+
+    Raises:
+        WeightsError: weights missing or unreadable (from medtransfer.models).
+    """
+    from medtransfer.models import Normalization, load_checkpoint, load_source
+
+    if ref.kind == "finetuned":
+        model, meta = load_checkpoint(ref.checkpoint)
+        normalize = Normalization.coerce(meta.get("normalization", ref.normalization))
+    else:
+        source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
+        model, normalize = source.model, source.normalize
+    model = model.to(device).eval()
+    return Network(features=model.features, normalize=normalize)
+
+
+class RowView:
+    """Rows ``rows`` of a pixel array ``(N, h, w, 3)`` (e.g. a memory-mapped cache) seen as a pool;
+    indexing with pool positions reads only those rows."""
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray) -> None:
+        self.pixels = pixels
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.pixels[self.rows[index]])
+
+
+def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
+    """The images of one run's fold and ``split`` at the run's size, as ``(pool, image_ids)``.
+
+    ``pool[i]`` is uint8 ``(size, size, 3)``; built exactly as the run built its data
+    (``load_manifest`` with the run's options, the run's folds, the pixel cache).
+    """
+    from medtransfer.data import PixelCache, load_manifest
+    from medtransfer.training.config import RunConfig
+    from medtransfer.training.data import fold_table
+
+    run = RunConfig.parse(config, where="config.json")
+    manifest = load_manifest(run.target, run.root, **run.target_options)
+    folds = fold_table(run, manifest)
+    chosen = folds.loc[folds["split"] == split, "image_id"]
+    if chosen.empty:
+        raise DataError(f"fold {run.fold} of {run.target_label!r} has no {split} images for the stimulus pool")
+    position = pd.Series(np.arange(len(manifest.frame)), index=manifest.frame["image_id"].to_numpy())
+    rows = np.sort(position[chosen].to_numpy())
+    cache = PixelCache.build(manifest, run.size, interpolation=run.interpolation, cache_dir=run.cache_dir)
+    ids = manifest.frame["image_id"].to_numpy()[rows]
+    return RowView(cache.pixels, rows), ids

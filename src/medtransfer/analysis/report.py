@@ -1,0 +1,136 @@
+"""``report.html``: one self-contained page (figures embedded as base64 PNG, no external links)
+holding the study's config, Table 2, the figures, the statistics, and what was missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.analysis.tables import format_cell
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:1em 0;font-size:.85em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.best{text-decoration:underline;font-weight:bold} figure{margin:1.5em 0} figcaption{font-size:.9em;color:#444}
+img{max-width:100%} pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.8em}
+.missing li{color:#8a4b00} .note{color:#555;font-size:.9em}
+"""
+
+
+@dataclass
+class Figure:
+    """One figure of the report: its PNG file and its caption."""
+
+    png: Path
+    caption: str
+
+
+@dataclass
+class ReportContent:
+    """Everything the report shows; tables are plain DataFrames."""
+
+    title: str
+    config_text: str
+    settings: dict
+    table2: pd.DataFrame
+    figures: list[Figure]
+    sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def image_tag(png: Path, alt: str) -> str:
+    """An ``<img>`` with the PNG embedded as a data URI."""
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table2_html(table: pd.DataFrame) -> str:
+    """Table 2 as HTML: targets x (source, strategy), best mean per target underlined."""
+    if table.empty:
+        return "<p>No finished runs with predictions: no AUC table.</p>"
+    columns = list(dict.fromkeys(zip(table["source"], table["strategy"])))
+    sources = list(dict.fromkeys(s for s, _ in columns))
+    head1 = "".join(f'<th colspan="{sum(1 for s, _ in columns if s == src)}">{html.escape(src)}</th>' for src in sources)
+    head2 = "".join(f"<th>{html.escape(st)}</th>" for _, st in columns)
+    body = []
+    for target in dict.fromkeys(table["target"]):
+        cells = [f"<td>{html.escape(str(target))}</td>"]
+        sub = table[table["target"] == target].set_index(["source", "strategy"])
+        for col in columns:
+            if col not in sub.index:
+                cells.append("<td>–</td>")
+                continue
+            row = sub.loc[col]
+            text = html.escape(format_cell(row["mean"], row["std"]))
+            cls = ' class="best"' if bool(row["best"]) else ""
+            cells.append(f'<td{cls} title="{int(row["n"])} fold(s)">{text}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        "<table><thead><tr><th rowspan=2>target</th>" + head1 + "</tr><tr>" + head2 + "</tr></thead><tbody>"
+        + "".join(body) + "</tbody></table>"
+    )
+
+
+def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A DataFrame as an HTML table, floats rounded to ``digits``."""
+    if frame.empty:
+        return "<p>(no rows)</p>"
+    shown = frame.copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "–" if not np.isfinite(v) else f"{v:.{digits}f}")
+    return shown.to_html(index=False, escape=True, border=0)
+
+
+def render(content: ReportContent) -> str:
+    """The report's HTML text."""
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(content.title)}</h1>",
+        "<h2>Table 2: test AUC</h2>",
+        '<p class="note">Mean ± std (both ×100, std over folds with ddof=1) of the test AUC recomputed from each '
+        "run's stored probabilities; underlined: highest mean per target.</p>",
+        table2_html(content.table2),
+        "<h2>Figures</h2>",
+    ]
+    for fig in content.figures:
+        parts.append(f"<figure>{image_tag(fig.png, fig.caption)}<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+    if not content.figures:
+        parts.append("<p>No figures could be drawn from this study.</p>")
+    parts.append("<h2>Statistics</h2>")
+    for title, note, frame in content.sections:
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        if note:
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
+        parts.append(frame_html(frame))
+    parts.append("<h2>What was missing</h2>")
+    if content.missing:
+        parts.append('<ul class="missing">' + "".join(f"<li>{html.escape(m)}</li>" for m in content.missing) + "</ul>")
+    else:
+        parts.append("<p>Nothing: every run, pair and comparison was available.</p>")
+    if content.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in content.notes) + "</ul>")
+    parts.append("<h2>Configuration</h2><h3>Analysis settings</h3>")
+    parts.append("<pre>" + html.escape("\n".join(f"{k}: {v}" for k, v in content.settings.items())) + "</pre>")
+    parts.append("<h3>study.yaml</h3>")
+    parts.append("<pre>" + html.escape(content.config_text or "(no study.yaml found)") + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(content: ReportContent, path: Path) -> Path:
+    """Write the report atomically (temp file + rename) and return its path."""
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render(content), encoding="utf-8")
+    tmp.replace(path)
+    return path

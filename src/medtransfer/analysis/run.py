@@ -1,0 +1,211 @@
+"""``analyze(study_dir)``: every table, figure and statistic of the paper for one study directory.
+
+Writes under ``DIR/analysis/``: ``auc.csv`` (per run, recomputed from probabilities), ``table2.csv``
+and ``table2.md``, ``similarity.csv``, ``prediction_similarity.csv``, ``gain_points.csv``,
+``correlation.csv``, ``figures/*.{png,pdf}``; and ``DIR/report.html``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medtransfer.analysis import figures as figs
+from medtransfer.analysis.activations import ForwardLog, layer_shapes, plan_sampling
+from medtransfer.analysis.correlation import correlation_table, gain_points
+from medtransfer.analysis.inventory import Study, read_study
+from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
+from medtransfer.analysis.layerwise import fold_similarity
+from medtransfer.analysis.loading import load_network, stimulus_pool
+from medtransfer.analysis.pairs import Roles, fold_pairs, roles
+from medtransfer.analysis.predictions import prediction_table
+from medtransfer.analysis.report import Figure, ReportContent, write_report
+from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.analysis.tables import run_aucs, table2, write_table2
+from medtransfer.errors import MedtransferError
+
+FEW_ROWS_PER_CHANNEL = 10
+
+
+def settings_for(study: Study, **overrides) -> AnalysisSettings:
+    """The study's ``analysis:`` settings (if any) with non-``None`` ``overrides`` applied."""
+    base = AnalysisSettings.from_mapping(study.config.get("analysis"), str(study.root / "study.yaml"))
+    return base.override(**overrides)
+
+
+def layerwise_similarity(
+    study: Study,
+    role_map: Roles,
+    settings: AnalysisSettings,
+    device: torch.device,
+    log: ForwardLog,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """similarity.csv's frame for every target and fold, the missing pieces, and notes."""
+    layers = settings.resolved_layers()
+    labels = {keras: label for label, keras in layers.items()}
+    frames, missing, notes = [], [], []
+    shapes_by_size: dict[int, dict] = {}
+    for target in study.targets:
+        for fold in study.folds(target):
+            pairs, lacking = fold_pairs(study, target, fold, role_map)
+            missing.extend(lacking)
+            run = next(r for r in study.runs if r.target == target and r.fold == fold)
+            try:
+                pool, _ = stimulus_pool(run.config, settings.split)
+            except MedtransferError as error:
+                missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
+                continue
+            size = int(run.config.get("size", 112))
+            if size not in shapes_by_size:
+                shapes_by_size[size] = layer_shapes(size, list(layers.values()))
+            plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
+                                 settings.repeats, settings.seed + 1000 * fold)
+            for name, layer in plan.layers.items():
+                if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
+                    notes.append(
+                        f"{target} fold {fold}, {labels[name]}: only {layer.rows} rows for {len(layer.channels[0])} "
+                        f"channels ({len(layer.images[0])} of {len(pool)} pool images x {layer.shape[1]}x{layer.shape[2]}); "
+                        "CCA is biased towards 1 when rows are few per channel"
+                    )
+            frame, problems = fold_similarity(
+                target, fold, pairs, pool, plan,
+                lambda ref: load_network(ref, device, study.root),
+                labels, settings.measures, settings.batch_size, device, log,
+            )
+            missing.extend(problems)
+            frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIM_COLUMNS)
+    return frame, missing, notes
+
+
+def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` in RGB input order (Figure 4)."""
+    from medtransfer.analysis.pairs import _init
+
+    out, missing = {}, []
+    for source in role_map.pretrained:
+        run = next(r for r in study.runs if r.source == source)
+        ref = _init(run)
+        try:
+            network = load_network(ref, "cpu", study.root)
+        except MedtransferError as error:
+            missing.append(f"conv1 filters of {source}: could not load ({error})")
+            continue
+        module = network.features.__self__
+        weight = module.conv1.weight.detach().cpu().numpy().astype(np.float64)
+        if str(network.normalize) == "caffe":  # the network sees BGR: show its filters as RGB
+            weight = weight[:, ::-1]
+        out[source] = weight
+    return out, missing
+
+
+def analyze(
+    study_dir: str | Path,
+    *,
+    layers: list[str] | None = None,
+    repeats: int | None = None,
+    rows: int | None = None,
+    channels: int | None = None,
+    measures: list[str] | None = None,
+    device: str | None = None,
+) -> Path:
+    """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
+
+    ``None`` settings come from ``study.yaml``'s ``analysis:`` section, else the paper's
+    (layers conv1, block1-4; 20000 rows; 64 channels; 5 repeats; CCA and CKA). ``layers=["all"]``
+    takes the 16 block outputs and conv1. ``device`` defaults to CUDA when available.
+    """
+    started = time.perf_counter()
+    study = read_study(study_dir)
+    settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures)
+    dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = study.root / "analysis"
+    fig_dir = out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    role_map = roles(study, settings.sources)
+    missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
+    notes: list[str] = []
+
+    aucs, auc_problems = run_aucs(study, settings.auc_average)
+    missing.extend(auc_problems)
+    aucs.to_csv(out / "auc.csv", index=False)
+    t2 = table2(aucs, role_map.pretrained, role_map.random)
+    write_table2(t2, out)
+
+    pred, lacking = prediction_table(study, role_map)
+    missing.extend(lacking)
+    pred.to_csv(out / "prediction_similarity.csv", index=False)
+
+    log = ForwardLog()
+    sim, lacking, sim_notes = layerwise_similarity(study, role_map, settings, dev, log)
+    missing.extend(lacking)
+    notes.extend(sim_notes)
+    sim.to_csv(out / "similarity.csv", index=False)
+
+    points = gain_points(sim, aucs, role_map.random)
+    stats = correlation_table(points, settings.bootstrap, settings.seed)
+    points.to_csv(out / "gain_points.csv", index=False)
+    stats.to_csv(out / "correlation.csv", index=False)
+    if role_map.random is None:
+        missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
+
+    layer_labels = list(settings.resolved_layers())
+    figures: list[Figure] = []
+    for target in study.targets:
+        for m in settings.measures:
+            png = figs.layerwise_figure(sim, target, m, fig_dir, layer_labels)
+            if png is not None:
+                figures.append(Figure(png, f"Layer-wise {m.upper()} similarity on {target} (paper Figures 3, 7-12): "
+                                      "(a) each network before vs after fine-tuning; (b) between networks and random baselines. "
+                                      "Mean ± std over folds."))
+    filters, lacking = conv1_filters(study, role_map)
+    missing.extend(lacking)
+    png = figs.filters_figure(filters, fig_dir)
+    if png is not None:
+        figures.append(Figure(png, "First 36 conv1 filters of each pretrained source and reference Gabor filters (paper Figure 4)."))
+    png = figs.prediction_figure(pred, fig_dir)
+    if png is not None:
+        figures.append(Figure(png, "Prediction similarity P(err_a = err_b) on the test folds (paper Figure 5): fine-tuned "
+                              "models, the linear probes before fine-tuning, and the independent-mistakes baseline."))
+    png = figs.gain_figure(points, stats, fig_dir, layer_labels)
+    if png is not None:
+        figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
+                              "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
+
+    passes = pd.Series(log.passes)
+    notes.append(
+        f"{len(passes)} network-fold activation passes, each network run at most "
+        f"{int(passes.max()) if len(passes) else 0} time(s) per fold over {sum(log.images.values())} images in all; "
+        f"analysis took {time.perf_counter() - started:.1f} s on {dev}."
+    )
+    summary = figs.fold_summary(sim) if not sim.empty else pd.DataFrame()
+    pred_summary = (
+        pred.groupby(["target", "comparison", "strategy"], sort=False)[["observed", "baseline"]]
+        .agg(["mean", "std", "count"]).reset_index() if not pred.empty else pd.DataFrame()
+    )
+    if not pred_summary.empty:
+        pred_summary.columns = [" ".join(c).strip() if isinstance(c, tuple) else c for c in pred_summary.columns]
+    content = ReportContent(
+        title=f"medtransfer analysis: {study.config.get('name', study.root.name)}",
+        config_text=study.config_text,
+        settings={**asdict(settings), "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
+        table2=t2,
+        figures=figures,
+        sections=[
+            ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",
+             "Pearson r and Spearman ρ with p-values and percentile bootstrap 95% CIs over points "
+             f"(one per target and fold; {settings.bootstrap} resamples). strategy 'all' pools both strategies.", stats),
+            ("Prediction similarity (Figure 5), over folds",
+             "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy.", pred_summary),
+            ("Layer-wise similarity, over folds", "mean and std (ddof=0) over folds of the per-fold means over repeats.", summary),
+            ("Per-run test AUC recomputed from predictions.csv", "", aucs),
+        ],
+        missing=missing,
+        notes=notes,
+    )
+    return write_report(content, study.root / "report.html")

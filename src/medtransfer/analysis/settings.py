@@ -1,0 +1,102 @@
+"""Settings of one analysis: the paper's defaults, overridden by ``study.yaml``'s ``analysis:``
+section, overridden by explicit arguments.
+
+``study.yaml`` may carry, all optional::
+
+    analysis:
+      layers: [conv1, block1, block2, block3, block4]   # or "all" for the 16 block outputs + conv1
+      rows: 20000        # rows (images x positions) per layer and repeat
+      channels: 64       # channels sampled per layer and repeat (same for both models of a pair)
+      repeats: 5         # fresh samples per layer
+      measures: [cca, cka]
+      split: test        # which split of each fold feeds the stimulus pool
+      batch_size: 32     # images per forward batch
+      seed: 0            # seed of the row/channel sampling
+      sources: [imagenet, radimagenet]   # which two pretrained sources play the paper's roles
+      auc_average: macro # multiclass AUC of Table 2: "macro" or "weighted" (the paper's numbers)
+      bootstrap: 2000    # bootstrap resamples for the correlation confidence intervals
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from medtransfer.errors import ConfigError
+
+MEASURES = ("cca", "cka")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Everything that shapes an analysis; see the module docstring for the meaning of each field."""
+
+    layers: tuple[str, ...] = ("conv1", "block1", "block2", "block3", "block4")
+    rows: int = 20000
+    channels: int = 64
+    repeats: int = 5
+    measures: tuple[str, ...] = MEASURES
+    split: str = "test"
+    batch_size: int = 32
+    seed: int = 0
+    sources: tuple[str, ...] | None = None
+    auc_average: str = "macro"
+    bootstrap: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "channels", "repeats", "batch_size", "bootstrap"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"analysis.{name} must be a positive integer, got {value!r}")
+        bad = [m for m in self.measures if m not in MEASURES]
+        if bad or not self.measures:
+            raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURES)}, got {list(self.measures)}")
+        if self.auc_average not in ("macro", "weighted"):
+            raise ConfigError(f"analysis.auc_average must be 'macro' or 'weighted', got {self.auc_average!r}")
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"analysis.split must be train, val or test, got {self.split!r}")
+        if not self.layers:
+            raise ConfigError("analysis.layers must name at least one layer")
+
+    def resolved_layers(self) -> dict[str, str]:
+        """Short label -> Keras layer name, in network order (``conv1`` -> ``conv1_relu``, ...)."""
+        from medtransfer.models import BLOCK_LAYERS, PAPER_LAYERS
+
+        layers = self.layers
+        if layers == ("all",):
+            names = list(BLOCK_LAYERS)
+            short = {v: k for k, v in PAPER_LAYERS.items()}
+            return {short.get(n, n): n for n in names}
+        out: dict[str, str] = {}
+        for name in layers:
+            keras = PAPER_LAYERS.get(name, name)
+            label = next((k for k, v in PAPER_LAYERS.items() if v == keras), keras)
+            out[label] = keras
+        return out
+
+    @classmethod
+    def from_mapping(cls, section: dict[str, Any] | None, source: str = "study.yaml") -> AnalysisSettings:
+        """Settings from a ``study.yaml`` ``analysis:`` mapping (unknown keys are an error)."""
+        if section is None:
+            return cls()
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: 'analysis' must be a mapping, got {type(section).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown analysis key(s) {unknown}; expected some of {sorted(known)}")
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            if key in ("layers", "measures", "sources") and value is not None:
+                value = (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+            values[key] = value
+        return cls(**values)
+
+    def override(self, **values: Any) -> AnalysisSettings:
+        """A copy with every non-``None`` value replaced."""
+        given = {k: v for k, v in values.items() if v is not None}
+        for key in ("layers", "measures", "sources"):
+            if key in given:
+                v = given[key]
+                given[key] = (v,) if isinstance(v, str) else tuple(v)
+        return replace(self, **given)
