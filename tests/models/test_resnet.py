@@ -20,7 +20,7 @@ from medtransfer.models import (
     save_checkpoint,
 )
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

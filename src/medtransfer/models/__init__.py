@@ -1,20 +1,36 @@
 """The Keras-layout ResNet50, its weight readers, the weight sources and their normalisation."""
 
 from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from medtransfer.models.download import IMAGENET_MD5, IMAGENET_URL, cache_dir, imagenet_weights
 from medtransfer.models.init import keras_init_
+from medtransfer.models.keras_h5 import load_keras_h5, read_keras_h5
 from medtransfer.models.normalization import MODES as NORMALIZATION_MODES
 from medtransfer.models.normalization import Normalization
+from medtransfer.models.report import LoadReport
 from medtransfer.models.resnet import BLOCK_LAYERS, PAPER_LAYERS, TAP_LAYERS, ResNet50
+from medtransfer.models.sources import Source, load_source, load_weights_file
+from medtransfer.models.torch_port import load_torch_port
 
 __all__ = [
     "BLOCK_LAYERS",
+    "IMAGENET_MD5",
+    "IMAGENET_URL",
     "NORMALIZATION_MODES",
     "PAPER_LAYERS",
     "TAP_LAYERS",
+    "LoadReport",
     "Normalization",
     "ResNet50",
+    "Source",
+    "cache_dir",
+    "imagenet_weights",
     "is_checkpoint",
     "keras_init_",
     "load_checkpoint",
+    "load_keras_h5",
+    "load_source",
+    "load_torch_port",
+    "load_weights_file",
+    "read_keras_h5",
     "save_checkpoint",
 ]

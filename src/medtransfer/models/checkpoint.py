@@ -77,7 +77,7 @@ def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, An
 def is_checkpoint(path: str | os.PathLike) -> bool:
     """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote."""
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return False
     return isinstance(payload, dict) and payload.get("format") == FORMAT

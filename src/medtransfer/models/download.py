@@ -1,0 +1,110 @@
+"""The weights cache and the one-time download of Keras' ImageNet ResNet50 weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from medtransfer.errors import WeightsError
+from medtransfer.progress import track
+
+CACHE_ENV = "MEDTRANSFER_CACHE"
+DEFAULT_CACHE = Path("~/.cache/medtransfer")
+
+IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
+IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
+"""Keras' published md5 of the notop file (keras.applications.resnet.WEIGHTS_HASHES)."""
+
+RADIMAGENET_FILES = ("RadImageNet-ResNet50_notop.h5", "RadImageNet-ResNet50_notop.pth")
+
+_CHUNK = 1 << 20
+
+
+def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The weights cache: ``explicit`` if given, else ``$MEDTRANSFER_CACHE``, else ``~/.cache/medtransfer``."""
+    chosen = explicit if explicit is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    return Path(chosen).expanduser()
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex md5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _chunks(response, total: int | None):
+    steps = None if total is None else max(1, -(-total // _CHUNK))
+    def read():
+        while chunk := response.read(_CHUNK):
+            yield chunk
+    yield from track(read(), description="downloading ImageNet weights", total=steps)
+
+
+def fetch(url: str, target: Path, md5: str | None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target`` (temp file + rename), checking ``md5``; a clear error offline.
+
+    Nothing is left at ``target`` unless the download completed and its md5 matched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+                    for chunk in _chunks(response, int(length) if length else None):
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError, TimeoutError) as error:
+                raise WeightsError(
+                    f"could not download {url} ({error}). Without network access, fetch that URL by hand "
+                    f"and put the file at {target}"
+                    + (f" (md5 {md5})" if md5 else "")
+                ) from error
+        if md5 is not None:
+            got = md5sum(tmp)
+            if got != md5:
+                raise WeightsError(f"download of {url} has md5 {got}, expected {md5}: not kept; try again")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def imagenet_weights(cache: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Path of Keras' ImageNet notop weights in the cache, downloaded (once) when missing.
+
+    A cached file with the wrong md5 is refused with the expected and found checksums.
+    """
+    target = cache_dir(cache) / IMAGENET_FILE
+    if not target.is_file():
+        if not download:
+            raise WeightsError(f"ImageNet weights not found at {target}: run `medtransfer weights fetch imagenet` or download {IMAGENET_URL} there")
+        return fetch(IMAGENET_URL, target, IMAGENET_MD5)
+    got = md5sum(target)
+    if got != IMAGENET_MD5:
+        raise WeightsError(
+            f"{target} has md5 {got}, Keras publishes {IMAGENET_MD5}: delete it and download {IMAGENET_URL} again"
+        )
+    return target
+
+
+def find_radimagenet(cache: str | os.PathLike | None = None) -> Path:
+    """The RadImageNet ResNet50 file (h5, else pth) in the cache, or a clear error saying where to put it."""
+    folder = cache_dir(cache)
+    for name in RADIMAGENET_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise WeightsError(
+        f"RadImageNet weights not found: RadImageNet's authors hand out {RADIMAGENET_FILES[0]} on request "
+        f"(a PyTorch port {RADIMAGENET_FILES[1]} is at github.com/Warvito/radimagenet-models). Put either file "
+        f"in {folder} (set ${CACHE_ENV} to use another folder) or pass its path as the source"
+    )

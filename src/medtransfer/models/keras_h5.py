@@ -1,0 +1,265 @@
+"""Read Keras ResNet50 weight files with h5py alone (no TensorFlow) and load them by layer name.
+
+Three layouts are understood:
+
+- ``full-model``: ``model.save("x.h5")`` (tf.keras 2.x and Keras 3 legacy h5), e.g. RadImageNet's
+  ``RadImageNet-ResNet50_notop.h5``: layer groups under ``model_weights``;
+- ``weights-only``: ``save_weights("x.h5")`` of tf.keras 2.x / Keras 3's legacy h5 writer, e.g. Keras'
+  ImageNet ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``: layer groups at the top level;
+- ``keras3-weights``: Keras 3 ``save_weights("x.weights.h5")``: ``layers/<class name>_<n>/vars/<i>``.
+
+In the two legacy layouts every layer group lists its arrays in a ``weight_names`` attribute, written
+``conv1_conv/kernel:0`` by tf.keras 2.x (stored one group deeper, ``conv1_conv/conv1_conv/kernel:0``)
+and ``conv1_conv/kernel`` by Keras 3; arrays are found by those names, never by position. A ResNet50
+nested as one layer of a larger model (its weight names then carry the inner layer names) is read
+the same way. The Keras 3 format stores no layer names: its layers are matched in Keras 3's
+topological order of ``keras.applications.ResNet50`` (verified against Keras in the tests), and every
+shape is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medtransfer.errors import WeightsError
+from medtransfer.models.report import LoadReport, copy_state_
+from medtransfer.models.resnet import STAGES, ResNet50
+
+CONV_VARS = ("kernel", "bias")
+BN_VARS = ("gamma", "beta", "moving_mean", "moving_variance")
+BN_TORCH = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def keras_layer_names() -> list[str]:
+    """The 106 weight layers of Keras' ResNet50 (conv and BN), in Keras 3's topological order."""
+    names = ["conv1_conv", "conv1_bn"]
+    for s, blocks, _, _ in STAGES:
+        for i in range(1, blocks + 1):
+            parts = ("1", "2", "0", "3") if i == 1 else ("1", "2", "3")
+            for j in parts:
+                names += [f"conv{s}_block{i}_{j}_conv", f"conv{s}_block{i}_{j}_bn"]
+    return names
+
+
+@dataclass
+class KerasWeights:
+    """The arrays of a Keras weights file, by layer name (Keras layouts, float arrays).
+
+    ``layers[name][var]`` with var in kernel/bias (conv, dense) or gamma/beta/moving_mean/
+    moving_variance (BatchNorm); conv kernels ``(kh, kw, in, out)``, dense kernels ``(in, out)``.
+    """
+
+    path: str
+    layout: str
+    layers: dict[str, dict[str, np.ndarray]]
+    keras_version: str | None = None
+    backend: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _text(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def _read(dataset, path: str, where: str) -> np.ndarray:
+    try:
+        return np.asarray(dataset[()])
+    except Exception as error:  # h5py raises OSError/KeyError on damaged files
+        raise WeightsError(f"{path}: cannot read array {where} (truncated or damaged file?): {error}") from error
+
+
+def _read_legacy(handle, path: str) -> KerasWeights:
+    full = "model_weights" in handle
+    root = handle["model_weights"] if full else handle
+    names = [_text(n) for n in root.attrs["layer_names"]]
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        if name not in root:
+            raise WeightsError(f"{path}: layer {name!r} is listed in layer_names but its group is missing (truncated file?)")
+        group = root[name]
+        for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
+            parts = weight_name.split("/")
+            var = parts[-1].split(":")[0]
+            layer = parts[-2] if len(parts) >= 2 else name
+            if weight_name not in group:
+                raise WeightsError(f"{path}: array {weight_name!r} of layer {name!r} is missing (truncated file?)")
+            arrays = layers.setdefault(layer, {})
+            if var in arrays:
+                raise WeightsError(f"{path}: layer {layer!r} has two arrays named {var!r}")
+            arrays[var] = _read(group[weight_name], path, f"{name}/{weight_name}")
+    return KerasWeights(
+        path=path,
+        layout="full-model" if full else "weights-only",
+        layers=layers,
+        keras_version=_text(handle.attrs["keras_version"]) if "keras_version" in handle.attrs else None,
+        backend=_text(handle.attrs["backend"]) if "backend" in handle.attrs else None,
+    )
+
+
+_K3_GROUP = re.compile(r"(?:^|/)layers/(conv2d|batch_normalization|dense)(?:_(\d+))?$")
+_K3_VARS = {"conv2d": CONV_VARS, "batch_normalization": BN_VARS, "dense": CONV_VARS}
+
+
+def _read_keras3(handle, path: str) -> KerasWeights:
+    found: dict[str, list[tuple[int, str]]] = {"conv2d": [], "batch_normalization": [], "dense": []}
+
+    def visit(name, obj):
+        match = _K3_GROUP.search(name)
+        if match and "vars" in obj:
+            found[match.group(1)].append((int(match.group(2) or 0), name))
+
+    handle["layers"].visititems(lambda n, o: visit("layers/" + n, o))
+    order = keras_layer_names()
+    n_conv = sum(n.endswith("_conv") for n in order)
+    if len(found["conv2d"]) != n_conv or len(found["batch_normalization"]) != n_conv:
+        raise WeightsError(
+            f"{path}: a Keras 3 weights file of ResNet50 has {n_conv} Conv2D and {n_conv} BatchNormalization "
+            f"layers, this one has {len(found['conv2d'])} and {len(found['batch_normalization'])}: not a ResNet50"
+        )
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    convs = iter(sorted(found["conv2d"]))
+    bns = iter(sorted(found["batch_normalization"]))
+    for name in order:
+        _, group_path = next(convs) if name.endswith("_conv") else next(bns)
+        wanted = CONV_VARS if name.endswith("_conv") else BN_VARS
+        layers[name] = _keras3_vars(handle[group_path]["vars"], wanted, path, group_path, name)
+    for number, group_path in sorted(found["dense"]):
+        name = group_path.rsplit("/", 1)[-1]
+        layers[name] = _keras3_vars(handle[group_path]["vars"], CONV_VARS, path, group_path, name)
+    notes = ["Keras 3 .weights.h5 stores no layer names: layers matched in Keras 3's topological order"]
+    return KerasWeights(path=path, layout="keras3-weights", layers=layers, notes=notes)
+
+
+def _keras3_vars(group, wanted, path, group_path, name) -> dict[str, np.ndarray]:
+    keys = sorted(group.keys(), key=int)
+    if len(keys) != len(wanted):
+        raise WeightsError(
+            f"{path}: {group_path} (ResNet50 layer {name}) has {len(keys)} arrays, expected {len(wanted)} ({', '.join(wanted)})"
+        )
+    return {var: _read(group[k], path, f"{group_path}/vars/{k}") for var, k in zip(wanted, keys)}
+
+
+def read_keras_h5(path: str | os.PathLike) -> KerasWeights:
+    """Read every weight array of a Keras h5 file (any of the three layouts) into memory."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise WeightsError(f"{path} cannot be opened as HDF5 (truncated or not an h5 file): {error}") from error
+    with handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+        if "layer_names" in root.attrs:
+            return _read_legacy(handle, str(path))
+        if "layers" in handle and hasattr(handle["layers"], "visititems"):
+            return _read_keras3(handle, str(path))
+        raise WeightsError(
+            f"{path} is an HDF5 file but not a Keras weights file: expected a 'layer_names' attribute "
+            f"(at the top or under 'model_weights') or a Keras 3 'layers' group; top-level keys: {sorted(handle.keys())[:8]}"
+        )
+
+
+def _expected_keras_shapes(model: ResNet50) -> dict[str, dict[str, tuple[int, ...]]]:
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, module in model.keras_layers().items():
+        if name.endswith("_conv"):
+            out, cin, kh, kw = module.weight.shape
+            shapes[name] = {"kernel": (kh, kw, cin, out), "bias": (out,)}
+        else:
+            shapes[name] = {var: (module.num_features,) for var in BN_VARS}
+    return shapes
+
+
+def keras_state(weights: KerasWeights, model: ResNet50) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+    """Validate ``weights`` against ``model`` and convert them to its state-dict keys.
+
+    Returns ``(tensors, head, notes)``; raises :class:`WeightsError` naming the layer and both
+    shapes for any missing or mis-shaped array, before anything is copied.
+    """
+    path = weights.path
+    expected = _expected_keras_shapes(model)
+    present = [name for name in expected if name in weights.layers]
+    if not present:
+        sample = ", ".join(sorted(weights.layers)[:6]) or "none"
+        raise WeightsError(
+            f"{path} is not a Keras ResNet50 weights file: it has no layer named conv1_conv, "
+            f"conv2_block1_1_conv, ... (its weight layers: {sample})"
+        )
+    missing = [name for name in expected if name not in weights.layers]
+    if missing:
+        raise WeightsError(
+            f"{path}: layer {missing[0]} is missing ({len(present)} of {len(expected)} ResNet50 weight "
+            f"layers present; missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
+        )
+    prefixes = {id(m): n for n, m in model.named_modules()}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in model.keras_layers().items():
+        arrays = weights.layers[name]
+        for var, shape in expected[name].items():
+            if var not in arrays:
+                raise WeightsError(f"{path}: layer {name} lacks its {var} array (has {', '.join(arrays)})")
+            if tuple(arrays[var].shape) != shape:
+                raise WeightsError(
+                    f"{path}: layer {name} {var} has shape {tuple(arrays[var].shape)}, expected {shape} "
+                    f"(Keras layout)"
+                )
+        prefix = prefixes[id(module)]
+        if name.endswith("_conv"):
+            tensors[f"{prefix}.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].transpose(3, 2, 0, 1)))
+            tensors[f"{prefix}.bias"] = torch.from_numpy(arrays["bias"])
+        else:
+            for var, torch_name in BN_TORCH.items():
+                tensors[f"{prefix}.{torch_name}"] = torch.from_numpy(arrays[var])
+    extra = {n: a for n, a in weights.layers.items() if n not in expected}
+    head, notes = _head_tensors(extra, model, tensors)
+    return tensors, head, notes
+
+
+def _head_tensors(extra: dict[str, dict[str, np.ndarray]], model: ResNet50, tensors: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
+    """Pick a top Dense layer (kernel (2048, k), bias (k,)) for the model's head, adding it to ``tensors``."""
+    notes: list[str] = []
+    tops = {
+        n: a for n, a in extra.items()
+        if set(a) == {"kernel", "bias"} and a["kernel"].ndim == 2 and a["kernel"].shape[0] == 2048
+    }
+    for name in sorted(set(extra) - set(tops)):
+        notes.append(f"ignored layer {name} (arrays: {', '.join(f'{v}{tuple(a.shape)}' for v, a in extra[name].items())})")
+    if not tops:
+        return "none in file", notes
+    described = ", ".join(f"{n} (2048 -> {a['kernel'].shape[1]})" for n, a in tops.items())
+    k = model.num_classes
+    if k is None:
+        return f"not loaded: the model has no head; file has {described}", notes
+    fitting = [n for n, a in tops.items() if a["kernel"].shape[1] == k and a["bias"].shape == (k,)]
+    if len(fitting) != 1:
+        why = "several fit" if fitting else f"none has {k} outputs"
+        return f"not loaded ({why}): file has {described}; the head keeps its initialisation", notes
+    arrays = tops[fitting[0]]
+    tensors["head.1.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].T))
+    tensors["head.1.bias"] = torch.from_numpy(arrays["bias"])
+    return f"loaded from {fitting[0]} (2048 -> {k})", notes
+
+
+def load_keras_h5(path: str | os.PathLike, model: ResNet50) -> LoadReport:
+    """Load a Keras ResNet50 h5 file into ``model`` by layer name, all or nothing.
+
+    The backbone must be complete and every shape must match; a top Dense layer is loaded into
+    the head when ``model`` has one with the same number of classes, and skipped otherwise (the
+    report says so).
+    """
+    weights = read_keras_h5(path)
+    tensors, head, notes = keras_state(weights, model)
+    copy_state_(model, tensors, str(path))
+    extra = [f"written by Keras {weights.keras_version} ({weights.backend} backend)"] if weights.keras_version else []
+    return LoadReport(
+        path=str(path), layout=weights.layout, layers=len(model.keras_layers()), head=head, notes=weights.notes + extra + notes
+    )
