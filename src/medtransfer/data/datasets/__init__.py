@@ -1,0 +1,1 @@
+"""One module per dataset; each exposes ``load(root, *, skip_bad=False, **options) -> Manifest``."""

@@ -1,0 +1,253 @@
+"""Patient-grouped, class-stratified k-fold splits into train / validation / test, and their CSVs.
+
+Layout of a fold table (long format, one row per image and fold): columns ``image_id``, ``fold``
+(0..k-1), ``split`` ("train" | "val" | "test").
+
+How ``make_folds`` splits (k = 5, fractions 80/5/15 as in the paper): the images are first cut
+into k held-out blocks of ~1/k each with scikit-learn's ``StratifiedGroupKFold`` (no group in two
+blocks, class proportions kept as far as groups allow). In fold f, block f is held out and cut
+again, by group and class, into validation (val / (val + test) of it) and test; all other blocks
+train. So every image is held out (validation or test) in exactly one fold, test parts of
+different folds are disjoint, and no group ever spans two parts of one fold. With 80/5/15 three
+quarters of the images are tested once and one quarter validates once.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from medtransfer.data.manifest import Manifest
+from medtransfer.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def _grouped_blocks(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """(n,) block index 0..n_splits-1 per item; groups never span blocks, classes stratified."""
+    block = np.empty(len(labels), dtype=np.int64)
+    _, group_codes = np.unique(groups, return_inverse=True)
+    if np.bincount(labels).max() < n_splits:  # too few images of every class to stratify at all
+        labels = np.zeros_like(labels)
+    singletons = len(np.unique(group_codes)) == len(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        if singletons:
+            counts = np.bincount(labels)
+            if counts[counts > 0].min() >= n_splits:
+                splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed)
+                for b, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+                    block[test] = b
+                return block
+        splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+        for b, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, group_codes)):
+            block[test] = b
+    return block
+
+
+def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, float] = (0.80, 0.05, 0.15),
+               seed: int = 0) -> pd.DataFrame:
+    """Grouped, stratified folds of ``manifest``: a table ``image_id, fold, split`` with N*k rows.
+
+    ``fractions`` = (train, val, test); train must be (k-1)/k since the held-out part of a fold
+    is one of k blocks. Raises ``DataError`` when there are too few groups to split.
+    """
+    if k < 2:
+        raise ConfigError(f"folds: k={k}; expected k >= 2")
+    train_f, val_f, test_f = (float(x) for x in fractions)
+    if min(train_f, val_f, test_f) < 0 or abs(train_f + val_f + test_f - 1) > 1e-6:
+        raise ConfigError(f"folds: fractions {fractions} must be >= 0 and sum to 1")
+    if abs(train_f - (k - 1) / k) > 1e-6:
+        raise ConfigError(f"folds: train fraction {train_f} with k={k}; expected {(k - 1) / k:.4f} "
+                          "(each fold holds out one of k blocks for validation + test)")
+    labels = manifest.labels
+    groups = manifest.groups
+    n_groups = len(np.unique(groups))
+    n_sub = int(round((val_f + test_f) / val_f)) if val_f > 0 else 0
+    if n_groups < k * max(1, min(n_sub, 2)):
+        raise DataError(f"{manifest.name}: {n_groups} groups cannot make {k} folds with a validation "
+                        f"part; expected at least {k * max(1, min(n_sub, 2))} groups")
+    block = _grouped_blocks(labels, groups, k, seed)
+    split = np.empty((k, len(labels)), dtype=object)
+    for f in range(k):
+        split[f] = "train"
+        held = np.flatnonzero(block == f)
+        if n_sub == 0:
+            split[f, held] = "test"
+            continue
+        held_groups = groups[held]
+        m = min(n_sub, len(np.unique(held_groups)))
+        if m < 2:
+            raise DataError(f"{manifest.name}: fold {f} holds out a single group; too few groups "
+                            "to split validation from test")
+        sub = _grouped_blocks(labels[held], held_groups, m, seed + 1 + f)
+        split[f, held] = np.where(sub == 0, "val", "test")
+    ids = manifest.image_ids
+    return pd.DataFrame({
+        "image_id": np.tile(ids, k),
+        "fold": np.repeat(np.arange(k), len(ids)),
+        "split": split.reshape(-1),
+    })
+
+
+def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "folds") -> None:
+    """Raise ``DataError`` unless ``folds`` fits ``manifest``: known image ids, one split per image
+    and fold, no group in two splits of one fold, test parts disjoint across folds."""
+    missing = {"image_id", "fold", "split"} - set(folds.columns)
+    if missing:
+        raise DataError(f"{source}: missing columns {sorted(missing)}; expected image_id, fold, split")
+    bad_split = set(folds["split"]) - set(SPLITS)
+    if bad_split:
+        raise DataError(f"{source}: split values {sorted(bad_split)}; expected one of {list(SPLITS)}")
+    known = set(manifest.image_ids)
+    unknown = folds.loc[~folds["image_id"].isin(known), "image_id"]
+    if len(unknown):
+        raise DataError(f"{source}: {len(unknown)} image ids not in dataset {manifest.name!r}, "
+                        f"e.g. {unknown.iloc[0]!r}")
+    dup = folds.duplicated(["image_id", "fold"])
+    if dup.any():
+        row = folds[dup].iloc[0]
+        raise DataError(f"{source}: image {row.image_id!r} appears twice in fold {row.fold}")
+    group_of = dict(zip(manifest.image_ids, manifest.groups))
+    g = folds.assign(group=folds["image_id"].map(group_of))
+    spans = g.groupby(["fold", "group"])["split"].nunique()
+    if (spans > 1).any():
+        fold, group = spans[spans > 1].index[0]
+        raise DataError(f"{source}: group {group!r} is in more than one split of fold {fold}")
+    tests = g[g["split"] == "test"]
+    twice = tests["image_id"].duplicated()
+    if twice.any():
+        raise DataError(f"{source}: image {tests[twice].iloc[0].image_id!r} is in the test part of two folds")
+
+
+def write_folds(folds: pd.DataFrame, path: str | Path) -> Path:
+    """Write a fold table as CSV (atomically: temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    folds.loc[:, ["image_id", "fold", "split"]].to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_folds(path: str | Path, manifest: Manifest | None = None) -> pd.DataFrame:
+    """Read a fold table CSV; with ``manifest``, check it fits (``validate_folds``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: fold file not found")
+    try:
+        folds = pd.read_csv(path, dtype={"image_id": str, "split": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a fold CSV ({error})") from error
+    if "fold" in folds:
+        folds["fold"] = pd.to_numeric(folds["fold"], errors="raise").astype(np.int64)
+    if manifest is not None:
+        validate_folds(folds, manifest, source=path)
+    elif not {"image_id", "fold", "split"} <= set(folds.columns):
+        raise DataError(f"{path}: expected columns image_id, fold, split; got {list(folds.columns)}")
+    return folds.loc[:, ["image_id", "fold", "split"]]
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(p for p in PurePosixPath(str(path).replace("\\", "/")).parts if p not in ("/", "."))
+
+
+def _common_suffix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+class _PathMatcher:
+    """Finds the manifest row whose ref shares the longest path suffix with a foreign path."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.parts = [_parts(r) for r in manifest.frame["ref"]]
+        self.by_name: dict[str, list[int]] = defaultdict(list)
+        for i, p in enumerate(self.parts):
+            if p:
+                self.by_name[p[-1]].append(i)
+
+    def match(self, path: str) -> tuple[int | None, str]:
+        parts = _parts(path)
+        if not parts:
+            return None, "empty path"
+        rows = self.by_name.get(parts[-1], [])
+        if not rows:
+            return None, "no local image has this file name"
+        if len(rows) == 1:
+            return rows[0], ""
+        scores = np.array([_common_suffix(parts, self.parts[i]) for i in rows])
+        best = np.flatnonzero(scores == scores.max())
+        if len(best) > 1:
+            return None, f"ambiguous: matches {len(best)} local images equally well"
+        return rows[best[0]], ""
+
+
+_AUTHOR_FILE = re.compile(r"^(train|val|test)_fold(\d+)\.csv$")
+
+
+def import_author_splits(directory: str | Path, manifest: Manifest,
+                         conflicts: str = "error") -> pd.DataFrame:
+    """Map the authors' ``{train,val,test}_fold{k}.csv`` files (columns ``path,class[,pid]``) onto
+    ``manifest`` by path suffix (file name first, then parent folders to break ties).
+
+    Returns a fold table (folds renumbered 0..k-1 in the order of the files' fold numbers).
+    Raises ``DataError`` naming the file and rows that match no local image or several.
+    An image listed twice in one split counts once (the authors' CBIS-DDSM rows are abnormalities);
+    an image in two splits of one fold is an error, or with ``conflicts="test-wins"`` is kept in
+    the test part, else validation.
+    """
+    directory = Path(directory)
+    if conflicts not in ("error", "test-wins"):
+        raise ConfigError(f"conflicts={conflicts!r}: expected 'error' or 'test-wins'")
+    files: dict[int, dict[str, Path]] = defaultdict(dict)
+    for f in sorted(directory.glob("*_fold*.csv")):
+        m = _AUTHOR_FILE.match(f.name)
+        if m:
+            files[int(m.group(2))][m.group(1)] = f
+    if not files:
+        raise DataError(f"{directory}: no files named {{train,val,test}}_fold<k>.csv")
+    matcher = _PathMatcher(manifest)
+    ids = manifest.image_ids
+    frames = []
+    for fold, number in enumerate(sorted(files)):
+        missing = [s for s in SPLITS if s not in files[number]]
+        if missing:
+            raise DataError(f"{directory}: fold {number} lacks {', '.join(f'{s}_fold{number}.csv' for s in missing)}")
+        for split in SPLITS:
+            path = files[number][split]
+            table = pd.read_csv(path, dtype=str)
+            if "path" not in table.columns:
+                raise DataError(f"{path}: expected a 'path' column (path,class[,pid]); got {list(table.columns)}")
+            rows, bad = [], []
+            for line, p in enumerate(table["path"], start=2):
+                row, why = matcher.match(p)
+                if row is None:
+                    bad.append(f"line {line} {p!r}: {why}")
+                else:
+                    rows.append(row)
+            if bad:
+                raise DataError(f"{path}: {len(bad)} of {len(table)} rows match no single image of the "
+                                f"local {manifest.name!r} dataset:\n  " + "\n  ".join(bad[:10])
+                                + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""))
+            frames.append(pd.DataFrame({"image_id": ids[np.unique(rows)], "fold": fold, "split": split}))
+    folds = pd.concat(frames, ignore_index=True)
+    dup = folds.duplicated(["image_id", "fold"], keep=False)
+    if dup.any():
+        if conflicts == "error":
+            row = folds[dup].iloc[0]
+            splits = sorted(folds.loc[dup & (folds["image_id"] == row.image_id) & (folds["fold"] == row.fold), "split"])
+            raise DataError(f"{directory}: image {row.image_id!r} is in splits {splits} of fold "
+                            f"{row.fold} (pass conflicts='test-wins' to keep it in test)")
+        order = folds["split"].map({"test": 0, "val": 1, "train": 2})
+        folds = folds.assign(_o=order).sort_values(["fold", "image_id", "_o"], kind="stable")
+        folds = folds.drop_duplicates(["image_id", "fold"]).drop(columns="_o")
+    return folds.sort_values(["fold", "split", "image_id"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,101 @@
+"""Dataset names -> loaders, and the image check that decodes every image of a manifest.
+
+``load_manifest(name, root, **options)`` is the one entry point; each loader lives in
+``medtransfer.data.datasets.<module>`` as ``load(root, *, skip_bad=False, **options) -> Manifest``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
+from medtransfer.errors import DataError
+from medtransfer.progress import track
+
+# name -> (module under medtransfer.data.datasets, fixed options)
+LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chest": ("chest", {}),
+    "breast": ("breast", {}),
+    "thyroid": ("thyroid", {}),
+    "mammograms": ("mammograms", {}),
+    "knee": ("knee", {}),
+    "pcam": ("pcam", {}),
+    "pcam-small": ("pcam", {"subset": 10_000}),
+    "isic": ("isic", {}),
+    "medmnist": ("medmnist", {}),
+    "folder": ("folder", {}),
+    "csv": ("csvfile", {}),
+    "synthetic": ("synthetic", {}),
+}
+
+
+def dataset_names() -> list[str]:
+    """Names ``load_manifest`` accepts."""
+    return list(LOADERS)
+
+
+def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool = False,
+                  verify: bool = False, workers: int = 4, **options: Any) -> Manifest:
+    """Turn the raw dataset ``name`` at ``root`` into a manifest.
+
+    ``skip_bad=False``: any bad input (missing label file, unknown label value, conflicting
+    labels, and with ``verify`` unreadable images) raises one ``DataError`` naming the files.
+    ``skip_bad=True``: those files are left out and listed in ``manifest.skipped``.
+    ``verify=True`` decodes every image (``workers`` threads) to find unreadable or truncated ones.
+    ``options`` go to the loader (see each module under ``medtransfer.data.datasets``).
+    """
+    if name not in LOADERS:
+        raise DataError(f"dataset {name!r}: expected one of {dataset_names()}")
+    module_name, fixed = LOADERS[name]
+    if name != "synthetic":
+        if root is None:
+            raise DataError(f"dataset {name!r}: a root folder or file is required (--root)")
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise DataError(f"dataset {name!r}: root {root} does not exist")
+    module = importlib.import_module(f"medtransfer.data.datasets.{module_name}")
+    try:
+        manifest = module.load(root, skip_bad=skip_bad, **{**fixed, **options})
+    except TypeError as error:
+        raise DataError(f"dataset {name!r}: bad options {sorted(options)} ({error})") from error
+    if name != manifest.name:
+        manifest = replace(manifest, name=name)
+    if verify:
+        manifest = verify_images(manifest, skip_bad=skip_bad, workers=workers)
+    return manifest
+
+
+def _check_one(manifest: Manifest, i: int) -> str | None:
+    try:
+        image = manifest.read_image(i)
+    except DataError as error:
+        return reason_of(error, manifest.frame["ref"].iat[i])
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+        return f"decoded to shape {image.shape} {image.dtype}; expected (h, w, 3) uint8"
+    return None
+
+
+def verify_images(manifest: Manifest, *, skip_bad: bool = False, workers: int = 4) -> Manifest:
+    """Decode every image; raise ``DataError`` naming the unreadable ones, or (``skip_bad``)
+    return the manifest without them, listed in ``skipped``."""
+    n = len(manifest)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        errors = list(track(pool.map(lambda i: _check_one(manifest, i), range(n)),
+                            f"checking {manifest.name} images", total=n))
+    bad = [i for i, e in enumerate(errors) if e is not None]
+    if not bad:
+        return manifest
+    refs = manifest.frame["ref"].to_numpy()
+    problems = [SkippedFile(refs[i], errors[i], True) for i in bad]
+    if not skip_bad:
+        raise DataError(format_problems(manifest.name, problems))
+    keep = np.ones(n, dtype=bool)
+    keep[bad] = False
+    kept = manifest.subset(keep)
+    return replace(kept, skipped=[*manifest.skipped, *problems])

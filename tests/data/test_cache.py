@@ -1,0 +1,68 @@
+"""The pixel cache: contents equal decode + resize, memory-mapped, keyed by files and settings."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medtransfer.data import Manifest, PixelCache, load_manifest
+from medtransfer.data.images import decode_file, resize
+from medtransfer.errors import DataError
+
+from .helpers import truncate, write_image
+
+
+def _file_manifest(tmp_path, n=6):
+    paths = [write_image(tmp_path / "img" / f"{i}.png", size=(30 + i, 20), seed=i,
+                         mode="L" if i % 2 else "RGB") for i in range(n)]
+    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "ref": [str(p) for p in paths],
+                          "label": [i % 2 for i in range(n)], "group": [f"g{i}" for i in range(n)]})
+    return Manifest(frame, ["a", "b"], "files"), paths
+
+
+def test_build_matches_decode_and_resize(tmp_path):
+    m, paths = _file_manifest(tmp_path)
+    cache = PixelCache.build(m, 16, "nearest", cache_dir=tmp_path / "cache", workers=2)
+    assert isinstance(cache.pixels, np.memmap) and cache.pixels.shape == (6, 16, 16, 3)
+    for i, p in enumerate(paths):
+        np.testing.assert_array_equal(cache.pixels[i], resize(decode_file(p), 16, "nearest"))
+    np.testing.assert_array_equal(cache.rows(["i3", "i0"]), cache.pixels[[3, 0]])
+    t = cache.tensor(["i1"])
+    assert t.shape == (1, 3, 16, 16) and t.dtype.is_floating_point is False
+    np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), cache.pixels[1])
+    with pytest.raises(DataError, match="unknown image id 'nope'"):
+        cache.rows(["nope"])
+
+
+def test_key_detects_changes(tmp_path):
+    m, paths = _file_manifest(tmp_path)
+    root = tmp_path / "cache"
+    first = PixelCache.build(m, 16, cache_dir=root)
+    again = PixelCache.build(m, 16, cache_dir=root)
+    assert again.path == first.path
+    assert PixelCache.build(m, 16, "bilinear", cache_dir=root).path != first.path
+    assert PixelCache.build(m, 12, cache_dir=root).path != first.path
+    # rewrite one source file with other pixels: a new cache with the new pixels
+    write_image(paths[2], size=(32, 20), seed=99)
+    os.utime(paths[2], ns=(1, 1))
+    changed = PixelCache.build(m, 16, cache_dir=root)
+    assert changed.path != first.path
+    np.testing.assert_array_equal(changed.pixels[2], resize(decode_file(paths[2]), 16, "nearest"))
+
+
+def test_unreadable_images_named(tmp_path):
+    m, paths = _file_manifest(tmp_path)
+    truncate(paths[1], 0.3)
+    paths[4].unlink()
+    with pytest.raises(DataError, match=r"(?s)2 problem\(s\).*1\.png.*truncated.*4\.png.*not found"):
+        PixelCache.build(m, 16, cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-built is left
+
+
+def test_in_memory_dataset(tmp_path):
+    m = load_manifest("synthetic", None, n_patients=5, images_per_patient=2, size=24)
+    cache = PixelCache.build(m, 24, cache_dir=tmp_path, workers=3)
+    np.testing.assert_array_equal(cache.pixels, np.stack([m.read_image(i) for i in range(len(m))]))
+    other = load_manifest("synthetic", None, n_patients=5, images_per_patient=2, size=24, seed=1)
+    assert PixelCache.build(other, 24, cache_dir=tmp_path).path != cache.path

@@ -1,0 +1,146 @@
+"""Folds: grouped, stratified, 80/5/15, seeded; CSV round trip; the authors' split CSVs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medtransfer.data import import_author_splits, load_manifest, make_folds, read_folds, write_folds
+from medtransfer.data.folds import validate_folds
+from medtransfer.errors import ConfigError, DataError
+
+from .helpers import manifest_from
+
+
+@st.composite
+def grouped_data(draw):
+    n_groups = draw(st.integers(12, 60))
+    n_classes = draw(st.integers(2, 4))
+    sizes = draw(st.lists(st.integers(1, 5), min_size=n_groups, max_size=n_groups))
+    group_label = draw(st.lists(st.integers(0, n_classes - 1), min_size=n_groups, max_size=n_groups))
+    groups = np.repeat(np.arange(n_groups), sizes)
+    labels = np.repeat(group_label, sizes)
+    # some groups mix classes (e.g. a patient with a normal and an abnormal image)
+    flip = draw(st.lists(st.booleans(), min_size=len(labels), max_size=len(labels)))
+    labels = np.where(np.array(flip) & (np.arange(len(labels)) % 7 == 0), (labels + 1) % n_classes, labels)
+    labels[:n_classes] = np.arange(n_classes)  # every class present
+    return labels, groups, draw(st.integers(0, 1000))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grouped_data())
+def test_fold_properties(data):
+    labels, groups, seed = data
+    m = manifest_from(labels, groups)
+    folds = make_folds(m, k=5, seed=seed)
+    validate_folds(folds, m)  # ids known, one split per image and fold, groups unsplit, tests disjoint
+    assert len(folds) == 5 * len(m)
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+    held = folds[folds["split"] != "train"]
+    # every image is held out (val or test) in exactly one fold
+    assert held["image_id"].value_counts().reindex(m.image_ids).eq(1).all()
+    group_of = dict(zip(m.image_ids, m.groups))
+    for f in range(5):
+        part = folds[folds["fold"] == f]
+        for a in ("train", "val", "test"):
+            assert (part["split"] == a).any(), f"fold {f} has no {a} images"
+        spans = part.assign(g=part["image_id"].map(group_of)).groupby("g")["split"].nunique()
+        assert spans.max() == 1
+    assert make_folds(m, k=5, seed=seed).equals(folds)  # seeded
+
+
+def test_fractions_and_stratification_on_singletons():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(2000) < 0.3).astype(int)
+    m = manifest_from(labels, np.arange(2000))
+    folds = make_folds(m, seed=1)
+    share = folds.groupby("split").size() / len(folds)
+    assert share["train"] == pytest.approx(0.80, abs=0.002)
+    assert share["val"] == pytest.approx(0.05, abs=0.005)
+    assert share["test"] == pytest.approx(0.15, abs=0.005)
+    # class balance in every test fold close to the whole
+    lab = dict(zip(m.image_ids, labels))
+    for f in range(5):
+        test = folds[(folds["fold"] == f) & (folds["split"] == "test")]["image_id"].map(lab)
+        assert test.mean() == pytest.approx(labels.mean(), abs=0.02)
+    assert not make_folds(m, seed=2).equals(folds)
+
+
+def test_grouped_fractions_on_synthetic():
+    m = load_manifest("synthetic", None, n_patients=200, images_per_patient=3, size=8)
+    folds = make_folds(m)
+    share = folds.groupby("split").size() / len(folds)
+    assert share["test"] == pytest.approx(0.15, abs=0.02)
+    assert share["val"] == pytest.approx(0.05, abs=0.02)
+
+
+def test_bad_settings():
+    m = manifest_from([0, 1] * 4, range(8))
+    with pytest.raises(ConfigError, match="train fraction"):
+        make_folds(m, fractions=(0.7, 0.1, 0.2))
+    with pytest.raises(DataError, match="groups"):
+        make_folds(m, k=5)
+
+
+def test_csv_round_trip_and_validation(tmp_path):
+    m = manifest_from([0, 1] * 30, np.arange(60) // 2)
+    folds = make_folds(m, seed=3)
+    path = write_folds(folds, tmp_path / "folds" / "toy.csv")
+    back = read_folds(path, m)
+    pd.testing.assert_frame_equal(back, folds)
+    broken = folds.copy()
+    broken.loc[broken.index[0], "split"] = "test" if broken["split"].iat[0] != "test" else "train"
+    write_folds(broken, tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="group"):
+        read_folds(tmp_path / "bad.csv", m)
+    other = manifest_from([0, 1] * 10, range(20))
+    with pytest.raises(DataError, match="not in dataset"):
+        read_folds(path, manifest_from([0, 1], [0, 1], refs=None) if False else other.subset(range(5)))
+
+
+def _author_files(directory, rows_by_fold):
+    directory.mkdir(parents=True, exist_ok=True)
+    for k, splits in rows_by_fold.items():
+        for split, rows in splits.items():
+            pd.DataFrame(rows, columns=["path", "class", "pid"]).to_csv(directory / f"{split}_fold{k}.csv")
+
+
+def test_import_author_splits(tmp_path):
+    refs = [f"/data/chest_xray/train/{c}/IM-{i:04d}-0001.jpeg" for i, c in enumerate(["NORMAL", "PNEUMONIA"] * 5)]
+    refs[9] = "/data/chest_xray/test/PNEUMONIA/IM-0001-0001.jpeg"  # same file name as row 1, other folder
+    m = manifest_from([0, 1] * 5, range(10), refs=refs)
+    home = "/home/author/data/chest_xray"
+    rows = {
+        1: {"train": [(f"{home}/train/NORMAL/IM-0000-0001.jpeg", "NORMAL", "0"),
+                      (f"{home}/train/NORMAL/IM-0000-0001.jpeg", "NORMAL", "0")],  # duplicate row
+            "val": [(f"{home}/test/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "9")],
+            "test": [(f"{home}/train/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "1")]},
+        2: {"train": [(f"{home}/train/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "1")],
+            "val": [(f"C:\\data\\chest_xray\\train\\NORMAL\\IM-0002-0001.jpeg", "NORMAL", "2")],
+            "test": [(f"{home}/train/NORMAL/IM-0000-0001.jpeg", "NORMAL", "0")]},
+    }
+    _author_files(tmp_path / "splits", rows)
+    folds = import_author_splits(tmp_path / "splits", m)
+    got = {(r.fold, r.split): sorted(folds[(folds.fold == r.fold) & (folds.split == r.split)].image_id)
+           for r in folds.itertuples()}
+    assert got[(0, "train")] == ["img00000"]
+    assert got[(0, "val")] == ["img00009"]  # matched by the parent folders
+    assert got[(0, "test")] == ["img00001"]
+    assert got[(1, "val")] == ["img00002"]  # Windows path
+    assert got[(1, "test")] == ["img00000"]
+
+    rows[2]["test"].append(("/x/IM-9999-0001.jpeg", "NORMAL", "5"))
+    _author_files(tmp_path / "bad", rows)
+    with pytest.raises(DataError, match=r"(?s)test_fold2.csv: 1 of 2 rows.*IM-9999"):
+        import_author_splits(tmp_path / "bad", m)
+
+    rows[2]["test"].pop()
+    rows[2]["val"].append((f"{home}/train/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "1"))
+    _author_files(tmp_path / "leak", rows)
+    with pytest.raises(DataError, match="img00001.*fold 1"):
+        import_author_splits(tmp_path / "leak", m)
+    fixed = import_author_splits(tmp_path / "leak", m, conflicts="test-wins")
+    assert fixed[(fixed.fold == 1) & (fixed.image_id == "img00001")]["split"].tolist() == ["val"]
+    with pytest.raises(DataError, match="no files"):
+        import_author_splits(tmp_path, m)
