@@ -28,8 +28,8 @@ def glorot_uniform_(weight: torch.Tensor, generator: torch.Generator) -> torch.T
     """Fill ``weight`` in place with U(-l, l), ``l = sqrt(6 / (fan_in + fan_out))``, drawn on the CPU from ``generator``."""
     fan_in, fan_out = glorot_fans(weight)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    values = torch.rand(weight.shape, generator=generator, dtype=torch.float64) * (2 * limit) - limit
-    weight.copy_(values.to(weight.dtype))
+    values = torch.empty(weight.shape, dtype=torch.float32).uniform_(-limit, limit, generator=generator)
+    weight.copy_(values)
     return weight
 
 
