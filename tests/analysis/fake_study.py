@@ -36,6 +36,7 @@ def make_study(
     config_extra: dict | None = None,
     checkpoint=None,
     write_auc_csv: bool = True,
+    source_paths: dict[str, str] | None = None,
 ) -> Path:
     """Write runs for every target (name -> number of classes), source, strategy and fold.
 
@@ -59,7 +60,8 @@ def make_study(
                         continue
                     run_dir = root / "runs" / target / f"{source}-{strategy}" / f"fold{fold}"
                     run_dir.mkdir(parents=True)
-                    config = {"target": target, "root": None, "source": source, "normalization": "caffe",
+                    load = (source_paths or {}).get(source, source)
+                    config = {"target": target, "root": None, "source": load, "source_name": source, "normalization": "caffe",
                               "strategy": strategy, "fold": fold, "seed": 0, "size": 32, "classes": [f"c{j}" for j in range(k)],
                               **(config_extra or {})}
                     (run_dir / "config.json").write_text(json.dumps(config))

@@ -68,16 +68,27 @@ def fold_similarity(
         samples[key] = sample_activations(network, pool, plan, batch_size, device, log, key)
         del network
     rows = []
+    refused: dict[tuple[str, str], str] = {}
+
+    def value(xa: np.ndarray, xb: np.ndarray, name: str, m: str) -> float:
+        try:
+            return measure(xa, xb, m)
+        except MedtransferError as error:  # e.g. CCA with channels >= rows - 1
+            refused.setdefault((name, m), str(error))
+            return float("nan")
+
     for pair in track(pairs, f"similarity {target} fold {fold}", total=len(pairs)):
         if pair.a.key not in samples or pair.b.key not in samples:
             continue
         acts_a, acts_b = samples[pair.a.key], samples[pair.b.key]
         for name, layer in plan.layers.items():
             for m in measures:
-                values = np.array([measure(xa, xb, m) for xa, xb in zip(acts_a[name], acts_b[name])])
+                values = np.array([value(xa, xb, name, m) for xa, xb in zip(acts_a[name], acts_b[name])])
                 rows.append(
                     [target, fold, pair.name, pair.strategy, labels.get(name, name), m,
                      float(np.mean(values)), float(np.std(values)), pair.kind, pair.source,
                      pair.a.label, pair.b.label, name, layer.rows, len(layer.channels[0]), len(values)]
                 )
+    for (name, m), message in refused.items():
+        problems.append(f"{target} fold {fold}, {labels.get(name, name)}: {m.upper()} not computed ({message})")
     return pd.DataFrame(rows, columns=COLUMNS), problems
