@@ -1,0 +1,105 @@
+"""Resumable training state: ``checkpoints/last.pt`` and the best-weights snapshot it names.
+
+``last.pt`` holds everything needed to continue a run exactly: phase, epochs done, model and
+optimizer state, early-stopping state, history so far, and the RNG states (global torch, CUDA,
+shuffle and augmentation generators). The best weights of the phase live in a separate snapshot
+file ``best.{phase}.{epoch}.pt`` written *before* ``last.pt`` that names it, so a kill at any
+moment leaves a consistent pair. Every file is written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medtransfer.errors import MedtransferError
+
+LAST = "last.pt"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename over ``path``.
+
+    Safe against a killed process at any moment (the rename is atomic); no fsync, since these
+    files are rewritten often and a lost one after a power cut only costs a restart.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cpu_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state dict."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in module_state.items()}
+
+
+def write_checkpoint(directory: Path, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None,
+                     best_name: str | None, best_dirty: bool) -> str | None:
+    """Write the best snapshot (if it changed) and then ``last.pt``; remove stale snapshots.
+
+    ``state`` must not hold the best weights; its ``best_file`` entry is set here.
+    Returns the snapshot file name now referenced.
+    """
+    if best_state is not None and (best_dirty or best_name is None or not (directory / best_name).exists()):
+        best_name = f"best.{state['phase']}.{state['epoch']:04d}.pt"
+        save_atomic(best_state, directory / best_name)
+    state = dict(state, best_file=best_name)
+    save_atomic(state, directory / LAST)
+    remove_stale_snapshots(directory, keep=best_name)
+    return best_name
+
+
+def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
+    """Delete best snapshots other than ``keep`` (left over from a kill between two writes)."""
+    for path in directory.glob("best.*.pt"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
+    for path in directory.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def read_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    """``(state, best weights)`` from ``last.pt`` and its snapshot, or None when there is none."""
+    path = directory / LAST
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        best = None
+        if state.get("best_file"):
+            best = torch.load(directory / state["best_file"], map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise MedtransferError(f"{path}: cannot resume from this checkpoint ({error.__class__.__name__}: {error}); "
+                               "delete it to restart the run") from error
+    remove_stale_snapshots(directory, keep=state.get("best_file"))
+    return state, best
+
+
+def rng_states(shuffle: torch.Generator, augment: torch.Generator | None) -> dict[str, Any]:
+    """Every random state a run draws from."""
+    states = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
+              "augment": augment.get_state() if augment is not None else None}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: dict[str, Any], shuffle: torch.Generator, augment: torch.Generator | None) -> None:
+    """Undo :func:`rng_states`."""
+    torch.set_rng_state(states["torch"])
+    shuffle.set_state(states["shuffle"])
+    if augment is not None and states.get("augment") is not None:
+        augment.set_state(states["augment"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

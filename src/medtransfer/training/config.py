@@ -1,0 +1,149 @@
+"""``RunConfig``: every constant of one fine-tuning run, validated, with the paper's defaults.
+
+Defaults follow protocol.md "Training": Adam with Keras' constants (betas 0.9/0.999, eps 1e-7),
+lr 1e-5, at most 200 epochs, early stopping on validation loss with patience 30; the freeze
+strategy's phase 1 trains the head on a frozen backbone with lr 1e-3 and early stopping on
+validation accuracy with patience 10.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medtransfer.errors import ConfigError
+
+NORMALIZATIONS = ("caffe", "unit", "symmetric", "torch")
+
+
+def describe_validation_error(error: ValidationError, where: str) -> str:
+    """One readable line per problem: ``where: field.path: message (got value)``."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        got = item.get("input")
+        shown = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+        lines.append(f"{where}: {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+class RunConfig(BaseModel):
+    """One fine-tuning run: target data, source, strategy, fold, seed and every training constant.
+
+    Sizes in pixels, learning rates per step, ``checkpoint_every_s`` in seconds.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to train on
+    target: str = Field(description="dataset name for load_manifest (chest, thyroid, synthetic, ...)")
+    target_name: str | None = None  # label in run ids and tables (a study's target name); default target
+    root: str | None = None
+    target_options: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str] | None = None
+    # where to start from
+    source: str = "imagenet"
+    source_name: str | None = None  # label in run ids and tables; default source
+    normalization: Literal["caffe", "unit", "symmetric", "torch"] | None = None
+    strategy: Literal["no-freeze", "freeze"] = "no-freeze"
+    # which images
+    fold: int = Field(0, ge=0)
+    k_folds: int = Field(5, ge=2)
+    split_fractions: tuple[float, float, float] = (0.80, 0.05, 0.15)
+    split_seed: int = 0
+    folds_file: str | None = None
+    seed: int = 0
+    size: int = Field(112, ge=8)
+    interpolation: Literal["nearest", "bilinear", "area", "bicubic", "lanczos"] = "nearest"
+    # optimisation (phase 2 / no-freeze)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(30, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-7, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    # freeze phase 1: linear probe
+    probe_lr: float = Field(1e-3, gt=0)
+    probe_epochs: int = Field(200, ge=1)
+    probe_patience: int = Field(10, ge=1)
+    # augmentation (Keras ImageDataGenerator ranges); hflip None = off for chest, on otherwise
+    augment: bool = True
+    rotation: float = Field(10.0, ge=0)
+    shift: float = Field(0.1, ge=0, lt=1)
+    shear: float = Field(0.1, ge=0)
+    zoom: float = Field(0.1, ge=0, lt=1)
+    hflip: bool | None = None
+    # evaluation
+    auc_average: Literal["macro", "weighted", "micro"] = "macro"
+    # execution
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: bool | None = None  # None: on for CUDA (tensor cores), off on the CPU (slower there)
+    compile: bool = False
+    threads: int | None = Field(None, ge=1)
+    cache_dir: str | None = None
+    checkpoint_every_s: float = Field(120.0, ge=0)
+    keep_last: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.fold >= self.k_folds:
+            raise ValueError(f"fold {self.fold} is outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
+            raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {self.split_fractions}")
+        return self
+
+    @property
+    def target_label(self) -> str:
+        """The target's name in run ids and tables."""
+        return self.target_name or self.target
+
+    @property
+    def source_label(self) -> str:
+        """The source's name in run ids and tables (a weights path's file stem if unnamed)."""
+        if self.source_name:
+            return self.source_name
+        return Path(self.source).stem if ("/" in self.source or "." in self.source) else self.source
+
+    @property
+    def run_id(self) -> str:
+        """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
+        suffix = "" if self.seed == 0 else f"-seed{self.seed}"
+        return f"{self.target_label}/{self.source_label}-{self.strategy}/fold{self.fold}{suffix}"
+
+    @property
+    def use_hflip(self) -> bool:
+        """Horizontal flip: as configured, else off for chest (the paper) and on otherwise."""
+        return self.hflip if self.hflip is not None else self.target != "chest"
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str = "run config") -> "RunConfig":
+        """Validate ``data``; a wrong key or value raises ConfigError naming ``where`` and the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(describe_validation_error(error, where)) from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "RunConfig":
+        """Read a run's ``config.json``."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read a run config ({error})") from None
+        return cls.parse(data, where=str(path))
+
+    def to_json(self) -> str:
+        """Every field, as written to ``config.json``."""
+        return self.model_dump_json(indent=2)

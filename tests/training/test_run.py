@@ -1,0 +1,84 @@
+"""One run end to end on tiny synthetic data: files, determinism, resume after an interruption."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medtransfer.models import load_checkpoint
+from medtransfer.training import run as run_module
+from medtransfer.training.run import train_run
+
+
+def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path):
+    config = tiny(strategy="freeze", epochs=1, probe_epochs=2)
+    out = tmp_path / "run"
+    result = train_run(config, out)
+    for name in ("config.json", "folds.csv", "history.csv", "predictions.csv", "metrics.json", "DONE",
+                 "checkpoints/best.pt", "probe/model.pt", "probe/predictions.csv", "probe/metrics.json"):
+        assert (out / name).exists(), name
+    assert not (out / "checkpoints" / "last.pt").exists()  # removed once DONE unless keep_last
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["classes"] == ["class0", "class1"] and saved["normalization"] == "caffe"
+    assert saved["source"] == "random" and saved["strategy"] == "freeze"
+
+    folds = pd.read_csv(out / "folds.csv")
+    test_ids = set(folds.loc[folds["split"] == "test", "image_id"])
+    preds = pd.read_csv(out / "predictions.csv")
+    assert set(preds["image_id"]) == test_ids  # AUC on the test split, never the val split
+    assert list(preds.columns) == ["image_id", "label", "p_0", "p_1"]
+    np.testing.assert_allclose(preds[["p_0", "p_1"]].sum(axis=1), 1.0, atol=1e-5)
+    probe = pd.read_csv(out / "probe" / "predictions.csv")
+    assert list(probe["image_id"]) == list(preds["image_id"])
+
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["phase"]) == ["probe", "probe", "finetune"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["auc"] == result.metrics["auc"] and metrics["best_epoch"] == 0
+    assert 0 <= metrics["auc"] <= 1 and metrics["n"] == len(test_ids)
+
+    # the probe only trained the head: its backbone is the (random) source, bit for bit
+    from medtransfer.models import load_source
+
+    source = load_source("random", seed=config.seed)
+    probe_model, meta = load_checkpoint(out / "probe" / "model.pt")
+    assert meta["classes"] == ["class0", "class1"]
+    for name, tensor in source.model.state_dict().items():
+        assert torch.equal(probe_model.state_dict()[name], tensor), name
+    best, _ = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert not torch.equal(best.conv1.weight, source.model.conv1.weight)  # phase 2 trained everything
+
+    again = train_run(config, out)  # DONE: nothing is redone
+    assert again.skipped and again.metrics["auc"] == metrics["auc"]
+
+
+def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    config = tiny(epochs=2)
+    first = train_run(config, tmp_path / "a").metrics
+    second = train_run(config, tmp_path / "b").metrics
+    assert first["auc"] == second["auc"] and first["brier"] == second["brier"] and first["loss"] == second["loss"]
+
+    calls = {"n": 0}
+    real = run_module.train_epoch
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "c")
+    assert (tmp_path / "c" / "checkpoints" / "last.pt").exists()
+    assert not (tmp_path / "c" / "DONE").exists()
+    monkeypatch.setattr(run_module, "train_epoch", real)
+    resumed = train_run(config, tmp_path / "c")
+    assert resumed.resumed
+    assert resumed.metrics["loss"] == first["loss"] and resumed.metrics["brier"] == first["brier"]
+    history = pd.read_csv(tmp_path / "c" / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "a" / "history.csv").drop(columns="seconds"))
