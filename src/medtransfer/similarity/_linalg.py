@@ -1,0 +1,103 @@
+"""The few data-sized operations of the similarity core, for numpy arrays and torch tensors alike.
+
+Products over the n data points (centring, Gram and cross-product matrices, QR of the data) run in
+the input's own library and device; their small results (p x q) come back as float64 numpy arrays,
+where the p x q linear algebra happens. ``z.T @ z`` on a numpy array runs as one BLAS ``syrk``
+(half the multiply-adds of a general product), so x and y are centred into one ``(n, p + q)``
+buffer whose single Gram matrix holds both Gram matrices and the cross product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medtransfer.similarity._validation import is_tensor, to_numpy
+
+
+def centred(a: Any) -> tuple[Any, np.ndarray]:
+    """``(a - column means, column means (p,) numpy)``, float64, for ``a (n, p)``; ``a`` is not modified."""
+    if is_tensor(a):
+        import torch
+
+        a = a.to(torch.float64)
+        mean = a.mean(dim=0, keepdim=True)
+        return a - mean, to_numpy(mean[0])
+    mean = a.mean(axis=0, dtype=np.float64)
+    return np.subtract(a, mean, dtype=np.float64), mean
+
+
+def centred_concat(x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """``([x - mean(x), y - mean(y)] (n, p + q) float64, mean_x (p,), mean_y (q,))``.
+
+    One float64 buffer the size of both inputs; x and y are read once and not modified.
+    """
+    n, p = x.shape
+    q = y.shape[1]
+    if is_tensor(x):
+        import torch
+
+        z = torch.empty((n, p + q), dtype=torch.float64, device=x.device)
+        mean_x = x.to(torch.float64).mean(dim=0)
+        mean_y = y.to(torch.float64).mean(dim=0)
+        torch.sub(x, mean_x, out=z[:, :p])
+        torch.sub(y, mean_y, out=z[:, p:])
+        return z, to_numpy(mean_x), to_numpy(mean_y)
+    z = np.empty((n, p + q))
+    mean_x = x.mean(axis=0, dtype=np.float64)
+    mean_y = y.mean(axis=0, dtype=np.float64)
+    np.subtract(x, mean_x, out=z[:, :p])
+    np.subtract(y, mean_y, out=z[:, p:])
+    return z, mean_x, mean_y
+
+
+def gram(a: Any) -> np.ndarray:
+    """``a.T @ a`` as a float64 numpy array ``(p, p)``."""
+    return to_numpy(a.T @ a)
+
+
+def cross(a: Any, b: Any) -> np.ndarray:
+    """``a.T @ b`` as a float64 numpy array ``(p, q)``."""
+    return to_numpy(a.T @ b)
+
+
+def scale_columns(a: Any, scale: np.ndarray) -> Any:
+    """``a * scale`` (one factor per column), a new array/tensor of ``a``'s kind."""
+    return a * to_like(a, scale)
+
+
+def select_columns(a: Any, keep: np.ndarray) -> Any:
+    """Columns of ``a`` where the boolean mask ``keep (p,)`` is true (no copy when all are kept)."""
+    if bool(keep.all()):
+        return a
+    index = np.flatnonzero(keep)
+    if is_tensor(a):
+        import torch
+
+        return a[:, torch.as_tensor(index, device=a.device)]
+    return a[:, index]
+
+
+def qr(a: Any) -> tuple[Any, np.ndarray]:
+    """Reduced QR of ``a (n, k)``, n > k: ``(q (n, k) in a's library/device, r (k, k) numpy)``."""
+    if is_tensor(a):
+        import torch
+
+        q, r = torch.linalg.qr(a, mode="reduced")
+        return q, to_numpy(r)
+    return np.linalg.qr(a, mode="reduced")
+
+
+def to_like(a: Any, m: np.ndarray) -> Any:
+    """The numpy array ``m`` in ``a``'s library, dtype and device."""
+    if is_tensor(a):
+        import torch
+
+        return torch.as_tensor(np.ascontiguousarray(m), dtype=a.dtype, device=a.device)
+    return m
+
+
+def to_numpy_vector(a: Any) -> np.ndarray:
+    """A float64 numpy vector from an array or tensor."""
+    return to_numpy(a).reshape(-1)

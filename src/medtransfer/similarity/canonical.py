@@ -1,0 +1,248 @@
+"""Canonical correlation analysis (CCA), SVCCA and PWCCA that stay correct on real activations.
+
+Conventions: ``x (n, p)`` and ``y (n, q)``, rows are data points (the same n stimuli for both),
+columns are neurons. numpy arrays or torch tensors on any device; float64 inside.
+
+How the canonical correlations are computed (no covariance matrix is ever inverted):
+
+1. Columns are centred. A neuron whose centred norm is below ``CONSTANT_RTOL`` times its raw
+   norm is *constant* (e.g. a dead ReLU channel): it carries no variation and is dropped.
+2. Every remaining neuron is scaled to unit norm. CCA is invariant to per-neuron scale, and the
+   scaling makes all later tolerances independent of neuron scales (1e-4 next to 1e4 is fine).
+3. Fast path: one Gram matrix per side and one cross product (these products over the n rows
+   are the whole cost), Cholesky factors ``C = L L^T`` of the two correlation matrices, and the
+   check ``trace(C^-1) = ||L^-1||_F^2 <= MAX_TRACE_INV``, which bounds ``1 / lambda_min(C)``
+   and hence the error the Gram route can make. If it holds for both sides, the canonical
+   correlations are the singular values of ``L_x^-1 C_xy L_y^-T``.
+4. Robust path, only when step 3's check fails (duplicated or nearly linearly dependent neurons,
+   maps with condition numbers up to 1e10 and beyond): Householder QR of the scaled data of each
+   side, an SVD of the small triangular factor, and a rank cutoff: directions whose singular
+   value is below ``rtol`` times the largest one are numerically absent (default
+   ``rtol = max(n, p) * machine epsilon``). The canonical correlations are the singular values of
+   ``U_x^T Q_x^T Q_y U_y`` over the retained directions.
+
+Rank and the number of correlations: constant neurons, duplicated neurons and any other linear
+dependence contribute no canonical direction. ``rho`` therefore has ``min(rank_x, rank_y)``
+entries, where ``rank`` counts the non-constant neurons on the fast path and the retained
+directions on the robust path; for full-rank inputs that is ``min(p, q)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sla
+
+from medtransfer.errors import MedtransferError
+from medtransfer.similarity import _linalg as la
+from medtransfer.similarity._validation import as_pair, check_cca_shape
+
+#: A neuron whose centred norm is below this fraction of its raw norm is treated as constant.
+#: (Centring by a float64 mean leaves residue of order 1e-15 of the raw norm.)
+CONSTANT_RTOL = 1e-10
+#: The fast (Cholesky) path is used while trace(C^-1) of each correlation matrix stays below this,
+#: i.e. lambda_min(C) >= 1e-6; measured, rounding in the Gram route then moves rho by under 1e-12.
+MAX_TRACE_INV = 1e6
+
+
+@dataclass(frozen=True)
+class CCAResult:
+    """Canonical correlations of two representations.
+
+    Attributes:
+        rho: ``(min(rank_x, rank_y),)`` canonical correlations in [0, 1], descending.
+        mean: their mean (the paper's CCA similarity), a python float.
+        rank_x, rank_y: the number of independent directions found in x and in y.
+        method: ``"cholesky"`` (fast path) or ``"qr"`` (robust path).
+    """
+
+    rho: np.ndarray
+    mean: float
+    rank_x: int
+    rank_y: int
+    method: str
+
+
+@dataclass(frozen=True)
+class _Canonical:
+    """The CCA problem in orthonormal bases of both column spaces.
+
+    ``m (rx, ry)``: the cross matrix whose singular values are the canonical correlations.
+    ``bx (rx, p)``: basis_x^T @ centred x, i.e. each neuron's coordinates in x's orthonormal basis
+    (zero columns for constant neurons); ``by (ry, q)`` likewise.
+    """
+
+    m: np.ndarray
+    bx: np.ndarray
+    by: np.ndarray
+    method: str
+
+
+def cca(x: Any, y: Any, rtol: float | None = None) -> CCAResult:
+    """All canonical correlations of ``x (n, p)`` and ``y (n, q)`` and their mean.
+
+    Args:
+        x, y: activations, rows = the same n data points, columns = neurons; numpy or torch
+            (any device). A 1-D input is a single neuron.
+        rtol: rank cutoff of the robust path, relative to the largest singular value of the
+            centred, unit-norm-scaled data; default ``max(n, p) * eps``.
+
+    Returns:
+        :class:`CCAResult`; ``rho`` has ``min(rank_x, rank_y)`` entries (see the module notes).
+
+    Raises:
+        MedtransferError: shapes differ in n, ``p >= n - 1`` or ``q >= n - 1``, NaN/inf (the
+            message names x or y), or a side with no varying neuron.
+    """
+    x, y = as_pair(x, y, min_rows=3)
+    check_cca_shape(x, y)
+    canonical = _canonical(x, y, rtol)
+    rho = _svdvals(canonical.m)
+    return CCAResult(
+        rho=rho,
+        mean=float(rho.mean()),
+        rank_x=canonical.m.shape[0],
+        rank_y=canonical.m.shape[1],
+        method=canonical.method,
+    )
+
+
+def svcca(x: Any, y: Any, keep: float = 0.99, rtol: float | None = None) -> CCAResult:
+    """SVCCA (Raghu et al. 2017): each side reduced by SVD to the top directions that explain
+    ``keep`` of its variance, then :func:`cca` of the reduced representations.
+
+    Args:
+        x, y: ``(n, p)`` and ``(n, q)`` as in :func:`cca`.
+        keep: fraction of variance (sum of squared singular values of the centred data) to keep,
+            in (0, 1].
+    """
+    if not 0.0 < float(keep) <= 1.0:
+        raise MedtransferError(f"keep must be a fraction of variance in (0, 1], got {keep}")
+    x, y = as_pair(x, y, min_rows=3)
+    return cca(_top_directions(x, keep, "x"), _top_directions(y, keep, "y"), rtol=rtol)
+
+
+def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
+    """Projection-weighted CCA (Morcos et al. 2018): a weighted mean of the canonical correlations.
+
+    The weight of canonical direction i is ``sum_j |<h_i, x_j>|``, the absolute projections of the
+    centred neurons ``x_j`` onto the unit-norm canonical variate ``h_i``, taken on the side with
+    fewer independent directions (x on a tie), normalised to sum to 1. Returns a python float.
+    """
+    x, y = as_pair(x, y, min_rows=3)
+    check_cca_shape(x, y)
+    canonical = _canonical(x, y, rtol)
+    u, rho, vt = np.linalg.svd(canonical.m, full_matrices=False)
+    rho = np.clip(rho, 0.0, 1.0)
+    if canonical.m.shape[0] <= canonical.m.shape[1]:
+        projections = u.T @ canonical.bx
+    else:
+        projections = vt @ canonical.by
+    weights = np.abs(projections).sum(axis=1)
+    return float(weights @ rho / weights.sum())
+
+
+def _svdvals(m: np.ndarray) -> np.ndarray:
+    rho = sla.svdvals(m, check_finite=False)
+    return np.clip(np.sort(rho)[::-1], 0.0, 1.0)
+
+
+def _top_directions(a: Any, keep: float, name: str) -> Any:
+    """Centred ``a (n, p)`` projected on its top principal directions explaining ``keep`` of the variance."""
+    ac, _ = la.centred(a)
+    evals, evecs = np.linalg.eigh(la.gram(ac))
+    evals, evecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]
+    total = evals.sum()
+    if total <= 0.0:
+        raise MedtransferError(f"every neuron of {name} is constant: nothing to compare")
+    k = int(np.searchsorted(np.cumsum(evals) / total, keep * (1 - 1e-12)) + 1)
+    k = min(k, evals.size)
+    return ac @ la.to_like(ac, np.ascontiguousarray(evecs[:, :k]))
+
+
+def _varying(gram_diag: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
+    """Mask of neurons that vary: centred norm above CONSTANT_RTOL of the raw norm."""
+    raw = gram_diag + n * mean**2
+    return (gram_diag > 0.0) & (gram_diag > CONSTANT_RTOL**2 * raw)
+
+
+def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
+    """Reduce the CCA of validated ``x (n, p)``, ``y (n, q)`` to an orthonormal-basis cross matrix."""
+    n, p = x.shape
+    q = y.shape[1]
+    z, mean_x, mean_y = la.centred_concat(x, y)
+    g = la.gram(z)
+    gxx, gyy, gxy = g[:p, :p], g[p:, p:], g[:p, p:]
+    keep_x = _varying(np.diag(gxx).copy(), mean_x, n)
+    keep_y = _varying(np.diag(gyy).copy(), mean_y, n)
+    for name, keep in (("x", keep_x), ("y", keep_y)):
+        if not keep.any():
+            raise MedtransferError(f"every neuron of {name} is constant over the {n} data points: nothing to compare")
+    ix, iy = np.flatnonzero(keep_x), np.flatnonzero(keep_y)
+    sx = 1.0 / np.sqrt(gxx[ix, ix])
+    sy = 1.0 / np.sqrt(gyy[iy, iy])
+    cxx = gxx[np.ix_(ix, ix)] * np.outer(sx, sx)
+    cyy = gyy[np.ix_(iy, iy)] * np.outer(sy, sy)
+    cxy = gxy[np.ix_(ix, iy)] * np.outer(sx, sy)
+    del g, gxx, gyy, gxy
+
+    fast_x, fast_y = _whitener(cxx), _whitener(cyy)
+    if fast_x is not None and fast_y is not None:
+        (lx, lx_inv), (ly, ly_inv) = fast_x, fast_y
+        m = lx_inv @ cxy @ ly_inv.T
+        bx = _embed(lx.T / sx, ix, p)
+        by = _embed(ly.T / sy, iy, q)
+        return _Canonical(m, bx, by, "cholesky")
+
+    del z  # the robust path centres again, side by side, to keep peak memory near twice the inputs
+    qx, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
+    qy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
+    return _Canonical(la.cross(qx, qy), bx, by, "qr")
+
+
+def _whitener(c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(L, L^-1)`` with ``c = L L^T`` if ``c`` is well conditioned (trace(c^-1) <= MAX_TRACE_INV), else None."""
+    try:
+        lower = sla.cholesky(c, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    inverse, info = sla.lapack.dtrtri(lower, lower=1)
+    if info != 0:
+        return None
+    trace_inv = float(np.einsum("ij,ij->", inverse, inverse))
+    if not np.isfinite(trace_inv) or trace_inv > MAX_TRACE_INV:
+        return None
+    return lower, np.tril(inverse)
+
+
+def _orthonormal_basis(
+    a: Any, scale: np.ndarray, rtol: float | None, index: np.ndarray, p: int
+) -> tuple[Any, np.ndarray]:
+    """Orthonormal basis of the column space of ``a (n, k)`` after centring, with a rank cutoff.
+
+    ``scale (k,)`` scales each centred column to unit norm first. Returns ``(basis (n, r) in
+    a's library/device, coordinates (r, p))`` where coordinates = basis^T @ (centred data placed
+    at columns ``index`` of p, zeros elsewhere).
+    """
+    n, k = a.shape
+    centred, _ = la.centred(a)
+    centred *= la.to_like(centred, scale)
+    q, r = la.qr(centred)
+    del centred
+    u, s, vt = np.linalg.svd(r)
+    cutoff = (max(n, k) * np.finfo(np.float64).eps if rtol is None else float(rtol)) * s[0]
+    rank = max(1, int(np.count_nonzero(s > cutoff)))
+    basis = q @ la.to_like(q, u[:, :rank])
+    coordinates = (s[:rank, None] * vt[:rank]) / scale
+    return basis, _embed(coordinates, index, p)
+
+
+def _embed(coordinates: np.ndarray, index: np.ndarray, p: int) -> np.ndarray:
+    """Place the columns of ``coordinates (r, k)`` at ``index`` of an ``(r, p)`` zero matrix."""
+    if coordinates.shape[1] == p:
+        return coordinates
+    out = np.zeros((coordinates.shape[0], p))
+    out[:, index] = coordinates
+    return out
