@@ -1,9 +1,129 @@
-"""Commands of ``medtransfer.models`` for the command line (registered by ``medtransfer.cli``)."""
+"""Commands of ``medtransfer.models`` for the command line (registered by ``medtransfer.cli``).
+
+``medtransfer weights fetch imagenet``, ``weights info FILE``, ``weights check SOURCE`` and
+``weights filters SOURCE``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+
+weights_app = typer.Typer(
+    help="Weight sources: fetch ImageNet, inspect a weights file, check that it loads, export conv1 filters.",
+    no_args_is_help=True,
+)
+
+CacheOption = typer.Option(None, "--cache-dir", help="Weights cache (default: $MEDTRANSFER_CACHE or ~/.cache/medtransfer).")
+
+
+@weights_app.command("fetch")
+def fetch(
+    name: str = typer.Argument(..., help="Source to download: imagenet."),
+    cache_dir: Optional[Path] = CacheOption,
+) -> None:
+    """Download Keras' ImageNet ResNet50 notop weights into the cache once, checking the md5."""
+    from medtransfer.errors import ConfigError
+    from medtransfer.models.download import IMAGENET_MD5, find_radimagenet, imagenet_weights
+
+    console = Console(soft_wrap=True)
+    if name == "imagenet":
+        path = imagenet_weights(cache_dir)
+        console.print(f"imagenet weights: {path} (md5 {IMAGENET_MD5})", highlight=False)
+    elif name == "radimagenet":
+        console.print(f"radimagenet weights: {find_radimagenet(cache_dir)}", highlight=False)
+    else:
+        raise ConfigError(f"cannot fetch {name!r}: expected 'imagenet' (RadImageNet's file is handed out by its authors)")
+
+
+@weights_app.command("info")
+def info(file: Path = typer.Argument(..., help="A Keras .h5 / .weights.h5 or PyTorch .pth file.")) -> None:
+    """Show what a weights file contains and whether it loads into ResNet50 (exit 1 if not)."""
+    from medtransfer.errors import MedtransferError
+    from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
+    from medtransfer.models.keras_h5 import read_keras_h5
+    from medtransfer.models.resnet import ResNet50
+    from medtransfer.models.sources import H5_SUFFIXES, load_weights_file
+    from medtransfer.models.torch_port import read_state_dict
+
+    console = Console(soft_wrap=True)
+    console.print(f"file: {file}", highlight=False)
+    try:
+        if file.suffix.lower() in H5_SUFFIXES:
+            weights = read_keras_h5(file)
+            console.print(f"layout: {weights.layout}" + (f", Keras {weights.keras_version} ({weights.backend})" if weights.keras_version else ""), highlight=False)
+            console.print(f"weight layers: {len(weights.layers)} ({sum(a.size for arrays in weights.layers.values() for a in arrays.values()):,} values)")
+            for name, arrays in list(weights.layers.items())[:4]:
+                console.print(f"  {name}: " + ", ".join(f"{v}{tuple(a.shape)}" for v, a in arrays.items()), highlight=False)
+            if len(weights.layers) > 4:
+                console.print(f"  ... {len(weights.layers) - 4} more")
+        elif is_checkpoint(file):
+            model, meta = load_checkpoint(file)
+            console.print(f"layout: medtransfer checkpoint, head: {model.num_classes or 'none'}, normalization {meta['normalization']}, classes {meta['classes']}", highlight=False)
+            console.print("loads: yes")
+            return
+        else:
+            state = read_state_dict(file)
+            console.print(f"layout: PyTorch state dict, {len(state)} tensors")
+        model = ResNet50()
+        report = load_weights_file(file, model)
+    except MedtransferError as error:
+        console.print(f"loads: no - {error}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"loads: yes ({report.layers} ResNet50 layers); head: {report.head}", highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+@weights_app.command("check")
+def check(
+    source: str = typer.Argument(..., help="imagenet, radimagenet, random, or a weights file / checkpoint."),
+    cache_dir: Optional[Path] = CacheOption,
+    normalization: Optional[str] = typer.Option(None, help="Override the normalisation: caffe, unit, symmetric, torch."),
+) -> None:
+    """Load a source as training would, and report what was loaded and its normalisation."""
+    from medtransfer.models.sources import load_source
+
+    loaded = load_source(source, cache_dir=cache_dir, normalization=normalization)
+    console = Console(soft_wrap=True)
+    console.print(f"source: {loaded.name}\norigin: {loaded.origin}\nnormalization: {loaded.normalize}", highlight=False)
+    if loaded.report is not None:
+        for line in loaded.report.lines()[1:]:
+            console.print(line, highlight=False)
+
+
+@weights_app.command("filters")
+def filters(
+    source: str = typer.Argument(..., help="imagenet, radimagenet, random, or a weights file / checkpoint."),
+    out: Path = typer.Option(Path("conv1_filters"), "--out", help="Output folder."),
+    count: int = typer.Option(36, help="Number of filters in the grid."),
+    cache_dir: Optional[Path] = CacheOption,
+) -> None:
+    """Export conv1 filters as an RGB grid (paper Figure 4) with a Gabor reference grid and scores."""
+    import numpy as np
+
+    from medtransfer.models.filters import conv1_filters, filter_grid, gabor_bank, gabor_similarity, save_grid_png
+    from medtransfer.models.sources import load_source
+
+    loaded = load_source(source, cache_dir=cache_dir)
+    kernels = conv1_filters(loaded.model)
+    bgr = loaded.normalize.mode == "caffe"
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{loaded.name}_conv1.npy", kernels)
+    grid = save_grid_png(filter_grid(kernels, count=count, bgr=bgr), out / f"{loaded.name}_conv1.png")
+    bank = gabor_bank(size=kernels.shape[-1])
+    reference = save_grid_png(filter_grid(bank, count=min(count, len(bank)), bgr=False), out / "gabor_reference.png")
+    scores = gabor_similarity(kernels, bank)
+    Console(soft_wrap=True).print(
+        f"{grid}\n{reference}\nGabor similarity of the {len(scores)} conv1 filters: median {np.median(scores):.3f}, "
+        f"max {scores.max():.3f}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app (none yet)."""
+    """Add the ``weights`` command group to the root app."""
+    app.add_typer(weights_app, name="weights")
