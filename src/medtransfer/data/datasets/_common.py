@@ -1,0 +1,47 @@
+"""Helpers shared by the dataset loaders: image file listing without download junk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from medtransfer.data.manifest import ProblemLog
+from medtransfer.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"})
+JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+JUNK_DIRS = frozenset({"__MACOSX"})
+
+
+def is_junk(path: Path) -> bool:
+    """macOS resource forks (``._x``), ``.DS_Store``, ``__MACOSX/`` and other hidden files."""
+    return path.name in JUNK_NAMES or path.name.startswith(".") or any(p in JUNK_DIRS for p in path.parts)
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: Path, log: ProblemLog | None = None, recursive: bool = False,
+                ignore: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Image files in ``folder`` (sorted), skipping junk and files with a suffix in ``ignore``;
+    other files are listed in ``log`` as left out (not an error: e.g. a README beside the images)."""
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    for path in sorted(entries):
+        if is_junk(path.relative_to(folder)) or path.is_dir() or path.suffix.lower() in ignore:
+            continue
+        if is_image_name(path):
+            yield path
+        elif log is not None:
+            log.exclude(path, "not an image file (expected " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+
+
+def find_root(root: Path, marker: str, names: tuple[str, ...]) -> Path:
+    """``root`` itself when it holds ``marker``, else the first of ``root/<name>`` that does.
+
+    Lets ``--root`` point at the dataset folder or at the folder the archive was unpacked into.
+    """
+    for candidate in (root, *(root / n for n in names)):
+        if (candidate / marker).exists():
+            return candidate
+    raise DataError(f"{root}: expected {marker!r} inside it (or inside {'/'.join(names[:1])}/)")
