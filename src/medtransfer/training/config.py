@@ -28,7 +28,7 @@ def describe_validation_error(error: ValidationError, where: str) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling)"
         got = item.get("input")
-        shown = "" if item["type"] in ("extra_forbidden", "missing") else f" (got {got!r})"
+        shown = "" if item["type"] in ("extra_forbidden", "missing", "value_error") else f" (got {got!r})"
         lines.append(f"{where}: {path}: {message}{shown}")
     return "\n".join(lines)
 

@@ -1,0 +1,183 @@
+"""``StudyConfig``: a grid of fine-tuning runs described in YAML, validated with clear errors.
+
+A study names its targets (dataset, size, batch size), its sources (a name or weights file that
+``load_source`` understands, or a source the study pretrains itself), strategies, folds and
+seeds, and shared training constants (any ``RunConfig`` field). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medtransfer.errors import ConfigError
+from medtransfer.training.config import RunConfig, describe_validation_error
+
+# fields set by the grid itself; a study may not override them through `training:`
+GRID_FIELDS = frozenset({"target", "root", "target_options", "classes", "source", "strategy", "fold", "seed",
+                         "k_folds", "folds_file", "normalization"})
+
+
+def _check_training(values: dict[str, Any]) -> dict[str, Any]:
+    clash = sorted(set(values) & GRID_FIELDS)
+    if clash:
+        raise ValueError(f"{clash} are set by the grid (targets/sources/strategies/folds/seeds), "
+                         "not under 'training'")
+    unknown = sorted(set(values) - set(RunConfig.model_fields))
+    if unknown:
+        raise ValueError(f"unknown training constant(s) {unknown}; expected RunConfig fields such as lr, "
+                         "epochs, patience, batch_size, size")
+    try:
+        RunConfig.model_validate({"target": "check", **values})
+    except ValidationError as error:
+        problems = [f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']} (got {item.get('input')!r})"
+                    for item in error.errors()]
+        raise ValueError("; ".join(problems)) from None
+    return values
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetSpec(_Strict):
+    """One target dataset of the grid. ``name`` identifies it in run ids and tables;
+    ``dataset`` is the ``load_manifest`` name (default: ``name``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: str | None = None
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    size: int | None = Field(None, ge=8)
+    batch_size: int | None = Field(None, ge=1)
+    hflip: bool | None = None
+    folds_file: str | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    _training = field_validator("training")(_check_training)
+
+    @property
+    def manifest_name(self) -> str:
+        """The dataset name given to ``load_manifest``."""
+        return self.dataset or self.name
+
+
+class PretrainSpec(_Strict):
+    """A source the study makes itself: a short training run from random init on a dataset,
+    saved as a medtransfer checkpoint under ``DIR/sources/{name}.pt``."""
+
+    dataset: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    size: int = Field(32, ge=8)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    _training = field_validator("training")(_check_training)
+
+
+class SourceSpec(_Strict):
+    """One initialisation: ``imagenet``, ``radimagenet``, ``random``, a weights file (``path``),
+    or a source pretrained by the study (``pretrain``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.]+$")
+    path: str | None = None
+    normalization: Literal["caffe", "unit", "symmetric", "torch"] | None = None
+    pretrain: PretrainSpec | None = None
+    strategies: list[Literal["no-freeze", "freeze"]] | None = None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SourceSpec":
+        if self.path and self.pretrain:
+            raise ValueError(f"source {self.name!r}: give either 'path' or 'pretrain', not both")
+        return self
+
+    @property
+    def is_random(self) -> bool:
+        """Random init: run with the no-freeze strategy only (a frozen random backbone is meaningless)."""
+        return self.name == "random" and not self.path and not self.pretrain
+
+
+class ExecutorSpec(_Strict):
+    """How the runs are executed; the command line's ``--executor`` overrides ``kind``."""
+
+    kind: Literal["local", "slurm", "ray"] = "local"
+    devices: list[str] | None = None
+    slurm: dict[str, Any] = Field(default_factory=dict)
+    ray_address: str | None = None
+    gpus_per_run: float | None = Field(None, ge=0)
+
+
+class StudyConfig(_Strict):
+    """A whole study: targets x sources x strategies x folds x seeds, plus shared constants."""
+
+    name: str = "study"
+    description: str = ""
+    targets: list[TargetSpec] = Field(min_length=1)
+    sources: list[SourceSpec] = Field(min_length=1)
+    strategies: list[Literal["no-freeze", "freeze"]] = Field(default_factory=lambda: ["no-freeze", "freeze"],
+                                                            min_length=1)
+    k_folds: int = Field(5, ge=2)
+    folds: list[int] | None = None
+    split_seed: int = 0
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    training: dict[str, Any] = Field(default_factory=dict)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+    _training = field_validator("training")(_check_training)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")
+        bad = [f for f in self.folds or [] if not 0 <= f < self.k_folds]
+        if bad:
+            raise ValueError(f"folds {bad} are outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
+        return self
+
+    @property
+    def fold_list(self) -> list[int]:
+        """The folds that are run (all ``k_folds`` unless ``folds`` picks some)."""
+        return list(self.folds) if self.folds is not None else list(range(self.k_folds))
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "study") -> "StudyConfig":
+        """Validate a mapping; a wrong key or value raises ConfigError naming ``where`` and the field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of study settings, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(describe_validation_error(error, where)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "StudyConfig":
+        """Read and validate a study YAML file."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        return cls.parse(data, where=str(path))
+
+    def to_yaml(self) -> str:
+        """The resolved study, as written to ``DIR/study.yaml``."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a study shipped with medtransfer (``paper``, ``mei-replication``, ``demo``)."""
+    path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"no shipped study named {name!r}; expected paper, mei-replication or demo")
+    return path

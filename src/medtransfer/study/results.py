@@ -1,0 +1,85 @@
+"""Results tables of a study: one row per finished run (``results/auc.csv``) and the paper's
+Table 2 layout (``results/table2.{csv,md}``: mean +- std of test AUC x 100 per target, source
+and strategy)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.study.store import DONE, run_dir, write_atomic
+from medtransfer.training.config import RunConfig
+
+AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
+               "accuracy", "ece", "brier"]
+
+
+def collect(out: Path, configs: list[RunConfig]) -> pd.DataFrame:
+    """One row per finished run (columns :data:`AUC_COLUMNS`), in the order of ``configs``."""
+    rows = []
+    for config in configs:
+        directory = run_dir(out, config)
+        if not (directory / DONE).exists():
+            continue
+        metrics = json.loads((directory / "metrics.json").read_text())
+        row = {"target": config.target_label, "source": config.source_label, "strategy": config.strategy,
+               "fold": config.fold, "seed": config.seed}
+        row.update({key: metrics.get(key, math.nan) for key in AUC_COLUMNS[5:]})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=AUC_COLUMNS)
+
+
+def table2(auc: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof=1) x 100 of ``metric`` over folds and seeds.
+
+    Returns a frame indexed by target (first-seen order) with one column per ``source strategy``
+    (first-seen order) holding strings ``"mean ± std"`` (one decimal; std ``-`` for one run).
+    """
+    if auc.empty:
+        return pd.DataFrame()
+    targets = list(dict.fromkeys(auc["target"]))
+    cells = list(dict.fromkeys(zip(auc["source"], auc["strategy"])))
+    grouped = auc.groupby(["target", "source", "strategy"], sort=False)[metric]
+    stats = grouped.agg(["mean", "std", "count"])
+    table = pd.DataFrame(index=pd.Index(targets, name="target"))
+    for source, strategy in cells:
+        values = []
+        for target in targets:
+            key = (target, source, strategy)
+            if key not in stats.index:
+                values.append("")
+                continue
+            mean, std, count = stats.loc[key]
+            spread = "-" if count < 2 or np.isnan(std) else f"{100 * std:.1f}"
+            values.append(f"{100 * mean:.1f} ± {spread}")
+        table[f"{source} {strategy}"] = values
+    return table
+
+
+def to_markdown(table: pd.DataFrame, title: str = "Test AUC x 100, mean ± std over folds") -> str:
+    """A GitHub-flavoured Markdown table, the best mean per target in bold."""
+    if table.empty:
+        return f"{title}\n\n(no finished runs)\n"
+    header = ["target", *table.columns]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for target, row in table.iterrows():
+        means = [float(v.split(" ")[0]) if v else -math.inf for v in row]
+        best = max(means)
+        cells = [f"**{v}**" if v and m == best else v for v, m in zip(row, means)]
+        lines.append("| " + " | ".join([str(target), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, configs: list[RunConfig]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``results/auc.csv``, ``results/table2.csv`` and ``results/table2.md``; return both frames."""
+    out = Path(out)
+    auc = collect(out, configs)
+    table = table2(auc)
+    write_atomic(out / "results" / "auc.csv", auc.to_csv(index=False))
+    write_atomic(out / "results" / "table2.csv", table.to_csv())
+    write_atomic(out / "results" / "table2.md", to_markdown(table))
+    return auc, table

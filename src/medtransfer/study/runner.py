@@ -1,0 +1,88 @@
+"""``run_study``: prepare a study directory, run the missing runs, write the results tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medtransfer.errors import ConfigError
+from medtransfer.study.config import StudyConfig
+from medtransfer.study.executors import Outcome, Task, make_executor
+from medtransfer.study.expand import expand
+from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
+from medtransfer.study.results import write_results
+from medtransfer.study.store import DONE, run_dir, write_atomic
+from medtransfer.training.config import RunConfig
+
+# fields that may change between two invocations without changing what a run computes
+_FREE_FIELDS = set(EXECUTION_FIELDS) | {"keep_last", "classes", "eval_batch_size"}
+
+
+@dataclass
+class StudyReport:
+    """What one invocation did: runs in the study, skipped as done, finished now, failed."""
+
+    total: int
+    skipped: int
+    finished: int
+    failed: list[Outcome] = field(default_factory=list)
+
+
+def _check_unchanged(config: RunConfig, directory: Path) -> None:
+    saved_path = directory / "config.json"
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text())
+    planned = config.model_dump(mode="json")
+    changed = sorted(key for key, value in planned.items()
+                     if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
+                     and saved.get(key) != value)
+    if changed:
+        raise ConfigError(f"run {config.run_id} in {directory} was started with different settings "
+                          f"({', '.join(f'{k}: {saved.get(k)!r} -> {planned[k]!r}' for k in changed)}); "
+                          "use a new --out directory, or delete that run directory to redo it")
+
+
+def prepare_folds(study: StudyConfig, out: Path) -> None:
+    """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
+    from medtransfer.data import load_manifest, make_folds, write_folds
+
+    fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
+    for target in study.targets:
+        path = out / "folds" / f"{target.name}.csv"
+        if target.folds_file or path.exists():
+            continue
+        manifest = load_manifest(target.manifest_name, target.root, **target.options)
+        folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
+        tmp = path.with_name(f".{path.name}.tmp")
+        write_folds(folds, tmp)
+        tmp.replace(path)
+
+
+def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport:  # noqa: ANN001
+    """Run every missing run of ``study`` into ``out`` and write ``results/``.
+
+    Idempotent: finished runs (``DONE``) are skipped, interrupted ones resume. ``executor``
+    defaults to the study's ``executor`` section. Raises ConfigError when ``out`` holds runs made
+    with different settings.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = expand(study, out)
+    for config in configs:
+        _check_unchanged(config, run_dir(out, config))
+    write_atomic(out / "study.yaml", study.to_yaml())
+    prepare_folds(study, out)
+    for source in study.sources:
+        if source.pretrain is not None:
+            pretrain_source(source, out, study.training)
+    if executor is None:
+        spec = study.executor
+        executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run)
+    tasks = [Task.make(c, run_dir(out, c)) for c in configs if not (run_dir(out, c) / DONE).exists()]
+    outcomes = executor.run(tasks) if tasks else []
+    write_results(out, configs)
+    failed = [o for o in outcomes if o.state == "failed"]
+    finished = sum(o.state == "done" for o in outcomes)
+    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed)

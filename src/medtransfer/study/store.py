@@ -1,0 +1,145 @@
+"""The run store: one directory per run under ``DIR/runs/{run id}``, and its state on disk.
+
+A run is ``done`` once its ``DONE`` marker exists (``train_run`` writes it last, atomically);
+``running`` while a live process holds its ``RUNNING`` marker; ``interrupted`` when that process
+is gone (killed, preempted) - re-running resumes it from ``checkpoints/last.pt``; ``failed`` when
+it raised (``FAILED`` holds the error); ``pending`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtransfer.errors import ConfigError
+from medtransfer.training.config import RunConfig
+
+DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
+STATES = ("done", "running", "interrupted", "failed", "pending")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def run_dir(out: Path, config: RunConfig) -> Path:
+    """Directory of one run inside a study directory."""
+    return Path(out) / "runs" / config.run_id
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_running(directory: Path) -> None:
+    """Claim a run for this process (host, pid, start time in seconds since the epoch)."""
+    (directory / FAILED).unlink(missing_ok=True)
+    write_atomic(directory / RUNNING, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                  "started": time.time()}))
+
+
+def mark_failed(directory: Path, message: str) -> None:
+    """Record that the run raised; the next study run retries it."""
+    write_atomic(directory / FAILED, message)
+    (directory / RUNNING).unlink(missing_ok=True)
+
+
+def clear_running(directory: Path) -> None:
+    """Release the claim of :func:`mark_running`."""
+    (directory / RUNNING).unlink(missing_ok=True)
+
+
+def _running_alive(marker: Path, stale_after_s: float) -> bool:
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if info.get("host") == socket.gethostname():
+        return _pid_alive(int(info.get("pid", -1)))
+    # another machine (a cluster node): trust the marker while the run keeps writing
+    newest = max((p.stat().st_mtime for p in marker.parent.rglob("*") if p.is_file()), default=0.0)
+    return time.time() - newest < stale_after_s
+
+
+@dataclass
+class RunStatus:
+    """State of one run: ``state`` in STATES, epochs recorded so far, and its test AUC when done."""
+
+    run_id: str
+    state: str
+    epochs_done: int
+    phase: str
+    auc: float | None
+    error: str
+
+
+def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> RunStatus:
+    """Read one run's state from its directory (missing directory: pending)."""
+    epochs, phase, auc, error = 0, "", None, ""
+    history = directory / "history.csv"
+    if history.exists():
+        lines = history.read_text().strip().splitlines()[1:]
+        epochs = len(lines)
+        if lines:
+            phase = lines[-1].split(",", 1)[0]
+    if (directory / DONE).exists():
+        try:
+            auc = float(json.loads((directory / "metrics.json").read_text())["auc"])
+        except (OSError, KeyError, ValueError, json.JSONDecodeError):
+            auc = None
+        state = "done"
+    elif (directory / RUNNING).exists():
+        state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
+    elif (directory / FAILED).exists():
+        state = "failed"
+        lines = (directory / FAILED).read_text().strip().splitlines()
+        error = lines[-1] if lines else ""
+    elif (directory / "checkpoints" / "last.pt").exists():
+        state = "interrupted"
+    else:
+        state = "pending"
+    return RunStatus(run_id, state, epochs, phase, auc, error)
+
+
+def read_study_file(out: Path):
+    """The study recorded in ``DIR/study.yaml``."""
+    from medtransfer.study.config import StudyConfig
+
+    path = Path(out) / "study.yaml"
+    if not path.exists():
+        raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")
+    return StudyConfig.from_yaml(path)
+
+
+def status(out: Path) -> list[RunStatus]:
+    """State of every run of the study in ``out``, in the study's order."""
+    from medtransfer.study.expand import expand
+
+    out = Path(out)
+    study = read_study_file(out)
+    return [run_status(run_dir(out, config), config.run_id) for config in expand(study, out)]
+
+
+def count_states(statuses: list[RunStatus]) -> dict[str, int]:
+    """How many runs are in each state (every state listed, zeros included)."""
+    counts = dict.fromkeys(STATES, 0)
+    for item in statuses:
+        counts[item.state] += 1
+    return counts

@@ -1,0 +1,80 @@
+"""Study YAML: shipped studies validate and expand; wrong keys and values give clear errors."""
+
+import pytest
+import yaml
+
+from medtransfer.errors import ConfigError
+from medtransfer.study.config import StudyConfig, shipped_config
+from medtransfer.study.expand import expand
+
+
+def test_paper_expands_to_175_runs_with_table1_sizes():
+    study = StudyConfig.from_yaml(shipped_config("paper"))
+    runs = expand(study)
+    assert len(runs) == 175
+    assert not any(r.source == "random" and r.strategy == "freeze" for r in runs)
+    assert len({r.run_id for r in runs}) == 175
+    sizes = {r.target_label: (r.size, r.batch_size) for r in runs}
+    assert sizes == {"thyroid": (256, 16), "breast": (256, 16), "chest": (112, 128), "mammograms": (224, 32),
+                     "knee": (112, 128), "isic": (112, 128), "pcam-small": (96, 128)}
+    chest = next(r for r in runs if r.target_label == "chest")
+    assert not chest.use_hflip and (chest.lr, chest.epochs, chest.patience) == (1e-5, 200, 30)
+    assert chest.run_id == "chest/imagenet-no-freeze/fold0"
+
+
+def test_mei_replication_and_demo_validate():
+    mei = expand(StudyConfig.from_yaml(shipped_config("mei-replication")))
+    assert {(r.lr, r.epochs) for r in mei} == {(1e-4, 30)} and len(mei) == 20
+    assert {r.target_options.get("empty_tirads") for r in mei} == {"exclude", None}
+    demo = StudyConfig.from_yaml(shipped_config("demo"))
+    assert any(s.pretrain for s in demo.sources)
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+BASE = {"targets": [{"name": "chest", "root": "x"}], "sources": [{"name": "imagenet"}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"target": []}, r"target: unknown key"),
+    ({"targets": [{"name": "chest", "sise": 112}]}, r"targets\.0\.sise: unknown key"),
+    ({"strategies": ["frozen"]}, r"strategies\.0: .*'no-freeze'"),
+    ({"training": {"learning_rate": 1}}, r"training: .*unknown training constant.*learning_rate"),
+    ({"training": {"fold": 1}}, r"set by the grid"),
+    ({"folds": [7]}, r"folds \[7\] are outside"),
+    ({"sources": [{"name": "imagenet"}, {"name": "imagenet"}]}, r"source names must be unique"),
+    ({"training": {"lr": "fast"}}, r"lr"),
+])
+def test_wrong_key_or_value_names_file_and_field(tmp_path, change, message):
+    path = _write(tmp_path, {**BASE, **change})
+    with pytest.raises(ConfigError, match=message) as info:
+        StudyConfig.from_yaml(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        StudyConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        StudyConfig.from_yaml(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        StudyConfig.from_yaml(bad)
+
+
+def test_bad_training_value_names_the_constant():
+    with pytest.raises(ConfigError, match=r"study: training: .*lr: Input should be greater than 0 \(got -1.0\)$"):
+        StudyConfig.parse({**BASE, "training": {"lr": -1.0}})
+
+
+def test_seeds_and_yaml_roundtrip(tmp_path):
+    study = StudyConfig.parse({**BASE, "seeds": [0, 1], "folds": [2]})
+    ids = [r.run_id for r in expand(study)]
+    assert "chest/imagenet-no-freeze/fold2" in ids and "chest/imagenet-freeze/fold2-seed1" in ids
+    assert StudyConfig.parse(yaml.safe_load(study.to_yaml())) == study
