@@ -1,0 +1,280 @@
+"""CCA, SVCCA, PWCCA: closed forms, invariances, an independent reference, and the cases where
+the covariance-inverse route breaks (ill-conditioned maps, scales 1e-4..1e4, duplicated and
+constant neurons)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medtransfer.errors import MedtransferError
+from medtransfer.similarity import cca, pwcca, svcca
+from tests.similarity.reference import (
+    cca_covariance_inverse,
+    matrix_with_condition,
+    orthonormal_centred,
+    random_orthogonal,
+)
+
+
+def correlated(rng, n, p, q, strength=0.7):
+    x = rng.standard_normal((n, p))
+    y = strength * x @ rng.standard_normal((p, q)) / np.sqrt(p) + rng.standard_normal((n, q))
+    return x, y
+
+
+@pytest.mark.parametrize("n,p,q", [(500, 1, 1), (800, 5, 3), (2000, 12, 20), (3000, 40, 40)])
+def test_agrees_with_covariance_inverse_reference(n, p, q):
+    rng = np.random.default_rng(n + p + q)
+    x, y = correlated(rng, n, p, q)
+    result = cca(x, y)
+    expected = cca_covariance_inverse(x, y)
+    assert result.method == "cholesky"
+    assert result.rho.shape == (min(p, q),)
+    np.testing.assert_allclose(result.rho, expected, rtol=0, atol=1e-8)
+    assert result.mean == pytest.approx(expected.mean(), abs=1e-8)
+    assert isinstance(result.mean, float)
+
+
+def test_robust_path_agrees_with_reference_on_well_conditioned_data(monkeypatch):
+    import medtransfer.similarity.canonical as canonical
+
+    rng = np.random.default_rng(3)
+    x, y = correlated(rng, 1500, 10, 7)
+    monkeypatch.setattr(canonical, "MAX_TRACE_INV", 0.0)  # force the QR path
+    result = cca(x, y)
+    assert result.method == "qr"
+    np.testing.assert_allclose(result.rho, cca_covariance_inverse(x, y), rtol=0, atol=1e-10)
+
+
+def test_self_similarity_is_one():
+    x = np.random.default_rng(0).standard_normal((400, 10))
+    result = cca(x, x)
+    np.testing.assert_allclose(result.rho, 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("condition", [1.0, 1e3, 1e6, 1e8, 1e10])
+def test_invertible_map_gives_one_up_to_condition_1e10(condition):
+    rng = np.random.default_rng(int(np.log10(condition)))
+    n, p = 3000, 16
+    x = rng.standard_normal((n, p))
+    a = matrix_with_condition(rng, p, condition)
+    result = cca(x, x @ a + rng.standard_normal(p))
+    assert result.rho.size == p
+    assert result.rho.min() > 1 - 1e-8
+    assert result.mean == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("condition", [1.0, 1e4, 1e10])
+def test_invertible_map_with_neuron_scales_1e_minus4_to_1e4(condition):
+    rng = np.random.default_rng(7)
+    n, p = 3000, 12
+    scales = np.logspace(-4, 4, p)
+    base = rng.standard_normal((n, p))
+    x = base * scales
+    y = (base @ matrix_with_condition(rng, p, condition)) * scales[::-1]
+    result = cca(x, y)
+    assert result.mean == pytest.approx(1.0, abs=1e-8)
+    assert result.rho.min() > 1 - 1e-7
+
+
+def test_covariance_inverse_reference_fails_where_cca_does_not():
+    """The textbook route is wrong on a near-singular map; cca is not (why the robust path exists)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2000, 16))
+    y = x @ matrix_with_condition(rng, 16, 1e10) * np.logspace(-4, 4, 16)
+    with np.errstate(all="ignore"):
+        try:
+            reference = cca_covariance_inverse(x, y)
+            reference_error = float(np.nanmax(np.abs(reference - 1.0))) if np.isfinite(reference).any() else np.inf
+        except np.linalg.LinAlgError:
+            reference_error = np.inf
+    assert reference_error > 1e-6
+    assert cca(x, y).mean == pytest.approx(1.0, abs=1e-8)
+
+
+def test_duplicated_neurons_add_no_direction():
+    rng = np.random.default_rng(1)
+    x, y = correlated(rng, 1000, 6, 5)
+    duplicated = np.hstack([x, x[:, :3], 2.5 * x[:, 1:2]])
+    result = cca(duplicated, y)
+    assert result.method == "qr"
+    assert result.rank_x == 6
+    np.testing.assert_allclose(result.rho, cca(x, y).rho, atol=1e-10)
+    assert cca(duplicated, x).mean == pytest.approx(1.0, abs=1e-12)
+
+
+def test_constant_neurons_are_dropped_without_leaving_the_fast_path():
+    rng = np.random.default_rng(2)
+    x, y = correlated(rng, 1000, 6, 5)
+    with_dead = np.hstack([np.zeros((1000, 2)), x, np.full((1000, 1), 0.1), np.full((1000, 1), -3e5)])
+    result = cca(with_dead, y)
+    assert result.method == "cholesky"
+    assert result.rank_x == 6
+    np.testing.assert_allclose(result.rho, cca(x, y).rho, atol=1e-12)
+
+
+def test_rank_deficient_input_returns_min_rank_correlations():
+    rng = np.random.default_rng(4)
+    n = 1500
+    w = rng.standard_normal((n, 3))
+    x = w @ rng.standard_normal((3, 8))  # 8 neurons, rank 3
+    y = 0.5 * w @ rng.standard_normal((3, 6)) + rng.standard_normal((n, 6))
+    result = cca(x, y)
+    assert (result.rank_x, result.rank_y) == (3, 6)
+    assert result.rho.shape == (3,)
+    np.testing.assert_allclose(result.rho, cca(w, y).rho, atol=1e-9)
+
+
+def test_relu_activations_with_dead_and_duplicate_channels():
+    """The case that breaks google/svcca: ReLU layers with dead channels and exact copies."""
+    rng = np.random.default_rng(5)
+    pre = rng.standard_normal((4000, 10))
+    pre[:, 7] = -np.abs(pre[:, 7]) - 0.1  # always negative: a dead ReLU channel
+    x = np.maximum(pre, 0.0)
+    x = np.hstack([x, x[:, :2]])  # duplicated channels
+    result = cca(x, 3.0 * x)
+    assert result.rank_x == 9
+    assert result.mean == pytest.approx(1.0, abs=1e-10)
+
+
+def test_symmetric():
+    rng = np.random.default_rng(6)
+    x, y = correlated(rng, 900, 7, 4)
+    np.testing.assert_allclose(cca(x, y).rho, cca(y, x).rho, atol=1e-12)
+
+
+def test_one_dimensional_case_is_absolute_pearson():
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(500)
+    b = -0.6 * a + rng.standard_normal(500)
+    result = cca(a, b)
+    assert result.rho.shape == (1,)
+    assert result.mean == pytest.approx(abs(np.corrcoef(a, b)[0, 1]), abs=1e-12)
+
+
+def test_independent_gaussian_null():
+    """For independent X, Y: E sum(rho^2) ~ p q / n (Bartlett); mean over seeds within 4 standard errors."""
+    n, p, q = 20000, 16, 12
+    sums = [
+        float(np.sum(cca(r.standard_normal((n, p)), r.standard_normal((n, q))).rho ** 2))
+        for r in (np.random.default_rng(100 + s) for s in range(6))
+    ]
+    expected = p * q / n
+    standard_error = np.sqrt(2 * p * q) / n / np.sqrt(len(sums))
+    assert abs(np.mean(sums) - expected) < 4 * standard_error
+
+
+def test_rows_below_neurons_refused():
+    rng = np.random.default_rng(9)
+    with pytest.raises(MedtransferError, match="n - 1"):
+        cca(rng.standard_normal((10, 9)), rng.standard_normal((10, 2)))
+    with pytest.raises(MedtransferError, match="y has 10 neurons"):
+        cca(rng.standard_normal((10, 2)), rng.standard_normal((10, 10)))
+    assert cca(rng.standard_normal((10, 8)), rng.standard_normal((10, 2))).rho.size == 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_refused_naming_the_argument(bad):
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal((50, 3)), rng.standard_normal((50, 3))
+    x_bad, y_bad = x.copy(), y.copy()
+    x_bad[4, 1] = bad
+    y_bad[7, 2] = bad
+    with pytest.raises(MedtransferError, match=r"^x contains NaN"):
+        cca(x_bad, y)
+    with pytest.raises(MedtransferError, match=r"^y contains NaN"):
+        cca(x, y_bad)
+
+
+def test_other_bad_input_refused():
+    rng = np.random.default_rng(12)
+    with pytest.raises(MedtransferError, match="same number of rows"):
+        cca(rng.standard_normal((50, 3)), rng.standard_normal((49, 3)))
+    with pytest.raises(MedtransferError, match="x must be a matrix"):
+        cca(rng.standard_normal((50, 3, 2)), rng.standard_normal((50, 3)))
+    with pytest.raises(MedtransferError, match="every neuron of y is constant"):
+        cca(rng.standard_normal((50, 3)), np.ones((50, 2)))
+
+
+def test_float32_and_integer_inputs_are_computed_in_float64():
+    rng = np.random.default_rng(13)
+    x, y = correlated(rng, 700, 5, 5)
+    np.testing.assert_allclose(cca(x.astype(np.float32), y).rho, cca(x.astype(np.float32).astype(np.float64), y).rho, atol=1e-13)
+    counts = rng.integers(0, 5, size=(700, 4))
+    np.testing.assert_allclose(cca(counts, y).rho, cca(counts.astype(float), y).rho, atol=1e-13)
+
+
+# Property-based: shapes, neuron scales and offsets drawn by hypothesis.
+shapes = st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(0, 80))
+log_scales = st.lists(st.floats(-4, 4), min_size=6, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, scales=log_scales, seed=st.integers(0, 2**31 - 1))
+def test_property_rho_sorted_in_unit_interval_and_scale_invariant(shape, scales, seed):
+    p, q, extra = shape
+    n = p + q + 20 + extra
+    rng = np.random.default_rng(seed)
+    x, y = correlated(rng, n, p, q)
+    base = cca(x, y)
+    assert base.rho.shape == (min(p, q),)
+    assert np.all(base.rho >= 0.0) and np.all(base.rho <= 1.0)
+    assert np.all(np.diff(base.rho) <= 0.0)
+    factors = 10.0 ** np.asarray(scales)
+    scaled = cca(x * factors[:p] + rng.standard_normal(p), y * factors[-q:])
+    np.testing.assert_allclose(scaled.rho, base.rho, atol=1e-8)
+    np.testing.assert_allclose(cca(y, x).rho, base.rho, atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    p=st.integers(1, 8),
+    log_condition=st.floats(0, 10),
+    log_scale=st.floats(-4, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_invertible_maps_give_one(p, log_condition, log_scale, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((60 + 10 * p, p))
+    a = matrix_with_condition(rng, p, 10.0**log_condition) * 10.0**log_scale
+    result = cca(x, x @ a)
+    assert result.rho.size == p
+    assert result.mean == pytest.approx(1.0, abs=1e-8)
+
+
+def test_svcca_keeps_the_top_variance_directions():
+    rng = np.random.default_rng(14)
+    n = 2000
+    basis = orthonormal_centred(rng, n, 6)
+    x = basis @ np.diag([10.0, 8.0, 6.0, 0.01, 0.01, 0.01]) @ random_orthogonal(rng, 6)
+    y = basis[:, :2] + 0.3 * rng.standard_normal((n, 2))
+    reduced = svcca(x, y, keep=0.99)
+    assert reduced.rank_x == 3
+    np.testing.assert_allclose(reduced.rho, cca(basis[:, :3], y).rho, atol=1e-10)
+    np.testing.assert_allclose(svcca(x, y, keep=1.0).rho, cca(x, y).rho, atol=1e-8)
+    with pytest.raises(MedtransferError, match="keep"):
+        svcca(x, y, keep=1.5)
+
+
+def test_pwcca_closed_form():
+    """x = [10 s1, s2], y = [s1, 0.5 s2 + sqrt(0.75) s3] with orthonormal s: rho = (1, 0.5), weights 10 : 1."""
+    rng = np.random.default_rng(15)
+    s = orthonormal_centred(rng, 500, 3)
+    x = np.column_stack([10 * s[:, 0], s[:, 1]])
+    y = np.column_stack([s[:, 0], 0.5 * s[:, 1] + np.sqrt(0.75) * s[:, 2]])
+    np.testing.assert_allclose(cca(x, y).rho, [1.0, 0.5], atol=1e-12)
+    assert pwcca(x, y) == pytest.approx((10 * 1.0 + 1 * 0.5) / 11, abs=1e-10)
+    # With more independent directions in x than in y, the weights come from y's neurons.
+    wide = np.column_stack([x, rng.standard_normal(500)])
+    y_weighted = np.column_stack([s[:, 0], 4 * (0.5 * s[:, 1] + np.sqrt(0.75) * s[:, 2])])
+    rho = cca(wide, y_weighted).rho
+    assert pwcca(wide, y_weighted) == pytest.approx((1 * rho[0] + 4 * rho[1]) / 5, abs=1e-3)
+
+
+def test_pwcca_of_invertible_map_is_one():
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((800, 6))
+    assert pwcca(x, x @ matrix_with_condition(rng, 6, 1e6)) == pytest.approx(1.0, abs=1e-9)
