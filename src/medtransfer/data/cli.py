@@ -1,9 +1,95 @@
-"""Commands of ``medtransfer.data`` for the command line (registered by ``medtransfer.cli``)."""
+"""Commands of ``medtransfer.data`` for the command line (registered by ``medtransfer.cli``):
+``medtransfer data check`` and ``medtransfer data folds``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from medtransfer.errors import ConfigError
+
+data_app = typer.Typer(help="Datasets: check a download, make patient-grouped folds.", no_args_is_help=True)
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """``["key=value", ...]`` -> dict, values read as YAML scalars/lists (``3``, ``true``, ``[a, b]``)."""
+    import yaml
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected key=value")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+@data_app.command("check")
+def check(
+    name: str = typer.Argument(..., help="dataset: chest, breast, thyroid, mammograms, knee, pcam, pcam-small, "
+                                         "isic, medmnist, folder, csv, synthetic"),
+    root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON: images, classes, groups, skipped, problems"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="accept bad files as skipped (exit 0)"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="decode every image to find unreadable ones"),
+    workers: int = typer.Option(4, help="threads decoding images"),
+    option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),
+) -> None:
+    """What a loader finds: images per class, groups, files skipped and why, every problem.
+
+    Exit status 1 when there are problems (bad input) and --skip-bad is not given."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medtransfer.data.registry import load_manifest
+
+    manifest = load_manifest(name, root, skip_bad=True, verify=verify, workers=workers, **parse_options(option))
+    report = manifest.summary()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        console = Console()
+        table = Table(title=f"{name}: {report['images']} images, {report['groups']} groups")
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        for cls, count in report["classes"].items():
+            table.add_row(cls, str(count))
+        console.print(table)
+        for entry in report["skipped"]:
+            kind = "problem" if entry in report["problems"] else "left out"
+            console.print(f"{kind}: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
+        if report["problems"] and not skip_bad:
+            console.print(f"{len(report['problems'])} problem(s): training stops on these unless "
+                          "--skip-bad / skip_bad=True is given", style="bold red")
+    if report["problems"] and not skip_bad:
+        raise typer.Exit(1)
+
+
+@data_app.command("folds")
+def folds(
+    name: str = typer.Argument(..., help="dataset name"),
+    out: Path = typer.Option(..., "--out", help="CSV to write (image_id, fold, split)"),
+    root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
+    k: int = typer.Option(5, help="number of folds"),
+    seed: int = typer.Option(0, help="seed of the split"),
+    authors: Path = typer.Option(None, "--authors", help="folder of the authors' {train,val,test}_fold<k>.csv "
+                                                          "to import instead of making new folds"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
+    option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),
+) -> None:
+    """Write patient-grouped, stratified folds (80/5/15) of a dataset, or import the authors'."""
+    from medtransfer.data.folds import import_author_splits, make_folds, write_folds
+    from medtransfer.data.registry import load_manifest
+
+    manifest = load_manifest(name, root, skip_bad=skip_bad, **parse_options(option))
+    table = import_author_splits(authors, manifest) if authors else make_folds(manifest, k=k, seed=seed)
+    write_folds(table, out)
+    counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
+    typer.echo(f"wrote {out}\n{counts.to_string()}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app (none yet)."""
+    """Add ``medtransfer data ...`` to the root app."""
+    app.add_typer(data_app, name="data")

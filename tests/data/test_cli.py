@@ -1,0 +1,56 @@
+"""``medtransfer data check`` and ``medtransfer data folds`` through the root app."""
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from medtransfer.cli import app
+
+from .helpers import truncate, write_image
+
+runner = CliRunner()
+
+
+def _tree(root):
+    for cls, n in (("a", 3), ("b", 2)):
+        for i in range(n):
+            write_image(root / cls / f"{i}.png", seed=i)
+    return root
+
+
+def test_check_json(tmp_path):
+    _tree(tmp_path)
+    result = runner.invoke(app, ["data", "check", "folder", "--root", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 5 and report["classes"] == {"a": 3, "b": 2} and report["groups"] == 5
+    assert report["skipped"] == [] and report["problems"] == []
+
+
+def test_check_reports_bad_files(tmp_path):
+    _tree(tmp_path)
+    bad = truncate(tmp_path / "b" / "1.png", 0.3)
+    result = runner.invoke(app, ["data", "check", "folder", "--root", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["images"] == 4 and report["problems"][0]["path"] == str(bad)
+    result = runner.invoke(app, ["data", "check", "folder", "--root", str(tmp_path), "--skip-bad"])
+    assert result.exit_code == 0 and "1.png" in result.output and "truncated" in result.output
+
+
+def test_check_options_and_synthetic():
+    result = runner.invoke(app, ["data", "check", "synthetic", "-o", "n_patients=6", "-o", "n_classes=3",
+                                 "-o", "size=16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 24 and report["groups"] == 6 and len(report["classes"]) == 3
+
+
+def test_folds_command(tmp_path):
+    out = tmp_path / "folds.csv"
+    result = runner.invoke(app, ["data", "folds", "synthetic", "--out", str(out), "-o", "n_patients=40",
+                                 "-o", "size=8"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 5 * 160 and set(table["split"]) == {"train", "val", "test"}
