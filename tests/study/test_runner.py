@@ -1,0 +1,43 @@
+"""A tiny study end to end: results tables, status, re-running does nothing, changed settings refused."""
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medtransfer.cli import app
+from medtransfer.errors import ConfigError
+from medtransfer.study.results import AUC_COLUMNS
+from medtransfer.study.runner import run_study
+from medtransfer.study.store import status
+
+from .conftest import tiny_study
+
+
+def test_results_tables(finished_study):
+    _, out = finished_study
+    auc = pd.read_csv(out / "results" / "auc.csv")
+    assert list(auc.columns) == AUC_COLUMNS
+    assert len(auc) == 2 and set(auc["fold"]) == {0, 1} and set(auc["strategy"]) == {"no-freeze"}
+    assert auc["auc"].between(0, 1).all()
+    assert (out / "folds" / "synth.csv").exists() and (out / "study.yaml").exists()
+    md = (out / "results" / "table2.md").read_text()
+    mean = 100 * auc["auc"].mean()
+    assert f"{mean:.1f} ± {100 * auc['auc'].std():.1f}" in md
+
+
+def test_rerun_does_nothing_and_status(finished_study):
+    study, out = finished_study
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/**/metrics.json")}
+    report = run_study(study, out)
+    assert (report.skipped, report.finished) == (2, 0)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/**/metrics.json")} == stamps
+    assert [s.state for s in status(out)] == ["done", "done"]
+    result = CliRunner().invoke(app, ["status", str(out)])
+    assert result.exit_code == 0 and "2/2 runs done" in result.output
+
+
+def test_changed_settings_are_refused(finished_study, tmp_path):
+    study, out = finished_study
+    changed = tiny_study(tmp_path, training={"lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"synth/random-no-freeze/fold0 .*lr: 0.0001 -> 0.001"):
+        run_study(changed.model_copy(update={"training": {**study.training, "lr": 1e-3}}), out)
