@@ -51,8 +51,13 @@ def _randomise(model, rng) -> None:
             layer.set_weights([kernel, rng.normal(0, 0.05, bias.shape)])
 
 
-def write_tf2_style(path: Path, layer_names: list[str], arrays: dict[str, list[np.ndarray]], full: bool) -> Path:
-    """An h5 with tf.keras 2.x's naming: ``<layer>/<layer>/<var>:0`` and ``weight_names`` attributes."""
+def write_tf2_style(path: Path, layer_names: list[str], arrays: dict[str, list[np.ndarray]], full: bool,
+                    scope_suffix: str = "", nest_as: str | None = None) -> Path:
+    """An h5 with tf.keras 2.x's naming: ``<layer>/<layer>/<var>:0`` and ``weight_names`` attributes.
+
+    ``scope_suffix`` appends to each variable scope (tf.keras uniquifying, ``conv1_conv_1/kernel:0``);
+    ``nest_as`` writes the whole ResNet as one layer group of that name (a model inside a model).
+    """
     import h5py
 
     vars_of = {"conv": ("kernel:0", "bias:0"), "bn": ("gamma:0", "beta:0", "moving_mean:0", "moving_variance:0"),
@@ -61,15 +66,19 @@ def write_tf2_style(path: Path, layer_names: list[str], arrays: dict[str, list[n
         f.attrs["keras_version"] = b"2.9.0"
         f.attrs["backend"] = b"tensorflow"
         root = f.create_group("model_weights") if full else f
-        root.attrs["layer_names"] = np.array([n.encode() for n in layer_names])
-        for name in layer_names:
-            group = root.create_group(name)
-            weights = arrays.get(name, [])
-            kind = "bn" if name.endswith("_bn") else ("conv" if name.endswith("_conv") else "dense")
-            names = [f"{name}/{v}" for v in vars_of[kind][: len(weights)]]
-            group.attrs["weight_names"] = np.array([n.encode() for n in names])
-            for weight_name, value in zip(names, weights):
-                group.create_dataset(weight_name, data=value)
+        groups = [nest_as] if nest_as else layer_names
+        root.attrs["layer_names"] = np.array([n.encode() for n in groups])
+        for group_name in groups:
+            group = root.create_group(group_name)
+            all_names = []
+            for name in layer_names if nest_as else [group_name]:
+                weights = arrays.get(name, [])
+                kind = "bn" if name.endswith("_bn") else ("conv" if name.endswith("_conv") else "dense")
+                names = [f"{name}{scope_suffix}/{v}" for v in vars_of[kind][: len(weights)]]
+                all_names += names
+                for weight_name, value in zip(names, weights):
+                    group.create_dataset(weight_name, data=value)
+            group.attrs["weight_names"] = np.array([n.encode() for n in all_names])
     return path
 
 

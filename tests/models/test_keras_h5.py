@@ -80,6 +80,15 @@ def test_read_by_name_not_position(keras_reference, tmp_path):
     assert max(errors.values()) <= 1e-4
 
 
+@pytest.mark.parametrize("options", [{"scope_suffix": "_1"}, {"nest_as": "resnet50"}])
+def test_uniquified_scopes_and_nested_model(keras_reference, tmp_path, options):
+    path = write_tf2_style(tmp_path / "variant.h5", keras_reference.layer_names, keras_reference.arrays, full=True, **options)
+    model = ResNet50()
+    assert load_keras_h5(path, model).layers == 106
+    errors = max_rel_error(paper_features(model, keras_reference.x), keras_reference.outputs)
+    assert max(errors.values()) <= 1e-4
+
+
 def _copy(keras_reference, tmp_path, layout="weights"):
     path = tmp_path / f"{layout}.h5"
     shutil.copy(keras_reference.files[layout], path)

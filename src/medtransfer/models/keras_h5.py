@@ -83,10 +83,15 @@ def _read_legacy(handle, path: str) -> KerasWeights:
         if name not in root:
             raise WeightsError(f"{path}: layer {name!r} is listed in layer_names but its group is missing (truncated file?)")
         group = root[name]
-        for weight_name in (_text(w) for w in group.attrs.get("weight_names", [])):
+        weight_names = [_text(w) for w in group.attrs.get("weight_names", [])]
+        # A plain layer group holds one layer's arrays: its name is the layer name (tf.keras may
+        # have uniquified the variable scope, e.g. conv1_conv_1/kernel:0). A nested model's group
+        # holds many layers: each array's scope names its layer.
+        nested = len({w.split("/")[-2] for w in weight_names if "/" in w}) > 1
+        for weight_name in weight_names:
             parts = weight_name.split("/")
             var = parts[-1].split(":")[0]
-            layer = parts[-2] if len(parts) >= 2 else name
+            layer = parts[-2] if nested and len(parts) >= 2 else name
             if weight_name not in group:
                 raise WeightsError(f"{path}: array {weight_name!r} of layer {name!r} is missing (truncated file?)")
             arrays = layers.setdefault(layer, {})
