@@ -53,16 +53,19 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
         (axes[1], PANEL_B, "(b) between networks, with random baselines"),
     ):
         part = summary[summary["kind"].isin(kinds)]
-        for (pair, strategy), line in part.groupby(["pair", "strategy"], sort=False):
+        part = part.assign(_order=part["kind"].map(kinds.index)).sort_values("_order", kind="stable")
+        colors = plt.get_cmap("tab20").colors
+        for i, ((pair, strategy), line) in enumerate(part.groupby(["pair", "strategy"], sort=False)):
             line = line.set_index("layer").reindex(layers)
             label = pair if strategy == "-" else f"{pair} ({strategy})"
             style = "--" if strategy == "freeze" else "-"
-            ax.errorbar(x, line["mean"], yerr=line["std"], label=label, linestyle=style, marker="o", capsize=3)
+            ax.errorbar(x, line["mean"], yerr=line["std"], label=label, linestyle=style, marker="o", capsize=3,
+                        color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
         ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="lower left")
+        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     axes[0].set_ylabel(f"{measure.upper()} similarity")
     folds = sub["fold"].nunique()
     fig.suptitle(f"Layer-wise {measure.upper()} similarity on {target} (mean ± std over {folds} fold(s))")

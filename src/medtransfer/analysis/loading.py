@@ -47,6 +47,14 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
     return Network(features=model.features, normalize=normalize)
 
 
+def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndarray, str]:
+    """conv1 kernels ``(64, 3, 7, 7)`` (input channel order) of an init and its normalisation mode."""
+    from medtransfer.models import load_source
+
+    source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
+    return source.model.conv1.weight.detach().cpu().numpy().astype(np.float64), str(source.normalize)
+
+
 class RowView:
     """Rows ``rows`` of a pixel array ``(N, h, w, 3)`` (e.g. a memory-mapped cache) seen as a pool;
     indexing with pool positions reads only those rows."""

@@ -21,7 +21,7 @@ from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import fold_similarity
-from medtransfer.analysis.loading import load_network, stimulus_pool
+from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, write_report
@@ -90,17 +90,12 @@ def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, np.ndarray],
     out, missing = {}, []
     for source in role_map.pretrained:
         run = next(r for r in study.runs if r.source == source)
-        ref = _init(run)
         try:
-            network = load_network(ref, "cpu", study.root)
+            weight, mode = source_conv1(_init(run), study.root)
         except MedtransferError as error:
             missing.append(f"conv1 filters of {source}: could not load ({error})")
             continue
-        module = network.features.__self__
-        weight = module.conv1.weight.detach().cpu().numpy().astype(np.float64)
-        if str(network.normalize) == "caffe":  # the network sees BGR: show its filters as RGB
-            weight = weight[:, ::-1]
-        out[source] = weight
+        out[source] = weight[:, ::-1] if mode == "caffe" else weight  # caffe networks see BGR: show RGB
     return out, missing
 
 
