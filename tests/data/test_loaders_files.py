@@ -211,3 +211,8 @@ def test_unknown_dataset_and_root(tmp_path):
         load_manifest("chest", tmp_path / "missing")
     with pytest.raises(DataError, match="expected chest_xray"):
         load_manifest("chest", tmp_path)
+
+
+def test_unknown_option_named():
+    with pytest.raises(DataError, match=r"unknown option\(s\) \['n_patient'\]"):
+        load_manifest("synthetic", None, n_patient=3)

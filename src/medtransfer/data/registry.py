@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -60,10 +61,12 @@ def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool =
         if not root.exists():
             raise DataError(f"dataset {name!r}: root {root} does not exist")
     module = importlib.import_module(f"medtransfer.data.datasets.{module_name}")
-    try:
-        manifest = module.load(root, skip_bad=skip_bad, **{**fixed, **options})
-    except TypeError as error:
-        raise DataError(f"dataset {name!r}: bad options {sorted(options)} ({error})") from error
+    accepted = [p for p in inspect.signature(module.load).parameters if p not in ("root", "skip_bad")]
+    unknown = sorted(set(options) - set(accepted) | (set(options) & set(fixed)))
+    if unknown:
+        raise DataError(f"dataset {name!r}: unknown option(s) {unknown}; expected some of {accepted}"
+                        + (f" (fixed for {name}: {sorted(fixed)})" if set(options) & set(fixed) else ""))
+    manifest = module.load(root, skip_bad=skip_bad, **{**fixed, **options})
     if name != manifest.name:
         manifest = replace(manifest, name=name)
     if verify:
