@@ -36,8 +36,13 @@ def study_dir(tmp_path_factory):
     for name, seed in (("alpha", 11), ("beta", 12)):
         paths[name] = str(save_checkpoint(sources / f"{name}.pt", keras_init_(ResNet50(), seed=seed), {"normalization": "caffe", "classes": []}))
 
+    inits = {}
+
     def checkpoint(run_dir, config):
-        init = load_source(config["source"], seed=config["seed"], normalization=config["normalization"]).model
+        key = (config["source"], config["seed"])
+        if key not in inits:
+            inits[key] = load_source(config["source"], seed=config["seed"], normalization=config["normalization"]).model
+        init = inits[key]
         model = ResNet50(num_classes=2)
         model.load_state_dict(init.state_dict(), strict=False)
         # alpha's freeze run leaves the backbone untouched: CCA and CKA with its init are exactly 1

@@ -51,7 +51,7 @@ def test_every_figure_is_written_as_png_and_pdf_and_embedded_in_one_self_contain
     pngs = [
         figs.layerwise_figure(sim, "knee", "cca", fig_dir, LAYERS),
         figs.layerwise_figure(sim, "knee", "cka", fig_dir, LAYERS),
-        figs.filters_figure({"a": np.random.default_rng(0).standard_normal((64, 3, 7, 7))}, fig_dir),
+        figs.filters_figure({"a": (np.random.default_rng(0).standard_normal((64, 3, 7, 7)), True)}, fig_dir),
         figs.prediction_figure(pred, fig_dir),
         figs.gain_figure(points, stats, fig_dir, LAYERS),
     ]

@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         channels: int = typer.Option(None, help="Channels sampled per layer and repeat [64]."),
         repeats: int = typer.Option(None, help="Fresh samples per layer [5]."),
         measures: str = typer.Option(None, help="Comma-separated: cca, cka [both]."),
+        split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
     ) -> None:
         """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html."""
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from medtransfer.analysis.run import analyze as run_analysis
 
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
-                            measures=_split(measures), device=device)
+                            measures=_split(measures), split=split, device=device)
         Console().print(f"report: {path}", highlight=False)
 
     @app.command()

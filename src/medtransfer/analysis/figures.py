@@ -72,47 +72,18 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
     return save(fig, out_dir, f"layerwise_{target}_{measure}")
 
 
-def gabor_filters(count: int = 36, size: int = 7) -> np.ndarray:
-    """Reference Gabor filters ``(count, size, size)`` in [-1, 1]: 6 orientations x 2 wavelengths x 3 phases."""
-    half = (size - 1) / 2
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    out = []
-    for theta in np.linspace(0, np.pi, 6, endpoint=False):
-        for lam in (3.0, 5.0):
-            for phase in (0.0, np.pi / 2, np.pi):
-                xr = xx * np.cos(theta) + yy * np.sin(theta)
-                yr = -xx * np.sin(theta) + yy * np.cos(theta)
-                sigma = 0.56 * lam
-                g = np.exp(-(xr**2 + yr**2) / (2 * sigma**2)) * np.cos(2 * np.pi * xr / lam + phase)
-                out.append(g / np.abs(g).max())
-    return np.stack(out[:count])
+def filters_figure(filters: dict[str, tuple[np.ndarray, bool]], out_dir: Path) -> Path | None:
+    """Figure 4: ``filters`` maps source name -> (conv1 kernels ``(64, 3, 7, 7)`` in the network's
+    input channel order, whether that order is BGR); a Gabor reference panel is added."""
+    from medtransfer.models.filters import filter_grid, gabor_bank
 
-
-def _tile(filters: np.ndarray, n: int = 36) -> np.ndarray:
-    """First ``n`` filters ``(k, h, w, 3)`` as a 6x6 mosaic, each min-max scaled to [0, 1]."""
-    filters = filters[:n]
-    lo = filters.reshape(len(filters), -1).min(axis=1)[:, None, None, None]
-    hi = filters.reshape(len(filters), -1).max(axis=1)[:, None, None, None]
-    scaled = (filters - lo) / np.where(hi > lo, hi - lo, 1)
-    side = int(np.ceil(np.sqrt(n)))
-    h, w = scaled.shape[1:3]
-    mosaic = np.ones((side * (h + 1) - 1, side * (w + 1) - 1, 3))
-    for i, f in enumerate(scaled):
-        r, c = divmod(i, side)
-        mosaic[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = f
-    return mosaic
-
-
-def filters_figure(filters: dict[str, np.ndarray], out_dir: Path) -> Path | None:
-    """Figure 4: ``filters`` maps source name -> conv1 kernels ``(64, 3, 7, 7)`` in RGB input order."""
     if not filters:
         return None
-    panels = [(name, np.transpose(np.asarray(w), (0, 2, 3, 1))) for name, w in filters.items()]
-    gabor = gabor_filters()
-    panels.append(("Gabor filters", np.repeat(gabor[..., None], 3, axis=-1)))
+    panels = [(name, filter_grid(w, bgr=bgr)) for name, (w, bgr) in filters.items()]
+    panels.append(("Gabor filters", filter_grid(gabor_bank(), bgr=False)))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
-    for i, (ax, (name, f)) in enumerate(zip(np.atleast_1d(axes), panels)):
-        ax.imshow(_tile(f), interpolation="nearest")
+    for i, (ax, (name, grid)) in enumerate(zip(np.atleast_1d(axes), panels)):
+        ax.imshow(grid, interpolation="nearest")
         ax.set_title(f"({chr(97 + i)}) {name}", fontsize=10)
         ax.axis("off")
     fig.suptitle("First 36 conv1 filters")

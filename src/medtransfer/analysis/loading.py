@@ -71,7 +71,8 @@ class RowView:
 
 
 def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
-    """The images of one run's fold and ``split`` at the run's size, as ``(pool, image_ids)``.
+    """The images of one run's fold and ``split`` (``"all"``: every split) at the run's size, as
+    ``(pool, image_ids)``.
 
     ``pool[i]`` is uint8 ``(size, size, 3)``; built exactly as the run built its data
     (``load_manifest`` with the run's options, the run's folds, the pixel cache).
@@ -83,7 +84,7 @@ def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView,
     run = RunConfig.parse(config, where="config.json")
     manifest = load_manifest(run.target, run.root, **run.target_options)
     folds = fold_table(run, manifest)
-    chosen = folds.loc[folds["split"] == split, "image_id"]
+    chosen = folds["image_id"] if split == "all" else folds.loc[folds["split"] == split, "image_id"]
     if chosen.empty:
         raise DataError(f"fold {run.fold} of {run.target_label!r} has no {split} images for the stimulus pool")
     position = pd.Series(np.arange(len(manifest.frame)), index=manifest.frame["image_id"].to_numpy())

@@ -16,13 +16,13 @@ import pandas as pd
 import torch
 
 from medtransfer.analysis import figures as figs
-from medtransfer.analysis.activations import ForwardLog, layer_shapes, plan_sampling
+from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
-from medtransfer.analysis.pairs import Roles, fold_pairs, roles
+from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, write_report
 from medtransfer.analysis.settings import AnalysisSettings
@@ -50,6 +50,15 @@ def layerwise_similarity(
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
     shapes_by_size: dict[int, dict] = {}
+    inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
+
+    def load(ref: ModelRef) -> Network:
+        if ref.kind != "init":
+            return load_network(ref, device, study.root)
+        if ref.key not in inits:
+            inits[ref.key] = load_network(ref, device, study.root)
+        return inits[ref.key]
+
     for target in study.targets:
         for fold in study.folds(target):
             pairs, lacking = fold_pairs(study, target, fold, role_map)
@@ -74,7 +83,7 @@ def layerwise_similarity(
                     )
             frame, problems = fold_similarity(
                 target, fold, pairs, pool, plan,
-                lambda ref: load_network(ref, device, study.root),
+                load,
                 labels, settings.measures, settings.batch_size, device, log,
             )
             missing.extend(problems)
@@ -83,11 +92,13 @@ def layerwise_similarity(
     return frame, missing, notes
 
 
-def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` in RGB input order (Figure 4)."""
+def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, tuple[np.ndarray, bool]], pd.DataFrame, list[str]]:
+    """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` and whether its input is BGR
+    (Figure 4), with a table of how Gabor-like they are, and what could not be loaded."""
     from medtransfer.analysis.pairs import _init
+    from medtransfer.models.filters import gabor_similarity
 
-    out, missing = {}, []
+    out, rows, missing = {}, [], []
     for source in role_map.pretrained:
         run = next(r for r in study.runs if r.source == source)
         try:
@@ -95,8 +106,11 @@ def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, np.ndarray],
         except MedtransferError as error:
             missing.append(f"conv1 filters of {source}: could not load ({error})")
             continue
-        out[source] = weight[:, ::-1] if mode == "caffe" else weight  # caffe networks see BGR: show RGB
-    return out, missing
+        out[source] = (weight, mode == "caffe")
+        best = gabor_similarity(weight)
+        rows.append({"source": source, "filters": len(best), "gabor_similarity_mean": float(best.mean()),
+                     "gabor_similarity_median": float(np.median(best)), "first36_mean": float(best[:36].mean())})
+    return out, pd.DataFrame(rows), missing
 
 
 def analyze(
@@ -107,17 +121,20 @@ def analyze(
     rows: int | None = None,
     channels: int | None = None,
     measures: list[str] | None = None,
+    split: str | None = None,
     device: str | None = None,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
     ``None`` settings come from ``study.yaml``'s ``analysis:`` section, else the paper's
     (layers conv1, block1-4; 20000 rows; 64 channels; 5 repeats; CCA and CKA). ``layers=["all"]``
-    takes the 16 block outputs and conv1. ``device`` defaults to CUDA when available.
+    takes the 16 block outputs and conv1. ``split`` picks the stimulus pool of each fold (``test``,
+    or ``all`` images of the target for tiny datasets). ``device`` defaults to CUDA when available.
     """
     started = time.perf_counter()
     study = read_study(study_dir)
-    settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures)
+    settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
+                            split=split)
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     out = study.root / "analysis"
     fig_dir = out / "figures"
@@ -158,7 +175,7 @@ def analyze(
                 figures.append(Figure(png, f"Layer-wise {m.upper()} similarity on {target} (paper Figures 3, 7-12): "
                                       "(a) each network before vs after fine-tuning; (b) between networks and random baselines. "
                                       "Mean ± std over folds."))
-    filters, lacking = conv1_filters(study, role_map)
+    filters, gabor, lacking = conv1_filters(study, role_map)
     missing.extend(lacking)
     png = figs.filters_figure(filters, fig_dir)
     if png is not None:
@@ -197,6 +214,9 @@ def analyze(
              f"(one per target and fold; {settings.bootstrap} resamples). strategy 'all' pools both strategies.", stats),
             ("Prediction similarity (Figure 5), over folds",
              "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy.", pred_summary),
+            ("conv1 filters: resemblance to Gabor filters (Figure 4)",
+             "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
+             "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),
             ("Layer-wise similarity, over folds", "mean and std (ddof=0) over folds of the per-fold means over repeats.", summary),
             ("Per-run test AUC recomputed from predictions.csv", "", aucs),
         ],

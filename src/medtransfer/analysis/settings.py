@@ -9,7 +9,7 @@ section, overridden by explicit arguments.
       channels: 64       # channels sampled per layer and repeat (same for both models of a pair)
       repeats: 5         # fresh samples per layer
       measures: [cca, cka]
-      split: test        # which split of each fold feeds the stimulus pool
+      split: test        # which split of each fold feeds the stimulus pool (train, val, test, all)
       batch_size: 32     # images per forward batch
       seed: 0            # seed of the row/channel sampling
       sources: [imagenet, radimagenet]   # which two pretrained sources play the paper's roles
@@ -53,8 +53,8 @@ class AnalysisSettings:
             raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURES)}, got {list(self.measures)}")
         if self.auc_average not in ("macro", "weighted"):
             raise ConfigError(f"analysis.auc_average must be 'macro' or 'weighted', got {self.auc_average!r}")
-        if self.split not in ("train", "val", "test"):
-            raise ConfigError(f"analysis.split must be train, val or test, got {self.split!r}")
+        if self.split not in ("train", "val", "test", "all"):
+            raise ConfigError(f"analysis.split must be train, val, test or all, got {self.split!r}")
         if not self.layers:
             raise ConfigError("analysis.layers must name at least one layer")
 
