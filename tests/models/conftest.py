@@ -97,6 +97,8 @@ def keras_reference(tmp_path_factory) -> KerasReference:
     with h5py.File(files["weights"], "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, model)
     model.save_weights(files["keras3"])
+    files["keras-archive"] = folder / "model.keras"
+    model.save(files["keras-archive"])
     arrays = {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
     layer_names = [layer.name for layer in model.layers]
     files["tf2-full"] = write_tf2_style(folder / "tf2_full.h5", layer_names, arrays, full=True)

@@ -15,7 +15,7 @@ from tests.models.conftest import PAPER, write_tf2_style
 
 torch.set_num_threads(1)
 LAYOUTS = {"full": "full-model", "weights": "weights-only", "keras3": "keras3-weights",
-           "tf2-full": "full-model", "tf2-weights": "weights-only"}
+           "tf2-full": "full-model", "tf2-weights": "weights-only", "keras-archive": "keras3-weights"}
 
 
 def paper_features(model: ResNet50, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -146,6 +146,9 @@ def test_not_a_resnet_truncated_and_not_h5(keras_reference, tmp_path):
         read_keras_h5(tmp_path / "empty.h5")
     with pytest.raises(WeightsError, match="does not exist"):
         read_keras_h5(tmp_path / "missing.h5")
+    (tmp_path / "fake.keras").write_bytes(b"PK not really")
+    with pytest.raises(WeightsError, match="not a Keras 3 .keras archive"):
+        read_keras_h5(tmp_path / "fake.keras")
 
 
 def test_keras3_weights_file_with_wrong_layer_count_refused(keras_reference, tmp_path):

@@ -6,7 +6,8 @@ Three layouts are understood:
   ``RadImageNet-ResNet50_notop.h5``: layer groups under ``model_weights``;
 - ``weights-only``: ``save_weights("x.h5")`` of tf.keras 2.x / Keras 3's legacy h5 writer, e.g. Keras'
   ImageNet ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``: layer groups at the top level;
-- ``keras3-weights``: Keras 3 ``save_weights("x.weights.h5")``: ``layers/<class name>_<n>/vars/<i>``.
+- ``keras3-weights``: Keras 3 ``save_weights("x.weights.h5")``: ``layers/<class name>_<n>/vars/<i>``,
+  also the ``model.weights.h5`` inside a Keras 3 ``model.save("x.keras")`` archive.
 
 In the two legacy layouts every layer group lists its arrays in a ``weight_names`` attribute, written
 ``conv1_conv/kernel:0`` by tf.keras 2.x (stored one group deeper, ``conv1_conv/conv1_conv/kernel:0``)
@@ -19,8 +20,10 @@ shape is checked.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,15 +153,24 @@ def _keras3_vars(group, wanted, path, group_path, name) -> dict[str, np.ndarray]
     return {var: _read(group[k], path, f"{group_path}/vars/{k}") for var, k in zip(wanted, keys)}
 
 
+def _keras_zip_weights(path: Path) -> io.BytesIO:
+    """The ``model.weights.h5`` member of a Keras 3 ``.keras`` archive, in memory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return io.BytesIO(archive.read("model.weights.h5"))
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise WeightsError(f"{path} is not a Keras 3 .keras archive with a model.weights.h5 member: {error}") from error
+
+
 def read_keras_h5(path: str | os.PathLike) -> KerasWeights:
-    """Read every weight array of a Keras h5 file (any of the three layouts) into memory."""
+    """Read every weight array of a Keras h5 file (any of the three layouts) or ``.keras`` archive into memory."""
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(_keras_zip_weights(path) if path.suffix.lower() == ".keras" else path, "r")
     except OSError as error:
         raise WeightsError(f"{path} cannot be opened as HDF5 (truncated or not an h5 file): {error}") from error
     with handle:

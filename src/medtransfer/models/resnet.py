@@ -96,7 +96,8 @@ class Bottleneck(nn.Module):
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return self.relu(y + shortcut)
+        y += shortcut  # in place: y is this block's own fresh tensor
+        return self.relu(y)
 
 
 class ResNet50(nn.Module):

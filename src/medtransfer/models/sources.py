@@ -23,7 +23,7 @@ from medtransfer.models.torch_port import load_torch_port
 
 NAMES = ("imagenet", "radimagenet", "random")
 DEFAULT_NORMALIZATION = "caffe"
-H5_SUFFIXES = (".h5", ".hdf5")
+H5_SUFFIXES = (".h5", ".hdf5", ".keras")
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
