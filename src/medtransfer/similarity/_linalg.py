@@ -52,6 +52,45 @@ def centred_concat(x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     return z, mean_x, mean_y
 
 
+def centred_gram(x: Any, y: Any, max_mean_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gram matrix ``(p + q, p + q)`` of the column-centred ``[x y]`` and the means ``(p,)``, ``(q,)``.
+
+    For float64 inputs the three products ``x^T x`` (syrk), ``y^T y`` (syrk) and ``x^T y`` are
+    taken on the raw data, without any copy, and centred as ``G - n m m^T``. That subtraction loses
+    about ``log10(mean square / variance)`` digits per neuron, so when any neuron's ratio exceeds
+    ``max_mean_ratio`` (or is undefined: a constant neuron) the data are centred explicitly into one
+    ``(n, p + q)`` buffer first. Other dtypes are always centred explicitly (the cast needs a copy).
+    """
+    n, p = x.shape
+    if _dtype_is_float64(x) and _dtype_is_float64(y):
+        mean_x, mean_y = _column_mean(x), _column_mean(y)
+        mean = np.concatenate([mean_x, mean_y])
+        raw = np.empty((p + y.shape[1],) * 2)
+        raw[:p, :p] = gram(x)
+        raw[p:, p:] = gram(y)
+        raw[:p, p:] = cross(x, y)
+        raw[p:, :p] = raw[:p, p:].T
+        raw_diag = np.diag(raw).copy()
+        g = raw - n * np.outer(mean, mean)
+        variance = np.diag(g)
+        if np.all(variance > 0.0) and np.all(raw_diag <= max_mean_ratio * variance):
+            return g, mean_x, mean_y
+    z, mean_x, mean_y = centred_concat(x, y)
+    return gram(z), mean_x, mean_y
+
+
+def _dtype_is_float64(a: Any) -> bool:
+    if is_tensor(a):
+        import torch
+
+        return a.dtype == torch.float64
+    return a.dtype == np.float64
+
+
+def _column_mean(a: Any) -> np.ndarray:
+    return to_numpy(a.mean(dim=0)) if is_tensor(a) else a.mean(axis=0)
+
+
 def gram(a: Any) -> np.ndarray:
     """``a.T @ a`` as a float64 numpy array ``(p, p)``."""
     return to_numpy(a.T @ a)

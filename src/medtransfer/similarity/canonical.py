@@ -10,7 +10,8 @@ How the canonical correlations are computed (no covariance matrix is ever invert
 2. Every remaining neuron is scaled to unit norm. CCA is invariant to per-neuron scale, and the
    scaling makes all later tolerances independent of neuron scales (1e-4 next to 1e4 is fine).
 3. Fast path: one Gram matrix per side and one cross product (these products over the n rows
-   are the whole cost), Cholesky factors ``C = L L^T`` of the two correlation matrices, and the
+   are the whole cost; for float64 input they are taken on the raw data and centred
+   algebraically when no neuron's mean dominates its spread, see ``MAX_MEAN_RATIO``), Cholesky factors ``C = L L^T`` of the two correlation matrices, and the
    check ``trace(C^-1) = ||L^-1||_F^2 <= MAX_TRACE_INV``, which bounds ``1 / lambda_min(C)``
    and hence the error the Gram route can make. If it holds for both sides, the canonical
    correlations are the singular values of ``L_x^-1 C_xy L_y^-T``.
@@ -45,6 +46,10 @@ CONSTANT_RTOL = 1e-10
 #: The fast (Cholesky) path is used while trace(C^-1) of each correlation matrix stays below this,
 #: i.e. lambda_min(C) >= 1e-6; measured, rounding in the Gram route then moves rho by under 1e-12.
 MAX_TRACE_INV = 1e6
+#: The Gram matrix of float64 input is formed from the raw data and centred algebraically
+#: (G - n m m^T, no centred copy) while every neuron's raw mean square is at most this many times
+#: its variance; otherwise the data are centred explicitly first.
+MAX_MEAN_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,7 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
     """Reduce the CCA of validated ``x (n, p)``, ``y (n, q)`` to an orthonormal-basis cross matrix."""
     n, p = x.shape
     q = y.shape[1]
-    z, mean_x, mean_y = la.centred_concat(x, y)
-    g = la.gram(z)
+    g, mean_x, mean_y = la.centred_gram(x, y, MAX_MEAN_RATIO)
     gxx, gyy, gxy = g[:p, :p], g[p:, p:], g[:p, p:]
     keep_x = _varying(np.diag(gxx).copy(), mean_x, n)
     keep_y = _varying(np.diag(gyy).copy(), mean_y, n)
@@ -196,7 +200,7 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
         by = _embed(ly.T / sy, iy, q)
         return _Canonical(m, bx, by, "cholesky")
 
-    del z  # the robust path centres again, side by side, to keep peak memory near twice the inputs
+    # The robust path centres again, side by side, to keep peak memory near twice the inputs.
     qx, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
     qy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
     return _Canonical(la.cross(qx, qy), bx, by, "qr")

@@ -1,0 +1,136 @@
+"""Wall time of ``medtransfer.similarity.cca`` against a straightforward covariance-inverse reference.
+
+    python benchmarks/similarity.py                      # the three sizes of issue 2, float64, CPU
+    python benchmarks/similarity.py --sizes 20000x64 --repeats 7
+    python benchmarks/similarity.py --device cuda        # also time cca on torch tensors on that device
+
+For each size n x p, x and y are both (n, p), y a noisy linear map of x (well conditioned, so the
+reference is valid). Reference and cca run alternately in the same process, ``--repeats`` times;
+medians are reported with their ratio, the largest difference between the two sets of canonical
+correlations, and the peak memory cca allocates beyond its inputs (tracemalloc, numpy buffers).
+On a shared machine the times are noisy: compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+import tracemalloc
+
+import numpy as np
+
+from medtransfer.similarity import cca
+
+
+def reference_cca(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Covariance matrices, inverse square roots by eigh, singular values (float64 numpy)."""
+    p = x.shape[1]
+    c = np.cov(np.hstack([x, y]), rowvar=False)
+    cxx, cyy, cxy = c[:p, :p], c[p:, p:], c[:p, p:]
+
+    def inverse_sqrt(a: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh(a)
+        return (v / np.sqrt(w)) @ v.T
+
+    return np.linalg.svd(inverse_sqrt(cxx) @ cxy @ inverse_sqrt(cyy), compute_uv=False)
+
+
+def make_data(n: int, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p))
+    y = x @ rng.standard_normal((p, p)) / np.sqrt(p) + rng.standard_normal((n, p))
+    return x, y
+
+
+def timed(fn, *args):
+    """(wall seconds, process CPU seconds, result)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def peak_extra_bytes(fn, *args) -> int:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    fn(*args)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def bench_size(n: int, p: int, repeats: int, device: str | None) -> dict[str, float]:
+    x, y = make_data(n, p)
+    ref_times, our_times, ref_cpu, our_cpu = [], [], [], []
+    for _ in range(repeats):
+        t, c, ref_rho = timed(reference_cca, x, y)
+        ref_times.append(t)
+        ref_cpu.append(c)
+        t, c, result = timed(cca, x, y)
+        our_times.append(t)
+        our_cpu.append(c)
+    row = {
+        "reference_s": float(np.median(ref_times)),
+        "cca_s": float(np.median(our_times)),
+        "cpu_ratio": float(np.median(ref_cpu) / np.median(our_cpu)),
+        "max_abs_diff": float(np.max(np.abs(np.sort(ref_rho)[::-1] - result.rho))),
+        "method": result.method,
+        "peak_extra_over_inputs": peak_extra_bytes(cca, x, y) / (x.nbytes + y.nbytes),
+    }
+    row["speedup"] = row["reference_s"] / row["cca_s"]
+    if device is not None:
+        row.update(bench_device(x, y, result.rho, repeats, device))
+    return row
+
+
+def bench_device(x, y, rho_cpu, repeats, device):
+    import torch
+
+    out = {}
+    for name, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+        tx = torch.as_tensor(x, dtype=dtype, device=device)
+        ty = torch.as_tensor(y, dtype=dtype, device=device)
+        cca(tx, ty)  # warm-up (kernels, handles)
+        times = []
+        for _ in range(repeats):
+            if tx.is_cuda:
+                torch.cuda.synchronize()
+            t, _, result = timed(cca, tx, ty)
+            times.append(t)
+        out[f"{device}_{name}_input_s"] = float(np.median(times))
+        out[f"{device}_{name}_input_max_abs_diff"] = float(np.max(np.abs(result.rho - rho_cpu)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["20000x64", "50000x512", "50000x2048"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default=None, help="also time torch tensors on this device (e.g. cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)")
+    args = parser.parse_args()
+    print(f"cca vs covariance-inverse reference, float64, median of {args.repeats} (same process, alternating)")
+    limit = contextlib.nullcontext()
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(args.threads)
+    with limit:
+        for size in args.sizes:
+            report(size, args)
+
+
+def report(size: str, args: argparse.Namespace) -> None:
+    n, p = (int(v) for v in size.lower().split("x"))
+    row = bench_size(n, p, args.repeats, args.device)
+    extra = "".join(f"  {k}={v:.3g}" for k, v in row.items() if k.startswith(str(args.device)))
+    print(
+        f"{n:>6} x {p:<5} reference {row['reference_s']:8.3f} s   cca {row['cca_s']:8.3f} s   "
+        f"ratio {row['speedup']:5.2f}x (CPU time {row['cpu_ratio']:4.2f}x)   max|drho| {row['max_abs_diff']:.1e}   "
+        f"path {row['method']}   peak extra {row['peak_extra_over_inputs']:.2f} x inputs{extra}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
