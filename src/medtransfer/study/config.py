@@ -129,6 +129,8 @@ class StudyConfig(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    # settings of `medtransfer analyze` for this study; validated by medtransfer.analysis
+    analysis: dict[str, Any] = Field(default_factory=dict)
 
     _training = field_validator("training")(_check_training)
 

@@ -4,7 +4,6 @@ saved as a medtransfer checkpoint ``DIR/sources/{name}.pt`` that ``load_source``
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,5 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
         return target
     run_dir = Path(out) / "sources" / f"{spec.name}-run"
     train_run(pretrain_config(spec, execution), run_dir)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(run_dir / "checkpoints" / "best.pt", tmp)
-    os.replace(tmp, target)
+    os.replace(run_dir / "checkpoints" / "best.pt", target)  # the run is DONE: its best.pt moves
     return target

@@ -1,0 +1,69 @@
+"""Executors behind one interface: submitit (debug and local clusters) and a local Ray instance
+run the same tiny run; a failing run is recorded, not raised."""
+
+import json
+
+import pytest
+
+from medtransfer.study.executors import LocalExecutor, RayExecutor, SlurmExecutor, Task, execute_task
+from medtransfer.study.expand import expand
+from medtransfer.study.store import run_dir
+
+from .conftest import tiny_study
+
+
+def _tasks(tmp_path, folds=(0,)):
+    study = tiny_study(tmp_path, folds=list(folds), training={"epochs": 1})
+    out = tmp_path / "study"
+    # folds made on the fly (no folds file): the executors need nothing prepared
+    configs = [c.model_copy(update={"folds_file": None}) for c in expand(study, out)]
+    return [Task.make(c, run_dir(out, c)) for c in configs]
+
+
+def _check_done(tasks, outcomes):
+    assert [o.state for o in outcomes] == ["done"] * len(tasks)
+    for task, outcome in zip(tasks, outcomes):
+        metrics = json.loads((run_dir_of(task) / "metrics.json").read_text())
+        assert outcome.auc == metrics["auc"] and (run_dir_of(task) / "DONE").exists()
+        assert not (run_dir_of(task) / "RUNNING").exists()
+
+
+def run_dir_of(task):
+    from pathlib import Path
+
+    return Path(task.directory)
+
+
+def test_failure_is_recorded_and_done_is_skipped(tmp_path):
+    (task,) = _tasks(tmp_path)
+    broken = Task(task.run_id, task.config_json.replace('"random"', '"no-such-source"'), task.directory)
+    outcome = execute_task(broken)
+    assert outcome.state == "failed" and "no-such-source" in outcome.error
+    assert "WeightsError" in (run_dir_of(task) / "FAILED").read_text()
+    (run_dir_of(task) / "DONE").write_text("{}")
+    assert LocalExecutor([]).run([task])[0].state == "skipped"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cluster", ["debug", "local"])
+def test_submitit_job_array(tmp_path, cluster):
+    tasks = _tasks(tmp_path)
+    outcomes = SlurmExecutor(tmp_path / "slurm", cluster=cluster, timeout_min=10).run(tasks)
+    _check_done(tasks, outcomes)
+    if cluster == "local":
+        assert list((tmp_path / "slurm").glob("*/*_result.pkl"))  # ran as a submitted job
+
+
+@pytest.mark.slow
+def test_ray_tasks_on_a_local_instance(tmp_path):
+    tasks = _tasks(tmp_path)
+    outcomes = RayExecutor(num_cpus=2, include_dashboard=False, log_to_driver=False).run(tasks)
+    _check_done(tasks, outcomes)
+
+
+def test_submitit_requeue_resubmits_the_same_task(tmp_path):
+    from medtransfer.study.executors import _SubmititRun
+
+    (task,) = _tasks(tmp_path)
+    delayed = _SubmititRun().checkpoint(task)
+    assert isinstance(delayed.function, _SubmititRun) and delayed.args == (task,)
