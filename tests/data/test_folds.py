@@ -28,7 +28,7 @@ def grouped_data(draw):
     return labels, groups, draw(st.integers(0, 1000))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(grouped_data())
 def test_fold_properties(data):
     labels, groups, seed = data

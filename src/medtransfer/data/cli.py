@@ -51,7 +51,8 @@ def check(
         typer.echo(json.dumps(report, indent=2))
     else:
         console = Console()
-        table = Table(title=f"{name}: {report['images']} images, {report['groups']} groups")
+        console.print(f"{name}: {report['images']} images, {report['groups']} groups", highlight=False)
+        table = Table()
         table.add_column("class")
         table.add_column("images", justify="right")
         for cls, count in report["classes"].items():
