@@ -118,14 +118,27 @@ def select_columns(a: Any, keep: np.ndarray) -> Any:
     return a[:, index]
 
 
-def qr(a: Any) -> tuple[Any, np.ndarray]:
-    """Reduced QR of ``a (n, k)``, n > k: ``(q (n, k) in a's library/device, r (k, k) numpy)``."""
+def scaled_centred_qr(a: Any, scale: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Reduced QR of the centred, column-scaled ``a (n, k)``, n > k.
+
+    Returns ``(q (n, k) in a's library/device, r (k, k) numpy)``. For numpy input the centred
+    copy is written in Fortran order and LAPACK factorises it in place, so one ``(n, k)`` float64
+    buffer is all the memory it takes.
+    """
     if is_tensor(a):
         import torch
 
-        q, r = torch.linalg.qr(a, mode="reduced")
+        centred_a, _ = centred(a)
+        centred_a *= to_like(centred_a, scale)
+        q, r = torch.linalg.qr(centred_a, mode="reduced")
         return q, to_numpy(r)
-    return np.linalg.qr(a, mode="reduced")
+    import scipy.linalg as sla
+
+    buffer = np.empty(a.shape, order="F")
+    np.subtract(a, a.mean(axis=0, dtype=np.float64), out=buffer)
+    buffer *= scale
+    q, r = sla.qr(buffer, overwrite_a=True, mode="economic", check_finite=False)
+    return q, r
 
 
 def to_like(a: Any, m: np.ndarray) -> Any:

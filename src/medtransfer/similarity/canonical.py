@@ -201,9 +201,9 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
         return _Canonical(m, bx, by, "cholesky")
 
     # The robust path centres again, side by side, to keep peak memory near twice the inputs.
-    qx, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
-    qy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
-    return _Canonical(la.cross(qx, qy), bx, by, "qr")
+    qx, ux, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
+    qy, uy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
+    return _Canonical(ux.T @ la.cross(qx, qy) @ uy, bx, by, "qr")
 
 
 def _whitener(c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -223,24 +223,20 @@ def _whitener(c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _orthonormal_basis(
     a: Any, scale: np.ndarray, rtol: float | None, index: np.ndarray, p: int
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """Orthonormal basis of the column space of ``a (n, k)`` after centring, with a rank cutoff.
 
-    ``scale (k,)`` scales each centred column to unit norm first. Returns ``(basis (n, r) in
-    a's library/device, coordinates (r, p))`` where coordinates = basis^T @ (centred data placed
-    at columns ``index`` of p, zeros elsewhere).
+    ``scale (k,)`` scales each centred column to unit norm first. Returns ``(q (n, k), u (k, r),
+    coordinates (r, p))``: the basis is ``q @ u`` (never formed, to save memory), and
+    coordinates = basis^T @ (centred data placed at columns ``index`` of p, zeros elsewhere).
     """
     n, k = a.shape
-    centred, _ = la.centred(a)
-    centred *= la.to_like(centred, scale)
-    q, r = la.qr(centred)
-    del centred
+    q, r = la.scaled_centred_qr(a, scale)
     u, s, vt = np.linalg.svd(r)
     cutoff = (max(n, k) * np.finfo(np.float64).eps if rtol is None else float(rtol)) * s[0]
     rank = max(1, int(np.count_nonzero(s > cutoff)))
-    basis = q @ la.to_like(q, u[:, :rank])
     coordinates = (s[:rank, None] * vt[:rank]) / scale
-    return basis, _embed(coordinates, index, p)
+    return q, u[:, :rank], _embed(coordinates, index, p)
 
 
 def _embed(coordinates: np.ndarray, index: np.ndarray, p: int) -> np.ndarray:
