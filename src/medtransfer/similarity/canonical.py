@@ -10,8 +10,9 @@ How the canonical correlations are computed (no covariance matrix is ever invert
 2. Every remaining neuron is scaled to unit norm. CCA is invariant to per-neuron scale, and the
    scaling makes all later tolerances independent of neuron scales (1e-4 next to 1e4 is fine).
 3. Fast path: one Gram matrix per side and one cross product (these products over the n rows
-   are the whole cost; for float64 input they are taken on the raw data and centred
-   algebraically when no neuron's mean dominates its spread, see ``MAX_MEAN_RATIO``), Cholesky factors ``C = L L^T`` of the two correlation matrices, and the
+   are the whole cost; for float64 input they are taken on the raw data, without a copy, and
+   centred algebraically unless some neuron's mean dominates its spread, see
+   ``MAX_MEAN_RATIO``), Cholesky factors ``C = L L^T`` of the two correlation matrices, and the
    check ``trace(C^-1) = ||L^-1||_F^2 <= MAX_TRACE_INV``, which bounds ``1 / lambda_min(C)``
    and hence the error the Gram route can make. If it holds for both sides, the canonical
    correlations are the singular values of ``L_x^-1 C_xy L_y^-T``.
