@@ -90,8 +90,10 @@ def keras_reference(tmp_path_factory) -> KerasReference:
 
     folder = tmp_path_factory.mktemp("keras")
     rng = np.random.default_rng(0)
-    model = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
-    _randomise(model, rng)
+    # one Keras ResNet50 with a 5-class top; the headless files come from its backbone sub-model
+    top = keras.applications.ResNet50(weights=None, include_top=True, classes=5, input_shape=(SIZE, SIZE, 3))
+    _randomise(top, rng)
+    model = keras.Model(top.input, top.get_layer("conv5_block3_out").output, name="resnet50")
     files = {"full": folder / "full.h5", "weights": folder / "weights.h5", "keras3": folder / "k3.weights.h5"}
     model.save(files["full"])
     with h5py.File(files["weights"], "w") as handle:
@@ -110,8 +112,6 @@ def keras_reference(tmp_path_factory) -> KerasReference:
     outs = probe(x_nhwc, training=False)
     outputs = {n: keras.ops.convert_to_numpy(o).transpose(0, 3, 1, 2) for n, o in zip(PAPER, outs)}
 
-    top = keras.applications.ResNet50(weights=None, include_top=True, classes=5, input_shape=(SIZE, SIZE, 3))
-    _randomise(top, rng)
     top.get_layer("predictions").set_weights(
         [rng.normal(0, 0.05, (2048, 5)).astype("float32"), rng.normal(0, 0.5, 5).astype("float32")]
     )
