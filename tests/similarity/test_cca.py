@@ -278,3 +278,29 @@ def test_pwcca_of_invertible_map_is_one():
     rng = np.random.default_rng(16)
     x = rng.standard_normal((800, 6))
     assert pwcca(x, x @ matrix_with_condition(rng, 6, 1e6)) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_large_offsets_are_centred_exactly():
+    """Neurons whose mean dwarfs their spread (1e4 vs 1e-4) take the explicit-centring route."""
+    x = np.random.default_rng(17).standard_normal((3000, 8))
+    result = cca(x * 1e-4 + 1e4, x)
+    assert result.mean == pytest.approx(1.0, abs=1e-10)
+    assert result.rank_x == 8
+
+
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_peak_extra_memory_at_most_twice_the_inputs(duplicate):
+    import tracemalloc
+
+    rng = np.random.default_rng(18)
+    x, y = correlated(rng, 20000, 40, 40)
+    if duplicate:
+        x[:, -1] = x[:, 0]
+    tracemalloc.start()
+    try:
+        result = cca(x, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.method == ("qr" if duplicate else "cholesky")
+    assert peak <= 2 * (x.nbytes + y.nbytes)
