@@ -6,7 +6,6 @@ import urllib.error
 import urllib.request
 
 import numpy as np
-import torch
 from typer.testing import CliRunner
 
 from medtransfer.cli import app
