@@ -67,3 +67,12 @@ def test_submitit_requeue_resubmits_the_same_task(tmp_path):
     (task,) = _tasks(tmp_path)
     delayed = _SubmititRun().checkpoint(task)
     assert isinstance(delayed.function, _SubmititRun) and delayed.args == (task,)
+
+
+@pytest.mark.slow
+def test_local_pool_one_worker_per_device(tmp_path):
+    tasks = _tasks(tmp_path, folds=(0, 1))
+    outcomes = LocalExecutor(["cpu", "cpu"]).run(tasks)  # the multi-GPU path, with CPU "devices"
+    _check_done(tasks, outcomes)
+    devices = {json.loads((run_dir_of(t) / "metrics.json").read_text())["device"] for t in tasks}
+    assert devices == {"cpu"}

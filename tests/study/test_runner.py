@@ -41,3 +41,13 @@ def test_changed_settings_are_refused(finished_study, tmp_path):
     changed = tiny_study(tmp_path, training={"lr": 1e-3})
     with pytest.raises(ConfigError, match=r"synth/random-no-freeze/fold0 .*lr: 0.0001 -> 0.001"):
         run_study(changed.model_copy(update={"training": {**study.training, "lr": 1e-3}}), out)
+
+
+def test_cli_run_reports_a_bad_study_clearly(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets: [{name: chest, sise: 3}]\nsources: [{name: imagenet}]\n")
+    result = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError)
+    assert "targets.0.sise: unknown key" in str(result.exception) and str(bad) in str(result.exception)
+    result = CliRunner().invoke(app, ["run", "no-such-study", "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "no shipped study" in str(result.exception)

@@ -55,8 +55,10 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
     """Every run of the study, in a stable order (target, source, strategy, fold, seed).
 
-    ``out`` (the study directory) fixes the paths of the study's own folds and pretrained sources.
+    ``out`` (the study directory) fixes the absolute paths of the study's own folds and
+    pretrained sources.
     """
+    out = Path(out).resolve() if out is not None else None  # absolute: analysis may run from elsewhere
     runs = []
     for target in study.targets:
         for source in study.sources:
