@@ -293,7 +293,7 @@ def test_peak_extra_memory_at_most_twice_the_inputs(duplicate):
     import tracemalloc
 
     rng = np.random.default_rng(18)
-    x, y = correlated(rng, 20000, 40, 40)
+    x, y = correlated(rng, 5000, 40, 40)
     if duplicate:
         x[:, -1] = x[:, 0]
     tracemalloc.start()
