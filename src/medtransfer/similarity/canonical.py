@@ -196,7 +196,9 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
     fast_x, fast_y = _whitener(cxx), _whitener(cyy)
     if fast_x is not None and fast_y is not None:
         (lx, lx_inv), (ly, ly_inv) = fast_x, fast_y
-        m = lx_inv @ cxy @ ly_inv.T
+        # m = L_x^-1 C_xy L_y^-T by two triangular multiplies (half the flops of general products).
+        m = sla.blas.dtrmm(1.0, lx_inv, cxy, lower=1)
+        m = sla.blas.dtrmm(1.0, ly_inv, m, side=1, lower=1, trans_a=1, overwrite_b=1)
         bx = _embed(lx.T / sx, ix, p)
         by = _embed(ly.T / sy, iy, q)
         return _Canonical(m, bx, by, "cholesky")
@@ -216,10 +218,11 @@ def _whitener(c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     inverse, info = sla.lapack.dtrtri(lower, lower=1)
     if info != 0:
         return None
+    inverse = np.tril(inverse)  # dtrtri leaves the strict upper triangle untouched
     trace_inv = float(np.einsum("ij,ij->", inverse, inverse))
     if not np.isfinite(trace_inv) or trace_inv > MAX_TRACE_INV:
         return None
-    return lower, np.tril(inverse)
+    return lower, inverse
 
 
 def _orthonormal_basis(
