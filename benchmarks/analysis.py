@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -75,26 +76,27 @@ def main() -> None:
 
     norm = Normalization("caffe")
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     layers = {v: k for k, v in PAPER_LAYERS.items()}
     plan = plan_sampling(len(pool), layer_shapes(args.size, list(layers)), args.rows, args.channels, args.repeats, 0)
     log = ForwardLog()
-    forward_time = {"t": 0.0}
+    forward_time = {"t": 0.0, "cpu": 0.0}
 
     def load(ref):
         net = networks[ref.key]
 
         def features(x, names):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = net.features(x, names)
             forward_time["t"] += time.perf_counter() - start
+            forward_time["cpu"] += time.process_time() - cpu
             return out
 
         return Network(features, norm)
 
     frame, problems = fold_similarity("bench", 0, pairs, pool, plan, load, layers, ("cca", "cka"),
                                       args.batch_size, "cpu", log)
-    total = time.perf_counter() - t0
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"pairs {len(pairs)}, distinct networks {len(models)}, layers {len(plan.layers)}, repeats {args.repeats}, "
           f"measures 2 -> {len(frame)} rows ({len(frame) * args.repeats} similarity values)")
     print(f"size {args.size}px, pool {args.pool} images, images run per network {len(plan.images)}, "
@@ -104,8 +106,10 @@ def main() -> None:
               f"{len(p.channels[0])} channels")
     print(f"forward passes per network: {sorted(set(log.passes.values()))} (networks: {len(log.passes)}); "
           f"sampled activations kept: {plan.nbytes(len(models)) / 2**20:.1f} MiB")
-    print(f"time: analysis of the fold {total:.1f} s = forward {forward_time['t']:.1f} s + sampling/measures "
+    print(f"wall time: analysis of the fold {total:.1f} s = forward {forward_time['t']:.1f} s + sampling/measures "
           f"{total - forward_time['t']:.1f} s (network build, not counted: {t_build:.1f} s)")
+    print(f"CPU time (all threads): {total_cpu:.1f} s = forward {forward_time['cpu']:.1f} s + sampling/measures "
+          f"{total_cpu - forward_time['cpu']:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if problems:
         print("problems:", *problems, sep="\n  ")
 

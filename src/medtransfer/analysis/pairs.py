@@ -106,7 +106,8 @@ def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
     return Roles(pretrained=tuple(pretrained), random=random_name)
 
 
-def _init(run: Run, seed: int | None = None) -> ModelRef:
+def init_ref(run: Run, seed: int | None = None) -> ModelRef:
+    """The run's initialisation: ``load_source(config["source"], seed=config["seed"])``."""
     seed = run.seed if seed is None else seed
     norm = run.config.get("normalization")
     return ModelRef("init", run.load_string, int(seed), None if norm is None else str(norm), None, run.source)
@@ -142,7 +143,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
     random_run = run(role_map.random, "no-freeze")
     base_seed = random_run.seed if random_run is not None else (seed or 0)
     if random_run is not None:
-        random0 = _init(random_run)
+        random0 = init_ref(random_run)
     else:
         random0 = ModelRef("init", RANDOM, base_seed, None, None, RANDOM)
     random1 = ModelRef("init", random0.load, base_seed + 1, random0.normalization, None, f"{RANDOM}(seed+1)")
@@ -160,13 +161,13 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
             ft = run(source, strategy)
             name = f"{source}-FT vs {source}"
             if need(name + f" ({strategy})", (f"{source}-{strategy}", ft)):
-                pairs.append(Pair("ft_vs_init", name, strategy, source, _finetuned(ft), _init(ft)))
+                pairs.append(Pair("ft_vs_init", name, strategy, source, _finetuned(ft), init_ref(ft)))
         ft = run(source, "no-freeze")
         name = f"{source}-FT vs random"
         if need(name, (f"{source}-no-freeze", ft)):
             pairs.append(Pair("ft_vs_random", name, "no-freeze", source, _finetuned(ft), random0))
         if init_run is not None:
-            pairs.append(Pair("init_vs_random", f"{source} vs random", NO_STRATEGY, source, _init(init_run), random0))
+            pairs.append(Pair("init_vs_random", f"{source} vs random", NO_STRATEGY, source, init_ref(init_run), random0))
         ft_f, ft_nf = run(source, "freeze"), run(source, "no-freeze")
         name = f"{source}-FT freeze vs no-freeze"
         if need(name, (f"{source}-freeze", ft_f), (f"{source}-no-freeze", ft_nf)):
@@ -176,7 +177,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
         ft = run(role_map.random, "no-freeze")
         name = f"{role_map.random}-FT vs {role_map.random}"
         if need(name, (f"{role_map.random}-no-freeze", ft)):
-            pairs.append(Pair("ft_vs_init", name, "no-freeze", role_map.random, _finetuned(ft), _init(ft)))
+            pairs.append(Pair("ft_vs_init", name, "no-freeze", role_map.random, _finetuned(ft), init_ref(ft)))
     else:
         missing.append(f"{where}: no random-init run, so no random-FT vs its init pair")
 
@@ -188,7 +189,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
                 pairs.append(Pair("ft_vs_ft", name, strategy, "", _finetuned(ra), _finetuned(rb)))
         ia, ib = any_run(a), any_run(b)
         if ia is not None and ib is not None:
-            pairs.append(Pair("init_vs_init", f"{a} vs {b}", NO_STRATEGY, "", _init(ia), _init(ib)))
+            pairs.append(Pair("init_vs_init", f"{a} vs {b}", NO_STRATEGY, "", init_ref(ia), init_ref(ib)))
     if len(role_map.pretrained) < 2:
         missing.append(
             f"{where}: fewer than two pretrained sources ({', '.join(role_map.pretrained) or 'none'}), "

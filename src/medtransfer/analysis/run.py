@@ -49,6 +49,7 @@ def layerwise_similarity(
     layers = settings.resolved_layers()
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
+    few: dict[tuple[str, str], tuple[int, int]] = {}
     shapes_by_size: dict[int, dict] = {}
     inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
 
@@ -76,11 +77,8 @@ def layerwise_similarity(
                                  settings.repeats, settings.seed + 1000 * fold)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
-                    notes.append(
-                        f"{target} fold {fold}, {labels[name]}: only {layer.rows} rows for {len(layer.channels[0])} "
-                        f"channels ({len(layer.images[0])} of {len(pool)} pool images x {layer.shape[1]}x{layer.shape[2]}); "
-                        "CCA is biased towards 1 when rows are few per channel"
-                    )
+                    key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
+                    few[key] = (min(seen[0], layer.rows), len(layer.channels[0]))
             frame, problems = fold_similarity(
                 target, fold, pairs, pool, plan,
                 load,
@@ -88,6 +86,9 @@ def layerwise_similarity(
             )
             missing.extend(problems)
             frames.append(frame)
+    for (target, label), (n_rows, n_channels) in few.items():
+        notes.append(f"{target}, {label}: as few as {n_rows} rows for {n_channels} channels (the stimulus pool is small); "
+                     "CCA is biased towards 1 when rows are few per channel - read this layer with care")
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIM_COLUMNS)
     return frame, missing, notes
 
@@ -95,14 +96,14 @@ def layerwise_similarity(
 def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, tuple[np.ndarray, bool]], pd.DataFrame, list[str]]:
     """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` and whether its input is BGR
     (Figure 4), with a table of how Gabor-like they are, and what could not be loaded."""
-    from medtransfer.analysis.pairs import _init
+    from medtransfer.analysis.pairs import init_ref
     from medtransfer.models.filters import gabor_similarity
 
     out, rows, missing = {}, [], []
     for source in role_map.pretrained:
         run = next(r for r in study.runs if r.source == source)
         try:
-            weight, mode = source_conv1(_init(run), study.root)
+            weight, mode = source_conv1(init_ref(run), study.root)
         except MedtransferError as error:
             missing.append(f"conv1 filters of {source}: could not load ({error})")
             continue
