@@ -54,11 +54,13 @@ def prediction_similarity(labels: Any, probs_a: Any, probs_b: Any) -> Prediction
 
 
 def _labels(labels: Any) -> np.ndarray:
-    y = to_numpy(labels).reshape(-1) if not isinstance(labels, np.ndarray) else labels.reshape(-1)
-    y = np.asarray(y)
+    try:
+        y = to_numpy(labels).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise MedtransferError(f"labels must be integer classes 0..k-1: {error}") from None
     if y.size == 0:
         raise MedtransferError("labels is empty")
-    if not np.all(np.isfinite(y.astype(np.float64))) or np.any(y != np.round(y)) or np.any(y < 0):
+    if not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or np.any(y < 0):
         raise MedtransferError("labels must be integer classes 0..k-1")
     return y.astype(np.int64)
 
