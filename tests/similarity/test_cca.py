@@ -304,3 +304,21 @@ def test_peak_extra_memory_at_most_twice_the_inputs(duplicate):
         tracemalloc.stop()
     assert result.method == ("qr" if duplicate else "cholesky")
     assert peak <= 2 * (x.nbytes + y.nbytes)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    p=st.integers(1, 6),
+    q=st.integers(1, 6),
+    copies=st.lists(st.tuples(st.integers(0, 5), st.floats(-4, 4)), max_size=3),
+    constants=st.lists(st.floats(-1e3, 1e3), max_size=2),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_duplicated_and_constant_neurons_change_nothing(p, q, copies, constants, seed):
+    rng = np.random.default_rng(seed)
+    x, y = correlated(rng, 80 + 5 * p, p, q)
+    extra = [10.0**log_scale * x[:, j % p] for j, log_scale in copies] + [np.full(x.shape[0], c) for c in constants]
+    padded = np.column_stack([x, *extra]) if extra else x
+    result = cca(padded, y)
+    assert result.rank_x == p
+    np.testing.assert_allclose(result.rho, cca(x, y).rho, atol=1e-9)
