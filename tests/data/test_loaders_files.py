@@ -1,6 +1,5 @@
 """Loaders of image-file datasets on miniature raw trees in the official layouts."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
