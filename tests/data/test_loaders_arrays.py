@@ -155,6 +155,11 @@ def test_knee_slices(tmp_path):
     assert m.frame["group"].nunique() == 5
     # validation meniscus labels come from valid-meniscus.csv, not valid-abnormal.csv (all 1 here)
     assert labels["1131_sagittal_5.000000.png"] == 2 and labels["1130_sagittal_5.000000.png"] == 0
+    # RadImageNet's folder alone, with the MRNet label CSVs elsewhere
+    alone = load_manifest("knee", tmp_path / "knee", labels_dir=tmp_path / "MRNet-v1.0")
+    assert alone.class_counts() == m.class_counts()
+    with pytest.raises(DataError, match="missing label files"):
+        load_manifest("knee", tmp_path / "knee")
 
 
 def test_knee_volumes(tmp_path):

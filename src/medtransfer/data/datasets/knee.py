@@ -101,13 +101,15 @@ def _volumes(root: Path, acl: dict, meniscus: dict, slices: int, both: str, log:
 
 
 def load(root: Path, *, skip_bad: bool = False, mode: str = "auto", slices: int = 3,
-         both: str = "acl") -> Manifest:
-    """Manifest of MRNet under ``root`` (``mode``: "auto", "slices" or "volumes")."""
+         both: str = "acl", labels_dir: str | Path | None = None) -> Manifest:
+    """Manifest of MRNet under ``root`` (``mode``: "auto", "slices" or "volumes"); the label CSVs
+    are searched under ``labels_dir`` when given (e.g. the MRNet download beside RadImageNet's
+    slice folders), else under ``root``."""
     if mode not in ("auto", "slices", "volumes") or both not in ("acl", "meniscus", "exclude") or slices < 1:
         raise DataError(f"knee options mode={mode!r}, both={both!r}, slices={slices}: expected mode in "
                         "auto/slices/volumes, both in acl/meniscus/exclude, slices >= 1")
     log = ProblemLog("knee", skip_bad)
-    acl, meniscus = read_labels(root)
+    acl, meniscus = read_labels(Path(labels_dir) if labels_dir is not None else root)
     images = next((c for c in (root / "images", root / "knee" / "images") if c.is_dir()), None)
     if mode == "slices" or (mode == "auto" and images is not None):
         if images is None:
