@@ -54,11 +54,11 @@ def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path):
     assert again.skipped and again.metrics["auc"] == metrics["auc"]
 
 
-def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    # same seed, same metrics: an uninterrupted run and one killed and resumed agree bit for bit
+    # (tests/study/test_kill.py also compares runs made in different processes)
     config = tiny(epochs=2)
     first = train_run(config, tmp_path / "a").metrics
-    second = train_run(config, tmp_path / "b").metrics
-    assert first["auc"] == second["auc"] and first["brier"] == second["brier"] and first["loss"] == second["loss"]
 
     calls = {"n": 0}
     real = run_module.train_epoch
