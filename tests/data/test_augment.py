@@ -11,12 +11,15 @@ keras_image = pytest.importorskip("keras.src.legacy.preprocessing.image")
 
 
 def _keras(x: np.ndarray, p: AffineParams, i: int) -> np.ndarray:
-    """Keras 3's apply_affine_transform + flip on one (h, w, c) float64 image."""
-    out = keras_image.apply_affine_transform(
-        x, theta=p.theta[i].item(), tx=p.tx[i].item(), ty=p.ty[i].item(), shear=p.shear[i].item(),
-        zx=p.zx[i].item(), zy=p.zy[i].item(), row_axis=0, col_axis=1, channel_axis=2,
-        fill_mode="nearest", order=1)
-    return out[:, ::-1] if bool(p.flip[i]) else out
+    """Keras 3's ImageDataGenerator.apply_transform (the authors' generator settings) on one
+    (h, w, c) float64 image with the given parameters."""
+    generator = keras_image.ImageDataGenerator(
+        rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, shear_range=0.1,
+        zoom_range=0.1, fill_mode="nearest", horizontal_flip=True, data_format="channels_last")
+    params = {"theta": p.theta[i].item(), "tx": p.tx[i].item(), "ty": p.ty[i].item(),
+              "shear": p.shear[i].item(), "zx": p.zx[i].item(), "zy": p.zy[i].item(),
+              "flip_horizontal": bool(p.flip[i])}
+    return generator.apply_transform(x, params)
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (112, 112), (20, 28)])
@@ -77,3 +80,19 @@ def test_runs_on_the_inputs_device_and_rejects_bad_shapes():
         gen = torch.Generator(device="cuda").manual_seed(0)
         y = KerasAugment()(x.cuda(), gen)
         assert y.device.type == "cuda"
+
+
+def test_parameter_laws_match_keras_sampling():
+    """Two-sample KS tests against Keras' own get_random_transform on a non-square image."""
+    h, w, n = 60, 90, 3000
+    generator = keras_image.ImageDataGenerator(
+        rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, shear_range=0.1,
+        zoom_range=0.1, fill_mode="nearest", horizontal_flip=True, data_format="channels_last")
+    np.random.seed(0)
+    theirs = [generator.get_random_transform((h, w, 3)) for _ in range(n)]
+    ours = KerasAugment().sample(n, h, w, torch.Generator().manual_seed(2))
+    for name in ("theta", "tx", "ty", "shear", "zx", "zy"):
+        keras_values = np.array([t[name] for t in theirs], dtype=float)
+        assert stats.ks_2samp(getattr(ours, name).numpy(), keras_values).pvalue > 1e-3, name
+    flips = np.array([t["flip_horizontal"] for t in theirs], dtype=float)
+    assert abs(flips.mean() - ours.flip.float().mean().item()) < 0.06
