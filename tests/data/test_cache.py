@@ -66,3 +66,21 @@ def test_in_memory_dataset(tmp_path):
     np.testing.assert_array_equal(cache.pixels, np.stack([m.read_image(i) for i in range(len(m))]))
     other = load_manifest("synthetic", None, n_patients=5, images_per_patient=2, size=24, seed=1)
     assert PixelCache.build(other, 24, cache_dir=tmp_path).path != cache.path
+
+
+def test_readers_pickle(tmp_path):
+    """Manifests travel to worker processes (Ray, SLURM): readers drop open handles when pickled."""
+    import pickle
+
+    import h5py
+
+    from medtransfer.data.images import H5Reader, NpySliceReader
+
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("x", data=np.arange(48, dtype=np.uint8).reshape(1, 4, 4, 3))
+    np.save(tmp_path / "v.npy", np.arange(50, dtype=np.uint8).reshape(2, 5, 5))
+    for reader, ref in ((H5Reader("x"), f"{tmp_path}/a.h5::0"), (NpySliceReader(), f"{tmp_path}/v.npy::1")):
+        before = reader.read(ref)  # opens the file
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(reader)).read(ref), before)
+    m = load_manifest("synthetic", None, n_patients=2, images_per_patient=2, size=8)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).read_image(3), m.read_image(3))

@@ -213,6 +213,12 @@ class H5Reader:
         self._files = _LazyHandles()
         self._read_lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["key"])
+
     def read(self, ref: str) -> np.ndarray:
         import h5py
 
