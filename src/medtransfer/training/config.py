@@ -72,6 +72,10 @@ class RunConfig(BaseModel):
     beta2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-7, gt=0)
     dropout: float = Field(0.5, ge=0, lt=1)
+    # BatchNorm running-statistics momentum in PyTorch's convention; None keeps Keras' 0.01
+    # (= Keras momentum 0.99). Very short runs (the demo) need a larger value, or the running
+    # statistics used at evaluation barely move from their initial values.
+    bn_momentum: float | None = Field(None, gt=0, le=1)
     # freeze phase 1: linear probe
     probe_lr: float = Field(1e-3, gt=0)
     probe_epochs: int = Field(200, ge=1)

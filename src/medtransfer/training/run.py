@@ -117,6 +117,10 @@ class _Run:
         model = source.model
         model.dropout = self.config.dropout
         model.reset_head(self.data.num_classes, seed=self.config.seed)
+        if self.config.bn_momentum is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.momentum = self.config.bn_momentum
         channels_last = self.config.channels_last
         if channels_last is None:
             channels_last = self.device.type == "cuda"
