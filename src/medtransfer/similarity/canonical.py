@@ -188,9 +188,9 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
     ix, iy = np.flatnonzero(keep_x), np.flatnonzero(keep_y)
     sx = 1.0 / np.sqrt(gxx[ix, ix])
     sy = 1.0 / np.sqrt(gyy[iy, iy])
-    cxx = gxx[np.ix_(ix, ix)] * np.outer(sx, sx)
-    cyy = gyy[np.ix_(iy, iy)] * np.outer(sy, sy)
-    cxy = gxy[np.ix_(ix, iy)] * np.outer(sx, sy)
+    cxx = _submatrix(gxx, ix, ix, p, p) * np.outer(sx, sx)
+    cyy = _submatrix(gyy, iy, iy, q, q) * np.outer(sy, sy)
+    cxy = _submatrix(gxy, ix, iy, p, q) * np.outer(sx, sy)
     del g, gxx, gyy, gxy
 
     fast_x, fast_y = _whitener(cxx), _whitener(cyy)
@@ -207,6 +207,13 @@ def _canonical(x: Any, y: Any, rtol: float | None) -> _Canonical:
     qx, ux, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
     qy, uy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
     return _Canonical(ux.T @ la.cross(qx, qy) @ uy, bx, by, "qr")
+
+
+def _submatrix(g: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: int, q: int) -> np.ndarray:
+    """``g[rows][:, cols]``, a view when all rows and columns are kept."""
+    if rows.size == p and cols.size == q:
+        return g
+    return g[np.ix_(rows, cols)]
 
 
 def _whitener(c: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
