@@ -28,7 +28,7 @@ def _perturbed(model, scale, seed):
 def study_dir(tmp_path_factory):
     from medtransfer.models import ResNet50, keras_init_, load_source, save_checkpoint
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("study")
     sources = root / "sources"
     sources.mkdir()
@@ -77,7 +77,7 @@ def analysed(study_dir, tmp_path_factory):
 
     run_module.load_network = counting
     try:
-        report = analyze(study_dir, rows=300, channels=8, repeats=2, device="cpu")
+        report = analyze(study_dir, rows=300, channels=8, repeats=2, threads=1, device="cpu")
     finally:
         run_module.load_network = original
     return report, loads

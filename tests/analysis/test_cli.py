@@ -19,7 +19,7 @@ def test_similarity_of_a_network_with_itself_is_one_at_every_layer(tmp_path, mon
     out = tmp_path / "sim.csv"
     result = CliRunner().invoke(app, [
         "similarity", "random", "random", "--target", "synthetic", "--size", "32", "--images", "30", "--layers", "conv1,block1,block3",
-        "--rows", "400", "--channels", "8", "--repeats", "2", "--out", str(out), "--device", "cpu",
+        "--rows", "400", "--channels", "8", "--repeats", "2", "--out", str(out), "--device", "cpu", "--threads", "1",
     ])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)

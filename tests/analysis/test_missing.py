@@ -13,7 +13,7 @@ def test_missing_sources_weights_and_images_are_reported_not_fatal(tmp_path):
         source_paths={"imagenet": str(tmp_path / "gone" / "imagenet.h5"), "radimagenet": str(tmp_path / "gone" / "rad.h5")},
     )
     (root / "runs" / "knee" / "imagenet-freeze" / "fold1" / "DONE").unlink()
-    report = analyze(root, rows=200, channels=8, repeats=1, device="cpu")
+    report = analyze(root, rows=200, channels=8, repeats=1, threads=1, device="cpu")
     text = report.read_text()
     missing = text[text.index("What was missing"):]
     assert "knee/imagenet-freeze/fold1" in missing  # unfinished run

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(None, help="Fresh samples per layer [5]."),
         measures: str = typer.Option(None, help="Comma-separated: cca, cka [both]."),
         split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
+        threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
     ) -> None:
         """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html."""
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
         from medtransfer.analysis.run import analyze as run_analysis
 
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
-                            measures=_split(measures), split=split, device=device)
+                            measures=_split(measures), split=split, threads=threads, device=device)
         Console().print(f"report: {path}", highlight=False)
 
     @app.command()
@@ -50,14 +51,20 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(5, help="Fresh samples per layer."),
         measures: str = typer.Option("cca,cka", help="Comma-separated: cca, cka."),
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
+        threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
         from rich.console import Console
         from rich.table import Table
 
+        import torch
+
         from medtransfer.analysis.compare import compare_models
         from medtransfer.analysis.settings import AnalysisSettings
+
+        if threads is not None:
+            torch.set_num_threads(threads)
 
         settings = AnalysisSettings().override(layers=_split(layers), rows=rows, channels=channels,
                                                repeats=repeats, measures=_split(measures))

@@ -123,6 +123,7 @@ def analyze(
     channels: int | None = None,
     measures: list[str] | None = None,
     split: str | None = None,
+    threads: int | None = None,
     device: str | None = None,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
@@ -130,12 +131,24 @@ def analyze(
     ``None`` settings come from ``study.yaml``'s ``analysis:`` section, else the paper's
     (layers conv1, block1-4; 20000 rows; 64 channels; 5 repeats; CCA and CKA). ``layers=["all"]``
     takes the 16 block outputs and conv1. ``split`` picks the stimulus pool of each fold (``test``,
-    or ``all`` images of the target for tiny datasets). ``device`` defaults to CUDA when available.
+    or ``all`` images of the target for tiny datasets). ``threads`` sets torch's CPU threads for the
+    analysis (restored afterwards). ``device`` defaults to CUDA when available.
     """
     started = time.perf_counter()
     study = read_study(study_dir)
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
-                            split=split)
+                            split=split, threads=threads)
+    previous_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _analyze(study, settings, device, started)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float) -> Path:
+    """:func:`analyze` once the settings are resolved."""
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     out = study.root / "analysis"
     fig_dir = out / "figures"
