@@ -1,7 +1,5 @@
 """End to end: a small study directory with real checkpoints and synthetic images -> report.html."""
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,8 +106,6 @@ def test_similarity_csv_has_every_pair_layer_and_measure_with_closed_form_checks
 
 
 def test_report_holds_every_table_and_figure_and_matches_stored_probabilities(analysed, study_dir):
-    from medtransfer.similarity import prediction_similarity  # noqa: F401 - the code under test uses it
-
     report, _ = analysed
     text = report.read_text()
     assert report == study_dir / "report.html"

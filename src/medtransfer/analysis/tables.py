@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from medtransfer.analysis.inventory import Run, Study
+from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
 
 AUC_TOLERANCE = 1e-6
@@ -184,8 +184,3 @@ def write_table2(table: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
             lines.append("| " + " | ".join([str(target), *row.tolist()]) + " |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
-
-
-def runs_of(study: Study, target: str, fold: int) -> list[Run]:
-    """Finished runs of one target and fold."""
-    return [r for r in study.runs if r.target == target and r.fold == fold]
