@@ -112,9 +112,12 @@ def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
             for g, (values, color) in enumerate(zip(groups, colors)):
                 if len(values) == 0:
                     continue
-                box = ax.boxplot(values, positions=[t * 4 + g], widths=0.8, patch_artist=True)
+                box = ax.boxplot(values, positions=[t * 4 + g], widths=0.8, patch_artist=True,
+                                 medianprops={"color": "black"}, showfliers=False)
                 for patch in box["boxes"]:
                     patch.set_facecolor(color)
+                    patch.set_alpha(0.6)
+                ax.scatter(np.full(len(values), t * 4 + g), values, color=color, edgecolor="black", s=18, zorder=3)
         ax.set_xticks([t * 4 + 1 for t in range(len(targets))], targets)
         ax.set_title(f"fine-tuned: {strategy}", fontsize=10)
         ax.set_ylabel("prediction similarity")
@@ -124,6 +127,11 @@ def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
     fig.legend(handles, [f"{a}-FT vs {b}-FT", f"{a} vs {b} before fine-tuning (probes)", "independent mistakes"],
                loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.06))
     return save(fig, out_dir, "prediction_similarity")
+
+
+def _coef(value: float) -> str:
+    """A correlation coefficient for a figure label; 'n/a' where undefined."""
+    return f"{value:+.2f}" if np.isfinite(value) else "n/a"
 
 
 def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers: list[str]) -> Path | None:
@@ -146,7 +154,7 @@ def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers
         pooled = stats[(stats["source"] == source) & (stats["strategy"] == "all")] if not stats.empty else stats
         if pooled.empty and not stats.empty:
             pooled = stats[stats["source"] == source]
-        text = "\n".join(f"{r.layer}: r={r.pearson_r:+.2f} ρ={r.spearman_rho:+.2f}" for r in pooled.itertuples())
+        text = "\n".join(f"{r.layer}: r={_coef(r.pearson_r)} ρ={_coef(r.spearman_rho)} (n={r.n})" for r in pooled.itertuples())
         if text:
             ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7, family="monospace")
         ax.axhline(0, color="gray", lw=0.8)
