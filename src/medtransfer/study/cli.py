@@ -57,7 +57,6 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from medtransfer.study.config import StudyConfig
-        from medtransfer.study.results import to_markdown
         from medtransfer.study.runner import run_study
 
         console = Console()
