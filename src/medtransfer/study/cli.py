@@ -23,7 +23,6 @@ def _study_path(study: str) -> Path:
 
 def print_status(out: Path, console) -> dict[str, int]:  # noqa: ANN001 - a rich Console
     """Print a study's state: a bar of finished runs, counts per state, and every unfinished run."""
-    from rich.progress_bar import ProgressBar
     from rich.table import Table
 
     from medtransfer.study.store import count_states, status
@@ -31,8 +30,9 @@ def print_status(out: Path, console) -> dict[str, int]:  # noqa: ANN001 - a rich
     statuses = status(out)
     counts = count_states(statuses)
     total = len(statuses)
-    console.print(f"[bold]{out}[/]: {counts['done']}/{total} runs done")
-    console.print(ProgressBar(total=max(total, 1), completed=counts["done"], width=50))
+    filled = round(40 * counts["done"] / max(total, 1))
+    console.print(f"[bold]{out}[/]: {counts['done']}/{total} runs done", highlight=False)
+    console.print(f"[green]{'█' * filled}[/][dim]{'░' * (40 - filled)}[/] {100 * counts['done'] / max(total, 1):.0f}%")
     console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
     unfinished = [s for s in statuses if s.state != "done"]
     if unfinished:
