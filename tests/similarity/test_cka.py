@@ -20,7 +20,7 @@ def related(rng, n, p, q, noise=1.0):
 
 
 @pytest.mark.parametrize("debiased", [False, True])
-@pytest.mark.parametrize("n,p,q", [(6, 2, 3), (40, 5, 5), (120, 30, 7)])
+@pytest.mark.parametrize("n,p,q", [(6, 2, 3), (40, 5, 5), (120, 30, 7), (20, 30, 25), (8, 3, 9)])
 def test_matches_kernel_space_reference(n, p, q, debiased):
     rng = np.random.default_rng(n * p * q)
     x, y = related(rng, n, p, q)

@@ -2,9 +2,9 @@
 minibatch accumulator (Nguyen et al. 2021) that never forms an n x n Gram matrix.
 
 Conventions: ``x (n, p)``, ``y (n, q)``, rows are the same n data points; numpy arrays or torch
-tensors (any device); float64 inside. Everything is computed in feature space from one
-``(p + q) x (p + q)`` Gram matrix of the centred features and the rows' squared norms, so the cost
-is O(n (p + q)^2) and the memory O(n (p + q)).
+tensors (any device); float64 inside. The kernels are never formed when n >= p + q: everything
+then comes from one ``(p + q) x (p + q)`` Gram matrix of the centred features and the rows'
+squared norms (cost O(n (p + q)^2)); when n < p + q the two n x n kernels are cheaper and used.
 
 Linear CKA is invariant to orthogonal maps and to isotropic scaling of either side, but not to
 general invertible linear maps (unlike CCA).
@@ -79,23 +79,31 @@ def _hsic(x: Any, y: Any, debiased: bool) -> tuple[float, float, float]:
     """``(HSIC(x, y), HSIC(x, x), HSIC(y, y))`` of the linear kernels, up to a common factor.
 
     Biased: squared Frobenius norms of the centred cross products. Debiased: the unbiased
-    estimator of Song et al. (2012) in feature space.
+    estimator of Song et al. (2012). Computed in feature space from the ``(p + q)^2`` Gram matrix,
+    or in sample space from the two ``n x n`` kernel matrices when ``n < p + q`` (cheaper there).
     """
     n, p = x.shape
     z, _, _ = la.centred_concat(x, y)
-    g = la.gram(z)
+    if n < z.shape[1]:
+        kx, ky = la.to_numpy(z[:, :p] @ z[:, :p].T), la.to_numpy(z[:, p:] @ z[:, p:].T)
+        del z
+        k, l = np.diag(kx).copy(), np.diag(ky).copy()
+        inner = {"xx": np.sum(kx * kx), "yy": np.sum(ky * ky), "xy": np.sum(kx * ky)}
+    else:
+        g = la.gram(z)
+        inner = {"xx": np.sum(g[:p, :p] ** 2), "yy": np.sum(g[p:, p:] ** 2), "xy": np.sum(g[:p, p:] ** 2)}
+        if debiased:
+            squares = z * z
+            k = la.to_numpy_vector(squares[:, :p].sum(**_axis1(z)))  # ||x_i||^2, the diagonal of K
+            l = la.to_numpy_vector(squares[:, p:].sum(**_axis1(z)))
+            del squares
     if not debiased:
-        gxx, gyy, gxy = g[:p, :p], g[p:, p:], g[:p, p:]
-        return float(np.sum(gxy**2)), float(np.sum(gxx**2)), float(np.sum(gyy**2))
-    squares = z * z
-    k = la.to_numpy_vector(squares[:, :p].sum(**_axis1(z)))  # ||x_i||^2, the diagonal of K
-    l = la.to_numpy_vector(squares[:, p:].sum(**_axis1(z)))
-    del squares
-    blocks = {"xx": (g[:p, :p], k, k), "yy": (g[p:, p:], l, l), "xy": (g[:p, p:], k, l)}
+        return float(inner["xy"]), float(inner["xx"]), float(inner["yy"])
+    # <K, L>_F = ||X^T Y||_F^2. With centred features the column sums vanish, so for K~ (K with
+    # its diagonal zeroed) K~ 1 = -k and 1^T K~ 1 = -sum(k); likewise for L~.
     out = {}
-    for key, (cross, a, b) in blocks.items():
-        # Centred features: column sums are zero, so K~ 1 = -k and 1^T K~ 1 = -sum(k).
-        trace = np.sum(cross**2) - a @ b
+    for key, a, b in (("xx", k, k), ("yy", l, l), ("xy", k, l)):
+        trace = inner[key] - a @ b
         out[key] = (trace + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (a @ b)) / (n * (n - 3))
     return float(out["xy"]), float(out["xx"]), float(out["yy"])
 
