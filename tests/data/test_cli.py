@@ -54,3 +54,12 @@ def test_folds_command(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert len(table) == 5 * 160 and set(table["split"]) == {"train", "val", "test"}
+
+
+def test_cache_command(tmp_path):
+    _tree(tmp_path / "images")
+    result = runner.invoke(app, ["data", "cache", "folder", "--root", str(tmp_path / "images"), "--size", "12",
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "5 images of 12x12 px" in result.output
+    assert len(list((tmp_path / "cache").glob("folder-12px-nearest-*/pixels.npy"))) == 1

@@ -1,5 +1,5 @@
 """Commands of ``medtransfer.data`` for the command line (registered by ``medtransfer.cli``):
-``medtransfer data check`` and ``medtransfer data folds``."""
+``medtransfer data check``, ``data folds`` and ``data cache``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import typer
 
 from medtransfer.errors import ConfigError
 
-data_app = typer.Typer(help="Datasets: check a download, make patient-grouped folds.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: check a download, make patient-grouped folds, build the pixel cache.",
+                       no_args_is_help=True)
 
 
 def parse_options(items: list[str] | None) -> dict:
@@ -89,6 +90,27 @@ def folds(
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")
+
+
+@data_app.command("cache")
+def cache(
+    name: str = typer.Argument(..., help="dataset name"),
+    size: int = typer.Option(..., "--size", help="side of the square images in pixels"),
+    root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
+    interpolation: str = typer.Option("nearest", help="nearest (the authors' loader), bilinear, bicubic, area, lanczos"),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="default ~/.cache/medtransfer/pixels"),
+    workers: int = typer.Option(4, help="threads decoding images"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
+    option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),
+) -> None:
+    """Decode and resize every image once into the pixel cache (training would do it on first use)."""
+    from medtransfer.data.cache import PixelCache
+    from medtransfer.data.registry import load_manifest
+
+    manifest = load_manifest(name, root, skip_bad=skip_bad, verify=skip_bad, workers=workers,
+                             **parse_options(option))
+    built = PixelCache.build(manifest, size, interpolation, cache_dir=cache_dir, workers=workers)
+    typer.echo(f"{built.path}: {len(built)} images of {size}x{size} px ({built.pixels.nbytes / 2**20:.1f} MiB)")
 
 
 def register(app: typer.Typer) -> None:
