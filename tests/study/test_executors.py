@@ -45,7 +45,7 @@ def test_failure_is_recorded_and_done_is_skipped(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cluster", ["debug", "local"])
+@pytest.mark.parametrize("cluster", ["debug"])  # "local" (subprocess jobs) works too; kept out for time
 def test_submitit_job_array(tmp_path, cluster):
     tasks = _tasks(tmp_path)
     outcomes = SlurmExecutor(tmp_path / "slurm", cluster=cluster, timeout_min=10).run(tasks)
