@@ -1,7 +1,8 @@
 """Training throughput: medtransfer's training step against a minimal plain PyTorch loop.
 
 Both train the same ResNet50 on the same batches in the same process, interleaved, and report
-the median images/s over several rounds. "ours" is ``medtransfer.training.loop.train_epoch``:
+the median images/s over several rounds (on the CPU per second of this process's CPU time, so
+that other processes on shared cores do not bias the ratio; on a GPU per wall-clock second). "ours" is ``medtransfer.training.loop.train_epoch``:
 uint8 pixels resident on the device, gathered per batch, normalised (caffe), KerasAdam, loss
 accumulated on the device; "ours+augment" adds the Keras augmentation on the device. "plain" is
 ``x -> model -> cross_entropy -> backward -> Adam.step`` on a ready float batch.
@@ -90,15 +91,20 @@ def main() -> None:
     for fn in candidates.values():  # warm-up
         fn()
     rates: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(args.rounds):
-        for name, fn in candidates.items():
+    # on the CPU, count this process's CPU seconds: robust to other processes sharing the cores
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    names = list(candidates)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
+            fn = candidates[name]
             sync(device)
-            began = time.perf_counter()
+            began = clock()
             fn()
             sync(device)
-            rates[name].append(n / (time.perf_counter() - began))
+            rates[name].append(n / (clock() - began))
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"device={device} size={args.size} batch={args.batch} amp={amp} channels_last={channels_last} "
+    unit = "CPU" if device.type == "cpu" else "wall-clock"
+    print(f"timing per {unit} second; device={device} size={args.size} batch={args.batch} amp={amp} channels_last={channels_last} "
           f"threads={torch.get_num_threads()} rounds={args.rounds} x {args.steps} steps")
     for name, value in medians.items():
         print(f"  {name:>13}: {value:8.1f} images/s (median)")
