@@ -117,7 +117,7 @@ def test_import_author_splits(tmp_path):
             "val": [(f"{home}/test/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "9")],
             "test": [(f"{home}/train/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "1")]},
         2: {"train": [(f"{home}/train/PNEUMONIA/IM-0001-0001.jpeg", "PNEUMONIA", "1")],
-            "val": [(f"C:\\data\\chest_xray\\train\\NORMAL\\IM-0002-0001.jpeg", "NORMAL", "2")],
+            "val": [("C:\\data\\chest_xray\\train\\NORMAL\\IM-0002-0001.jpeg", "NORMAL", "2")],
             "test": [(f"{home}/train/NORMAL/IM-0000-0001.jpeg", "NORMAL", "0")]},
     }
     _author_files(tmp_path / "splits", rows)

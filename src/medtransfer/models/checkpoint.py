@@ -11,12 +11,12 @@ File layout (``torch.save`` of a dict, readable with ``torch.load(weights_only=T
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.resnet import ResNet50
@@ -59,19 +59,7 @@ def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, An
         "state_dict": {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()},
         "meta": plain,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda handle: torch.save(payload, handle), fsync=True)
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:

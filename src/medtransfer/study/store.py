@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
 from medtransfer.training.config import RunConfig
 
@@ -24,13 +25,7 @@ STATES = ("done", "running", "interrupted", "failed", "pending")
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, text, fsync=True)
 
 
 def run_dir(out: Path, config: RunConfig) -> Path:

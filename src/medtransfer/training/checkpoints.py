@@ -9,13 +9,12 @@ moment leaves a consistent pair. Every file is written atomically (temp file + r
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medtransfer.atomic import write_atomic
 from medtransfer.errors import MedtransferError
 
 LAST = "last.pt"
@@ -27,16 +26,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     Safe against a killed process at any moment (the rename is atomic); no fsync, since these
     files are rewritten often and a lost one after a power cut only costs a restart.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def cpu_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

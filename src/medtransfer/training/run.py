@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medtransfer.atomic import write_text_atomic
 from medtransfer.training import checkpoints as ckpt
 from medtransfer.training.config import RunConfig
 from medtransfer.training.data import RunData, load_run_data
@@ -70,10 +70,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _predictions_frame(data: RunData, rows: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:
