@@ -30,7 +30,8 @@ def similarity_showcase(seed: int = 0) -> list[tuple[str, str, float, float]]:
     n, p = 4000, 32
     x = rng.standard_normal((n, p))
     q, _ = np.linalg.qr(rng.standard_normal((p, p)))
-    ill = rng.standard_normal((p, p)) @ np.diag(np.logspace(0, -10, p))  # condition ~1e10
+    v, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    ill = q @ np.diag(np.logspace(0, -10, p)) @ v.T  # condition number exactly 1e10, mixes neurons
     cases = [
         ("X vs X", "CCA 1, CKA 1", x),
         ("X vs X @ rotation", "CCA 1, CKA 1", x @ q),

@@ -1,0 +1,54 @@
+"""``medtransfer demo`` end to end: the similarity showcase, the study, the analysis and the report."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medtransfer.cli import app
+from medtransfer.demo import similarity_showcase
+
+
+def test_showcase_matches_known_answers():
+    rows = {name: (cca_mean, cka) for name, _, cca_mean, cka in similarity_showcase()}
+    for name in ("X vs X", "X vs X @ rotation", "X vs 1e4 * X (scale)"):
+        assert rows[name][0] == pytest.approx(1.0, abs=1e-10)
+        assert rows[name][1] == pytest.approx(1.0, abs=1e-10)
+    # an invertible map with condition number 1e10 keeps CCA at 1 but changes CKA
+    assert rows["X vs X @ A, cond(A)=1e10"][0] == pytest.approx(1.0, abs=1e-8)
+    assert rows["X vs X @ A, cond(A)=1e10"][1] < 0.9
+    # independent data: CKA near p/n, CCA far below 1
+    assert rows["X vs independent noise"][0] < 0.15
+    assert rows["X vs independent noise"][1] < 0.02
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_study_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0 failed" in result.output
+
+    auc = pd.read_csv(out / "results" / "auc.csv")
+    # 3 folds x (2 pretrained sources x 2 strategies + random no-freeze)
+    assert len(auc) == 15
+    assert set(zip(auc.source, auc.strategy)) == {
+        ("synth_a", "no-freeze"), ("synth_a", "freeze"), ("synth_b", "no-freeze"), ("synth_b", "freeze"),
+        ("random", "no-freeze"),
+    }
+    assert auc.auc.between(0.0, 1.0).all()
+
+    similarity = pd.read_csv(out / "analysis" / "similarity.csv")
+    assert set(similarity.measure) == {"cca", "cka"}
+    assert set(similarity.layer) == {"conv1", "block1", "block2", "block3", "block4"}
+    assert {"ft_vs_init", "ft_vs_ft", "init_vs_init", "random_vs_random"} <= set(similarity.kind)
+    assert similarity["mean"].dropna().between(0.0, 1.0 + 1e-9).all()
+
+    html = (out / "report.html").read_text()
+    assert "Table 2" in html
+    assert html.count("data:image/png;base64,") >= 5
+
+    again = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "15 already done, 0 now" in again.output
