@@ -46,7 +46,8 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: run the app, turning medtransfer's input errors into one clear line."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a command's typer.Exit.
+        result = app(standalone_mode=False)
     except MedtransferError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(2)
@@ -54,13 +55,15 @@ def main() -> None:
         sys.exit(done.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
+    except Exception as error:
+        # Usage errors (unknown command, bad option) arrive here in non-standalone mode; typer
+        # vendors its own click, so they are recognised by their interface, not their class.
+        if callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int):
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(result, int) and result != 0:
+        sys.exit(result)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"{path} is not a readable PyTorch file (truncated?): {error.__class__.__name__}: {error}") from error
+        first_line = (str(error).strip().splitlines() or [""])[0][:120]
+        raise WeightsError(
+            f"{path} is not a readable PyTorch file (expected a .pth/.pt state dict, a Keras .h5/.keras "
+            f"file or a medtransfer checkpoint; truncated?): {error.__class__.__name__}: {first_line}"
+        ) from error
     for wrapper in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
             payload = payload[wrapper]
