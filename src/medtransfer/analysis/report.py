@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.analysis.tables import format_cell
+from medtransfer.atomic import write_text_atomic
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -130,7 +131,4 @@ def render(content: ReportContent) -> str:
 
 def write_report(content: ReportContent, path: Path) -> Path:
     """Write the report atomically (temp file + rename) and return its path."""
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(content), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render(content))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
+from medtransfer.training import metrics
 
 AUC_TOLERANCE = 1e-6
 
@@ -44,20 +44,17 @@ def read_predictions(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
 
 
 def auc_from_probs(labels: np.ndarray, probs: np.ndarray, average: str = "macro") -> float:
-    """Test AUC: binary = ROC AUC of column 1; multiclass = one-vs-rest ROC AUC (``average``).
+    """Test AUC with the training run's own definitions (``medtransfer.training.metrics``), so
+    that recomputed and stored values are comparable: binary = ROC AUC of column 1; multiclass =
+    one-vs-rest ROC AUC, ``average`` "macro" or "weighted", or flattened "micro".
 
-    ``labels`` (n,) ints, ``probs`` (n, k). NaN when a class needed for the ranking is absent.
+    ``labels`` (n,) ints, ``probs`` (n, k). NaN when fewer than two classes occur.
     """
-    k = probs.shape[1]
-    present = np.unique(labels)
-    if len(present) < 2:
-        return float("nan")
-    if k == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
-    if len(present) < k:
-        return float("nan")
-    normed = probs / probs.sum(axis=1, keepdims=True)
-    return float(roc_auc_score(labels, normed, multi_class="ovr", average=average, labels=np.arange(k)))
+    if probs.shape[1] == 2:
+        return metrics.auc_binary(labels, probs)
+    if average == "micro":
+        return metrics.auc_micro(labels, probs)
+    return metrics.auc_ovr(labels, probs, average)
 
 
 def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[str]]:

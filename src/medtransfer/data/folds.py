@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from medtransfer.atomic import write_text_atomic
 from medtransfer.data.manifest import Manifest
 from medtransfer.errors import ConfigError, DataError
 
@@ -128,12 +129,7 @@ def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "fo
 
 def write_folds(folds: pd.DataFrame, path: str | Path) -> Path:
     """Write a fold table as CSV (atomically: temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    folds.loc[:, ["image_id", "fold", "split"]].to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, folds.loc[:, ["image_id", "fold", "split"]].to_csv(index=False))
 
 
 def read_folds(path: str | Path, manifest: Manifest | None = None) -> pd.DataFrame:

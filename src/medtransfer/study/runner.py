@@ -55,9 +55,7 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
         folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
-        tmp = path.with_name(f".{path.name}.tmp")
-        write_folds(folds, tmp)
-        tmp.replace(path)
+        write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
 def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport:  # noqa: ANN001
