@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import cca, pwcca, svcca
+from medtransfer.similarity.canonical import canonical_correlations
 from tests.similarity.reference import (
     cca_covariance_inverse,
     matrix_with_condition,
@@ -322,3 +323,49 @@ def test_property_duplicated_and_constant_neurons_change_nothing(p, q, copies, c
     result = cca(padded, y)
     assert result.rank_x == p
     np.testing.assert_allclose(result.rho, cca(x, y).rho, atol=1e-9)
+
+
+def _matrix_with_singular_values(s: np.ndarray, q: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((s.size, s.size)))
+    v, _ = np.linalg.qr(rng.standard_normal((q, s.size)))
+    return (u * s) @ v.T
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_canonical_correlations_by_eigenvalues_match_known_singular_values(transpose):
+    s = np.sort(np.random.default_rng(1).uniform(1e-3, 1.0, 200))[::-1]
+    m = _matrix_with_singular_values(s, 260, seed=2)
+    rho = canonical_correlations(m.T if transpose else m)
+    assert rho.shape == (200,)
+    np.testing.assert_allclose(rho, s, rtol=0, atol=1e-12)
+
+
+def test_canonical_correlations_stay_exact_for_tiny_values():
+    # Roots of eigenvalues would lose half the digits here (error ~ eps / rho); the SVD must take over.
+    s = np.array([0.9, 0.5, 1e-5, 1e-9, 1e-12])
+    rho = canonical_correlations(_matrix_with_singular_values(s, 7, seed=3))
+    np.testing.assert_allclose(rho, s, rtol=1e-6, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("kind", ["numpy", "torch", "float32"])
+def test_non_finite_found_without_a_separate_pass_still_named_and_silent(bad, kind, recwarn):
+    import torch
+
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((60, 4)), rng.standard_normal((60, 3))
+    y[5, 0] = bad
+    convert = {"numpy": lambda a: a, "torch": torch.from_numpy, "float32": lambda a: a.astype(np.float32)}[kind]
+    for function in (cca, pwcca):
+        with pytest.raises(MedtransferError, match=r"^y contains NaN or infinite values"):
+            function(convert(x), convert(y))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_values_whose_squares_overflow_are_refused_not_garbled():
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((80, 4)), rng.standard_normal((80, 3))
+    with pytest.raises(MedtransferError, match=r"^x has values too large .* rescale x"):
+        cca(x * 1e160, y)
+    assert cca(x * 1e100, y).mean == pytest.approx(cca(x, y).mean, abs=1e-12)

@@ -4,7 +4,8 @@ Products over the n data points (centring, Gram and cross-product matrices, QR o
 the input's own library and device; their small results (p x q) come back as float64 numpy arrays,
 where the p x q linear algebra happens. ``z.T @ z`` on a numpy array runs as one BLAS ``syrk``
 (half the multiply-adds of a general product), so x and y are centred into one ``(n, p + q)``
-buffer whose single Gram matrix holds both Gram matrices and the cross product.
+buffer whose single Gram matrix holds both Gram matrices and the cross product, where the
+raw float64 data cannot be used directly.
 """
 
 from __future__ import annotations
@@ -52,31 +53,41 @@ def centred_concat(x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     return z, mean_x, mean_y
 
 
-def centred_gram(x: Any, y: Any, max_mean_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gram matrix ``(p + q, p + q)`` of the column-centred ``[x y]`` and the means ``(p,)``, ``(q,)``.
+def centred_gram(
+    x: Any, y: Any, max_mean_ratio: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gram blocks of the column-centred x and y: ``(gxx (p, p), gyy (q, q), gxy (p, q), mean_x, mean_y)``.
 
     For float64 inputs the three products ``x^T x`` (syrk), ``y^T y`` (syrk) and ``x^T y`` are
-    taken on the raw data, without any copy, and centred as ``G - n m m^T``. That subtraction loses
-    about ``log10(mean square / variance)`` digits per neuron, so when any neuron's ratio exceeds
-    ``max_mean_ratio`` (or is undefined: a constant neuron) the data are centred explicitly into one
-    ``(n, p + q)`` buffer first. Other dtypes are always centred explicitly (the cast needs a copy).
+    taken on the raw data, without any copy, and centred in place as ``G - n m m^T``. That
+    subtraction loses about ``log10(mean square / variance)`` digits per neuron, so when any
+    neuron's ratio exceeds ``max_mean_ratio`` (or is undefined: a constant neuron) the data are
+    centred explicitly into one ``(n, p + q)`` buffer first. Other dtypes are always centred
+    explicitly (the cast needs a copy).
     """
+    with np.errstate(all="ignore"):  # NaN/inf input and overflow are reported by the caller, by name
+        return _centred_gram(x, y, max_mean_ratio)
+
+
+def _centred_gram(x: Any, y: Any, max_mean_ratio: float):
     n, p = x.shape
     if _dtype_is_float64(x) and _dtype_is_float64(y):
         mean_x, mean_y = _column_mean(x), _column_mean(y)
-        mean = np.concatenate([mean_x, mean_y])
-        raw = np.empty((p + y.shape[1],) * 2)
-        raw[:p, :p] = gram(x)
-        raw[p:, p:] = gram(y)
-        raw[:p, p:] = cross(x, y)
-        raw[p:, :p] = raw[:p, p:].T
-        raw_diag = np.diag(raw).copy()
-        g = raw - n * np.outer(mean, mean)
-        variance = np.diag(g)
-        if np.all(variance > 0.0) and np.all(raw_diag <= max_mean_ratio * variance):
-            return g, mean_x, mean_y
+        gxx, gyy, gxy = gram(x), gram(y), cross(x, y)
+        if _centre_in_place(gxx, mean_x, n, max_mean_ratio) and _centre_in_place(gyy, mean_y, n, max_mean_ratio):
+            gxy -= np.multiply.outer(n * mean_x, mean_y)
+            return gxx, gyy, gxy, mean_x, mean_y
     z, mean_x, mean_y = centred_concat(x, y)
-    return gram(z), mean_x, mean_y
+    g = gram(z)
+    return g[:p, :p], g[p:, p:], g[:p, p:], mean_x, mean_y
+
+
+def _centre_in_place(g: np.ndarray, mean: np.ndarray, n: int, max_mean_ratio: float) -> bool:
+    """``g -= n m m^T`` for a raw Gram matrix ``g (p, p)``; False when that loses too many digits."""
+    raw_diag = np.diag(g).copy()
+    g -= np.multiply.outer(n * mean, mean)
+    variance = np.diag(g)
+    return bool(np.all(variance > 0.0) and np.all(raw_diag <= max_mean_ratio * variance))
 
 
 def _dtype_is_float64(a: Any) -> bool:

@@ -26,14 +26,15 @@ def _torch_if_loaded():
     return sys.modules.get("torch")
 
 
-def as_matrix(a: Any, name: str) -> Any:
+def as_matrix(a: Any, name: str, check_finite: bool = True) -> Any:
     """``a`` as a real floating-point matrix ``(n, p)``; a 1-D input ``(n,)`` is one neuron, ``(n, 1)``.
 
     numpy input (and torch tensors on the CPU, viewed as numpy without a copy) comes back as a
     numpy array; tensors on other devices stay tensors there. Float dtypes are kept (the
     computations cast to float64 while centring, without an extra copy), other numeric dtypes
     become float64. Raises MedtransferError naming ``name`` for other ranks, empty input, or
-    NaN/inf values.
+    NaN/inf values (unless ``check_finite`` is False: then the caller must check, see
+    :func:`require_finite`).
     """
     if is_tensor(a):
         import torch
@@ -66,9 +67,15 @@ def as_matrix(a: Any, name: str) -> Any:
         )
     if m.shape[0] == 0 or m.shape[1] == 0:
         raise MedtransferError(f"{name} is empty (shape {tuple(m.shape)})")
+    if check_finite:
+        require_finite(m, name)
+    return m
+
+
+def require_finite(m: Any, name: str) -> None:
+    """Raise MedtransferError naming ``name`` if the matrix ``m`` holds NaN or infinite values."""
     if not _all_finite(m):
         raise MedtransferError(f"{name} contains NaN or infinite values")
-    return m
 
 
 def _all_finite(m: Any) -> bool:
@@ -77,12 +84,17 @@ def _all_finite(m: Any) -> bool:
         import torch
 
         return bool(torch.isfinite(m.sum(dtype=torch.float64))) or bool(torch.isfinite(m).all())
-    return bool(np.isfinite(m.sum(dtype=np.float64))) or bool(np.isfinite(m).all())
+    with np.errstate(all="ignore"):  # inf - inf in the sum is expected here, not worth a warning
+        return bool(np.isfinite(m.sum(dtype=np.float64))) or bool(np.isfinite(m).all())
 
 
-def as_pair(x: Any, y: Any, min_rows: int = 2) -> tuple[Any, Any]:
-    """Check ``x (n, p)`` and ``y (n, q)``: same number of rows, at least ``min_rows``, same device."""
-    x, y = as_matrix(x, "x"), as_matrix(y, "y")
+def as_pair(x: Any, y: Any, min_rows: int = 2, check_finite: bool = True) -> tuple[Any, Any]:
+    """Check ``x (n, p)`` and ``y (n, q)``: same number of rows, at least ``min_rows``, same device.
+
+    ``check_finite=False`` skips the pass over the data that looks for NaN/inf, for callers that
+    detect them in their own first pass (and then call :func:`require_finite` for the message).
+    """
+    x, y = as_matrix(x, "x", check_finite), as_matrix(y, "y", check_finite)
     if x.shape[0] != y.shape[0]:
         raise MedtransferError(
             f"x and y must have the same number of rows (data points): x has {x.shape[0]}, y has {y.shape[0]}"
