@@ -1,12 +1,20 @@
 """Folds: grouped, stratified, 80/5/15, seeded; CSV round trip; the authors' split CSVs."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medtransfer.data import import_author_splits, load_manifest, make_folds, read_folds, write_folds
+from medtransfer.data import (
+    import_author_splits,
+    load_manifest,
+    make_folds,
+    read_folds,
+    write_folds,
+)
 from medtransfer.data.folds import validate_folds
 from medtransfer.errors import ConfigError, DataError
 
@@ -109,7 +117,7 @@ def _author_files(directory, rows_by_fold):
 def test_import_author_splits(tmp_path):
     refs = [f"/data/chest_xray/train/{c}/IM-{i:04d}-0001.jpeg" for i, c in enumerate(["NORMAL", "PNEUMONIA"] * 5)]
     refs[9] = "/data/chest_xray/test/PNEUMONIA/IM-0001-0001.jpeg"  # same file name as row 1, other folder
-    m = manifest_from([0, 1] * 5, range(10), refs=refs)
+    m = replace(manifest_from([0, 1] * 5, range(10), refs=refs), classes=["normal", "pneumonia"])
     home = "/home/author/data/chest_xray"
     rows = {
         1: {"train": [(f"{home}/train/NORMAL/IM-0000-0001.jpeg", "NORMAL", "0"),
@@ -144,3 +152,70 @@ def test_import_author_splits(tmp_path):
     assert fixed[(fixed.fold == 1) & (fixed.image_id == "img00001")]["split"].tolist() == ["val"]
     with pytest.raises(DataError, match="no files"):
         import_author_splits(tmp_path, m)
+
+
+def _one_fold(directory, train, val, test, columns=("path", "class")):
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", train), ("val", val), ("test", test)):
+        pd.DataFrame(rows, columns=list(columns)).to_csv(directory / f"{split}_fold1.csv")
+    return directory
+
+
+def test_author_classes_are_checked_against_our_labels(tmp_path):
+    refs = [f"/d/{c}/{i}.png" for i, c in enumerate(["benign", "malignant"] * 4)]
+    m = replace(manifest_from([0, 1] * 4, range(8), refs=refs), classes=["benign", "malignant"])
+    rows = [(f"../../data/breast/{c}/{i}.png", c.upper() if i % 3 else c) for i, c in
+            enumerate(["benign", "malignant"] * 4)]  # names in any case
+    ok = _one_fold(tmp_path / "ok", rows[:4], rows[4:6], rows[6:])
+    assert len(import_author_splits(ok, m)) == 8
+
+    flipped = list(rows)
+    flipped[5] = (flipped[5][0], "benign")  # image 5 is malignant here
+    bad = _one_fold(tmp_path / "flip", rows[:4], flipped[4:6], rows[6:])
+    with pytest.raises(DataError, match=r"(?s)val_fold1\.csv: the authors' class disagrees.*1 of 2 images.*"
+                                        r"line 3 '\.\./\.\./data/breast/malignant/5\.png'.*authors' class 'benign', "
+                                        r"ours 'malignant'.*check_labels=False"):
+        import_author_splits(bad, m)
+    assert len(import_author_splits(bad, m, check_labels=False)) == 8  # imported unchecked on request
+
+    many = [(p, "malignant" if c.lower() == "benign" else "benign") for p, c in rows]  # every label flipped
+    wrong = _one_fold(tmp_path / "many", many, rows[4:6], rows[6:])
+    with pytest.raises(DataError, match=r"(?s)train_fold1\.csv.*8 of 8 images") as error:
+        import_author_splits(wrong, m)
+    assert str(error.value).count("\n  line ") == 5 and "\n  ... and 3 more\n" in str(error.value)
+
+    unknown = _one_fold(tmp_path / "unknown", rows[:4], [(rows[4][0], "cancer"), (rows[5][0], None)], rows[6:])
+    with pytest.raises(DataError, match=r"val_fold1\.csv: class values 'cancer', \(empty\) cannot be mapped to "
+                                        r"the classes \['benign', 'malignant'\]"):
+        import_author_splits(unknown, m)
+
+    no_class = _one_fold(tmp_path / "noclass", [(p,) for p, _ in rows[:4]], [(p,) for p, _ in rows[4:6]],
+                         [(p,) for p, _ in rows[6:]], columns=("path",))
+    with pytest.raises(DataError, match=r"train_fold1\.csv: no 'class' column"):
+        import_author_splits(no_class, m)
+    assert len(import_author_splits(no_class, m, check_labels=False)) == 8
+
+
+def test_author_class_aliases_indices_and_duplicated_rows(tmp_path):
+    refs = [f"/d/{i}.png" for i in range(6)]
+    pcam = replace(manifest_from([0, 1, 0, 1, 0, 1], range(6), name="pcam", refs=refs), classes=["normal", "tumor"])
+    yes_no = [(f"x/{i}.png", "yes" if i % 2 else "no") for i in range(6)]
+    assert len(import_author_splits(_one_fold(tmp_path / "pcam", yes_no[:4], yes_no[4:5], yes_no[5:]), pcam)) == 6
+    indices = [(f"x/{i}.png", f"{i % 2}.0" if i < 3 else str(i % 2)) for i in range(6)]  # 0/1 and 0.0/1.0
+    assert len(import_author_splits(_one_fold(tmp_path / "idx", indices[:4], indices[4:5], indices[5:]), pcam)) == 6
+    too_big = [(p, "2") if i == 5 else (p, c) for i, (p, c) in enumerate(indices)]
+    with pytest.raises(DataError, match="class values '2' cannot be mapped.*index 0..1"):
+        import_author_splits(_one_fold(tmp_path / "big", too_big[:4], too_big[4:5], too_big[5:]), pcam)
+
+    # CBIS-DDSM: rows are abnormalities; an image with a BENIGN and a MALIGNANT row is malignant for us
+    mammo = replace(manifest_from([0, 1, 0, 1, 0, 1], range(6), name="mammograms", refs=refs),
+                    classes=["benign", "malignant"])
+    rows = [("a/0.png", "BENIGN_WITHOUT_CALLBACK"), ("a/1.png", "BENIGN"), ("a/1.png", "MALIGNANT"),
+            ("a/2.png", "BENIGN"), ("a/3.png", "MALIGNANT")]
+    assert len(import_author_splits(_one_fold(tmp_path / "mammo", rows, [("a/4.png", "BENIGN")],
+                                              [("a/5.png", "MALIGNANT")]), mammo)) == 6
+    rows[1:3] = [("a/1.png", "BENIGN"), ("a/1.png", "BENIGN")]  # no row of image 1 says malignant
+    with pytest.raises(DataError, match=r"(?s)1 of 4 images:\n  line 3 'a/1.png' \(image img00001\): authors' "
+                                        r"class 'BENIGN', ours 'malignant'\n\(a different"):
+        import_author_splits(_one_fold(tmp_path / "mammo2", rows, [("a/4.png", "BENIGN")],
+                                       [("a/5.png", "MALIGNANT")]), mammo)

@@ -188,10 +188,79 @@ class _PathMatcher:
 
 
 _AUTHOR_FILE = re.compile(r"^(train|val|test)_fold(\d+)\.csv$")
+_INDEX = re.compile(r"^\d+(\.0*)?$")
+
+# The authors' class values that are not our class names (case aside), per dataset: PCam's
+# "no"/"yes" tumour flags; CBIS-DDSM's pathology BENIGN_WITHOUT_CALLBACK is benign. Chest (NORMAL,
+# PNEUMONIA), BUSI (benign, malignant: normal images were written benign), DDTI (benign,
+# malignant), CBIS-DDSM (BENIGN, MALIGNANT), knee (normal, acl, meniscus) and ISIC (MEL, NV, ...)
+# use our names.
+AUTHOR_CLASS_ALIASES: dict[str, dict[str, str]] = {
+    "pcam": {"no": "normal", "yes": "tumor"},
+    "mammograms": {"benign_without_callback": "benign"},
+}
+_EXAMPLES = 5
+
+
+def author_class_labels(values: pd.Series, manifest: Manifest, source: object) -> np.ndarray:
+    """The authors' class values ``(n,)`` as our label indices ``(n,)`` int64.
+
+    A value maps, ignoring case and surrounding spaces, through ``AUTHOR_CLASS_ALIASES`` of the
+    manifest's dataset, else to the class of that name, else (an integer such as ``1`` or ``1.0``)
+    to that class index. Raises ``DataError`` naming ``source`` and the values that map to nothing.
+    """
+    classes = list(manifest.classes)
+    by_name = {c.strip().lower(): i for i, c in enumerate(classes)}
+    aliases = AUTHOR_CLASS_ALIASES.get(manifest.name, {})
+    mapping: dict[object, int] = {}
+    unknown = []
+    for value in pd.unique(values):
+        key = "" if pd.isna(value) else str(value).strip().lower()
+        if key in aliases and aliases[key] in by_name:
+            mapping[value] = by_name[aliases[key]]
+        elif key in by_name:
+            mapping[value] = by_name[key]
+        elif _INDEX.match(key) and int(float(key)) < len(classes):
+            mapping[value] = int(float(key))
+        else:
+            unknown.append(value)
+    if unknown:
+        shown = ", ".join("(empty)" if pd.isna(v) else repr(v) for v in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        alias_text = f", the authors' aliases {sorted(aliases)}" if aliases else ""
+        raise DataError(f"{source}: class values {shown} cannot be mapped to the classes {classes} of the local "
+                        f"{manifest.name!r} dataset; expected a class name (any case){alias_text} or a class "
+                        f"index 0..{len(classes) - 1}")
+    return values.map(mapping).to_numpy(dtype=np.int64)
+
+
+def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifest, source: object) -> None:
+    """Raise ``DataError`` unless the authors' ``class`` column of ``table`` agrees with our labels.
+
+    ``rows[i]`` is the manifest row that line ``i + 2`` of the CSV (``table.iloc[i]``) matched.
+    An image on several lines agrees when at least one of its lines does.
+    """
+    if "class" not in table.columns:
+        raise DataError(f"{source}: no 'class' column to check the labels against (columns {list(table.columns)}); "
+                        "expected path,class[,pid], or pass check_labels=False to import the splits unchecked")
+    theirs = author_class_labels(table["class"], manifest, source)
+    ours = manifest.labels[rows]
+    agree = pd.Series(theirs == ours).groupby(rows).transform("any").to_numpy()
+    if agree.all():
+        return
+    wrong = np.flatnonzero(~agree)
+    first = wrong[~pd.Series(rows[wrong]).duplicated().to_numpy()]  # one line per image
+    classes = manifest.classes
+    lines = [f"line {i + 2} {table['path'].iat[i]!r} (image {manifest.image_ids[rows[i]]}): authors' class "
+             f"{table['class'].iat[i]!r}, ours {classes[ours[i]]!r}" for i in first[:_EXAMPLES]]
+    more = f"\n  ... and {len(first) - _EXAMPLES} more" if len(first) > _EXAMPLES else ""
+    raise DataError(f"{source}: the authors' class disagrees with the local {manifest.name!r} label for "
+                    f"{len(first)} of {len(np.unique(rows))} images:\n  " + "\n  ".join(lines) + more
+                    + "\n(a different dataset version or label option? pass check_labels=False to import "
+                    "the splits anyway)")
 
 
 def import_author_splits(directory: str | Path, manifest: Manifest,
-                         conflicts: str = "error") -> pd.DataFrame:
+                         conflicts: str = "error", check_labels: bool = True) -> pd.DataFrame:
     """Map the authors' ``{train,val,test}_fold{k}.csv`` files (columns ``path,class[,pid]``) onto
     ``manifest`` by path suffix (file name first, then parent folders to break ties).
 
@@ -200,6 +269,14 @@ def import_author_splits(directory: str | Path, manifest: Manifest,
     An image listed twice in one split counts once (the authors' CBIS-DDSM rows are abnormalities);
     an image in two splits of one fold is an error, or with ``conflicts="test-wins"`` is kept in
     the test part, else validation.
+
+    With ``check_labels`` (default) each file's ``class`` column must agree with the manifest's
+    labels (see :func:`author_class_labels` for how values are mapped); an image listed on several
+    rows agrees when one of its rows does (the authors' CBIS-DDSM rows of one image may conflict;
+    ours is malignant if any is). A missing ``class`` column, an unmappable value or a disagreement
+    raises ``DataError`` naming the file, rows, the authors' class and ours. ``check_labels=False``
+    imports the splits anyway (e.g. the authors' knee validation files, whose meniscus labels
+    came from the abnormal CSV).
     """
     directory = Path(directory)
     if conflicts not in ("error", "test-wins"):
@@ -234,6 +311,8 @@ def import_author_splits(directory: str | Path, manifest: Manifest,
                 raise DataError(f"{path}: {len(bad)} of {len(table)} rows match no single image of the "
                                 f"local {manifest.name!r} dataset:\n  " + "\n  ".join(bad[:10])
                                 + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""))
+            if check_labels:
+                check_author_labels(table, np.asarray(rows, dtype=np.int64), manifest, path)
             frames.append(pd.DataFrame({"image_id": ids[np.unique(rows)], "fold": fold, "split": split}))
     folds = pd.concat(frames, ignore_index=True)
     dup = folds.duplicated(["image_id", "fold"], keep=False)
