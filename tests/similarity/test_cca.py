@@ -369,3 +369,65 @@ def test_values_whose_squares_overflow_are_refused_not_garbled():
     with pytest.raises(MedtransferError, match=r"^x has values too large .* rescale x"):
         cca(x * 1e160, y)
     assert cca(x * 1e100, y).mean == pytest.approx(cca(x, y).mean, abs=1e-12)
+
+
+def _well_conditioned_float32(n: int, p: int, seed: int, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, p)) * rng.uniform(0.1, 10.0, p) + offset
+    y = x @ rng.standard_normal((p, p)) / np.sqrt(p) + rng.standard_normal((n, p))
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_float32_precision_agrees_with_float64_on_the_same_data(offset):
+    x, y = _well_conditioned_float32(6000, 48, seed=13, offset=offset)
+    exact = cca(x.astype(np.float64), y.astype(np.float64))
+    fast = cca(x, y, precision="float32")
+    assert fast.method == "cholesky-float32"
+    np.testing.assert_allclose(fast.rho, exact.rho, rtol=0, atol=1e-5)
+    assert fast.mean == pytest.approx(exact.mean, abs=1e-6)
+    # The bound is not loose enough to hide a wrong computation: float32 differs from float64.
+    assert np.abs(fast.rho - exact.rho).max() > 1e-12
+
+
+def test_float32_precision_falls_back_to_float64_when_ill_conditioned():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3000, 12))
+    u, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    a = (u * np.logspace(0, -10, 12)) @ u.T  # condition number 1e10
+    result = cca(x, x @ a, precision="float32")
+    assert result.method in ("cholesky", "qr")
+    np.testing.assert_allclose(result.rho, 1.0, atol=1e-6)
+
+
+def test_float32_precision_on_torch_tensors_and_constant_neurons():
+    import torch
+
+    x, y = _well_conditioned_float32(4000, 16, seed=15)
+    x[:, 3] = 7.25  # a constant neuron is dropped on the float32 path too
+    exact = cca(x.astype(np.float64), y.astype(np.float64))
+    fast = cca(torch.from_numpy(x), torch.from_numpy(y), precision="float32")
+    assert fast.method == "cholesky-float32" and fast.rank_x == 15
+    np.testing.assert_allclose(fast.rho, exact.rho, rtol=0, atol=1e-5)
+
+
+def test_unknown_precision_refused():
+    x, y = _well_conditioned_float32(100, 3, seed=16)
+    with pytest.raises(MedtransferError, match="precision must be 'float64' or 'float32'"):
+        cca(x, y, precision="half")
+
+
+def test_tensor_centring_into_float32_matches_numpy_chunk_by_chunk(monkeypatch):
+    import torch
+
+    from medtransfer.similarity import _linalg
+
+    monkeypatch.setattr(_linalg, "_CHUNK_ELEMENTS", 64)  # many chunks of a few rows
+    x, y = _well_conditioned_float32(301, 5, seed=17, offset=3.0)
+    x64 = x.astype(np.float64)
+    z_t, mx_t, my_t = _linalg.centred_concat(torch.from_numpy(x64), torch.from_numpy(y), "float32")
+    z_n, mx_n, my_n = _linalg.centred_concat(x64, y, "float32")
+    assert z_t.dtype == torch.float32 and z_n.dtype == np.float32
+    np.testing.assert_array_equal(z_t.numpy(), z_n)
+    np.testing.assert_allclose(mx_t, mx_n, rtol=1e-15)
+    np.testing.assert_allclose(z_n, np.hstack([x64 - x64.mean(0), y - y.mean(0, dtype=np.float64)]), rtol=0, atol=1e-6)

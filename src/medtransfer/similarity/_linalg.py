@@ -29,32 +29,51 @@ def centred(a: Any) -> tuple[Any, np.ndarray]:
     return np.subtract(a, mean, dtype=np.float64), mean
 
 
-def centred_concat(x: Any, y: Any) -> tuple[Any, np.ndarray, np.ndarray]:
-    """``([x - mean(x), y - mean(y)] (n, p + q) float64, mean_x (p,), mean_y (q,))``.
+def centred_concat(x: Any, y: Any, precision: str = "float64") -> tuple[Any, np.ndarray, np.ndarray]:
+    """``([x - mean(x), y - mean(y)] (n, p + q), mean_x (p,), mean_y (q,))``.
 
-    One float64 buffer the size of both inputs; x and y are read once and not modified.
+    The buffer has the dtype named by ``precision`` (float64 or float32); means are float64 and
+    the subtraction runs in float64 before any rounding to float32, so a constant neuron centres
+    to exactly zero. x and y are read twice (means, then centring) and not modified.
     """
     n, p = x.shape
     q = y.shape[1]
     if is_tensor(x):
         import torch
 
-        z = torch.empty((n, p + q), dtype=torch.float64, device=x.device)
-        mean_x = x.to(torch.float64).mean(dim=0)
-        mean_y = y.to(torch.float64).mean(dim=0)
-        torch.sub(x, mean_x, out=z[:, :p])
-        torch.sub(y, mean_y, out=z[:, p:])
-        return z, to_numpy(mean_x), to_numpy(mean_y)
-    z = np.empty((n, p + q))
+        dtype = torch.float64 if precision == "float64" else torch.float32
+        z = torch.empty((n, p + q), dtype=dtype, device=x.device)
+        mean_x, mean_y = _column_mean(x), _column_mean(y)
+        _write_centred(z[:, :p], x, mean_x)
+        _write_centred(z[:, p:], y, mean_y)
+        return z, mean_x, mean_y
+    z = np.empty((n, p + q), dtype=np.dtype(precision))
     mean_x = x.mean(axis=0, dtype=np.float64)
     mean_y = y.mean(axis=0, dtype=np.float64)
-    np.subtract(x, mean_x, out=z[:, :p])
-    np.subtract(y, mean_y, out=z[:, p:])
+    np.subtract(x, mean_x, out=z[:, :p], casting="same_kind")
+    np.subtract(y, mean_y, out=z[:, p:], casting="same_kind")
     return z, mean_x, mean_y
 
 
+#: Rows centred at a time when a float64 difference is rounded into a float32 tensor buffer.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def _write_centred(out: Any, a: Any, mean: np.ndarray) -> None:
+    """``out[:] = a - mean`` for tensors, the difference taken in float64 (chunked over rows)."""
+    import torch
+
+    mean_t = torch.as_tensor(mean, dtype=torch.float64, device=a.device)
+    if out.dtype == torch.float64:
+        torch.sub(a, mean_t, out=out)
+        return
+    rows = max(1, _CHUNK_ELEMENTS // max(1, a.shape[1]))
+    for start in range(0, a.shape[0], rows):
+        out[start : start + rows] = a[start : start + rows].to(torch.float64) - mean_t
+
+
 def centred_gram(
-    x: Any, y: Any, max_mean_ratio: float
+    x: Any, y: Any, max_mean_ratio: float, precision: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Gram blocks of the column-centred x and y: ``(gxx (p, p), gyy (q, q), gxy (p, q), mean_x, mean_y)``.
 
@@ -64,20 +83,24 @@ def centred_gram(
     neuron's ratio exceeds ``max_mean_ratio`` (or is undefined: a constant neuron) the data are
     centred explicitly into one ``(n, p + q)`` buffer first. Other dtypes are always centred
     explicitly (the cast needs a copy).
+
+    ``precision="float32"``: the data are centred (in float64, then rounded) into a float32
+    buffer and the products run in float32 (tensor cores are not used: TF32 is left to torch's
+    default, which is off for matrix products); the blocks come back as float64.
     """
     with np.errstate(all="ignore"):  # NaN/inf input and overflow are reported by the caller, by name
-        return _centred_gram(x, y, max_mean_ratio)
+        return _centred_gram(x, y, max_mean_ratio, precision)
 
 
-def _centred_gram(x: Any, y: Any, max_mean_ratio: float):
+def _centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str):
     n, p = x.shape
-    if _dtype_is_float64(x) and _dtype_is_float64(y):
+    if precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
         mean_x, mean_y = _column_mean(x), _column_mean(y)
         gxx, gyy, gxy = gram(x), gram(y), cross(x, y)
         if _centre_in_place(gxx, mean_x, n, max_mean_ratio) and _centre_in_place(gyy, mean_y, n, max_mean_ratio):
             gxy -= np.multiply.outer(n * mean_x, mean_y)
             return gxx, gyy, gxy, mean_x, mean_y
-    z, mean_x, mean_y = centred_concat(x, y)
+    z, mean_x, mean_y = centred_concat(x, y, precision)
     g = gram(z)
     return g[:p, :p], g[p:, p:], g[:p, p:], mean_x, mean_y
 
@@ -99,7 +122,12 @@ def _dtype_is_float64(a: Any) -> bool:
 
 
 def _column_mean(a: Any) -> np.ndarray:
-    return to_numpy(a.mean(dim=0)) if is_tensor(a) else a.mean(axis=0)
+    """Column means ``(p,)`` as float64 numpy, accumulated in float64 without a float64 copy of ``a``."""
+    if is_tensor(a):
+        import torch
+
+        return to_numpy(a.sum(dim=0, dtype=torch.float64) / a.shape[0])
+    return a.mean(axis=0, dtype=np.float64)
 
 
 def gram(a: Any) -> np.ndarray:
