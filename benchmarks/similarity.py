@@ -84,21 +84,31 @@ def bench_size(n: int, p: int, repeats: int, device: str | None) -> dict[str, fl
 
 
 def bench_device(x, y, rho_cpu, repeats, device):
+    """Time cca on torch tensors on ``device``: float64 and float32 inputs (float64 inside), and
+    float32 inputs with ``precision="float32"`` (float32 products); each with its max |drho| against
+    the float64 CPU result."""
     import torch
 
     out = {}
-    for name, dtype in (("f64", torch.float64), ("f32", torch.float32)):
+    configs = (
+        ("f64", torch.float64, "float64"),
+        ("f32", torch.float32, "float64"),
+        ("f32_precision32", torch.float32, "float32"),
+    )
+    for name, dtype, precision in configs:
         tx = torch.as_tensor(x, dtype=dtype, device=device)
         ty = torch.as_tensor(y, dtype=dtype, device=device)
-        cca(tx, ty)  # warm-up (kernels, handles)
+        cca(tx, ty, precision=precision)  # warm-up (kernels, handles)
         times = []
         for _ in range(repeats):
             if tx.is_cuda:
                 torch.cuda.synchronize()
-            t, _, result = timed(cca, tx, ty)
+            t, _, result = timed(lambda a, b: cca(a, b, precision=precision), tx, ty)
             times.append(t)
-        out[f"{device}_{name}_input_s"] = float(np.median(times))
-        out[f"{device}_{name}_input_max_abs_diff"] = float(np.max(np.abs(result.rho - rho_cpu)))
+        out[f"{device}_{name}_s"] = float(np.median(times))
+        out[f"{device}_{name}_max_abs_diff"] = float(np.max(np.abs(result.rho - rho_cpu)))
+        out[f"{device}_{name}_path"] = result.method
+        del tx, ty
     return out
 
 
@@ -123,7 +133,11 @@ def main() -> None:
 def report(size: str, args: argparse.Namespace) -> None:
     n, p = (int(v) for v in size.lower().split("x"))
     row = bench_size(n, p, args.repeats, args.device)
-    extra = "".join(f"  {k}={v:.3g}" for k, v in row.items() if k.startswith(str(args.device)))
+    extra = "".join(
+        f"  {k}={v:.3g}" if isinstance(v, float) else f"  {k}={v}"
+        for k, v in row.items()
+        if k.startswith(f"{args.device}_f")
+    )
     print(
         f"{n:>6} x {p:<5} reference {row['reference_s']:8.3f} s   cca {row['cca_s']:8.3f} s   "
         f"ratio {row['speedup']:5.2f}x (CPU time {row['cpu_ratio']:4.2f}x)   max|drho| {row['max_abs_diff']:.1e}   "
