@@ -7,13 +7,16 @@ from scipy import stats
 
 from medtransfer.data import AffineParams, KerasAugment
 
-keras_image = pytest.importorskip("keras.src.legacy.preprocessing.image")
+
+def _keras_image():
+    """Keras' legacy image module; tests that need it skip without Keras (the others still run)."""
+    return pytest.importorskip("keras.src.legacy.preprocessing.image")
 
 
 def _keras(x: np.ndarray, p: AffineParams, i: int) -> np.ndarray:
     """Keras 3's ImageDataGenerator.apply_transform (the authors' generator settings) on one
     (h, w, c) float64 image with the given parameters."""
-    generator = keras_image.ImageDataGenerator(
+    generator = _keras_image().ImageDataGenerator(
         rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, shear_range=0.1,
         zoom_range=0.1, fill_mode="nearest", horizontal_flip=True, data_format="channels_last")
     params = {"theta": p.theta[i].item(), "tx": p.tx[i].item(), "ty": p.ty[i].item(),
@@ -85,7 +88,7 @@ def test_runs_on_the_inputs_device_and_rejects_bad_shapes():
 def test_parameter_laws_match_keras_sampling():
     """Two-sample KS tests against Keras' own get_random_transform on a non-square image."""
     h, w, n = 60, 90, 3000
-    generator = keras_image.ImageDataGenerator(
+    generator = _keras_image().ImageDataGenerator(
         rotation_range=10, width_shift_range=0.1, height_shift_range=0.1, shear_range=0.1,
         zoom_range=0.1, fill_mode="nearest", horizontal_flip=True, data_format="channels_last")
     np.random.seed(0)

@@ -85,7 +85,8 @@ def write_tf2_style(path: Path, layer_names: list[str], arrays: dict[str, list[n
 @pytest.fixture(scope="session")
 def keras_reference(tmp_path_factory) -> KerasReference:
     import h5py
-    import keras
+
+    keras = pytest.importorskip("keras")
     from keras.src.legacy.saving import legacy_h5_format
 
     folder = tmp_path_factory.mktemp("keras")
