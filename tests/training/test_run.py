@@ -9,17 +9,28 @@ import torch
 
 from medtransfer.models import load_checkpoint
 from medtransfer.training import run as run_module
+from medtransfer.training.probe import load_probe
 from medtransfer.training.run import train_run
 
 
-def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path):
+def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path, monkeypatch):
     config = tiny(strategy="freeze", epochs=1, probe_epochs=2)
     out = tmp_path / "run"
+    trained = {}
+    real_finish = run_module._Run.finish_probe
+
+    def keep_probe_state(self, best_epoch):
+        trained.update({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return real_finish(self, best_epoch)
+
+    monkeypatch.setattr(run_module._Run, "finish_probe", keep_probe_state)
     result = train_run(config, out)
     for name in ("config.json", "folds.csv", "history.csv", "predictions.csv", "metrics.json", "DONE",
-                 "checkpoints/best.pt", "probe/model.pt", "probe/predictions.csv", "probe/metrics.json"):
+                 "checkpoints/best.pt", "probe/head.pt", "probe/predictions.csv", "probe/metrics.json"):
         assert (out / name).exists(), name
     assert not (out / "checkpoints" / "last.pt").exists()  # removed once DONE unless keep_last
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt"]
+    assert (out / "probe" / "head.pt").stat().st_size < 100_000  # the head, not a second ResNet50
     saved = json.loads((out / "config.json").read_text())
     assert saved["classes"] == ["class0", "class1"] and saved["normalization"] == "caffe"
     assert saved["source"] == "random" and saved["strategy"] == "freeze"
@@ -43,9 +54,13 @@ def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path):
     from medtransfer.models import load_source
 
     source = load_source("random", seed=config.seed)
-    probe_model, meta = load_checkpoint(out / "probe" / "model.pt")
-    assert meta["classes"] == ["class0", "class1"]
+    probe_model, meta = load_probe(out)
+    assert meta["classes"] == ["class0", "class1"] and meta["phase"] == "probe"
     for name, tensor in source.model.state_dict().items():
+        assert torch.equal(probe_model.state_dict()[name], tensor), name
+    # rebuilt bit for bit: every tensor equals the trained probe's, head included
+    assert set(probe_model.state_dict()) == set(trained)
+    for name, tensor in trained.items():
         assert torch.equal(probe_model.state_dict()[name], tensor), name
     best, _ = load_checkpoint(out / "checkpoints" / "best.pt")
     assert not torch.equal(best.conv1.weight, source.model.conv1.weight)  # phase 2 trained everything
@@ -82,3 +97,32 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny, tmp_path, monk
     assert list(history["epoch"]) == [0, 1]
     pd.testing.assert_frame_equal(history.drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "a" / "history.csv").drop(columns="seconds"))
+
+
+def test_freeze_run_resumed_keeps_the_same_probe(tiny, tmp_path, monkeypatch):
+    config = tiny(strategy="freeze", epochs=1, probe_epochs=2)
+    first = train_run(config, tmp_path / "a")
+    a, _ = load_probe(tmp_path / "a")
+    real = run_module.train_epoch
+    for dies_at in (2, 3):  # in the probe phase; in the fine-tuning phase
+        calls = {"n": 0}
+
+        def dies(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == dies_at:
+                raise KeyboardInterrupt("simulated kill")
+            return real(*args, **kwargs)
+
+        out = tmp_path / f"killed{dies_at}"
+        monkeypatch.setattr(run_module, "train_epoch", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(config, out)
+        assert (out / "probe" / "head.pt").exists() == (dies_at == 3)
+        monkeypatch.setattr(run_module, "train_epoch", real)
+        resumed = train_run(config, out)
+        assert resumed.resumed and resumed.metrics["loss"] == first.metrics["loss"]
+        assert resumed.probe_metrics == first.probe_metrics
+        b, _ = load_probe(out)
+        for name, tensor in a.state_dict().items():
+            assert torch.equal(b.state_dict()[name], tensor), name
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt"]

@@ -7,6 +7,8 @@ from medtransfer.training.config import RunConfig
 from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
+from medtransfer.training.probe import load_probe
 from medtransfer.training.run import RunResult, train_run
 
-__all__ = ["EarlyStopping", "KerasAdam", "RunConfig", "RunResult", "classification_metrics", "train_run"]
+__all__ = ["EarlyStopping", "KerasAdam", "RunConfig", "RunResult", "classification_metrics", "load_probe",
+           "train_run"]

@@ -3,7 +3,8 @@
 Run directory (docs/interfaces.md): ``config.json``, ``folds.csv``, ``history.csv``,
 ``checkpoints/best.pt`` (and ``last.pt`` while running, or kept with ``keep_last``),
 ``predictions.csv`` (``image_id, label, p_0..p_{k-1}`` on the test split), ``probe/`` (freeze
-strategy: the phase-1 linear probe ``model.pt``, ``predictions.csv``, ``metrics.json``),
+strategy: the phase-1 linear probe ``head.pt`` - its head and a reference to the source it was
+started from, see :mod:`medtransfer.training.probe` - ``predictions.csv``, ``metrics.json``),
 ``metrics.json``, and ``DONE`` written last. A run killed at any moment resumes from
 ``checkpoints/last.pt`` and, on the CPU, ends with the same metrics as an uninterrupted run.
 """
@@ -30,6 +31,8 @@ from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
+from medtransfer.training.probe import FILE as PROBE_FILE
+from medtransfer.training.probe import save_probe, tensor_digests
 
 DONE = "DONE"
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -109,6 +112,8 @@ class _Run:
         self.device = resolve_device(config.device)
         self.data = load_run_data(config, self.device)
         source = load_source(config.source, seed=config.seed, cache_dir=None, normalization=config.normalization)
+        # the probe is stored as its difference from the source: digest the source before training
+        self.source_digests = tensor_digests(source.model.state_dict()) if config.strategy == "freeze" else None
         self.config = config.model_copy(update={"classes": self.data.classes,
                                                 "normalization": str(source.normalize)})
         model = source.model
@@ -227,13 +232,12 @@ class _Run:
         return ckpt.write_checkpoint(self.checkpoints, state, best, best_name, best_dirty)
 
     def finish_probe(self, best_epoch: int) -> dict[str, Any]:
-        from medtransfer.models import save_checkpoint
-
         frame, metrics = _evaluate_test(self.model, self.data, self.setup, self.eval_batch, self.config)
         metrics["best_epoch"] = best_epoch
         probe = self.directory / "probe"
         _write_text(probe / "predictions.csv", frame.to_csv(index=False))
-        save_checkpoint(probe / "model.pt", self.model, self.meta(phase="probe", best_epoch=best_epoch))
+        save_probe(probe / PROBE_FILE, self.model, self.meta(phase="probe", best_epoch=best_epoch),
+                   load=self.config.source, seed=self.config.seed, source_digests=self.source_digests)
         _write_text(probe / "metrics.json", json.dumps(_json_safe(metrics), indent=2))
         return metrics
 

@@ -1,0 +1,174 @@
+"""The phase-1 linear probe of a freeze run, stored as what differs from its source.
+
+The probe is the source's backbone, frozen (BatchNorm in inference mode, so its running
+statistics do not move either), plus a trained head. Storing it as a full ResNet50 would repeat
+the source's ~95 MB in every freeze run; ``probe/head.pt`` instead holds
+
+    {"format": "medtransfer-probe", "version": 1, "num_classes": k, "dropout": float,
+     "source": {"load": str, "seed": int, "sha256": hex},
+     "state_dict": {the head's tensors, plus any backbone tensor that differs from the source},
+     "meta": {...}}
+
+``source.load`` and ``source.seed`` rebuild the backbone with ``load_source``; ``source.sha256``
+is the digest of that backbone's state (:func:`state_digest`), checked on loading, so a probe is
+either rebuilt bit for bit or refused. :func:`load_probe` returns the same ``(ResNet50, meta)``
+as :func:`medtransfer.models.load_checkpoint` and also reads the full ``probe/model.pt`` that
+older runs wrote. Every hidden layer of a probe equals its source's, so comparing hidden
+representations with the probe is comparing them with the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medtransfer.atomic import write_atomic
+from medtransfer.errors import WeightsError
+
+if TYPE_CHECKING:
+    from medtransfer.models import ResNet50
+
+FORMAT = "medtransfer-probe"
+VERSION = 1
+FILE = "head.pt"
+LEGACY_FILE = "model.pt"
+HEAD_PREFIX = "head."
+
+
+def tensor_digests(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """sha256 (hex) of each tensor's name, dtype, shape and bytes (CPU, contiguous layout)."""
+    digests = {}
+    for name, tensor in state.items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h = hashlib.sha256(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(flat.view(torch.uint8).numpy().data)
+        digests[name] = h.hexdigest()
+    return digests
+
+
+def combine_digests(digests: dict[str, str]) -> str:
+    """One sha256 (hex) of a state from its per-tensor digests (order independent)."""
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        h.update(f"{name}:{digests[name]}\n".encode())
+    return h.hexdigest()
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """The content digest of a state dict (what ``source.sha256`` records)."""
+    return combine_digests(tensor_digests(state))
+
+
+def save_probe(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any], *, load: str, seed: int,
+               source_digests: dict[str, str]) -> Path:
+    """Write ``model`` (a ResNet50 with a head) as its difference from the source it started from.
+
+    Args:
+        path: the file to write (atomically, fsync'ed).
+        model: the probe; its backbone should equal the source's.
+        meta: at least ``normalization`` (mode string) and ``classes``; plain Python data.
+        load, seed: what rebuilds the source: ``load_source(load, seed=seed)``.
+        source_digests: :func:`tensor_digests` of that source's (headless) state, taken before
+            training. Backbone tensors whose digest differs now are stored in full.
+
+    Returns the path written.
+    """
+    missing = [key for key in ("normalization", "classes") if key not in meta]
+    if missing:
+        raise WeightsError(f"probe {path}: meta lacks {', '.join(missing)}")
+    state = model.state_dict()
+    body = {name: t for name, t in state.items() if not name.startswith(HEAD_PREFIX)}
+    if set(body) != set(source_digests):
+        raise WeightsError(f"probe {path}: the model's backbone tensors do not match the source's "
+                           f"({len(body)} vs {len(source_digests)} tensors)")
+    now = tensor_digests(body)
+    keep = [name for name in state if name.startswith(HEAD_PREFIX) or now.get(name) != source_digests[name]]
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "num_classes": model.num_classes,
+        "dropout": float(model.dropout),
+        "source": {"load": str(load), "seed": int(seed), "sha256": combine_digests(source_digests)},
+        "state_dict": {name: state[name].detach().to("cpu").contiguous().clone() for name in keep},
+        "meta": {**meta, "normalization": str(meta["normalization"]), "classes": [str(c) for c in meta["classes"]]},
+    }
+    return write_atomic(Path(path), lambda handle: torch.save(payload, handle), fsync=True)
+
+
+def _candidates(load: str, path: Path) -> list[str]:
+    """``load`` itself, and for a file that is not there, ``sources/<name>`` beside any parent of
+    ``path`` (a study directory that was moved)."""
+    candidates = [load]
+    if ("/" in load or load.endswith((".pt", ".pth", ".h5"))) and not Path(load).exists():
+        candidates += [str(parent / "sources" / Path(load).name) for parent in path.resolve().parents
+                       if (parent / "sources" / Path(load).name).is_file()]
+    return candidates
+
+
+def read_probe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw payload of a ``head.pt`` (checked format and version)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"probe {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"probe {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a medtransfer probe file (no format={FORMAT!r} marker)")
+    if payload.get("version") != VERSION:
+        raise WeightsError(f"probe {path} has version {payload.get('version')!r}, expected {VERSION}")
+    return payload
+
+
+def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
+               map_location: str | torch.device = "cpu") -> tuple[ResNet50, dict[str, Any]]:
+    """Rebuild a run's phase-1 probe: ``(ResNet50 in eval mode, meta)``, bit for bit as trained.
+
+    Args:
+        path: ``probe/head.pt``, a run directory (its ``probe/head.pt``, else the full
+            ``probe/model.pt`` older runs wrote), or such a full checkpoint.
+        source: where the source weights are now, if not where the run found them (a name or a
+            file path); by default the recorded one, or ``sources/<its file name>`` in a parent
+            folder of ``path`` when the recorded file is gone.
+        map_location: device of the returned model.
+
+    Raises:
+        WeightsError: no probe there, or no candidate source holds the weights the probe started
+            from (content digest differs).
+    """
+    from medtransfer.models import ResNet50, load_checkpoint, load_source
+
+    path = Path(path)
+    if path.is_dir():
+        probe_dir = path / "probe" if (path / "probe").is_dir() else path
+        path = probe_dir / FILE
+        if not path.exists() and (probe_dir / LEGACY_FILE).exists():
+            return load_checkpoint(probe_dir / LEGACY_FILE, map_location)
+    elif path.name == LEGACY_FILE:
+        return load_checkpoint(path, map_location)
+    payload = read_probe_file(path)
+    ref = payload["source"]
+    tried = []
+    for load in ([str(source)] if source is not None else _candidates(ref["load"], path)):
+        try:
+            backbone = load_source(load, seed=ref["seed"]).model
+        except Exception as error:  # noqa: BLE001 - report every candidate tried
+            tried.append(f"{load}: {error}")
+            continue
+        body = backbone.state_dict()
+        digest = state_digest(body)
+        if digest == ref["sha256"]:
+            model = ResNet50(num_classes=payload["num_classes"], dropout=payload["dropout"])
+            state = dict(body)
+            state.update(payload["state_dict"])
+            model.load_state_dict(state)
+            return model.to(map_location).eval(), dict(payload["meta"])
+        tried.append(f"{load}: different weights (sha256 {digest[:12]}..., expected {ref['sha256'][:12]}...)")
+    raise WeightsError(f"probe {path}: cannot rebuild its backbone from source {ref['load']!r} (seed "
+                       f"{ref['seed']}):\n  " + "\n  ".join(tried)
+                       + "\n  pass source= the file holding the source weights the run was trained from")
