@@ -99,22 +99,27 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny, tmp_path, monk
                                   pd.read_csv(tmp_path / "a" / "history.csv").drop(columns="seconds"))
 
 
+def _dies_at_call(n, real):
+    """``real``, except that its n-th call raises KeyboardInterrupt (a simulated kill)."""
+    calls = {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    return dies
+
+
 def test_freeze_run_resumed_keeps_the_same_probe(tiny, tmp_path, monkeypatch):
     config = tiny(strategy="freeze", epochs=1, probe_epochs=2)
     first = train_run(config, tmp_path / "a")
     a, _ = load_probe(tmp_path / "a")
     real = run_module.train_epoch
     for dies_at in (2, 3):  # in the probe phase; in the fine-tuning phase
-        calls = {"n": 0}
-
-        def dies(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == dies_at:
-                raise KeyboardInterrupt("simulated kill")
-            return real(*args, **kwargs)
-
         out = tmp_path / f"killed{dies_at}"
-        monkeypatch.setattr(run_module, "train_epoch", dies)
+        monkeypatch.setattr(run_module, "train_epoch", _dies_at_call(dies_at, real))
         with pytest.raises(KeyboardInterrupt):
             train_run(config, out)
         assert (out / "probe" / "head.pt").exists() == (dies_at == 3)
