@@ -5,7 +5,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 #     bash benchmarks/gpu_check.sh          # needs .whl/ (the wheels of the packages the machine lacks)
 #
 # Steps, most important first; each runs under `timeout` and within a total budget (BUDGET_S,
-# default 400 s), and the next one starts whatever the last one returned:
+# default 380 s), and the next one starts whatever the last one returned:
 #   sanity      nvidia-smi, versions, `import medtransfer, medtransfer.cli`, CUDA present
 #   pytest      every test that exercises CUDA (tests needing Keras skip where it is missing)
 #   demo-run    the shipped demo study trained on the GPU through the CLI (`medtransfer run demo`)
@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1 KERAS_BACKEND=torch MEDTRANSFER_QUIET=1
 OUT=${OUT:-$PWD/gpu-out}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
-BUDGET_S=${BUDGET_S:-400}
+BUDGET_S=${BUDGET_S:-380}
 DEMO_DIR=${DEMO_DIR:-/tmp/medtransfer-gpu-demo}  # 1.5 GB of checkpoints: kept out of $OUT
 mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
