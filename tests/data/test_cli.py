@@ -63,3 +63,23 @@ def test_cache_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "5 images of 12x12 px" in result.output
     assert len(list((tmp_path / "cache").glob("folder-12px-nearest-*/pixels.npy"))) == 1
+
+
+def test_folds_from_author_splits_check_labels_unless_told_not_to(tmp_path):
+    from medtransfer.errors import DataError
+
+    _tree(tmp_path / "images")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    rows = {"train": [("a/0.png", "a"), ("a/1.png", "a"), ("b/0.png", "b")], "val": [("a/2.png", "a")],
+            "test": [("b/1.png", "a")]}  # b/1.png is class b in the folder tree
+    for split, entries in rows.items():
+        pd.DataFrame(entries, columns=["path", "class"]).to_csv(splits / f"{split}_fold1.csv")
+    base = ["data", "folds", "folder", "--root", str(tmp_path / "images"), "--authors", str(splits)]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "checked.csv")])
+    assert isinstance(result.exception, DataError), result.output
+    assert "test_fold1.csv" in str(result.exception) and "b/1.png" in str(result.exception)
+    assert not (tmp_path / "checked.csv").exists()
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "unchecked.csv"), "--no-check-labels"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "unchecked.csv")) == 5

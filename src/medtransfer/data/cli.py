@@ -80,13 +80,20 @@ def folds(
                                                           "to import instead of making new folds"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
     option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),
+    check_labels: bool = typer.Option(True, "--check-labels/--no-check-labels",
+                                      help="with --authors: refuse splits whose class column disagrees with our "
+                                           "labels (--no-check-labels imports them anyway, e.g. the authors' knee "
+                                           "validation files, whose labels come from the wrong CSV)"),
 ) -> None:
     """Write patient-grouped, stratified folds (80/5/15) of a dataset, or import the authors'."""
     from medtransfer.data.folds import import_author_splits, make_folds, write_folds
     from medtransfer.data.registry import load_manifest
 
     manifest = load_manifest(name, root, skip_bad=skip_bad, **parse_options(option))
-    table = import_author_splits(authors, manifest) if authors else make_folds(manifest, k=k, seed=seed)
+    if authors:
+        table = import_author_splits(authors, manifest, check_labels=check_labels)
+    else:
+        table = make_folds(manifest, k=k, seed=seed)
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")
