@@ -145,6 +145,7 @@ echo "=== digest"
 {
     grep -h "passed\|failed\|error" "$OUT/pytest.log" | tail -n 3
     grep -h "FAILED\|Error" "$OUT/pytest.log" | head -n 20
+    grep -h "metrics files\|demo check" "$OUT/demo-check.log"
     grep -h "x .*reference\|^cca" "$OUT/similarity.log"
     grep -h "size=\|FAILED\|skipped" "$OUT/throughput.log" "$OUT/compile.log"
     echo "total $(($(date +%s) - BEGAN)) s"
