@@ -148,7 +148,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         try:
             medians, setting = bench(size, amp_mode, cl_mode, compile_mode == "on", args)
-        except Exception as error:  # one failed setting (memory, compiler) must not end the grid
+        except Exception as error:  # noqa: BLE001 - one failed setting (memory, compiler) must not end the grid
             failed += 1
             print(f"  FAILED size={size} amp={amp_mode} channels_last={cl_mode} compile={compile_mode}: "
                   f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}", flush=True)
