@@ -23,7 +23,13 @@ import pytest
 import torch
 
 from medtransfer.data import KerasAugment
-from medtransfer.models import Normalization, ResNet50, keras_init_, load_checkpoint, save_checkpoint
+from medtransfer.models import (
+    Normalization,
+    ResNet50,
+    keras_init_,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medtransfer.similarity import cca, layer_similarity, linear_cka
 from medtransfer.training.loop import StepSetup, train_epoch
 from medtransfer.training.optim import KerasAdam
