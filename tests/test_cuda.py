@@ -59,6 +59,13 @@ def train_losses(model: ResNet50, pixels: torch.Tensor, labels: torch.Tensor, st
             for _ in range(steps)], model
 
 
+#: Layers compared between bf16 + channels_last on the device and float32 on the CPU. Deeper
+#: layers of a randomly initialised, batch-normalised ResNet are chaotic: bf16 rounding (4e-3)
+#: grows by about 1.6x per block (measured 0.3%, 1.1%, 1.9%, 3.2% at conv1, conv2_block1, _block3,
+#: conv3_block1), and the loss itself moves by 10% under 1e-2 weight noise, so it is not compared.
+EARLY_LAYERS = ("conv1_relu", "conv2_block1_out")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_channels_last_training_matches_float32_and_learns(device):
@@ -67,18 +74,27 @@ def test_bf16_channels_last_training_matches_float32_and_learns(device):
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
     labels = torch.arange(n) % 2
-    model = keras_init_(ResNet50(2, dropout=0.0), seed=0)  # no dropout: the same function on any device
-    reference, _ = train_losses(model, pixels, labels, 1, None, False)  # CPU, float32, contiguous
+    model = keras_init_(ResNet50(2, dropout=0.0), seed=0).train()  # no dropout: the same function on any device
+    reference = _features(model, pixels, None, False)  # CPU, float32, contiguous
+    on_device = _features(model, pixels.to(device), torch.bfloat16, True)
+    for name in EARLY_LAYERS:
+        assert on_device[name].dtype == torch.bfloat16  # autocast really ran in bf16 on this device
+        error = float((on_device[name].float().cpu() - reference[name]).norm() / reference[name].norm())
+        assert error < 4e-2, (name, error)
     losses, trained = train_losses(model, pixels.to(device), labels.to(device), steps, torch.bfloat16, True)
     assert all(math.isfinite(v) for v in losses), losses
-    assert losses[0] == pytest.approx(reference[0], rel=0.05), (losses, reference)
     assert losses[-1] < ratio * losses[0], losses
     weight = trained.conv1.weight
     assert weight.device.type == device and weight.is_contiguous(memory_format=torch.channels_last)
-    setup = StepSetup(Normalization("caffe"), None, torch.bfloat16, True)
-    with torch.no_grad(), setup.autocast(weight.device):
-        logits = trained(setup.prepare(pixels[:2].to(device), None))
-    assert logits.dtype == torch.bfloat16  # autocast really ran in bf16 on this device
+
+
+def _features(model: ResNet50, pixels: torch.Tensor, amp: torch.dtype | None, channels_last: bool):
+    """EARLY_LAYERS of a copy of ``model`` on ``pixels``' device, in train mode (batch statistics)."""
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    copied = copy.deepcopy(model).to(pixels.device, memory_format=memory)
+    setup = StepSetup(Normalization("caffe"), None, amp, channels_last)
+    with torch.no_grad(), setup.autocast(pixels.device):
+        return copied.features(setup.prepare(pixels, None), EARLY_LAYERS)
 
 
 # -- KerasAdam: the same update on every device, equal to Keras' formula ----------------------------

@@ -75,7 +75,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    forward = setup.forward or model
+    forward = setup.forward if setup.forward is not None else model  # a compiled module has no truth value
     for start, stop in batch_slices(order.numel(), batch_size, drop_single=not head_only):
         index = order[start:stop]
         x = setup.prepare(pixels[index], augment_generator)
