@@ -346,6 +346,42 @@ def test_canonical_correlations_stay_exact_for_tiny_values():
     s = np.array([0.9, 0.5, 1e-5, 1e-9, 1e-12])
     rho = canonical_correlations(_matrix_with_singular_values(s, 7, seed=3))
     np.testing.assert_allclose(rho, s, rtol=1e-6, atol=1e-15)
+    # Just above the threshold the eigenvalue route is kept, and is still within 1e-9.
+    s = np.array([0.9, 0.5, 1e-3, 1e-5, 2e-6])
+    np.testing.assert_allclose(canonical_correlations(_matrix_with_singular_values(s, 7, seed=4)), s, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["well-conditioned", "ill-conditioned", "constant-neuron"])
+def test_p_by_p_algebra_on_the_tensor_device_matches_numpy(kind, monkeypatch):
+    """The Cholesky, triangular-inverse and eigenvalue steps that run on a CUDA tensor's device,
+    exercised here with torch on the CPU, agree with the numpy path (cca, pwcca)."""
+    import torch
+
+    from medtransfer.similarity import canonical
+
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((2000, 24)) * rng.uniform(0.1, 10.0, 24)
+    y = x @ rng.standard_normal((24, 20)) / 5 + rng.standard_normal((2000, 20))
+    if kind == "ill-conditioned":
+        y[:, 5] = y[:, 4] * 3.0 + 1e-12 * rng.standard_normal(2000)  # the robust path must take over
+    if kind == "constant-neuron":
+        x[:, 2] = 4.5
+    expected, expected_pw = cca(x, y), pwcca(x, y)
+    calls = []
+    real = canonical._whitener_torch
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(canonical, "_algebra_device", lambda a: torch.device("cpu"))
+    monkeypatch.setattr(canonical, "_whitener_torch", spy)
+    result = cca(x, y)
+    assert calls, "the device algebra was not used"
+    assert result.method == expected.method and result.rank_x == expected.rank_x
+    np.testing.assert_allclose(result.rho, expected.rho, rtol=0, atol=1e-12)
+    assert pwcca(x, y) == pytest.approx(expected_pw, abs=1e-12)
+    assert cca(x, y, precision="float32").mean == pytest.approx(expected.mean, abs=1e-5)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
