@@ -8,6 +8,9 @@ For each size n x p, x and y are both (n, p), y a noisy linear map of x (well co
 reference is valid). Reference and cca run alternately in the same process, ``--repeats`` times;
 medians are reported with their ratio, the largest difference between the two sets of canonical
 correlations, and the peak memory cca allocates beyond its inputs (tracemalloc, numpy buffers).
+Each timed call starts after ``--pause`` seconds of idle (default 0.3 s): numpy and scipy each
+bundle an OpenBLAS whose idle threads spin for about 0.1 s after a call, so without the pause each
+function is timed partly against the other one's spinning threads.
 On a shared machine the times are noisy: compare ratios, not absolute numbers.
 """
 
@@ -43,8 +46,12 @@ def make_data(n: int, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+PAUSE_S = 0.3
+
+
 def timed(fn, *args):
-    """(wall seconds, process CPU seconds, result)."""
+    """(wall seconds, process CPU seconds, result), after PAUSE_S seconds of idle."""
+    time.sleep(PAUSE_S)
     start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
     return time.perf_counter() - start, time.process_time() - cpu, out
@@ -118,7 +125,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None, help="also time torch tensors on this device (e.g. cuda)")
     parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)")
+    parser.add_argument("--pause", type=float, default=0.3, help="idle seconds before each timed call")
     args = parser.parse_args()
+    global PAUSE_S
+    PAUSE_S = args.pause
     print(f"cca vs covariance-inverse reference, float64, median of {args.repeats} (same process, alternating)")
     limit = contextlib.nullcontext()
     if args.threads is not None:

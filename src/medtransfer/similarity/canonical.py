@@ -157,7 +157,7 @@ def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
     check_cca_shape(x, y)
     canonical = _canonical(x, y, rtol)
-    u, rho, vt = np.linalg.svd(la.to_numpy(canonical.m), full_matrices=False)
+    u, rho, vt = sla.svd(la.to_numpy(canonical.m), full_matrices=False, check_finite=False)
     rho = np.clip(rho, 0.0, 1.0)
     if canonical.m.shape[0] <= canonical.m.shape[1]:
         projections = u.T @ canonical.bx
@@ -179,7 +179,7 @@ def canonical_correlations(m: Any) -> np.ndarray:
     """
     if is_tensor(m):
         return _canonical_correlations_torch(m)
-    small = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    small = la.gram(m.T) if m.shape[0] <= m.shape[1] else la.gram(m)
     eigenvalues = sla.eigh(small, eigvals_only=True, driver="ev", overwrite_a=True, check_finite=False)
     rho = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
     if rho[-1] < MIN_RHO_FOR_EIGH:
@@ -200,7 +200,7 @@ def _canonical_correlations_torch(m: Any) -> np.ndarray:
 def _top_directions(a: Any, keep: float, name: str) -> Any:
     """Centred ``a (n, p)`` projected on its top principal directions explaining ``keep`` of the variance."""
     ac, _ = la.centred(a)
-    evals, evecs = np.linalg.eigh(la.gram(ac))
+    evals, evecs = sla.eigh(la.gram(ac), check_finite=False)
     evals, evecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]
     total = evals.sum()
     if total <= 0.0:
@@ -263,7 +263,7 @@ def _canonical(x: Any, y: Any, rtol: float | None, precision: str = "float64") -
     # The robust path centres again, side by side, to keep peak memory near twice the inputs.
     qx, ux, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
     qy, uy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
-    return _Canonical(ux.T @ la.cross(qx, qy) @ uy, bx, by, "qr")
+    return _Canonical(la.cross(ux, la.cross(qx, qy)) @ uy, bx, by, "qr")
 
 
 def _require_finite_products(a: Any, mean: np.ndarray, g: np.ndarray, name: str) -> None:
@@ -346,7 +346,7 @@ def _orthonormal_basis(
     """
     n, k = a.shape
     q, r = la.scaled_centred_qr(a, scale)
-    u, s, vt = np.linalg.svd(r)
+    u, s, vt = sla.svd(r, check_finite=False)
     cutoff = (max(n, k) * np.finfo(np.float64).eps if rtol is None else float(rtol)) * s[0]
     rank = max(1, int(np.count_nonzero(s > cutoff)))
     coordinates = (s[:rank, None] * vt[:rank]) / scale
