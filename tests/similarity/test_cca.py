@@ -374,7 +374,7 @@ def test_p_by_p_algebra_on_the_tensor_device_matches_numpy(kind, monkeypatch):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(canonical, "_algebra_device", lambda a: torch.device("cpu"))
+    monkeypatch.setattr(canonical, "_algebra_device", lambda a, size: torch.device("cpu"))
     monkeypatch.setattr(canonical, "_whitener_torch", spy)
     result = cca(x, y)
     assert calls, "the device algebra was not used"
