@@ -467,3 +467,34 @@ def test_tensor_centring_into_float32_matches_numpy_chunk_by_chunk(monkeypatch):
     np.testing.assert_array_equal(z_t.numpy(), z_n)
     np.testing.assert_allclose(mx_t, mx_n, rtol=1e-15)
     np.testing.assert_allclose(z_n, np.hstack([x64 - x64.mean(0), y - y.mean(0, dtype=np.float64)]), rtol=0, atol=1e-6)
+
+
+def test_whitener_reads_only_the_lower_triangle_and_returns_clean_factors():
+    from medtransfer.similarity.canonical import _whitener
+
+    rng = np.random.default_rng(19)
+    a = rng.standard_normal((200, 30))
+    c = np.corrcoef(a, rowvar=False)
+    garbage = c.copy()
+    garbage[np.triu_indices(30, 1)] = rng.standard_normal(30 * 29 // 2) * 1e3  # as the centred Gram leaves it
+    lower, inverse = _whitener(garbage)
+    np.testing.assert_array_equal(np.triu(lower, 1), 0.0)
+    np.testing.assert_array_equal(np.triu(inverse, 1), 0.0)
+    np.testing.assert_allclose(lower @ lower.T, c, atol=1e-12)
+    np.testing.assert_allclose(inverse @ lower, np.eye(30), atol=1e-12)
+
+
+def test_gram_lower_only_matches_the_full_gram_below_the_diagonal():
+    from medtransfer.similarity import _linalg
+
+    rng = np.random.default_rng(20)
+    for a in (rng.standard_normal((50, 7)), np.asfortranarray(rng.standard_normal((50, 7))),
+              rng.standard_normal((50, 14))[:, ::2], rng.standard_normal((50, 7)).astype(np.float32)):
+        full = _linalg.gram(a)
+        expected = a.astype(np.float64).T @ a.astype(np.float64)
+        np.testing.assert_allclose(full, expected, rtol=1e-5 if a.dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(full, full.T)
+        np.testing.assert_array_equal(np.tril(_linalg.gram(a, lower_only=True)), np.tril(full))
+    x, y = rng.standard_normal((40, 5)), np.asfortranarray(rng.standard_normal((40, 3)))
+    np.testing.assert_allclose(_linalg.cross(x, y), x.T @ y, rtol=1e-12)
+    np.testing.assert_allclose(_linalg.cross(y, x[:, ::2]), y.T @ x[:, ::2], rtol=1e-12)

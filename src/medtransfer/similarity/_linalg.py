@@ -78,6 +78,8 @@ def centred_gram(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Gram blocks of the column-centred x and y: ``(gxx (p, p), gyy (q, q), gxy (p, q), mean_x, mean_y)``.
 
+    Only the lower triangles (with the diagonals) of ``gxx`` and ``gyy`` are meaningful.
+
     For float64 inputs the three products ``x^T x`` (syrk), ``y^T y`` (syrk) and ``x^T y`` are
     taken on the raw data, without any copy, and centred in place as ``G - n m m^T``. That
     subtraction loses about ``log10(mean square / variance)`` digits per neuron, so when any
@@ -97,7 +99,7 @@ def _centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str):
     n, p = x.shape
     if precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
         mean_x, mean_y = _column_mean(x), _column_mean(y)
-        gxx, gyy, gxy = gram(x), gram(y), cross(x, y)
+        gxx, gyy, gxy = gram(x, lower_only=True), gram(y, lower_only=True), cross(x, y)
         if _centre_in_place(gxx, mean_x, n, max_mean_ratio) and _centre_in_place(gyy, mean_y, n, max_mean_ratio):
             gxy -= np.multiply.outer(n * mean_x, mean_y)
             return gxx, gyy, gxy, mean_x, mean_y
@@ -131,15 +133,20 @@ def _column_mean(a: Any) -> np.ndarray:
     return a.mean(axis=0, dtype=np.float64)
 
 
-def gram(a: Any) -> np.ndarray:
-    """``a.T @ a`` as a float64 numpy array ``(p, p)``; a numpy ``a`` goes through scipy's BLAS syrk."""
+def gram(a: Any, lower_only: bool = False) -> np.ndarray:
+    """``a.T @ a`` as a float64 numpy array ``(p, p)``; a numpy ``a`` goes through scipy's BLAS syrk.
+
+    ``lower_only``: only the lower triangle (with the diagonal) is guaranteed, for consumers that
+    read nothing else (Cholesky, symmetric eigensolvers); it saves the symmetrising pass.
+    """
     if is_tensor(a) or a.dtype not in (np.float32, np.float64):
         return to_numpy(a.T @ a)
     operand, trans = _transposed_operand(a)
     syrk = sla.blas.dsyrk if a.dtype == np.float64 else sla.blas.ssyrk
-    upper = syrk(1.0, operand, trans=trans)  # the upper triangle of a^T a; the lower one is zero
-    g = np.asarray(upper, dtype=np.float64)
-    g += np.triu(g, 1).T
+    lower = syrk(1.0, operand, trans=trans, lower=1)  # the lower triangle of a^T a; the upper one is zero
+    g = np.asarray(lower, dtype=np.float64)
+    if not lower_only:
+        g += np.tril(g, -1).T
     return g
 
 

@@ -181,7 +181,7 @@ def canonical_correlations(m: Any) -> np.ndarray:
     """
     if is_tensor(m):
         return _canonical_correlations_torch(m)
-    small = la.gram(m.T) if m.shape[0] <= m.shape[1] else la.gram(m)
+    small = la.gram(m.T, lower_only=True) if m.shape[0] <= m.shape[1] else la.gram(m, lower_only=True)
     eigenvalues = sla.eigh(small, eigvals_only=True, driver="ev", overwrite_a=True, check_finite=False)
     rho = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
     if rho[-1] < MIN_RHO_FOR_EIGH:
@@ -307,7 +307,8 @@ def _algebra_device(x: Any, size: int) -> Any:
 def _whitener(c: np.ndarray, max_trace: float | None = None, device: Any = None) -> tuple[Any, Any] | None:
     """``(L, L^-1)`` with ``c = L L^T`` if ``c`` is well conditioned (trace(c^-1) <= max_trace), else None.
 
-    With a CUDA ``device`` both factors are float64 tensors computed there.
+    Only the lower triangle of ``c`` is read. With a CUDA ``device`` both factors are float64
+    tensors computed there.
     """
     max_trace = MAX_TRACE_INV if max_trace is None else max_trace
     if device is not None:
@@ -316,10 +317,11 @@ def _whitener(c: np.ndarray, max_trace: float | None = None, device: Any = None)
         lower = sla.cholesky(c, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
+    # cholesky zeroes the upper triangle of its factor and dtrtri leaves it untouched: the inverse
+    # is clean lower-triangular without another pass.
     inverse, info = sla.lapack.dtrtri(lower, lower=1)
     if info != 0:
         return None
-    inverse = np.tril(inverse)  # dtrtri leaves the strict upper triangle untouched
     trace_inv = float(np.einsum("ij,ij->", inverse, inverse))
     if not np.isfinite(trace_inv) or trace_inv > max_trace:
         return None
