@@ -36,6 +36,17 @@ def test_rerun_does_nothing_and_status(finished_study):
     assert result.exit_code == 0 and "2/2 runs done" in result.output
 
 
+def test_rerun_clears_a_claim_left_by_a_kill_after_done(finished_study):
+    import json
+
+    study, out = finished_study
+    marker = next(out.glob("runs/**/DONE")).parent / "RUNNING"
+    marker.write_text(json.dumps({"host": "gone", "pid": 1, "started": 0.0}))  # killed just after DONE
+    report = run_study(study, out)
+    assert (report.skipped, report.finished) == (2, 0)
+    assert not marker.exists()
+
+
 def test_changed_settings_are_refused(finished_study, tmp_path):
     study, out = finished_study
     changed = tiny_study(tmp_path, training={"lr": 1e-3})

@@ -12,7 +12,7 @@ from medtransfer.study.executors import Outcome, Task, make_executor
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
 from medtransfer.study.results import write_results
-from medtransfer.study.store import DONE, run_dir, write_atomic
+from medtransfer.study.store import DONE, clear_running, run_dir, write_atomic
 from medtransfer.training.config import RunConfig
 
 # fields that may change between two invocations without changing what a run computes
@@ -78,7 +78,14 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run)
-    tasks = [Task.make(c, run_dir(out, c)) for c in configs if not (run_dir(out, c) / DONE).exists()]
+    tasks = []
+    for config in configs:
+        directory = run_dir(out, config)
+        if (directory / DONE).exists():
+            # DONE is written last; a process killed just after it leaves its RUNNING claim behind
+            clear_running(directory)
+        else:
+            tasks.append(Task.make(config, directory))
     outcomes = executor.run(tasks) if tasks else []
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
