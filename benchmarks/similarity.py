@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
 from medtransfer.similarity import _linalg, cca
 
-
-def reference_cca(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Covariance matrices, inverse square roots by eigh, singular values (float64 numpy)."""
-    p = x.shape[1]
-    c = np.cov(np.hstack([x, y]), rowvar=False)
-    cxx, cyy, cxy = c[:p, :p], c[p:, p:], c[:p, p:]
-
-    def inverse_sqrt(a: np.ndarray) -> np.ndarray:
-        w, v = np.linalg.eigh(a)
-        return (v / np.sqrt(w)) @ v.T
-
-    return np.linalg.svd(inverse_sqrt(cxx) @ cxy @ inverse_sqrt(cyy), compute_uv=False)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/
+from tests.similarity.reference import cca_covariance_inverse as reference_cca  # noqa: E402
 
 
 def products_only(x: np.ndarray, y: np.ndarray) -> None:

@@ -25,7 +25,8 @@ FORMAT = "medtransfer-checkpoint"
 VERSION = 1
 
 
-def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` checked to hold ``normalization`` and ``classes``, with both as plain strings."""
     if not isinstance(meta, dict):
         raise WeightsError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
     missing = [key for key in ("normalization", "classes") if key not in meta]
@@ -45,7 +46,7 @@ def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, An
     float, bool, lists, dicts). Returns the path written.
     """
     path = Path(path)
-    plain = _plain_meta(meta)
+    plain = plain_meta(meta)
     k = model.num_classes
     if k is not None and plain["classes"] and len(plain["classes"]) != k:
         raise WeightsError(
@@ -71,19 +72,30 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ResNet50, dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(ResNet50 in eval mode, meta)``."""
+def read_payload(path: str | os.PathLike, file_format: str, version: int, what: str,
+                 map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict a medtransfer file holds, checked for its ``format`` marker and ``version``.
+
+    ``what`` names the kind of file in the errors (``checkpoint``, ``probe``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist")
+        raise WeightsError(f"{what} {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise WeightsError(f"checkpoint {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a medtransfer checkpoint (no format={FORMAT!r} marker)")
-    if payload.get("version") != VERSION:
-        raise WeightsError(f"checkpoint {path} has version {payload.get('version')!r}, expected {VERSION}")
+        raise WeightsError(f"{what} {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise WeightsError(f"{path} is not a medtransfer {what} (no format={file_format!r} marker)")
+    if payload.get("version") != version:
+        raise WeightsError(f"{what} {path} has version {payload.get('version')!r}, expected {version}")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ResNet50, dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(ResNet50 in eval mode, meta)``."""
+    path = Path(path)
+    payload = read_payload(path, FORMAT, VERSION, "checkpoint", map_location)
     model = ResNet50(num_classes=payload["num_classes"], dropout=payload.get("dropout", 0.5))
     expected = model.state_dict()
     state = payload["state_dict"]

@@ -1,11 +1,10 @@
 """The few data-sized operations of the similarity core, for numpy arrays and torch tensors alike.
 
 Products over the n data points (centring, Gram and cross-product matrices, QR of the data) run in
-the input's own library and device; their small results (p x q) come back as float64 numpy arrays,
-where the p x q linear algebra happens. ``z.T @ z`` on a numpy array runs as one BLAS ``syrk``
-(half the multiply-adds of a general product), so x and y are centred into one ``(n, p + q)``
-buffer whose single Gram matrix holds both Gram matrices and the cross product, where the
-raw float64 data cannot be used directly.
+the input's own library and device; their small results (p x q) come back as float64 numpy arrays.
+Gram matrices are BLAS ``syrk`` calls (half the multiply-adds of a general product). Where the raw
+float64 data cannot be used directly, x and y are centred into one ``(n, p + q)`` buffer whose
+single Gram matrix holds both Gram matrices and the cross product.
 """
 
 from __future__ import annotations
@@ -30,27 +29,28 @@ def centred(a: Any) -> tuple[Any, np.ndarray]:
     return np.subtract(a, mean, dtype=np.float64), mean
 
 
-def centred_concat(x: Any, y: Any, precision: str = "float64") -> tuple[Any, np.ndarray, np.ndarray]:
+def centred_concat(
+    x: Any, y: Any, precision: str = "float64", means: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """``([x - mean(x), y - mean(y)] (n, p + q), mean_x (p,), mean_y (q,))``.
 
     The buffer has the dtype named by ``precision`` (float64 or float32); means are float64 and
     the subtraction runs in float64 before any rounding to float32, so a constant neuron centres
-    to exactly zero. x and y are read twice (means, then centring) and not modified.
+    to exactly zero. ``means``: the column means when the caller has them already (one pass
+    over the data less). x and y are not modified.
     """
     n, p = x.shape
     q = y.shape[1]
+    mean_x, mean_y = means if means is not None else (_column_mean(x), _column_mean(y))
     if is_tensor(x):
         import torch
 
         dtype = torch.float64 if precision == "float64" else torch.float32
         z = torch.empty((n, p + q), dtype=dtype, device=x.device)
-        mean_x, mean_y = _column_mean(x), _column_mean(y)
         _write_centred(z[:, :p], x, mean_x)
         _write_centred(z[:, p:], y, mean_y)
         return z, mean_x, mean_y
     z = np.empty((n, p + q), dtype=np.dtype(precision))
-    mean_x = x.mean(axis=0, dtype=np.float64)
-    mean_y = y.mean(axis=0, dtype=np.float64)
     np.subtract(x, mean_x, out=z[:, :p], casting="same_kind")
     np.subtract(y, mean_y, out=z[:, p:], casting="same_kind")
     return z, mean_x, mean_y
@@ -97,15 +97,31 @@ def centred_gram(
 
 def _centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str):
     n, p = x.shape
+    means = None
     if precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
-        mean_x, mean_y = _column_mean(x), _column_mean(y)
-        gxx, gyy, gxy = gram(x, lower_only=True), gram(y, lower_only=True), cross(x, y)
-        if _centre_in_place(gxx, mean_x, n, max_mean_ratio) and _centre_in_place(gyy, mean_y, n, max_mean_ratio):
-            gxy -= np.multiply.outer(n * mean_x, mean_y)
-            return gxx, gyy, gxy, mean_x, mean_y
-    z, mean_x, mean_y = centred_concat(x, y, precision)
+        means = _column_mean(x), _column_mean(y)
+        blocks = _raw_centred_blocks(x, y, means, max_mean_ratio)
+        if blocks is not None:
+            return (*blocks, *means)
+    z, mean_x, mean_y = centred_concat(x, y, precision, means)
     g = gram(z)
     return g[:p, :p], g[p:, p:], g[:p, p:], mean_x, mean_y
+
+
+def _raw_centred_blocks(x: np.ndarray, y: np.ndarray, means: tuple[np.ndarray, np.ndarray], max_mean_ratio: float):
+    """``(gxx, gyy, gxy)`` from products of the raw float64 data, centred algebraically; None as
+    soon as a Gram matrix would lose too many digits that way (no further product is taken)."""
+    n = x.shape[0]
+    mean_x, mean_y = means
+    gxx = gram(x, lower_only=True)
+    if not _centre_in_place(gxx, mean_x, n, max_mean_ratio):
+        return None
+    gyy = gram(y, lower_only=True)
+    if not _centre_in_place(gyy, mean_y, n, max_mean_ratio):
+        return None
+    gxy = cross(x, y)
+    gxy -= np.multiply.outer(n * mean_x, mean_y)
+    return gxx, gyy, gxy
 
 
 def _centre_in_place(g: np.ndarray, mean: np.ndarray, n: int, max_mean_ratio: float) -> bool:
@@ -207,10 +223,8 @@ def scaled_centred_qr(a: Any, scale: np.ndarray) -> tuple[Any, np.ndarray]:
         centred_a *= to_like(centred_a, scale)
         q, r = torch.linalg.qr(centred_a, mode="reduced")
         return q, to_numpy(r)
-    import scipy.linalg as sla
-
     buffer = np.empty(a.shape, order="F")
-    np.subtract(a, a.mean(axis=0, dtype=np.float64), out=buffer)
+    np.subtract(a, _column_mean(a), out=buffer)
     buffer *= scale
     q, r = sla.qr(buffer, overwrite_a=True, mode="economic", check_finite=False)
     return q, r

@@ -22,15 +22,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
-
-if TYPE_CHECKING:
-    from medtransfer.models import ResNet50
+from medtransfer.models import ResNet50, load_checkpoint, load_source
+from medtransfer.models.checkpoint import plain_meta, read_payload
 
 FORMAT = "medtransfer-probe"
 VERSION = 1
@@ -77,9 +76,7 @@ def save_probe(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any], *
 
     Returns the path written.
     """
-    missing = [key for key in ("normalization", "classes") if key not in meta]
-    if missing:
-        raise WeightsError(f"probe {path}: meta lacks {', '.join(missing)}")
+    meta = plain_meta(meta)
     state = model.state_dict()
     body = {name: t for name, t in state.items() if not name.startswith(HEAD_PREFIX)}
     if set(body) != set(source_digests):
@@ -94,7 +91,7 @@ def save_probe(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any], *
         "dropout": float(model.dropout),
         "source": {"load": str(load), "seed": int(seed), "sha256": combine_digests(source_digests)},
         "state_dict": {name: state[name].detach().to("cpu").contiguous().clone() for name in keep},
-        "meta": {**meta, "normalization": str(meta["normalization"]), "classes": [str(c) for c in meta["classes"]]},
+        "meta": meta,
     }
     return write_atomic(Path(path), lambda handle: torch.save(payload, handle), fsync=True)
 
@@ -111,18 +108,7 @@ def _candidates(load: str, path: Path) -> list[str]:
 
 def read_probe_file(path: str | os.PathLike) -> dict[str, Any]:
     """The raw payload of a ``head.pt`` (checked format and version)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"probe {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"probe {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a medtransfer probe file (no format={FORMAT!r} marker)")
-    if payload.get("version") != VERSION:
-        raise WeightsError(f"probe {path} has version {payload.get('version')!r}, expected {VERSION}")
-    return payload
+    return read_payload(path, FORMAT, VERSION, "probe")
 
 
 def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = None,
@@ -141,8 +127,6 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
         WeightsError: no probe there, or no candidate source holds the weights the probe started
             from (content digest differs).
     """
-    from medtransfer.models import ResNet50, load_checkpoint, load_source
-
     path = Path(path)
     if path.is_dir():
         probe_dir = path / "probe" if (path / "probe").is_dir() else path
