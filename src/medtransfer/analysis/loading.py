@@ -12,18 +12,29 @@ import torch
 from medtransfer.analysis.activations import Network
 from medtransfer.analysis.pairs import ModelRef
 from medtransfer.errors import DataError
+from medtransfer.training.record import RunRecord, sealed_file_problem
+from medtransfer.vocabulary import SourceRef
 
 
 def resolve_source(load: str, study_root: Path | None) -> str:
     """``load`` unchanged if it is a source name or an existing file; else a relative file path
-    looked up under the study directory (and its ``sources/``)."""
-    looks_like_file = "/" in load or load.endswith((".pt", ".pth", ".h5"))
-    if not looks_like_file or Path(load).exists() or study_root is None:
+    looked up under the study directory (and its ``sources/``, for a study that was moved).
+
+    Raises:
+        DataError: the file found is a source the study made, sealed, and now damaged.
+    """
+    if not SourceRef.of(load).is_file or study_root is None:
         return load
+    found = load if Path(load).exists() else None
     for candidate in (study_root / load, study_root / "sources" / Path(load).name):
-        if candidate.exists():
-            return str(candidate)
-    return load
+        if found is None and candidate.exists():
+            found = str(candidate)
+    if found is None:
+        return load
+    problem = sealed_file_problem(Path(found))
+    if problem:
+        raise DataError(f"source {load!r} is damaged: {problem} - `medtransfer run` makes it again")
+    return found
 
 
 def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: Path | None = None) -> Network:
@@ -70,9 +81,10 @@ class RowView:
         return np.asarray(self.pixels[self.rows[index]])
 
 
-def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
+def stimulus_pool(run: RunRecord | dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
     """The images of one run's fold and ``split`` (``"all"``: every split) at the run's size, as
-    ``(pool, image_ids)``.
+    ``(pool, image_ids)``; ``run`` a finished run (its folds file found where the study is now) or
+    a run config mapping.
 
     ``pool[i]`` is uint8 ``(size, size, 3)``; built exactly as the run built its data
     (``load_manifest`` with the run's options, the run's folds, the pixel cache).
@@ -81,7 +93,7 @@ def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView,
     from medtransfer.training.config import RunConfig
     from medtransfer.training.data import fold_table
 
-    run = RunConfig.parse(config, where="config.json")
+    run = run.resolved if isinstance(run, RunRecord) else RunConfig.parse(run, where="run config")
     manifest = load_manifest(run.target, run.root, **run.target_options)
     folds = fold_table(run, manifest)
     chosen = folds["image_id"] if split == "all" else folds.loc[folds["split"] == split, "image_id"]

@@ -35,15 +35,6 @@ from pathlib import Path
 from medtransfer.analysis.inventory import RANDOM, Run, Study
 
 NO_STRATEGY = "-"
-PAIR_KINDS = (
-    "ft_vs_init",
-    "ft_vs_random",
-    "init_vs_random",
-    "ft_vs_ft",
-    "init_vs_init",
-    "freeze_vs_no_freeze",
-    "random_vs_random",
-)
 
 
 @dataclass(frozen=True)
@@ -109,12 +100,12 @@ def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
 def init_ref(run: Run, seed: int | None = None) -> ModelRef:
     """The run's initialisation: ``load_source(config["source"], seed=config["seed"])``."""
     seed = run.seed if seed is None else seed
-    norm = run.config.get("normalization")
+    norm = run.normalization
     return ModelRef("init", run.load_string, int(seed), None if norm is None else str(norm), None, run.source)
 
 
 def _finetuned(run: Run) -> ModelRef:
-    norm = run.config.get("normalization")
+    norm = run.normalization
     label = f"{run.source}-FT({run.strategy})"
     return ModelRef("finetuned", run.load_string, run.seed, None if norm is None else str(norm), run.checkpoint, label)
 

@@ -28,6 +28,7 @@ from medtransfer.analysis.report import Figure, ReportContent, write_report
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
+from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
 
@@ -66,11 +67,11 @@ def layerwise_similarity(
             missing.extend(lacking)
             run = next(r for r in study.runs if r.target == target and r.fold == fold)
             try:
-                pool, _ = stimulus_pool(run.config, settings.split)
+                pool, _ = stimulus_pool(run, settings.split)
             except MedtransferError as error:
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
-            size = int(run.config.get("size", 112))
+            size = run.config.size
             if size not in shapes_by_size:
                 shapes_by_size[size] = layer_shapes(size, list(layers.values()))
             plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
@@ -149,12 +150,15 @@ def analyze(
 
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float) -> Path:
     """:func:`analyze` once the settings are resolved."""
-    dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     out = study.root / "analysis"
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
+    if study.unverified:
+        missing.append(f"{len(study.unverified)} finished run(s) carry no digests (written by an older medtransfer), "
+                       f"so their files could not be checked, e.g. {study.unverified[0]}")
     notes: list[str] = []
 
     aucs, auc_problems = run_aucs(study, settings.auc_average)

@@ -13,7 +13,7 @@ section, overridden by explicit arguments.
       batch_size: 32     # images per forward batch
       seed: 0            # seed of the row/channel sampling
       sources: [imagenet, radimagenet]   # which two pretrained sources play the paper's roles
-      auc_average: macro # multiclass AUC of Table 2: "macro" or "weighted" (the paper's numbers)
+      auc_average: macro # multiclass AUC of Table 2: "macro", "weighted" or "micro" (as RunConfig.auc_average)
       bootstrap: 2000    # bootstrap resamples for the correlation confidence intervals
       threads: null      # torch CPU threads during the analysis (1 is fastest on a busy machine)
 """
@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from medtransfer.errors import ConfigError
+from medtransfer.vocabulary import AUC_AVERAGES
 
 MEASURES = ("cca", "cka")
 
@@ -46,7 +47,8 @@ class AnalysisSettings:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
             raise ConfigError(f"analysis.threads must be a positive integer or null, got {self.threads!r}")
         for name in ("rows", "channels", "repeats", "batch_size", "bootstrap"):
             value = getattr(self, name)
@@ -55,8 +57,8 @@ class AnalysisSettings:
         bad = [m for m in self.measures if m not in MEASURES]
         if bad or not self.measures:
             raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURES)}, got {list(self.measures)}")
-        if self.auc_average not in ("macro", "weighted"):
-            raise ConfigError(f"analysis.auc_average must be 'macro' or 'weighted', got {self.auc_average!r}")
+        if self.auc_average not in AUC_AVERAGES:
+            raise ConfigError(f"analysis.auc_average must be one of {', '.join(AUC_AVERAGES)}, got {self.auc_average!r}")
         if self.split not in ("train", "val", "test", "all"):
             raise ConfigError(f"analysis.split must be train, val, test or all, got {self.split!r}")
         if not self.layers:

@@ -20,11 +20,11 @@ from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.resnet import ResNet50
 from medtransfer.models.torch_port import load_torch_port
+from medtransfer.vocabulary import KERAS_SUFFIXES, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
 
-NAMES = ("imagenet", "radimagenet", "random")
+NAMES = SOURCE_NAMES
 DEFAULT_NORMALIZATION = "caffe"
-H5_SUFFIXES = (".h5", ".hdf5", ".keras")
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+H5_SUFFIXES = KERAS_SUFFIXES
 
 
 @dataclass
@@ -42,19 +42,19 @@ class Source:
 def load_weights_file(path: str | os.PathLike, model: ResNet50) -> LoadReport:
     """Load a Keras h5 file or a PyTorch port into ``model`` by its suffix (all or nothing)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in H5_SUFFIXES:
+    kind = SourceRef.of(path).format
+    if kind == "keras":
         return load_keras_h5(path, model)
-    if suffix in TORCH_SUFFIXES:
+    if kind == "torch":
         return load_torch_port(path, model)
     raise WeightsError(
-        f"{path}: unknown weights format {suffix!r}: expected a Keras file ({', '.join(H5_SUFFIXES)}) "
+        f"{path}: unknown weights format {path.suffix.lower()!r}: expected a Keras file ({', '.join(H5_SUFFIXES)}) "
         f"or a PyTorch file ({', '.join(TORCH_SUFFIXES)})"
     )
 
 
 def _from_file(name: str, path: Path, normalization) -> Source:
-    if path.suffix.lower() in TORCH_SUFFIXES and is_checkpoint(path):
+    if SourceRef.of(path).format == "torch" and is_checkpoint(path):
         model, meta = load_checkpoint(path)
         model.head = None
         norm = Normalization.coerce(normalization if normalization is not None else meta["normalization"])
@@ -103,5 +103,4 @@ def load_source(
             f"unknown source {key!r}: expected one of {', '.join(NAMES)}, or the path of an existing "
             f"Keras .h5, PyTorch .pth or medtransfer checkpoint file"
         )
-    name = "radimagenet" if "radimagenet" in path.name.lower() else path.stem
-    return _from_file(name, path, normalization)
+    return _from_file(SourceRef.of(key).label, path, normalization)

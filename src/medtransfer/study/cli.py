@@ -60,14 +60,10 @@ def register(app: typer.Typer) -> None:
         from medtransfer.study.runner import run_study
 
         console = Console()
-        config = StudyConfig.from_yaml(_study_path(study))
-        if executor is not None:
-            config = StudyConfig.parse({**config.model_dump(), "executor": {**config.executor.model_dump(),
-                                                                          "kind": executor}}, "--executor")
-        if device is not None:
-            config = StudyConfig.parse({**config.model_dump(), "training": {**config.training, "device": device}},
-                                       "--device")
+        config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device)
         report = run_study(config, out)
+        for run_id in report.recomputed:
+            console.print(f"[yellow]recomputed[/] {run_id}: its files differed from what it wrote", highlight=False)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "
                       f"{len(report.failed)} failed")
         for failure in report.failed:

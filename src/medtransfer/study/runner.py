@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medtransfer.errors import ConfigError
 from medtransfer.study.config import StudyConfig
@@ -12,34 +12,47 @@ from medtransfer.study.executors import Outcome, Task, make_executor
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
 from medtransfer.study.results import write_results
-from medtransfer.study.store import DONE, clear_running, run_dir, write_atomic
+from medtransfer.study.store import STUDY_FILE, write_atomic
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import RunDir
 
 # fields that may change between two invocations without changing what a run computes
+# (older runs also recorded the derived classes and normalisation in config.json)
 _FREE_FIELDS = set(EXECUTION_FIELDS) | {"keep_last", "classes", "eval_batch_size"}
+_PATH_FIELDS = ("folds_file", "source")
 
 
 @dataclass
 class StudyReport:
-    """What one invocation did: runs in the study, skipped as done, finished now, failed."""
+    """What one invocation did: runs in the study, skipped as done, finished now, failed;
+    ``recomputed`` the finished runs found damaged and run again."""
 
     total: int
     skipped: int
     finished: int
     failed: list[Outcome] = field(default_factory=list)
+    recomputed: list[str] = field(default_factory=list)
 
 
-def _check_unchanged(config: RunConfig, directory: Path) -> None:
-    saved_path = directory / "config.json"
-    if not saved_path.exists():
+def _same(key: str, saved: Any, planned: Any, base: Path) -> bool:
+    if saved == planned:
+        return True
+    if key not in _PATH_FIELDS or not isinstance(saved, str) or not isinstance(planned, str):
+        return False
+    where = {(base / p).resolve() if not Path(p).is_absolute() else Path(p).resolve() for p in (saved, planned)}
+    return len(where) == 1
+
+
+def _check_unchanged(config: RunConfig, directory: RunDir, study_dir: Path) -> None:
+    saved = directory.read_config_data()
+    if saved is None:
         return
-    saved = json.loads(saved_path.read_text())
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
-                     and saved.get(key) != value)
+                     and not _same(key, saved.get(key), value, study_dir))
     if changed:
-        raise ConfigError(f"run {config.run_id} in {directory} was started with different settings "
+        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
                           f"({', '.join(f'{k}: {saved.get(k)!r} -> {planned[k]!r}' for k in changed)}); "
                           "use a new --out directory, or delete that run directory to redo it")
 
@@ -48,29 +61,29 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
     from medtransfer.data import load_manifest, make_folds, write_folds
 
-    fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
     for target in study.targets:
         path = out / "folds" / f"{target.name}.csv"
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
+        folds = make_folds(manifest, k=study.k_folds, fractions=study.split_fractions, seed=study.split_seed)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
 def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport:  # noqa: ANN001
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
-    Idempotent: finished runs (``DONE``) are skipped, interrupted ones resume. ``executor``
-    defaults to the study's ``executor`` section. Raises ConfigError when ``out`` holds runs made
-    with different settings.
+    Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
+    damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch.
+    ``executor`` defaults to the study's ``executor`` section. Raises ConfigError when ``out``
+    holds runs made with different settings.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     configs = expand(study, out)
     for config in configs:
-        _check_unchanged(config, run_dir(out, config))
-    write_atomic(out / "study.yaml", study.to_yaml())
+        _check_unchanged(config, RunDir.in_study(out, config), out)
+    write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
     for source in study.sources:
         if source.pretrain is not None:
@@ -78,16 +91,19 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run)
-    tasks = []
+    tasks, recomputed = [], []
     for config in configs:
-        directory = run_dir(out, config)
-        if (directory / DONE).exists():
-            # DONE is written last; a process killed just after it leaves its RUNNING claim behind
-            clear_running(directory)
-        else:
-            tasks.append(Task.make(config, directory))
+        run = RunDir.in_study(out, config)
+        if run.is_done():
+            if not run.check("full"):
+                # DONE is written last; a process killed just after it leaves its RUNNING claim behind
+                run.clear_running()
+                continue
+            recomputed.append(config.run_id)
+            run.clear()
+        tasks.append(Task.make(config, run.path))
     outcomes = executor.run(tasks) if tasks else []
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
-    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed)
+    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, recomputed)
