@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medtransfer.analysis.inventory import read_study
+from medtransfer.analysis.run import analyze
 from medtransfer.cli import app
 from medtransfer.errors import DataError
 from medtransfer.study.results import AUC_COLUMNS
@@ -105,6 +106,9 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
     study, out = finished_study
     original = tmp_path / "original"
     shutil.copytree(out, original)
+    settings = {"rows": 200, "channels": 8, "repeats": 1, "threads": 1}
+    analyze(original, **settings)
+    reference = {p.name: p.read_bytes() for p in (original / "analysis").glob("*.csv")}
     moved = tmp_path / "elsewhere" / "study"
     moved.parent.mkdir()
     if how == "mv":
@@ -125,4 +129,8 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
     if how == "cp":
         shutil.rmtree(original)  # the copy does not depend on the original
         assert [s.state for s in status(moved)] == ["done", "done"]
+    shutil.rmtree(moved / "analysis")
+    analyze(moved, **settings)
+    again = {p.name: p.read_bytes() for p in (moved / "analysis").glob("*.csv")}
+    assert again == reference and len(pd.read_csv(moved / "analysis" / "similarity.csv")) > 0
     assert list(pd.read_csv(moved / "results" / "auc.csv").columns) == AUC_COLUMNS
