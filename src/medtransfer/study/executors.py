@@ -14,23 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.progress import count_finished, run_view
 from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
 
 
 @dataclass(frozen=True)
 class Task:
-    """One run to execute: its id, config (as JSON, so that it pickles anywhere) and directory."""
+    """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
+    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str
     directory: str
+    tracking: str = ""
 
     @classmethod
-    def make(cls, config: RunConfig, directory: Path) -> "Task":
+    def make(cls, config: RunConfig, directory: Path, tracking: str = "") -> "Task":
         """A task for ``config`` in ``directory``."""
-        return cls(config.run_id, config.model_dump_json(), str(directory))
+        return cls(config.run_id, config.model_dump_json(), str(directory), tracking)
 
 
 @dataclass
@@ -48,6 +50,7 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
 
     ``device`` overrides the config's device when the config says ``auto`` (a worker's GPU).
     """
+    from medtransfer.tracking.sinks import run_sinks
     from medtransfer.training.run import train_run
 
     directory = Path(task.directory)
@@ -58,10 +61,12 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
         config = config.model_copy(update={"device": device})
     directory.mkdir(parents=True, exist_ok=True)
     mark_running(directory)
+    sinks = run_sinks(task.tracking)
     try:
-        result = train_run(config, directory)
+        result = train_run(config, directory, sinks)
     except Exception as error:  # a failed run must not stop the others
         mark_failed(directory, traceback.format_exc())
+        sinks.fail(f"{error.__class__.__name__}: {error}")
         return Outcome(task.run_id, "failed", error=f"{error.__class__.__name__}: {error}")
     except BaseException:  # interrupted: leave it resumable
         clear_running(directory)
@@ -102,7 +107,8 @@ class LocalExecutor:
         """Execute ``tasks``; returns one outcome per task, in order."""
         if len(self.devices) <= 1 or len(tasks) <= 1:
             device = self.devices[0] if self.devices else None
-            return [execute_task(task, device) for task in track(tasks, "fine-tuning", total=len(tasks))]
+            with run_view(len(tasks)):
+                return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -114,7 +120,7 @@ class LocalExecutor:
         with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
                                  initargs=(queue,)) as pool:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
-            for future in track(as_completed(futures), "fine-tuning", total=len(futures)):
+            for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
                 outcomes[futures[future]] = future.result()
         return [outcomes[i] for i in range(len(tasks))]
 
@@ -167,7 +173,7 @@ class SlurmExecutor:
             raise ConfigError(f"slurm executor parameters: {error}") from None
         jobs = executor.map_array(_SubmititRun(), tasks)
         outcomes = []
-        for task, job in track(list(zip(tasks, jobs)), "waiting for SLURM jobs", total=len(jobs)):
+        for task, job in count_finished(list(zip(tasks, jobs)), "SLURM jobs", len(jobs)):
             try:
                 outcomes.append(job.result())
             except Exception as error:  # the job itself died (node failure, out of memory)
@@ -224,7 +230,7 @@ class RayExecutor:
                     ready, pending = ray.wait(pending, num_returns=1)
                     yield ready[0]
 
-            for ref in track(finished(), "fine-tuning on Ray", total=len(refs)):
+            for ref in count_finished(finished(), "fine-tuning on Ray", len(refs)):
                 try:
                     outcomes[index[ref]] = ray.get(ref)
                 except Exception as error:  # the worker died
