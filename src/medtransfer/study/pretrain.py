@@ -15,7 +15,7 @@ from medtransfer.training.record import BEST, CHECKPOINTS, RunDir, seal_file, se
 from medtransfer.vocabulary import NO_FREEZE, RANDOM
 
 # execution settings of the study that its pretraining runs share
-EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "cache_dir", "checkpoint_every_s")
+EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "deterministic", "cache_dir", "checkpoint_every_s")
 
 
 def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:

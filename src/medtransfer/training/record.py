@@ -52,7 +52,8 @@ PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
 PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
-HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
+HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+                   "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
 SEALED = (CONFIG, FACTS, FOLDS, METRICS, PREDICTIONS, f"{CHECKPOINTS}/{BEST}",
           f"{PROBE}/{PROBE_HEAD}", f"{PROBE}/{PREDICTIONS}", f"{PROBE}/{METRICS}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,12 @@ from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
 from medtransfer.training.probe import save_probe, tensor_digests
+from medtransfer.tracking import PhasePlan, RunStart, Sinks
 from medtransfer.training.record import DONE, HISTORY_COLUMNS, RunDir, RunFacts, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
-__all__ = ["DONE", "HISTORY_COLUMNS", "RunResult", "TrainingPhase", "build_model", "resolve_amp", "resolve_device",
-           "train_run"]
+__all__ = ["DONE", "HISTORY_COLUMNS", "RunResult", "TrainingPhase", "build_model", "phase_plan", "resolve_amp",
+           "resolve_device", "train_run"]
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
@@ -120,6 +122,11 @@ class TrainingPhase:
             model.train()
 
 
+def phase_plan(config: RunConfig) -> list[PhasePlan]:
+    """The phases of a run in order, each with its learning rate and epoch limit (for sinks)."""
+    return [PhasePlan(p.name, p.lr, p.epochs) for p in TrainingPhase.plan(config)]
+
+
 def build_model(config: RunConfig, source, num_classes: int) -> torch.nn.Module:  # noqa: ANN001 - a Source
     """The source's network with a fresh seeded head of ``num_classes`` outputs, the config's
     dropout and BatchNorm momentum (on the CPU; dropout is set before the head is made)."""
@@ -148,11 +155,12 @@ def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
 class _Run:
     """The state of one run while it trains (see :func:`train_run`)."""
 
-    def __init__(self, config: RunConfig, directory: RunDir) -> None:
+    def __init__(self, config: RunConfig, directory: RunDir, sinks: Sinks | None = None) -> None:
         from medtransfer.data import KerasAugment
         from medtransfer.models import load_source
 
         self.dir = directory
+        self.sinks = sinks if sinks is not None else Sinks()
         self.given = config                   # written to config.json as it is
         self.config = c = directory.resolve(config)  # study-relative paths made usable
         self.device = resolve_device(c.device)
@@ -203,12 +211,15 @@ class _Run:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    def validate(self) -> tuple[float, float]:
-        """``(val_loss, val_accuracy)`` of the model now."""
+    def validate(self) -> tuple[float, float, float]:
+        """``(val_loss, val_accuracy, val_auc)`` of the model now."""
         self.model.eval()
         rows = self.data.index["val"]
         probs, loss = predict(self.model, self.data.pixels, self.data.labels, rows, self.eval_batch, self.setup)
-        return loss, float((probs.argmax(1) == self.data.labels[rows].cpu()).float().mean())
+        labels = self.data.labels[rows].cpu()
+        accuracy = float((probs.argmax(1) == labels).float().mean())
+        auc = classification_metrics(labels.numpy(), probs.numpy().astype(np.float64), self.config.auc_average)["auc"]
+        return loss, accuracy, auc
 
     def evaluate_test(self) -> tuple[pd.DataFrame, dict[str, Any]]:
         """Test predictions (``image_id, label, p_0..``) and metrics of the model now."""
@@ -241,13 +252,14 @@ class _Run:
             train_loss, train_acc = train_epoch(self.model, optimizer, self.data.pixels, self.data.labels,
                                                 self.data.index["train"], c.batch_size, self.setup, self.shuffle,
                                                 self.augment_rng, head_only=phase.head_only)
-            val_loss, val_acc = self.validate()
+            val_loss, val_acc, val_auc = self.validate()
             if stopper.step(val_acc if phase.monitor == "val_accuracy" else val_loss):
                 best.take(self.model)
             self.history.append({"phase": phase.name, "epoch": epoch, "train_loss": train_loss,
                                  "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                                 "seconds": time.perf_counter() - began})
+                                 "val_auc": val_auc, "seconds": time.perf_counter() - began})
             self.write_history()
+            self.sinks.epoch(dict(self.history[-1]))
             finished = stopper.should_stop or epoch + 1 == phase.epochs
             due = time.monotonic() - last_save >= c.checkpoint_every_s
             # a finished probe is recorded by the phase transition; a finished fine-tune by DONE
@@ -288,6 +300,8 @@ class _Run:
             start = names.index(state["phase"])
             resume = state if state["optimizer"] is not None else None
             self.resumed = True
+        self.sinks.start(RunStart(self.config.run_id, self.dir.path, self.given.model_dump(mode="json"),
+                                  phase_plan(self.config), [dict(r) for r in self.history], self.resumed))
         probe_metrics, best_epoch = None, -1
         for i, phase in enumerate(phases[start:], start):
             best_epoch = self.run_phase(phase, resume if i == start else None, best if i == start else BestSnapshot())
@@ -299,10 +313,11 @@ class _Run:
         frame, metrics = self.evaluate_test()
         epochs = sum(row["phase"] == FINETUNE for row in self.history)
         metrics.update(best_epoch=best_epoch, epochs=epochs, seconds=time.perf_counter() - began,
-                       resumed=self.resumed, device=str(self.device))
+                       resumed=self.resumed, device=str(self.device), threads=torch.get_num_threads())
         write_text_atomic(self.dir.predictions, frame.to_csv(index=False))
         write_text_atomic(self.dir.metrics, json.dumps(_json_safe(metrics), indent=2))
         save_checkpoint(self.dir.best, self.model, self.meta(phase=FINETUNE, best_epoch=best_epoch))
+        self.sinks.finish(_json_safe(metrics), probe_metrics)
         self.dir.write_done()
         if not self.config.keep_last:
             self.dir.last.unlink(missing_ok=True)
@@ -310,8 +325,11 @@ class _Run:
         return RunResult(self.dir.path, metrics, probe_metrics, self.resumed, history=self.history)
 
 
-def train_run(config: RunConfig, out_dir: str | Path) -> RunResult:
+def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None) -> RunResult:
     """Train (or resume, or read if ``DONE``) one run into ``out_dir``; returns its test metrics.
+
+    ``sinks`` (:class:`medtransfer.tracking.Sinks`) observe the run: its start, each history row,
+    its end; they cannot change or fail it.
 
     Seeds the run's own generators and the global torch RNG (dropout) from ``config.seed``
     inside ``torch.random.fork_rng``, so the caller's random state is left untouched. Relative
@@ -322,12 +340,16 @@ def train_run(config: RunConfig, out_dir: str | Path) -> RunResult:
     if directory.is_done():
         return RunResult.read(directory.path)
     directory.path.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
+        torch.use_deterministic_algorithms(True)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
         with torch.random.fork_rng(devices=devices):
-            return _Run(config, directory).train()
+            return _Run(config, directory, sinks).train()
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
