@@ -349,8 +349,10 @@ def run_view(total: int | None = None) -> Iterator[LineView | None]:
 def _history_rows(directory: Path) -> list[dict[str, Any]]:
     import pandas as pd
 
+    from medtransfer.training.record import RunDir
+
     try:
-        return pd.read_csv(directory / "history.csv").to_dict("records")
+        return pd.read_csv(RunDir(directory).history).to_dict("records")
     except (OSError, ValueError):
         return []
 

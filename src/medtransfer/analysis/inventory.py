@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.training.record import RunRecord, find_run_dirs, read_record, sealed_file_problem
+from medtransfer.training.record import RUNS, RunRecord, find_run_dirs, read_record, sealed_file_problem
 from medtransfer.vocabulary import RANDOM, STRATEGIES
 
 __all__ = ["RANDOM", "STRATEGIES", "Run", "Study", "read_study"]
@@ -104,7 +104,7 @@ def read_study(root: str | Path) -> Study:
         except yaml.YAMLError as error:
             raise ConfigError(f"{yaml_path}: not valid YAML ({error})") from error
         config = loaded if isinstance(loaded, dict) else {}
-    runs_dir = root / "runs"
+    runs_dir = root / RUNS
     if not runs_dir.is_dir():
         raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer run`")
     for made in sorted((root / "sources").glob("*.pt")):

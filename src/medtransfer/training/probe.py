@@ -29,11 +29,12 @@ from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models import ResNet50, load_source
 from medtransfer.models.checkpoint import plain_meta, read_payload
+from medtransfer.training.record import PROBE, PROBE_HEAD, RunDir
 from medtransfer.vocabulary import SourceRef
 
 FORMAT = "medtransfer-probe"
 VERSION = 1
-FILE = "head.pt"
+FILE = PROBE_HEAD
 HEAD_PREFIX = "head."
 
 
@@ -127,7 +128,7 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
     """
     path = Path(path)
     if path.is_dir():
-        path = (path / "probe" if (path / "probe").is_dir() else path) / FILE
+        path = RunDir(path).probe_head if (path / PROBE).is_dir() else path / FILE
     payload = read_probe_file(path)
     ref = payload["source"]
     tried = []
