@@ -47,7 +47,9 @@ def compare_models(
     from medtransfer.data import PixelCache, load_manifest
 
     settings = settings or AnalysisSettings()
-    dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    from medtransfer.training.run import resolve_device
+
+    dev = resolve_device(device or None)
     manifest = load_manifest(target, root, **(target_options or {}))
     rows = np.arange(len(manifest.frame))
     if images is not None and images < len(rows):
