@@ -33,6 +33,7 @@ from itertools import combinations
 from pathlib import Path
 
 from medtransfer.analysis.inventory import RANDOM, Run, Study
+from medtransfer.vocabulary import STRATEGIES
 
 NO_STRATEGY = "-"
 
@@ -148,7 +149,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
 
     for source in role_map.pretrained:
         init_run = any_run(source)
-        for strategy in ("no-freeze", "freeze"):
+        for strategy in STRATEGIES:
             ft = run(source, strategy)
             name = f"{source}-FT vs {source}"
             if need(name + f" ({strategy})", (f"{source}-{strategy}", ft)):
@@ -173,7 +174,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
         missing.append(f"{where}: no random-init run, so no random-FT vs its init pair")
 
     for a, b in combinations(role_map.pretrained, 2):
-        for strategy in ("no-freeze", "freeze"):
+        for strategy in STRATEGIES:
             name = f"{a}-FT vs {b}-FT"
             ra, rb = run(a, strategy), run(b, strategy)
             if need(name + f" ({strategy})", (f"{a}-{strategy}", ra), (f"{b}-{strategy}", rb)):
