@@ -19,6 +19,7 @@ import torch
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.normalization import Normalization
+from medtransfer.models.report import check_finite_state
 from medtransfer.models.resnet import ResNet50
 
 FORMAT = "medtransfer-checkpoint"
@@ -111,6 +112,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise WeightsError(
                 f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
             )
+    check_finite_state(state, f"checkpoint {path}")
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from medtransfer.errors import WeightsError
-from medtransfer.models.report import LoadReport, copy_state_
+from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import STAGES, ResNet50
 
 CONV_VARS = ("kernel", "bias")
@@ -229,6 +229,7 @@ def keras_state(weights: KerasWeights, model: ResNet50) -> tuple[dict[str, torch
                     f"{path}: layer {name} {var} has shape {tuple(arrays[var].shape)}, expected {shape} "
                     f"(Keras layout)"
                 )
+        check_finite_state({f"{name}/{var}": arrays[var] for var in expected[name]}, path)
         prefix = prefixes[id(module)]
         if name.endswith("_conv"):
             tensors[f"{prefix}.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].transpose(3, 2, 0, 1)))
