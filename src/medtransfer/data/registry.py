@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 from concurrent.futures import ThreadPoolExecutor
@@ -71,7 +72,62 @@ def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool =
         manifest = replace(manifest, name=name)
     if verify:
         manifest = verify_images(manifest, skip_bad=skip_bad, workers=workers)
+    require_two_classes(manifest, refuse_empty=name in USER_DATASETS)
     return manifest
+
+
+#: Loaders whose classes come from the user's data (folders, labels), not a published class list.
+USER_DATASETS = ("folder", "csv")
+
+
+def require_two_classes(manifest: Manifest, refuse_empty: bool = True) -> None:
+    """Refuse a manifest with fewer than two classes that have images, and (``refuse_empty``) one
+    with a class that has no image (it would add a model output that never occurs):
+    ``DataError`` naming the classes."""
+    counts = manifest.class_counts()
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty and refuse_empty:
+        used = ", ".join(name for name, count in counts.items() if count)
+        raise DataError(
+            f"{manifest.name}: class(es) {empty} have no images (of classes {list(counts)}): a model would get "
+            f"an output that never occurs; remove the empty class folder, or choose the classes with "
+            f"-o \"classes=[{used}]\" (options: {{classes: [{used}]}} in a study file)"
+        )
+    present = [name for name, count in counts.items() if count]
+    if len(present) < 2:
+        raise DataError(
+            f"{manifest.name}: every image ({len(manifest)}) is in class {present[0] if present else '?'!r}; "
+            "a classifier needs images of at least two classes"
+        )
+
+
+def _file_digest(ref: str) -> str | None:
+    """BLAKE2b digest of the file ``ref`` (None when ``ref`` is not a plain file, e.g. an array index)."""
+    path = Path(ref)
+    try:
+        if not path.is_file():
+            return None
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except (OSError, ValueError):
+        return None
+
+
+def _conflicting_copies(manifest: Manifest, digests: list[str | None]) -> dict[int, str]:
+    """Rows whose file has the same bytes as a file of another class: row -> reason."""
+    labels, refs, classes = manifest.labels, manifest.frame["ref"].to_numpy(), manifest.classes
+    rows_of: dict[str, list[int]] = {}
+    for i, digest in enumerate(digests):
+        if digest is not None:
+            rows_of.setdefault(digest, []).append(i)
+    reasons: dict[int, str] = {}
+    for rows in rows_of.values():
+        if len({int(labels[i]) for i in rows}) < 2:
+            continue
+        for i in rows:
+            others = ", ".join(f"{refs[j]} ({classes[labels[j]]})" for j in rows if j != i)
+            reasons[i] = (f"identical bytes to {others}, but labelled {classes[labels[i]]}: the same image "
+                          "in two classes")
+    return reasons
 
 
 def _check_one(manifest: Manifest, i: int) -> str | None:
@@ -85,12 +141,16 @@ def _check_one(manifest: Manifest, i: int) -> str | None:
 
 
 def verify_images(manifest: Manifest, *, skip_bad: bool = False, workers: int = 4) -> Manifest:
-    """Decode every image; raise ``DataError`` naming the unreadable ones, or (``skip_bad``)
-    return the manifest without them, listed in ``skipped``."""
+    """Decode every image; raise ``DataError`` naming the unreadable ones and the files whose
+    bytes are identical but labelled differently (the same image in two classes), or
+    (``skip_bad``) return the manifest without them, listed in ``skipped``."""
     n = len(manifest)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         errors = list(track(pool.map(lambda i: _check_one(manifest, i), range(n)),
                             f"checking {manifest.name} images", total=n))
+        digests = list(pool.map(lambda i: _file_digest(manifest.frame["ref"].iat[i]), range(n)))
+    for i, reason in _conflicting_copies(manifest, digests).items():
+        errors[i] = errors[i] or reason
     bad = [i for i, e in enumerate(errors) if e is not None]
     if not bad:
         return manifest
