@@ -59,12 +59,19 @@ def check(
         for cls, count in report["classes"].items():
             table.add_row(cls, str(count))
         console.print(table)
+        left_out: dict[str, list[str]] = {}
         for entry in report["skipped"]:
-            kind = "problem" if entry in report["problems"] else "left out"
-            console.print(f"{kind}: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
+            if entry in report["problems"]:
+                console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
+            else:
+                left_out.setdefault(entry["reason"], []).append(entry["path"])
+        for reason, paths in left_out.items():  # left out on purpose (an option): a count, not every file
+            console.print(f"left out: {len(paths)} file(s): {reason} (e.g. {paths[0]}; --json lists them all)",
+                          highlight=False, markup=False)
         if report["problems"] and not skip_bad:
-            console.print(f"{len(report['problems'])} problem(s): training stops on these unless "
-                          "--skip-bad / skip_bad=True is given", style="bold red")
+            console.print(f"{len(report['problems'])} problem(s): training stops on these unless they are left "
+                          "out: --skip-bad here, or `skip_bad: true` in the study target's options",
+                          style="bold red")
     if report["problems"] and not skip_bad:
         raise typer.Exit(1)
 

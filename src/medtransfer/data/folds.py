@@ -170,6 +170,12 @@ class _PathMatcher:
         for i, p in enumerate(self.parts):
             if p:
                 self.by_name[p[-1]].append(i)
+        # files the loader left out (by an option, or as bad input): file name -> why
+        self.left_out: dict[str, str] = {}
+        for skipped in manifest.skipped:
+            name = _parts(str(skipped.path))
+            if name:
+                self.left_out.setdefault(name[-1], f"{skipped.path}: {skipped.reason}")
 
     def match(self, path: str) -> tuple[int | None, str]:
         parts = _parts(path)
@@ -177,6 +183,8 @@ class _PathMatcher:
             return None, "empty path"
         rows = self.by_name.get(parts[-1], [])
         if not rows:
+            if parts[-1] in self.left_out:
+                return None, f"the local image exists but the loader left it out ({self.left_out[parts[-1]]})"
             return None, "no local image has this file name"
         if len(rows) == 1:
             return rows[0], ""
@@ -241,7 +249,8 @@ def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifes
     """
     if "class" not in table.columns:
         raise DataError(f"{source}: no 'class' column to check the labels against (columns {list(table.columns)}); "
-                        "expected path,class[,pid], or pass check_labels=False to import the splits unchecked")
+                        "expected path,class[,pid], or import the splits unchecked with --no-check-labels "
+                        "(medtransfer data folds --authors DIR --no-check-labels)")
     theirs = author_class_labels(table["class"], manifest, source)
     ours = manifest.labels[rows]
     agree = pd.Series(theirs == ours).groupby(rows).transform("any").to_numpy()
@@ -255,8 +264,8 @@ def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifes
     more = f"\n  ... and {len(first) - _EXAMPLES} more" if len(first) > _EXAMPLES else ""
     raise DataError(f"{source}: the authors' class disagrees with the local {manifest.name!r} label for "
                     f"{len(first)} of {len(np.unique(rows))} images:\n  " + "\n  ".join(lines) + more
-                    + "\n(a different dataset version or label option? pass check_labels=False to import "
-                    "the splits anyway)")
+                    + "\n(a different dataset version or label option? --no-check-labels imports the splits "
+                    "anyway: medtransfer data folds --authors DIR --no-check-labels)")
 
 
 def import_author_splits(directory: str | Path, manifest: Manifest,
