@@ -142,12 +142,30 @@ def read_folds(path: str | Path, manifest: Manifest | None = None) -> pd.DataFra
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a fold CSV ({error})") from error
     if "fold" in folds:
-        folds["fold"] = pd.to_numeric(folds["fold"], errors="raise").astype(np.int64)
+        folds["fold"] = _fold_numbers(folds["fold"], path)
+    for column in ("image_id", "split"):
+        if column in folds and folds[column].isna().any():
+            line = int(np.flatnonzero(folds[column].isna().to_numpy())[0]) + 2
+            raise DataError(f"{path}:{line}: empty {column} (a truncated or damaged fold file?); expected "
+                            "image_id,fold,split on every line")
     if manifest is not None:
         validate_folds(folds, manifest, source=path)
     elif not {"image_id", "fold", "split"} <= set(folds.columns):
         raise DataError(f"{path}: expected columns image_id, fold, split; got {list(folds.columns)}")
     return folds.loc[:, ["image_id", "fold", "split"]]
+
+
+def _fold_numbers(values: pd.Series, path: Path) -> pd.Series:
+    """The ``fold`` column as int64; DataError naming the file and line of an empty or non-integer value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        value = values.iloc[line - 2]
+        shown = "empty" if pd.isna(value) else repr(str(value))
+        raise DataError(f"{path}:{line}: fold {shown} is not an integer (a truncated or "
+                        "damaged fold file?); expected image_id,fold,split on every line")
+    return numbers.astype(np.int64)
 
 
 def _parts(path: str) -> tuple[str, ...]:

@@ -33,7 +33,11 @@ def _check_unchanged(config: RunConfig, directory: Path) -> None:
     saved_path = directory / "config.json"
     if not saved_path.exists():
         return
-    saved = json.loads(saved_path.read_text())
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{saved_path} is damaged ({error}): delete that run directory ({directory}) to "
+                          "redo the run") from None
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
