@@ -38,3 +38,13 @@ def test_status_reads_a_history_with_bad_bytes(tmp_path):
     (tmp_path / "history.csv").write_bytes(b"phase,epoch\nfinetune,1\nfinetune,\xff\xfe2\n")
     status = run_status(tmp_path, "r")
     assert status.epochs_done == 2 and status.phase == "finetune"
+
+
+def test_a_pretraining_source_that_cannot_make_its_folds_is_named(tmp_path):
+    from medtransfer.study.config import SourceSpec
+    from medtransfer.study.pretrain import pretrain_source
+
+    spec = SourceSpec(name="tiny", pretrain={"dataset": "synthetic", "options": {"n_patients": 2, "size": 8},
+                                             "size": 8, "batch_size": 2, "epochs": 1})
+    with pytest.raises(DataError, match=r"^source tiny \(pretraining on synthetic\): .*fold"):
+        pretrain_source(spec, tmp_path, {"device": "cpu"})
