@@ -3,8 +3,9 @@ target dataset's images, for users who do not run a whole study (``medtransfer s
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, 
 from medtransfer.analysis.layerwise import measure
 from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.errors import MedtransferError
 
 COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images"]
 
@@ -64,7 +66,32 @@ def compare_models(
     for label, keras in layers.items():
         p = plan.layers[keras]
         for m in settings.measures:
-            values = np.array([measure(xa, xb, m) for xa, xb in zip(acts[0][keras], acts[1][keras])])
+            values = layer_values(acts[0][keras], acts[1][keras], m, f"{label} ({keras})", (model_a, model_b))
+            if values is None:
+                continue
             out.append([label, m, float(values.mean()), float(values.std()), p.rows, len(p.channels[0]),
                         len(values), len(p.images[0])])
     return pd.DataFrame(out, columns=COLUMNS), log
+
+
+def layer_values(xs: list[np.ndarray], ys: list[np.ndarray], measure_name: str, layer: str,
+                 models: tuple[str, str], stream: TextIO | None = None) -> np.ndarray | None:
+    """``measure_name`` of each repeat's activation samples ``xs[r] (rows, channels)`` of
+    ``models[0]`` and ``ys[r]`` of ``models[1]`` at ``layer``: ``(repeats,)``.
+
+    NaN/inf activations raise MedtransferError naming the network and the layer. A measure that
+    refuses these samples (e.g. CCA with at least as many channels as rows, from too few images at
+    a deep layer) skips the layer: a warning on ``stream`` (stderr) names it and the flags that
+    fix it, and None is returned.
+    """
+    for model, samples in zip(models, (xs, ys)):
+        if not all(np.isfinite(np.asarray(a)).all() for a in samples):
+            raise MedtransferError(f"{model} has NaN or infinite activations at layer {layer}: its weights or "
+                                   "the images are damaged (try `medtransfer weights info` on the weights file)")
+    try:
+        return np.array([measure(xa, xb, measure_name) for xa, xb in zip(xs, ys)])
+    except MedtransferError as error:
+        message = str(error).replace("x has", "each network has").replace("y has", "each network has")
+        print(f"warning: layer {layer}: {measure_name.upper()} skipped ({message}); use more images (--images) "
+              "or fewer channels (--channels)", file=stream or sys.stderr)
+        return None
