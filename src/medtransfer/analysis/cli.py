@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
+
 
 def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
@@ -23,7 +25,7 @@ def register(app: typer.Typer) -> None:
         rows: int = typer.Option(None, help="Rows (images x positions) sampled per layer and repeat [20000]."),
         channels: int = typer.Option(None, help="Channels sampled per layer and repeat [64]."),
         repeats: int = typer.Option(None, help="Fresh samples per layer [5]."),
-        measures: str = typer.Option(None, help="Comma-separated: cca, cka [both]."),
+        measures: str = typer.Option(None, help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)} [cca,cka]."),
         split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
         threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
@@ -49,7 +51,11 @@ def register(app: typer.Typer) -> None:
         rows: int = typer.Option(20000, help="Rows sampled per layer and repeat."),
         channels: int = typer.Option(64, help="Channels sampled per layer and repeat."),
         repeats: int = typer.Option(5, help="Fresh samples per layer."),
-        measures: str = typer.Option("cca,cka", help="Comma-separated: cca, cka."),
+        measures: str = typer.Option("cca,cka", help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)}."),
+        ci: float = typer.Option(0.95, help="Image-bootstrap interval level; 0 for none."),
+        resamples: int = typer.Option(1000, help="Bootstrap resamples."),
+        permutations: int = typer.Option(20, help="Permutation-null draws (0: no null)."),
+        sampling: str = typer.Option("paper", help="paper (all positions of few images) or spread."),
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file."),
@@ -60,6 +66,8 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
+        from dataclasses import replace
+
         from medtransfer.analysis.compare import compare_models
         from medtransfer.analysis.settings import AnalysisSettings
 
@@ -67,14 +75,18 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
 
         settings = AnalysisSettings().override(layers=_split(layers), rows=rows, channels=channels,
-                                               repeats=repeats, measures=_split(measures))
+                                               repeats=repeats, measures=_split(measures), resamples=resamples,
+                                               permutations=permutations, sampling=sampling)
+        settings = replace(settings, ci=ci if ci else None)
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,
                                   device=device)
         table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px)")
-        for column in ("layer", "measure", "mean", "std", "rows", "channels", "repeats"):
-            table.add_column(column)
+        table.caption = "mean ± std over repeats; image-bootstrap interval; permutation null mean / 95% point; p-value"
+        for column in ("layer", "measure", "mean ± std", "CI", "null", "p", "rows x ch"):
+            table.add_column(column, no_wrap=column in ("layer", "measure"))
         for r in frame.itertuples():
-            table.add_row(r.layer, r.measure, f"{r.mean:.4f}", f"{r.std:.4f}", str(r.rows), str(r.channels), str(r.repeats))
+            table.add_row(r.layer, r.measure, f"{r.mean:.3f}±{r.std:.3f}", f"{r.ci_low:.3f}-{r.ci_high:.3f}",
+                          f"{r.null_mean:.3f}/{r.null_p95:.3f}", f"{r.p_value:.2f}", f"{r.rows}x{r.channels}")
         Console().print(table)
         if out is not None:
             frame.to_csv(out, index=False)

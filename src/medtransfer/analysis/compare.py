@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 
 from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling, sample_activations
-from medtransfer.analysis.layerwise import measure
+from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
 from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.settings import AnalysisSettings
 
-COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images"]
+COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", *UNCERTAINTY]
 
 
 def _network(name_or_path: str, device: torch.device) -> Network:
@@ -56,15 +56,15 @@ def compare_models(
     pool = RowView(cache.pixels, rows)
     layers = settings.resolved_layers()
     plan = plan_sampling(len(pool), layer_shapes(size, list(layers.values())), settings.rows, settings.channels,
-                         settings.repeats, settings.seed)
+                         settings.repeats, settings.seed, settings.sampling, settings.positions)
     log = ForwardLog()
     acts = [sample_activations(_network(m, dev), pool, plan, settings.batch_size, dev, log, f"{i}:{m}")
             for i, m in enumerate((model_a, model_b))]
     out = []
     for label, keras in layers.items():
         p = plan.layers[keras]
-        for m in settings.measures:
-            values = np.array([measure(xa, xb, m) for xa, xb in zip(acts[0][keras], acts[1][keras])])
-            out.append([label, m, float(values.mean()), float(values.std()), p.rows, len(p.channels[0]),
-                        len(values), len(p.images[0])])
+        for j, m in enumerate(settings.measures):
+            scores = score_layer(acts[0][keras], acts[1][keras], p, m, len(pool),
+                                 Uncertainty(settings.ci, settings.resamples, settings.permutations), settings.seed + j)
+            out.append({"layer": label, "measure": m, "rows": p.rows, "channels": len(p.channels[0]), **scores})
     return pd.DataFrame(out, columns=COLUMNS), log

@@ -20,7 +20,7 @@ from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, 
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
-from medtransfer.analysis.layerwise import fold_similarity
+from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
@@ -74,7 +74,7 @@ def layerwise_similarity(
             if size not in shapes_by_size:
                 shapes_by_size[size] = layer_shapes(size, list(layers.values()))
             plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
-                                 settings.repeats, settings.seed + 1000 * fold)
+                                 settings.repeats, settings.seed + 1000 * fold, settings.sampling, settings.positions)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
                     key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
@@ -83,6 +83,7 @@ def layerwise_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
+                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed),
             )
             missing.extend(problems)
             frames.append(frame)
