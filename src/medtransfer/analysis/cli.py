@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def similarity(
-        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, or imagenet/radimagenet/random."),
+        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, imagenet/radimagenet/random, "
+                                      "a factory package.module:function, or a TorchScript file."),
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
@@ -53,6 +54,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file."),
+        layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position [the same names]."),
+        state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
+        state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
+        sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
         from rich.console import Console
@@ -69,7 +74,8 @@ def register(app: typer.Typer) -> None:
         settings = AnalysisSettings().override(layers=_split(layers), rows=rows, channels=channels,
                                                repeats=repeats, measures=_split(measures))
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,
-                                  device=device)
+                                  device=device, layers_b=_split(layers_b), state_dict_a=state_dict_a,
+                                  state_dict_b=state_dict_b, sequence=sequence)
         table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px)")
         for column in ("layer", "measure", "mean", "std", "rows", "channels", "repeats"):
             table.add_column(column)

@@ -157,6 +157,40 @@ def filters(
     )
 
 
+@weights_app.command("layers")
+def layers(
+    model: str = typer.Argument(..., help="A source name / weights file / checkpoint, a factory package.module:function, "
+                                "or a TorchScript file."),
+    size: int = typer.Option(None, help="Input side in pixels [the backbone's default, else 224]."),
+    state_dict: Optional[Path] = typer.Option(None, help="State dict (.pth) for a factory."),
+    backbone: Optional[str] = BackboneOption,
+    sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),
+) -> None:
+    """List the layer names `medtransfer similarity` accepts for a model, with their output shapes."""
+    import torch
+    from rich.table import Table
+
+    from medtransfer.analysis.modules import resolve_model
+    from medtransfer.models import registry
+    from medtransfer.models.hooks import list_layers
+
+    resolved = resolve_model(model, state_dict=state_dict, backbone=backbone)
+    if size is None:
+        try:
+            size = registry.get(registry.backbone_of(resolved.module)).input_size
+        except Exception:
+            size = 224
+    x = resolved.normalize(torch.zeros(1, 3, size, size) + 128.0)
+    table = Table(title=f"{resolved.origin} at {size} x {size}")
+    for column in ("layer", "kind", "output shape", "compared as (C, h, w)"):
+        table.add_column(column)
+    for name, kind, shape, compared in list_layers(resolved.module.eval(), x, sequence):
+        table.add_row(name, kind, str(shape), str(compared) if compared is not None else "refused")
+    if resolved.default_layers:
+        table.caption = f"stage names: {', '.join(resolved.default_layers)}"
+    Console(soft_wrap=True).print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``weights`` command group to the root app."""
     app.add_typer(weights_app, name="weights")
