@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def similarity(
-        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, or imagenet/radimagenet/random."),
+        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, imagenet/radimagenet/random, "
+                                      "a factory package.module:function, or a TorchScript file."),
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
@@ -59,6 +60,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file."),
+        layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position [the same names]."),
+        state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
+        state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
+        sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
         from rich.console import Console
@@ -79,7 +84,8 @@ def register(app: typer.Typer) -> None:
                                                permutations=permutations, sampling=sampling)
         settings = replace(settings, ci=ci if ci else None)
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,
-                                  device=device)
+                                  device=device, layers_b=_split(layers_b), state_dict_a=state_dict_a,
+                                  state_dict_b=state_dict_b, sequence=sequence)
         table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px)")
         table.caption = "mean ± std over repeats; image-bootstrap interval; permutation null mean / 95% point; p-value"
         for column in ("layer", "measure", "mean ± std", "CI", "null", "p", "rows x ch"):
