@@ -18,6 +18,36 @@ from medtransfer.progress import count_finished, run_view
 from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
 
+# the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
+MAX_PINNED_THREADS = 8
+
+
+def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in and out
+    """The study with ``training.threads`` fixed, so that every engine computes the same numbers.
+
+    CPU results depend on torch's thread count, and each engine sets a different one (Ray runs
+    tasks under ``OMP_NUM_THREADS=1``, SLURM gives ``cpus_per_task``). A study that does not set
+    ``threads`` gets the count already recorded in ``out/study.yaml`` (a rerun keeps it), else
+    this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value is written to
+    ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
+    ``cpus_per_run`` default to it.
+    """
+    import torch
+    import yaml
+
+    if study.training.get("threads") is not None:
+        return study
+    threads = None
+    recorded = Path(out) / "study.yaml"
+    if recorded.exists():
+        try:
+            threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
+        except (OSError, yaml.YAMLError, AttributeError):
+            threads = None
+    if not isinstance(threads, int) or threads < 1:
+        threads = min(torch.get_num_threads(), MAX_PINNED_THREADS)
+    return study.model_copy(update={"training": {**study.training, "threads": threads}})
+
 
 @dataclass(frozen=True)
 class Task:
@@ -155,7 +185,7 @@ class SlurmExecutor:
     def __init__(self, folder: str | Path, cluster: str | None = None, **parameters: Any) -> None:
         self.folder = Path(folder)
         self.cluster = cluster
-        defaults = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8, "slurm_array_parallelism": 32}
+        defaults = {"timeout_min": 24 * 60, "cpus_per_task": 8, "slurm_array_parallelism": 32}
         if cluster in ("local", "debug"):
             defaults = {"timeout_min": 60}
         self.parameters = {**defaults, **parameters}
@@ -242,14 +272,21 @@ class RayExecutor:
 
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
-                  ray_address: str | None = None, gpus_per_run: float | None = None):  # noqa: ANN201
-    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``."""
+                  ray_address: str | None = None, gpus_per_run: float | None = None,
+                  threads: int | None = None):  # noqa: ANN201
+    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
+
+    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray.
+    """
     if kind == "local":
         return LocalExecutor(devices)
     if kind == "slurm":
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
+        if threads and "cpus_per_task" not in options:
+            options["cpus_per_task"] = threads
         return SlurmExecutor(out / "slurm", cluster=cluster, **options)
     if kind == "ray":
-        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run)
+        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
+                           cpus_per_run=threads or 1)
     raise ConfigError(f"executor {kind!r}: expected local, slurm or ray")

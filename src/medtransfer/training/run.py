@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -291,7 +292,7 @@ class _Run:
         frame, metrics = _evaluate_test(self.model, self.data, self.setup, self.eval_batch, self.config)
         finetune = [row for row in self.history if row["phase"] == "finetune"]
         metrics.update(best_epoch=best_epoch, epochs=len(finetune), seconds=time.perf_counter() - began,
-                       resumed=self.resumed, device=str(self.device))
+                       resumed=self.resumed, device=str(self.device), threads=torch.get_num_threads())
         _write_text(self.directory / "predictions.csv", frame.to_csv(index=False))
         _write_text(self.directory / "metrics.json", json.dumps(_json_safe(metrics), indent=2))
         save_checkpoint(self.checkpoints / "best.pt", self.model, self.meta(phase="finetune", best_epoch=best_epoch))
@@ -316,15 +317,19 @@ def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None
     if (directory / DONE).exists():
         return RunResult.read(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
+        torch.use_deterministic_algorithms(True)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
         with torch.random.fork_rng(devices=devices):
             return _Run(config, directory, sinks).train()
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def clear_run(directory: str | Path) -> None:
