@@ -118,6 +118,8 @@ def test_a_killed_and_resumed_run_continues_one_mlflow_run(tracked, tmp_path, mo
     phases = sorted((m.step, m.value) for m in client.get_metric_history(children[0].info.run_id, "phase"))
     assert [v for _, v in phases] == [0, 0, 1, 1]  # probe epochs, then fine-tuning
     assert "probe_test_auc" in children[0].data.metrics
+    # artifacts beside the store, not in mlflow's default ./mlruns
+    assert children[0].info.artifact_uri.startswith((out / "mlflow" / "artifacts").resolve().as_uri())
 
 
 def _closed_port():

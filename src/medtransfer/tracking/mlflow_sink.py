@@ -60,6 +60,14 @@ def default_uri(out: str | Path) -> str:
     return f"sqlite:///{(Path(out) / STORE_DIR / 'mlflow.db').resolve()}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside it (``artifacts/``; mlflow's default would be
+    ``./mlruns`` under the current directory); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
 def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Why the store at ``uri`` cannot be used, or None when it looks usable (without mlflow)."""
     parsed = urllib.parse.urlparse(uri)
@@ -168,8 +176,7 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
             if experiment is not None:
                 experiment_id = experiment.experiment_id
             else:
-                location = (out / STORE_DIR / "artifacts").resolve().as_uri() if spec.uri is None else None
-                experiment_id = mlflow_client.create_experiment(name, artifact_location=location)
+                experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
             study_dir = str(out.resolve())
             saved = _read_json(out / STORE_DIR / STUDY_FILE)
             parent = None
