@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
         threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
+        formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "
+                                    "(PNG is always written: the report embeds it)."),
     ) -> None:
         """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html."""
         from rich.console import Console
@@ -36,7 +38,8 @@ def register(app: typer.Typer) -> None:
         from medtransfer.analysis.run import analyze as run_analysis
 
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
-                            measures=_split(measures), split=split, threads=threads, device=device)
+                            measures=_split(measures), split=split, threads=threads, device=device,
+                            formats=_split(formats))
         Console().print(f"report: {path}", highlight=False)
 
     @app.command()

@@ -126,6 +126,7 @@ def analyze(
     split: str | None = None,
     threads: int | None = None,
     device: str | None = None,
+    formats: list[str] | None = None,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -133,7 +134,8 @@ def analyze(
     (layers conv1, block1-4; 20000 rows; 64 channels; 5 repeats; CCA and CKA). ``layers=["all"]``
     takes the 16 block outputs and conv1. ``split`` picks the stimulus pool of each fold (``test``,
     or ``all`` images of the target for tiny datasets). ``threads`` sets torch's CPU threads for the
-    analysis (restored afterwards). ``device`` defaults to CUDA when available.
+    analysis (restored afterwards). ``device`` defaults to CUDA when available. ``formats``: figure
+    files besides PNG (``pdf``, ``svg``; default both).
     """
     started = time.perf_counter()
     study = read_study(study_dir)
@@ -143,18 +145,20 @@ def analyze(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _analyze(study, settings, device, started)
+        return _analyze(study, settings, device, started, formats)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float) -> Path:
+def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
+             formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     out = study.root / "analysis"
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
+    figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
     missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
     notes: list[str] = []
 

@@ -80,6 +80,11 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
                                  study.training["threads"])
+    tracking = ""
+    if study.tracking is not None:
+        from medtransfer.tracking.mlflow_sink import open_study_tracking
+
+        tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
         directory = run_dir(out, config)
@@ -87,8 +92,12 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
             # DONE is written last; a process killed just after it leaves its RUNNING claim behind
             clear_running(directory)
         else:
-            tasks.append(Task.make(config, directory))
+            tasks.append(Task.make(config, directory, tracking))
     outcomes = executor.run(tasks) if tasks else []
+    if tracking:
+        from medtransfer.tracking.mlflow_sink import close_study_tracking
+
+        close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
