@@ -59,6 +59,8 @@ def check(
         for cls, count in report["classes"].items():
             table.add_row(cls, str(count))
         console.print(table)
+        for what, count in report["notes"].items():
+            console.print(f"{count} {what}", highlight=False, markup=False)
         for entry in report["skipped"]:
             kind = "problem" if entry in report["problems"] else "left out"
             console.print(f"{kind}: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
@@ -67,6 +69,39 @@ def check(
                           "--skip-bad / skip_bad=True is given", style="bold red")
     if report["problems"] and not skip_bad:
         raise typer.Exit(1)
+
+
+def _as_yaml(value: object) -> str:
+    """A default as one would write it after ``-o key=``."""
+    import yaml
+
+    plain = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(plain, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+@data_app.command("options")
+def options(
+    name: str = typer.Argument(..., help="dataset name (see `medtransfer data check --help`)"),
+) -> None:
+    """Every option of a dataset's loader (give them as -o key=value or a target's options:), with
+    its default and effect."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from medtransfer.data.registry import loader_options
+
+    listed = loader_options(name)
+    if not listed:
+        typer.echo(f"{name}: no options")
+        return
+    table = Table(title=f"options of {name}")
+    for column in ("option", "default", "effect"):
+        table.add_column(column)
+    for item in listed:
+        table.add_row(item.name, escape(_as_yaml(item.default)) + (" (fixed)" if item.fixed else ""),
+                      escape(item.effect))
+    Console().print(table)
 
 
 @data_app.command("folds")
