@@ -121,14 +121,14 @@ def folds(
                                            "validation files, whose labels come from the wrong CSV)"),
 ) -> None:
     """Write patient-grouped, stratified folds (80/5/15) of a dataset, or import the authors'."""
-    from medtransfer.data.folds import import_author_splits, make_folds, write_folds
-    from medtransfer.data.registry import load_manifest
+    from medtransfer.data.folds import import_author_splits, write_folds
+    from medtransfer.data.registry import dataset_folds, load_manifest
 
     manifest = load_manifest(name, root, skip_bad=skip_bad, **parse_options(option))
     if authors:
         table = import_author_splits(authors, manifest, check_labels=check_labels)
     else:
-        table = make_folds(manifest, k=k, seed=seed)
+        table = dataset_folds(manifest, k, (0.80, 0.05, 0.15), seed)
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")

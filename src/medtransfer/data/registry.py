@@ -69,6 +69,8 @@ OPTIONS: dict[str, dict[str, str]] = {
         "size": "with a folder as root: which size variant, 28 (no suffix), 64, 128 or 224",
         "splits": "official splits read: any of train, val, test",
         "classes": "class names, index = label (default: built in for known sets, else 0..k-1)",
+        "split": "kfold = a study cuts its own k folds from the images; official = the file's train/val/test "
+                 "parts are the one fold (fold 0)",
     },
     "folder": {
         "classes": "class sub-folders to use, in label order (default: all, sorted)",
@@ -117,6 +119,28 @@ def loader_options(name: str) -> list[LoaderOption]:
     effects = OPTIONS[module_name]
     return [LoaderOption(key, fixed.get(key, param.default), effects[key], key in fixed)
             for key, param in keywords.items()]
+
+
+def single_fold(name: str, options: dict[str, Any]) -> bool:
+    """Whether dataset ``name`` loaded with ``options`` brings its own one fold (e.g. medmnist with
+    ``split: official``) instead of the k folds a study cuts. False for an unknown name."""
+    if name not in LOADERS:
+        return False
+    module = _module(name)
+    return bool(getattr(module, "single_fold", lambda _: False)(options))
+
+
+def dataset_folds(manifest: Manifest, k: int, fractions: tuple[float, float, float], seed: int):  # noqa: ANN201
+    """The fold table of ``manifest``: its loader's own single fold when its options ask for one
+    (``official_folds``), else ``make_folds(manifest, k, fractions, seed)``."""
+    from medtransfer.data.folds import make_folds, validate_folds
+
+    module = _module(manifest.name)
+    if getattr(module, "single_fold", lambda _: False)(manifest.options):
+        folds = module.official_folds(manifest)
+        validate_folds(folds, manifest, source=f"{manifest.name} official split")
+        return folds
+    return make_folds(manifest, k=k, fractions=fractions, seed=seed)
 
 
 def dataset_names() -> list[str]:
