@@ -14,23 +14,55 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.progress import count_finished, run_view
 from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
+
+# the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
+MAX_PINNED_THREADS = 8
+
+
+def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in and out
+    """The study with ``training.threads`` fixed, so that every engine computes the same numbers.
+
+    CPU results depend on torch's thread count, and each engine sets a different one (Ray runs
+    tasks under ``OMP_NUM_THREADS=1``, SLURM gives ``cpus_per_task``). A study that does not set
+    ``threads`` gets the count already recorded in ``out/study.yaml`` (a rerun keeps it), else
+    this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value is written to
+    ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
+    ``cpus_per_run`` default to it.
+    """
+    import torch
+    import yaml
+
+    if study.training.get("threads") is not None:
+        return study
+    threads = None
+    recorded = Path(out) / "study.yaml"
+    if recorded.exists():
+        try:
+            threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
+        except (OSError, yaml.YAMLError, AttributeError):
+            threads = None
+    if not isinstance(threads, int) or threads < 1:
+        threads = min(torch.get_num_threads(), MAX_PINNED_THREADS)
+    return study.model_copy(update={"training": {**study.training, "threads": threads}})
 
 
 @dataclass(frozen=True)
 class Task:
-    """One run to execute: its id, config (as JSON, so that it pickles anywhere) and directory."""
+    """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
+    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str
     directory: str
+    tracking: str = ""
 
     @classmethod
-    def make(cls, config: RunConfig, directory: Path) -> "Task":
+    def make(cls, config: RunConfig, directory: Path, tracking: str = "") -> "Task":
         """A task for ``config`` in ``directory``."""
-        return cls(config.run_id, config.model_dump_json(), str(directory))
+        return cls(config.run_id, config.model_dump_json(), str(directory), tracking)
 
 
 @dataclass
@@ -48,6 +80,7 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
 
     ``device`` overrides the config's device when the config says ``auto`` (a worker's GPU).
     """
+    from medtransfer.tracking.sinks import run_sinks
     from medtransfer.training.run import train_run
 
     directory = Path(task.directory)
@@ -58,10 +91,12 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
         config = config.model_copy(update={"device": device})
     directory.mkdir(parents=True, exist_ok=True)
     mark_running(directory)
+    sinks = run_sinks(task.tracking)
     try:
-        result = train_run(config, directory)
+        result = train_run(config, directory, sinks)
     except Exception as error:  # a failed run must not stop the others
         mark_failed(directory, traceback.format_exc())
+        sinks.fail(f"{error.__class__.__name__}: {error}")
         return Outcome(task.run_id, "failed", error=f"{error.__class__.__name__}: {error}")
     except BaseException:  # interrupted: leave it resumable
         clear_running(directory)
@@ -102,7 +137,8 @@ class LocalExecutor:
         """Execute ``tasks``; returns one outcome per task, in order."""
         if len(self.devices) <= 1 or len(tasks) <= 1:
             device = self.devices[0] if self.devices else None
-            return [execute_task(task, device) for task in track(tasks, "fine-tuning", total=len(tasks))]
+            with run_view(len(tasks)):
+                return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -114,7 +150,7 @@ class LocalExecutor:
         with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
                                  initargs=(queue,)) as pool:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
-            for future in track(as_completed(futures), "fine-tuning", total=len(futures)):
+            for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
                 outcomes[futures[future]] = future.result()
         return [outcomes[i] for i in range(len(tasks))]
 
@@ -149,7 +185,7 @@ class SlurmExecutor:
     def __init__(self, folder: str | Path, cluster: str | None = None, **parameters: Any) -> None:
         self.folder = Path(folder)
         self.cluster = cluster
-        defaults = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8, "slurm_array_parallelism": 32}
+        defaults = {"timeout_min": 24 * 60, "cpus_per_task": 8, "slurm_array_parallelism": 32}
         if cluster in ("local", "debug"):
             defaults = {"timeout_min": 60}
         self.parameters = {**defaults, **parameters}
@@ -167,7 +203,7 @@ class SlurmExecutor:
             raise ConfigError(f"slurm executor parameters: {error}") from None
         jobs = executor.map_array(_SubmititRun(), tasks)
         outcomes = []
-        for task, job in track(list(zip(tasks, jobs)), "waiting for SLURM jobs", total=len(jobs)):
+        for task, job in count_finished(list(zip(tasks, jobs)), "SLURM jobs", len(jobs)):
             try:
                 outcomes.append(job.result())
             except Exception as error:  # the job itself died (node failure, out of memory)
@@ -224,7 +260,7 @@ class RayExecutor:
                     ready, pending = ray.wait(pending, num_returns=1)
                     yield ready[0]
 
-            for ref in track(finished(), "fine-tuning on Ray", total=len(refs)):
+            for ref in count_finished(finished(), "fine-tuning on Ray", len(refs)):
                 try:
                     outcomes[index[ref]] = ray.get(ref)
                 except Exception as error:  # the worker died
@@ -236,14 +272,21 @@ class RayExecutor:
 
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
-                  ray_address: str | None = None, gpus_per_run: float | None = None):  # noqa: ANN201
-    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``."""
+                  ray_address: str | None = None, gpus_per_run: float | None = None,
+                  threads: int | None = None):  # noqa: ANN201
+    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
+
+    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray.
+    """
     if kind == "local":
         return LocalExecutor(devices)
     if kind == "slurm":
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
+        if threads and "cpus_per_task" not in options:
+            options["cpus_per_task"] = threads
         return SlurmExecutor(out / "slurm", cluster=cluster, **options)
     if kind == "ray":
-        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run)
+        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
+                           cpus_per_run=threads or 1)
     raise ConfigError(f"executor {kind!r}: expected local, slurm or ray")

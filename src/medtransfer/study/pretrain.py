@@ -11,7 +11,7 @@ from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
 
 # execution settings of the study that its pretraining runs share
-EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "cache_dir", "checkpoint_every_s")
+EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "deterministic", "cache_dir", "checkpoint_every_s")
 
 
 def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:

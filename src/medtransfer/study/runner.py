@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medtransfer.errors import ConfigError
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.executors import Outcome, Task, make_executor
+from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
 from medtransfer.study.results import write_results
@@ -68,6 +68,7 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    study = pin_threads(study, out)
     configs = expand(study, out)
     for config in configs:
         _check_unchanged(config, run_dir(out, config))
@@ -78,7 +79,8 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
             pretrain_source(source, out, study.training)
     if executor is None:
         spec = study.executor
-        executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run)
+        executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
+                                 study.training["threads"])
     tasks = []
     for config in configs:
         directory = run_dir(out, config)

@@ -94,7 +94,10 @@ class RunConfig(BaseModel):
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | None = None  # None: on for CUDA (tensor cores), off on the CPU (slower there)
     compile: bool = False
+    # torch CPU threads (None: torch's default). CPU results depend on it: a study pins it for every
+    # engine (local, SLURM, Ray), see medtransfer.study.executors.pin_threads
     threads: int | None = Field(None, ge=1)
+    deterministic: bool = False  # torch.use_deterministic_algorithms: identical GPU results, slower
     cache_dir: str | None = None
     checkpoint_every_s: float = Field(120.0, ge=0)
     keep_last: bool = False
