@@ -133,3 +133,7 @@ def test_study_with_official_split_trains_and_tests_on_the_official_parts(tmp_pa
     assert sorted(predictions["image_id"]) == [f"test_{i:06d}" for i in range(SIZES["test"])]
     folds = pd.read_csv(run / "folds.csv")
     assert folds.groupby("split").size().to_dict() == SIZES
+    from medtransfer.models.checkpoint import checkpoint_meta
+
+    meta = checkpoint_meta(run / "checkpoints" / "best.pt")
+    assert meta["size"] == 32 and meta["interpolation"] == "nearest" and meta["normalization"] == "caffe"

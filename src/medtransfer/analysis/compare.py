@@ -16,6 +16,31 @@ from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.settings import AnalysisSettings
 
 COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images"]
+DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
+
+
+def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
+    """The image size to compare ``models`` at, and where it comes from.
+
+    ``size`` when given; else the training size the medtransfer checkpoints among ``models``
+    record (they must agree); else :data:`DEFAULT_SIZE`.
+    """
+    from medtransfer.errors import ConfigError
+    from medtransfer.models.checkpoint import checkpoint_meta
+
+    if size is not None:
+        return int(size), "given"
+    recorded = {}
+    for m in models:
+        meta = checkpoint_meta(m) if Path(m).is_file() else None
+        if meta is not None and meta.get("size") is not None:
+            recorded[m] = int(meta["size"])
+    if len(set(recorded.values())) > 1:
+        raise ConfigError("the checkpoints were trained at different sizes ("
+                          + ", ".join(f"{m}: {s} px" for m, s in recorded.items()) + "); choose one with --size")
+    if recorded:
+        return next(iter(recorded.values())), "the checkpoints' training size"
+    return DEFAULT_SIZE, "default: no checkpoint records a training size"
 
 
 def _network(name_or_path: str, device: torch.device) -> Network:
@@ -32,14 +57,16 @@ def compare_models(
     target: str,
     root: str | Path | None,
     *,
-    size: int = 112,
+    size: int | None = None,
     images: int | None = None,
     settings: AnalysisSettings | None = None,
     target_options: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     device: str | None = None,
 ) -> tuple[pd.DataFrame, ForwardLog]:
-    """Similarity of two networks at each layer over ``target``'s images at ``size`` px.
+    """Similarity of two networks at each layer over ``target``'s images at ``size`` px
+    (default: :func:`resolve_size` - the checkpoints' training size, else 112). Each network gets
+    its own normalisation (what a checkpoint recorded, else caffe).
 
     The pool is the whole dataset, or ``images`` of it drawn with the settings' seed. Each network
     runs once over the images the sampling needs. Returns the table (:data:`COLUMNS`) and the log.
@@ -47,6 +74,7 @@ def compare_models(
     from medtransfer.data import PixelCache, load_manifest
 
     settings = settings or AnalysisSettings()
+    size, _ = resolve_size(size, model_a, model_b)
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     manifest = load_manifest(target, root, **(target_options or {}))
     rows = np.arange(len(manifest.frame))
