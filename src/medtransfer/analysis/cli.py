@@ -49,9 +49,10 @@ def register(app: typer.Typer) -> None:
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
-        size: int = typer.Option(112, help="Image size in pixels."),
-        images: int = typer.Option(None, help="Use this many images of the dataset [all]."),
-        layers: str = typer.Option(None, help="Comma-separated layers, or 'all' [the paper's five]."),
+        size: int = typer.Option(None, help="Image size in pixels (default: the size the checkpoints were trained "
+                                 "at, else 112)."),
+        images: int = typer.Option(None, help="Use this many images of the dataset (default: all)."),
+        layers: str = typer.Option(None, help="Comma-separated layers, or 'all' (default: the paper's five)."),
         rows: int = typer.Option(20000, help="Rows sampled per layer and repeat."),
         channels: int = typer.Option(64, help="Channels sampled per layer and repeat."),
         repeats: int = typer.Option(5, help="Fresh samples per layer."),
@@ -67,6 +68,8 @@ def register(app: typer.Typer) -> None:
         state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
         state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
         sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),
+        option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value of the dataset "
+                                         "(repeatable; see `medtransfer data options NAME`)."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
         from rich.console import Console
@@ -76,8 +79,9 @@ def register(app: typer.Typer) -> None:
 
         from dataclasses import replace
 
-        from medtransfer.analysis.compare import compare_models
+        from medtransfer.analysis.compare import compare_models, resolve_size
         from medtransfer.analysis.settings import AnalysisSettings
+        from medtransfer.data.cli import parse_options
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -86,10 +90,12 @@ def register(app: typer.Typer) -> None:
                                                repeats=repeats, measures=_split(measures), resamples=resamples,
                                                permutations=permutations, sampling=sampling)
         settings = replace(settings, ci=ci if ci else None)
+        size, origin = resolve_size(size, model_a, model_b)
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,
+                                  target_options=parse_options(option),
                                   device=device, layers_b=_split(layers_b), state_dict_a=state_dict_a,
                                   state_dict_b=state_dict_b, sequence=sequence)
-        table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px)")
+        table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px: {origin})")
         table.caption = "mean ± std over repeats; image-bootstrap interval; permutation null mean / 95% point; p-value"
         for column in ("layer", "measure", "mean ± std", "CI", "null", "p", "rows x ch"):
             table.add_column(column, no_wrap=column in ("layer", "measure"))

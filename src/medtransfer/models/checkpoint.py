@@ -7,7 +7,9 @@ File layout (``torch.save`` of a dict, readable with ``torch.load(weights_only=T
 
 ``backbone`` is a registry name (:mod:`medtransfer.models.registry`); files without it hold a ResNet50.
 
-``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names).
+``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names);
+a training run also records ``size`` (the side in pixels it was trained at) and ``interpolation``,
+which :func:`checkpoint_meta` reads back (e.g. for ``medtransfer similarity``).
 """
 
 from __future__ import annotations
@@ -76,6 +78,17 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     except Exception:
         return False
     return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("meta"), dict):
+        return None
+    return dict(payload["meta"])
 
 
 def read_payload(path: str | os.PathLike, file_format: str, version: int, what: str,

@@ -46,7 +46,8 @@ def _check_unchanged(config: RunConfig, directory: Path) -> None:
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
-    from medtransfer.data import load_manifest, make_folds, write_folds
+    from medtransfer.data import load_manifest, write_folds
+    from medtransfer.data.registry import dataset_folds
 
     fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
     for target in study.targets:
@@ -54,7 +55,7 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
+        folds = dataset_folds(manifest, study.k_folds, fractions, study.split_seed)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
