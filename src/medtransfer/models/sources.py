@@ -7,6 +7,9 @@ therefore ResNet50's default (protocol.md); the other backbones default to their
 ``preprocess_input`` mode (the registry's ``normalization``). A file's backbone is read from the
 file (a medtransfer port or checkpoint records it; a Keras file is identified by its layers) unless
 ``backbone`` is given, which the file must then hold.
+
+A source name may carry its backbone, ``imagenet@densenet121`` (:func:`source_key`): the one
+string that rebuilds a run's initialisation (run records, probes and the analysis pass it on).
 """
 
 from __future__ import annotations
@@ -45,6 +48,21 @@ class Source:
     origin: str
     report: LoadReport | None = None
     backbone: str = registry.DEFAULT
+
+
+def source_key(name: str, backbone: str | None) -> str:
+    """The ``load_source`` string of source ``name`` on ``backbone``: ``name@backbone``, or ``name``
+    for ResNet50 (the default, so ResNet50 studies keep their strings)."""
+    spec = registry.get(backbone)
+    return name if spec.name == registry.DEFAULT else f"{name}@{spec.name}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """``("imagenet", "densenet121")`` from ``imagenet@densenet121``; ``(key, None)`` for other strings."""
+    name, sep, backbone = key.rpartition("@")
+    if sep and name in NAMES:
+        return name, registry.get(backbone).name
+    return key, None
 
 
 def load_weights_file(path: str | os.PathLike, model: nn.Module) -> LoadReport:
@@ -141,7 +159,11 @@ def load_source(
     Returns:
         a :class:`Source` whose model has no head and is in eval mode, on the CPU.
     """
-    key = str(name_or_path)
+    key, named = split_key(str(name_or_path))
+    if named is not None:
+        if backbone is not None and registry.get(backbone).name != named:
+            raise WeightsError(f"source {name_or_path!r} names backbone {named}, but backbone={backbone!r} was asked for")
+        backbone = named
     if key in NAMES:
         spec = registry.get(backbone)
     if key == "random":

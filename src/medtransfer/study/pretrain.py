@@ -20,7 +20,8 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     p = spec.pretrain
     values = {key: execution[key] for key in EXECUTION_FIELDS if key in execution}
     values.update(p.training)
-    values.update(target=p.dataset, root=p.root, target_options=dict(p.options), source="random",
+    values.update(target=p.dataset, root=p.root, target_options=dict(p.options),
+                  source="random" if spec.backbone in (None, "resnet50") else f"random@{spec.backbone}",
                   source_name=f"pretrain-{spec.name}", strategy="no-freeze", size=p.size,
                   batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, seed=p.seed,
                   patience=values.get("patience", p.epochs))
