@@ -191,3 +191,14 @@ def yaml_roundtrip(study):
     import yaml
 
     return yaml.safe_load(study.to_yaml())
+
+
+def test_tracking_without_mlflow_installed_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from medtransfer.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"medtransfer\[mlflow\]"):
+        open_study_tracking(TrackingSpec(), tmp_path, "x")
