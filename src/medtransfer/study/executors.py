@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.progress import count_finished, run_view
 from medtransfer.study import claims
 from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
@@ -52,16 +52,18 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
 
 @dataclass(frozen=True)
 class Task:
-    """One run to execute: its id, config (as JSON, so that it pickles anywhere) and directory."""
+    """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
+    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str
     directory: str
+    tracking: str = ""
 
     @classmethod
-    def make(cls, config: RunConfig, directory: Path) -> "Task":
+    def make(cls, config: RunConfig, directory: Path, tracking: str = "") -> "Task":
         """A task for ``config`` in ``directory``."""
-        return cls(config.run_id, config.model_dump_json(), str(directory))
+        return cls(config.run_id, config.model_dump_json(), str(directory), tracking)
 
 
 @dataclass
@@ -84,6 +86,7 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     never recorded as failed.
     """
     from medtransfer import interrupts
+    from medtransfer.tracking.sinks import run_sinks
     from medtransfer.training.run import train_run
 
     directory = Path(task.directory)
@@ -95,13 +98,15 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     directory.mkdir(parents=True, exist_ok=True)
     if not mark_running(directory):
         return Outcome(task.run_id, "busy")
+    sinks = run_sinks(task.tracking)
     try:
-        result = train_run(config, directory)
+        result = train_run(config, directory, sinks)
     except Exception as error:
         if interrupts.preempting():  # the preemption handler's exit, seen through torch's writer
             _leave_resumable(directory)
             raise
         mark_failed(directory, traceback.format_exc())  # a failed run must not stop the others
+        sinks.fail(f"{error.__class__.__name__}: {error}")
         return Outcome(task.run_id, "failed", error=f"{error.__class__.__name__}: {error}")
     except BaseException:  # interrupted: leave it resumable
         _leave_resumable(directory)
@@ -148,7 +153,8 @@ class LocalExecutor:
         """Execute ``tasks``; returns one outcome per task, in order."""
         if len(self.devices) <= 1 or len(tasks) <= 1:
             device = self.devices[0] if self.devices else None
-            return [execute_task(task, device) for task in track(tasks, "fine-tuning", total=len(tasks))]
+            with run_view(len(tasks)):
+                return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -160,7 +166,7 @@ class LocalExecutor:
         with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
                                  initargs=(queue,)) as pool:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
-            for future in track(as_completed(futures), "fine-tuning", total=len(futures)):
+            for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
                 outcomes[futures[future]] = future.result()
         return [outcomes[i] for i in range(len(tasks))]
 
@@ -312,7 +318,7 @@ class SlurmExecutor:
                                                             f"(cancelled or killed); log: {job.paths.stderr}")
                 time.sleep(min(1.0, self.poll_s))
 
-        for i in track(finished(), "waiting for SLURM jobs", total=len(jobs)):
+        for i in count_finished(finished(), "SLURM jobs", len(jobs)):
             outcomes[i] = result(i)
         return [outcomes[i] for i in range(len(tasks))]
 
@@ -439,7 +445,7 @@ class RayExecutor:
                     ready, pending = ray.wait(pending, num_returns=1)
                     yield ready[0]
 
-            for ref in track(finished(), "fine-tuning on Ray", total=len(refs)):
+            for ref in count_finished(finished(), "fine-tuning on Ray", len(refs)):
                 try:
                     outcomes[index[ref]] = ray.get(ref)
                 except Exception as error:  # the worker died

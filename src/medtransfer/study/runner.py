@@ -69,7 +69,8 @@ def _check_unchanged(config: RunConfig, directory: Path) -> None:
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
-    from medtransfer.data import load_manifest, make_folds, write_folds
+    from medtransfer.data import load_manifest, write_folds
+    from medtransfer.data.registry import dataset_folds
 
     fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
     for target in study.targets:
@@ -77,7 +78,7 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
+        folds = dataset_folds(manifest, study.k_folds, fractions, study.split_seed)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
@@ -103,6 +104,11 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
                                  study.training["threads"])
+    tracking = ""
+    if study.tracking is not None:
+        from medtransfer.tracking.mlflow_sink import open_study_tracking
+
+        tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
         directory = run_dir(out, config)
@@ -110,8 +116,12 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
             # DONE is written last; a process killed just after it leaves its RUNNING claim behind
             clear_claim(directory)
         else:
-            tasks.append(Task.make(config, directory))
+            tasks.append(Task.make(config, directory, tracking))
     outcomes, elsewhere = _execute(executor, tasks)
+    if tracking:
+        from medtransfer.tracking.mlflow_sink import close_study_tracking
+
+        close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)

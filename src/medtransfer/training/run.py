@@ -34,9 +34,11 @@ from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
 from medtransfer.training.probe import FILE as PROBE_FILE
 from medtransfer.training.probe import save_probe, tensor_digests
+from medtransfer.tracking import PhasePlan, RunStart, Sinks
 
 DONE = "DONE"
-HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
+HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+                   "seconds"]
 
 
 @dataclass
@@ -73,6 +75,14 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def phase_plan(config: RunConfig) -> list[PhasePlan]:
+    """The phases of a run in order, each with its learning rate and epoch limit."""
+    finetune = PhasePlan("finetune", config.lr, config.epochs)
+    if config.strategy == "freeze":
+        return [PhasePlan("probe", config.probe_lr, config.probe_epochs), finetune]
+    return [finetune]
+
+
 def _write_text(path: Path, text: str) -> None:
     write_text_atomic(path, text)
 
@@ -104,11 +114,12 @@ def _evaluate_test(model: torch.nn.Module, data: RunData, setup: StepSetup, batc
 class _Run:
     """The state of one run while it trains (see :func:`train_run`)."""
 
-    def __init__(self, config: RunConfig, directory: Path) -> None:
+    def __init__(self, config: RunConfig, directory: Path, sinks: Sinks | None = None) -> None:
         from medtransfer.data import KerasAugment
         from medtransfer.models import load_source
 
         self.directory = directory
+        self.sinks = sinks if sinks is not None else Sinks()
         self.checkpoints = directory / "checkpoints"
         self.device = resolve_device(config.device)
         self.data = load_run_data(config, self.device)
@@ -157,12 +168,13 @@ class _Run:
     def meta(self, **extra: Any) -> dict[str, Any]:
         return {"normalization": str(self.normalize), "classes": self.data.classes, "source": self.config.source,
                 "target": self.config.target, "strategy": self.config.strategy, "fold": self.config.fold,
-                "seed": self.config.seed, **extra}
+                "seed": self.config.seed, "size": self.config.size, "interpolation": self.config.interpolation,
+                **extra}
 
     # -- phases -----------------------------------------------------------------------------
 
     def phases(self) -> list[str]:
-        return ["probe", "finetune"] if self.config.strategy == "freeze" else ["finetune"]
+        return [p.phase for p in phase_plan(self.config)]
 
     def set_trainable(self, phase: str) -> list[torch.nn.Parameter]:
         head_only = phase == "probe"
@@ -181,7 +193,7 @@ class _Run:
         """Train one phase to early stopping; leave the best weights in the model. Returns best epoch."""
         c = self.config
         params = self.set_trainable(phase)
-        lr, epochs = (c.probe_lr, c.probe_epochs) if phase == "probe" else (c.lr, c.epochs)
+        lr, epochs = next((p.lr, p.epochs) for p in phase_plan(c) if p.phase == phase)
         optimizer = KerasAdam(params, lr=lr, betas=(c.beta1, c.beta2), eps=c.eps)
         if phase == "probe":
             stopper = EarlyStopping("max", c.probe_patience, c.min_delta)
@@ -206,14 +218,18 @@ class _Run:
             val_rows = self.data.index["val"]
             probs, val_loss = predict(self.model, self.data.pixels, self.data.labels, val_rows, self.eval_batch,
                                       self.setup)
-            val_acc = float((probs.argmax(1) == self.data.labels[val_rows].cpu()).float().mean())
+            val_labels = self.data.labels[val_rows].cpu()
+            val_acc = float((probs.argmax(1) == val_labels).float().mean())
+            val_auc = classification_metrics(val_labels.numpy(), probs.numpy().astype(np.float64),
+                                             c.auc_average)["auc"]
             if stopper.step(val_acc if phase == "probe" else val_loss):
                 best = ckpt.cpu_state(self.model.state_dict())
                 best_dirty = True
             self.history.append({"phase": phase, "epoch": epoch, "train_loss": train_loss,
                                  "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                                 "seconds": time.perf_counter() - began})
+                                 "val_auc": val_auc, "seconds": time.perf_counter() - began})
             self.write_history()
+            self.sinks.epoch(dict(self.history[-1]))
             finished = stopper.should_stop or epoch + 1 == epochs
             due = time.monotonic() - last_save >= c.checkpoint_every_s
             # a finished probe is recorded by the phase transition; a finished fine-tune by DONE
@@ -261,6 +277,8 @@ class _Run:
             start_phase = phases.index(state["phase"])
             resume = state if state["optimizer"] is not None else None
             self.resumed = True
+        self.sinks.start(RunStart(self.config.run_id, self.directory, self.config.model_dump(mode="json"),
+                                  phase_plan(self.config), [dict(r) for r in self.history], self.resumed))
         probe_metrics = None
         best_epoch = -1
         for i in range(start_phase, len(phases)):
@@ -279,6 +297,7 @@ class _Run:
         _write_text(self.directory / "predictions.csv", frame.to_csv(index=False))
         _write_text(self.directory / "metrics.json", json.dumps(_json_safe(metrics), indent=2))
         save_checkpoint(self.checkpoints / "best.pt", self.model, self.meta(phase="finetune", best_epoch=best_epoch))
+        self.sinks.finish(_json_safe(metrics), probe_metrics)
         _write_text(self.directory / DONE, json.dumps({"finished": time.time()}))
         if not self.config.keep_last:
             (self.checkpoints / ckpt.LAST).unlink(missing_ok=True)
@@ -286,8 +305,11 @@ class _Run:
         return RunResult(self.directory, metrics, probe_metrics, self.resumed, history=self.history)
 
 
-def train_run(config: RunConfig, out_dir: str | Path) -> RunResult:
+def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None) -> RunResult:
     """Train (or resume, or skip if ``DONE``) one run into ``out_dir``; returns its test metrics.
+
+    ``sinks`` (:class:`medtransfer.tracking.Sinks`) observe the run: its start, each history row,
+    its end; they cannot change or fail it.
 
     Seeds the run's own generators and the global torch RNG (dropout) from ``config.seed``
     inside ``torch.random.fork_rng``, so the caller's random state is left untouched.
@@ -305,7 +327,7 @@ def train_run(config: RunConfig, out_dir: str | Path) -> RunResult:
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
         with torch.random.fork_rng(devices=devices):
-            return _Run(config, directory).train()
+            return _Run(config, directory, sinks).train()
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
