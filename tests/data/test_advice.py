@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -37,18 +38,35 @@ def _commands() -> dict[str, set[str]]:
     return found
 
 
-def test_every_flag_and_command_named_in_the_source_exists():
+def _message_texts(tree: ast.AST):
+    """The string pieces of every message: arguments of ``raise ...Error(...)``, ``print`` and
+    ``console.print`` calls (flags of other tools, e.g. SLURM's, appear elsewhere)."""
+    for node in ast.walk(tree):
+        call = node.exc if isinstance(node, ast.Raise) else node if isinstance(node, ast.Call) else None
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if isinstance(node, ast.Raise) or name in ("print", "echo", "warn"):
+            for piece in ast.walk(call):
+                if isinstance(piece, ast.Constant) and isinstance(piece.value, str):
+                    yield piece.value
+
+
+def test_every_flag_and_command_named_in_a_message_exists():
     commands = _commands()
-    flags = set().union(*commands.values())
+    flags = set().union(*commands.values()) | {"--help"}
     bad = []
     for file in SOURCE.rglob("*.py"):
-        text = file.read_text()
-        for match in re.finditer(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text):
-            if match.group(1) not in flags:
-                bad.append(f"{file.relative_to(SOURCE)}: {match.group(1)}")
-        for match in re.finditer(r"`medtransfer ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", text):
-            one, two = match.group(1), match.group(2)
-            if one not in commands and f"{one} {two}" not in commands:
+        for text in _message_texts(ast.parse(file.read_text())):
+            other_tools = re.sub(r"`(ray|sbatch|squeue|scancel|pip) [^`]*`", "", text)
+            for match in re.finditer(r"(?<![\w-])(--[a-z][a-z0-9-]*)", other_tools):
+                if match.group(1) not in flags:
+                    bad.append(f"{file.relative_to(SOURCE)}: {match.group(1)}")
+            for match in re.finditer(r"`medtransfer ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?|medtransfer (study) (run)", text):
+                one, two = match.group(1) or match.group(3), match.group(2) or match.group(4)
+                if one in commands or f"{one} {two}" in commands:
+                    continue
                 bad.append(f"{file.relative_to(SOURCE)}: medtransfer {one} {two or ''}")
     assert not bad, bad
 
@@ -78,8 +96,8 @@ def test_data_check_counts_files_left_out_by_an_option(tmp_path):
     result = runner.invoke(app, ["data", "check", "breast", "--root", str(tmp_path), "-o", "normal=exclude"])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
-    assert output.count("left out: ") == 1
-    assert "left out: 40 file(s): normal image left out (normal='exclude')" in output
+    assert output.count("left out") == 1
+    assert "40 normal image left out (normal='exclude')" in output
 
 
 def test_authors_import_says_the_option_left_a_file_out(tmp_path):

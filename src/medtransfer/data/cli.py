@@ -61,15 +61,8 @@ def check(
         console.print(table)
         for what, count in report["notes"].items():
             console.print(f"{count} {what}", highlight=False, markup=False)
-        left_out: dict[str, list[str]] = {}
-        for entry in report["skipped"]:
-            if entry in report["problems"]:
-                console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
-            else:
-                left_out.setdefault(entry["reason"], []).append(entry["path"])
-        for reason, paths in left_out.items():  # left out on purpose (an option): a count, not every file
-            console.print(f"left out: {len(paths)} file(s): {reason} (e.g. {paths[0]}; --json lists them all)",
-                          highlight=False, markup=False)
+        for entry in report["problems"]:  # files left out on purpose are counted in the notes above
+            console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
         if report["problems"] and not skip_bad:
             console.print(f"{len(report['problems'])} problem(s): training stops on these unless they are left "
                           "out: --skip-bad here, or `skip_bad: true` in the study target's options",

@@ -52,6 +52,27 @@ def _grouped_blocks(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed:
     return block
 
 
+def _at_least_groups(block: np.ndarray, groups: np.ndarray, n_blocks: int, minimum: int) -> np.ndarray:
+    """``block`` with every block holding at least ``minimum`` groups where the others can spare
+    them: the smallest group of the block with the most groups moves, until none is short.
+
+    (StratifiedGroupKFold balances images, so one large patient can fill a block alone, leaving
+    nothing to split that fold's validation from its test part.)
+    """
+    block = block.copy()
+    _, codes = np.unique(groups, return_inverse=True)
+    for _ in range(len(codes)):
+        members = [np.unique(codes[block == b]) for b in range(n_blocks)]
+        counts = np.array([len(m) for m in members])
+        poor, rich = int(np.argmin(counts)), int(np.argmax(counts))
+        if counts[poor] >= minimum or counts[rich] <= minimum:
+            break
+        sizes = np.bincount(codes[block == rich])
+        moved = min(members[rich], key=lambda g: (sizes[g], g))
+        block[codes == moved] = poor
+    return block
+
+
 def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, float] = (0.80, 0.05, 0.15),
                seed: int = 0) -> pd.DataFrame:
     """Grouped, stratified folds of ``manifest``: a table ``image_id, fold, split`` with N*k rows.
@@ -74,7 +95,7 @@ def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, fl
     if n_groups < k * max(1, min(n_sub, 2)):
         raise DataError(f"{manifest.name}: {n_groups} groups cannot make {k} folds with a validation "
                         f"part; expected at least {k * max(1, min(n_sub, 2))} groups")
-    block = _grouped_blocks(labels, groups, k, seed)
+    block = _at_least_groups(_grouped_blocks(labels, groups, k, seed), groups, k, max(1, min(n_sub, 2)))
     split = np.empty((k, len(labels)), dtype=object)
     for f in range(k):
         split[f] = "train"
