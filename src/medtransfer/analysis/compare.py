@@ -16,6 +16,32 @@ from medtransfer.analysis.modules import COLUMNS, Model, compare_modules, resolv
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.errors import ConfigError
 
+DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
+
+
+def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
+    """The image size to compare ``models`` at, and where it comes from.
+
+    ``size`` when given; else the training size the medtransfer checkpoints among ``models``
+    record (they must agree); else :data:`DEFAULT_SIZE`.
+    """
+    from medtransfer.errors import ConfigError
+    from medtransfer.models.checkpoint import checkpoint_meta
+
+    if size is not None:
+        return int(size), "given"
+    recorded = {}
+    for m in models:
+        meta = checkpoint_meta(m) if Path(m).is_file() else None
+        if meta is not None and meta.get("size") is not None:
+            recorded[m] = int(meta["size"])
+    if len(set(recorded.values())) > 1:
+        raise ConfigError("the checkpoints were trained at different sizes ("
+                          + ", ".join(f"{m}: {s} px" for m, s in recorded.items()) + "); choose one with --size")
+    if recorded:
+        return next(iter(recorded.values())), "the checkpoints' training size"
+    return DEFAULT_SIZE, "default: no checkpoint records a training size"
+
 
 def _layers(settings: AnalysisSettings, model: Model) -> list[str] | None:
     """The settings' layers for one side: ``all`` is its backbone's block outputs; None: its default."""
@@ -37,7 +63,7 @@ def compare_models(
     target: str,
     root: str | Path | None,
     *,
-    size: int = 112,
+    size: int | None = None,
     images: int | None = None,
     settings: AnalysisSettings | None = None,
     target_options: dict[str, Any] | None = None,
@@ -48,7 +74,9 @@ def compare_models(
     state_dict_b: str | Path | None = None,
     sequence: str = "tokens",
 ) -> tuple[pd.DataFrame, ForwardLog]:
-    """Similarity of two networks at each layer over ``target``'s images at ``size`` px.
+    """Similarity of two networks at each layer over ``target``'s images at ``size`` px
+    (default: :func:`resolve_size` - the checkpoints' training size, else 112). Each network gets
+    its own normalisation (what a checkpoint recorded, else caffe).
 
     Each model is a source name, weights file or checkpoint, a ``package.module:function`` factory
     (with ``state_dict_a``/``_b``), or a TorchScript file (:func:`~medtransfer.analysis.modules.resolve_model`).
@@ -60,6 +88,7 @@ def compare_models(
     from medtransfer.data import PixelCache, load_manifest
 
     settings = settings or AnalysisSettings()
+    size, _ = resolve_size(size, model_a, model_b)
     manifest = load_manifest(target, root, **(target_options or {}))
     rows = np.arange(len(manifest.frame))
     if images is not None and images < len(rows):

@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
-from medtransfer.analysis.layerwise import measure
+from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.errors import ConfigError, WeightsError
 from medtransfer.models.hooks import tap
 
-COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", "layer_a", "layer_b"]
+COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", *UNCERTAINTY, "layer_a", "layer_b"]
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _same_images(plan: SamplingPlan, shapes: dict[str, tuple[int, int, int]], re
         c = shapes[name][0]
         chans = p.channels if reuse[name] else tuple(
             np.sort(rng.choice(c, size=min(channels, c), replace=False)) for _ in p.images)
-        layers[name] = LayerPlan(name, (c, p.shape[1], p.shape[2]), p.images, chans)
+        layers[name] = LayerPlan(name, (c, p.shape[1], p.shape[2]), p.images, chans, p.positions)
     return SamplingPlan(plan.n_pool, layers)
 
 
@@ -176,6 +176,7 @@ def compare_modules(
     from medtransfer.models import Normalization
 
     settings = settings or AnalysisSettings()
+    uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations)
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     sides = [m if isinstance(m, Model) else Model(m, Normalization("torch"), type(m).__name__) for m in (model_a, model_b)]
     names_a = list(layers_a) if layers_a else list(sides[0].default_layers)
@@ -195,7 +196,8 @@ def compare_modules(
         grids[label] = (min(ha, hb), min(wa, wb))
     shapes = [{label: (raw[k][n][0], *grids[label]) for label, n in zip(labels, names)}
               for k, names in enumerate((names_a, names_b))]
-    plan_a = plan_sampling(len(pool), shapes[0], settings.rows, settings.channels, settings.repeats, settings.seed)
+    plan_a = plan_sampling(len(pool), shapes[0], settings.rows, settings.channels, settings.repeats, settings.seed,
+                           settings.sampling, settings.positions)
     reuse = {label: shapes[0][label][0] == shapes[1][label][0] for label in labels}
     plan_b = _same_images(plan_a, shapes[1], reuse, settings.seed, settings.channels)
 
@@ -217,8 +219,8 @@ def compare_modules(
     out = []
     for label, a, b in zip(labels, names_a, names_b):
         p = plan_a.layers[label]
-        for m in settings.measures:
-            values = np.array([measure(xa, xb, m) for xa, xb in zip(acts[0][label], acts[1][label])])
-            out.append([label, m, float(values.mean()), float(values.std()), p.rows, len(p.channels[0]),
-                        len(values), len(p.images[0]), a, b])
+        for j, m in enumerate(settings.measures):
+            scores = score_layer(acts[0][label], acts[1][label], p, m, len(pool), uncertainty, settings.seed + j)
+            out.append({"layer": label, "measure": m, "rows": p.rows, "channels": len(p.channels[0]), **scores,
+                        "layer_a": a, "layer_b": b})
     return pd.DataFrame(out, columns=COLUMNS), log

@@ -7,7 +7,9 @@ File layout (``torch.save`` of a dict, readable with ``torch.load(weights_only=T
 
 ``backbone`` is a registry name (:mod:`medtransfer.models.registry`); files without it hold a ResNet50.
 
-``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names).
+``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names);
+a training run also records ``size`` (the side in pixels it was trained at) and ``interpolation``,
+which :func:`checkpoint_meta` reads back (e.g. for ``medtransfer similarity``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.normalization import Normalization
+from medtransfer.models.report import check_finite_state
 
 FORMAT = "medtransfer-checkpoint"
 VERSION = 1
@@ -77,6 +80,17 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("meta"), dict):
+        return None
+    return dict(payload["meta"])
+
+
 def read_payload(path: str | os.PathLike, file_format: str, version: int, what: str,
                  map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The dict a medtransfer file holds, checked for its ``format`` marker and ``version``.
@@ -125,6 +139,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise WeightsError(
                 f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
             )
+    check_finite_state(state, f"checkpoint {path}")
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()

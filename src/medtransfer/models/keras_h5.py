@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from medtransfer.errors import WeightsError
-from medtransfer.models.report import LoadReport, copy_state_
+from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import STAGES, ResNet50
 
 CONV_VARS = ("kernel", "bias")
@@ -307,6 +307,7 @@ def keras_state(weights: KerasWeights, model: nn.Module) -> tuple[dict[str, torc
                     f"{path}: layer {name} {var} has shape {tuple(arrays[var].shape)}, expected {shape} "
                     f"(Keras layout)"
                 )
+        check_finite_state({f"{name}/{var}": arrays[var] for var in expected[name]}, path)
         prefix = prefixes[id(module)]
         if isinstance(module, nn.Conv2d):
             tensors[f"{prefix}.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].transpose(3, 2, 0, 1)))

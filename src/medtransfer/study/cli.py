@@ -76,11 +76,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Study directory (created; re-running resumes it)."),
         executor: str = typer.Option(None, "--executor", help="local, slurm or ray (default: the study's)."),
         device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1)."),
+        track: str = typer.Option(None, "--track", help="mlflow: track the runs (the study's tracking: section, "
+                                  "else a store in DIR/mlflow); off: do not track."),
     ) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
 
-        from medtransfer.study.config import StudyConfig
+        from medtransfer.errors import ConfigError
+        from medtransfer.study.config import StudyConfig, TrackingSpec
         from medtransfer.study.runner import run_study
 
         console = Console()
@@ -91,9 +94,14 @@ def register(app: typer.Typer) -> None:
         if device is not None:
             config = StudyConfig.parse({**config.model_dump(), "training": {**config.training, "device": device}},
                                        "--device")
+        if track is not None:
+            if track not in ("mlflow", "off"):
+                raise ConfigError(f"--track {track!r}: expected mlflow or off")
+            tracking = None if track == "off" else (config.tracking or TrackingSpec()).model_dump()
+            config = StudyConfig.parse({**config.model_dump(), "tracking": tracking}, "--track")
         report = run_study(config, out)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "
-                      f"{len(report.failed)} failed")
+                      f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
         table = (out / "results" / "table2.md").read_text()

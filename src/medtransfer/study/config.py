@@ -126,6 +126,17 @@ class ExecutorSpec(_Strict):
     gpus_per_run: float | None = Field(None, ge=0)
 
 
+class TrackingSpec(_Strict):
+    """Experiment tracking of the study's runs (medtransfer.tracking.mlflow_sink). ``uri``: an MLflow
+    tracking URI (default: a SQLite store inside the study directory); ``experiment``: its name
+    (default: the study's name); ``log_weights``: also upload each run's best.pt (95 MB)."""
+
+    kind: Literal["mlflow"] = "mlflow"
+    uri: str | None = None
+    experiment: str | None = None
+    log_weights: bool = False
+
+
 class StudyConfig(_Strict):
     """A whole study: targets x sources x strategies x folds x seeds, plus shared constants."""
 
@@ -143,6 +154,7 @@ class StudyConfig(_Strict):
     backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    tracking: TrackingSpec | None = None  # off unless given
     # settings of `medtransfer analyze` for this study; validated by medtransfer.analysis
     analysis: dict[str, Any] = Field(default_factory=dict)
 

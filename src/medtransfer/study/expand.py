@@ -76,15 +76,18 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
     pretrained sources.
     """
     out = Path(out).resolve() if out is not None else None  # absolute: analysis may run from elsewhere
+    from medtransfer.data.registry import single_fold
+
     runs = []
     backbones = list(dict.fromkeys(b for source in study.sources for b in backbones_for(study, source)))
     for target in study.targets:
+        folds = [0] if single_fold(target.manifest_name, target.options) else study.fold_list
         for backbone in backbones:
             for source in study.sources:
                 if backbone not in backbones_for(study, source):
                     continue
                 for strategy in strategies_for(study, source):
-                    for fold in study.fold_list:
+                    for fold in folds:
                         for seed in study.seeds:
                             runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone))
     return runs

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtransfer.errors import ConfigError
+from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
 from medtransfer.study.results import write_results
-from medtransfer.study.store import DONE, clear_running, run_dir, write_atomic
+from medtransfer.study.store import DONE, clear_claim, run_dir, write_atomic
 from medtransfer.training.config import RunConfig
 
 # fields that may change between two invocations without changing what a run computes
@@ -21,12 +22,34 @@ _FREE_FIELDS = set(EXECUTION_FIELDS) | {"keep_last", "classes", "eval_batch_size
 
 @dataclass
 class StudyReport:
-    """What one invocation did: runs in the study, skipped as done, finished now, failed."""
+    """What one invocation did: runs in the study, skipped as done, finished now (by this driver),
+    failed, and finished meanwhile by another owner (another driver, an earlier driver's job)."""
 
     total: int
     skipped: int
     finished: int
     failed: list[Outcome] = field(default_factory=list)
+    elsewhere: int = 0
+
+
+def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
+    """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
+    dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
+    busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
+    todo = [t for t in tasks if t not in busy]
+    outcomes: list[Outcome] = []
+    poll_s = min(getattr(executor, "poll_s", 1.0), 10.0)
+    elsewhere = 0
+    while todo or busy:
+        got = executor.run(todo) if todo else []
+        outcomes += [o for o in got if o.state != "busy"]
+        elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
+        busy += [t for t, o in zip(todo, got) if o.state == "busy"]
+        orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], DONE, poll_s)}
+        elsewhere += len(busy) - len(orphans)
+        todo = [t for t in busy if t.directory in orphans]
+        busy = []
+    return outcomes, elsewhere
 
 
 def _check_unchanged(config: RunConfig, directory: Path) -> None:
@@ -46,7 +69,8 @@ def _check_unchanged(config: RunConfig, directory: Path) -> None:
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
-    from medtransfer.data import load_manifest, make_folds, write_folds
+    from medtransfer.data import load_manifest, write_folds
+    from medtransfer.data.registry import dataset_folds
 
     fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
     for target in study.targets:
@@ -54,7 +78,7 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = make_folds(manifest, k=study.k_folds, fractions=fractions, seed=study.split_seed)
+        folds = dataset_folds(manifest, study.k_folds, fractions, study.split_seed)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
@@ -80,16 +104,25 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
                                  study.training["threads"])
+    tracking = ""
+    if study.tracking is not None:
+        from medtransfer.tracking.mlflow_sink import open_study_tracking
+
+        tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
         directory = run_dir(out, config)
         if (directory / DONE).exists():
             # DONE is written last; a process killed just after it leaves its RUNNING claim behind
-            clear_running(directory)
+            clear_claim(directory)
         else:
-            tasks.append(Task.make(config, directory))
-    outcomes = executor.run(tasks) if tasks else []
+            tasks.append(Task.make(config, directory, tracking))
+    outcomes, elsewhere = _execute(executor, tasks)
+    if tracking:
+        from medtransfer.tracking.mlflow_sink import close_study_tracking
+
+        close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
-    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed)
+    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, elsewhere)

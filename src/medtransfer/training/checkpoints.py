@@ -9,6 +9,7 @@ moment leaves a consistent pair. Every file is written atomically (temp file + r
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from medtransfer.atomic import write_atomic
 from medtransfer.errors import MedtransferError
 
 LAST = "last.pt"
+TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -56,7 +58,11 @@ def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
         if path.name != keep:
             path.unlink(missing_ok=True)
     for path in directory.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+        try:  # a young temp file may be another writer's, still being filled: only old ones are stale
+            if time.time() - path.stat().st_mtime > TEMP_STALE_S:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
 
 def read_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
