@@ -77,8 +77,7 @@ def layerwise_similarity(
             if (size, backbone) not in shapes_by_size:
                 shapes_by_size[(size, backbone)] = layer_shapes(size, list(layers.values()), backbone)
             plan = plan_sampling(len(pool), shapes_by_size[(size, backbone)], settings.rows, settings.channels,
-                                 settings.repeats, settings.seed + 1000 * fold, settings.sampling,
-                                 settings.positions)
+                                 settings.repeats, settings.seed + 1000 * fold, settings.sampling, settings.positions)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
                     key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
