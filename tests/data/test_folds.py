@@ -174,7 +174,7 @@ def test_author_classes_are_checked_against_our_labels(tmp_path):
     bad = _one_fold(tmp_path / "flip", rows[:4], flipped[4:6], rows[6:])
     with pytest.raises(DataError, match=r"(?s)val_fold1\.csv: the authors' class disagrees.*1 of 2 images.*"
                                         r"line 3 '\.\./\.\./data/breast/malignant/5\.png'.*authors' class 'benign', "
-                                        r"ours 'malignant'.*check_labels=False"):
+                                        r"ours 'malignant'.*--no-check-labels"):
         import_author_splits(bad, m)
     assert len(import_author_splits(bad, m, check_labels=False)) == 8  # imported unchecked on request
 

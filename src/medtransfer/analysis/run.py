@@ -20,7 +20,7 @@ from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, 
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
-from medtransfer.analysis.layerwise import fold_similarity
+from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
@@ -50,7 +50,7 @@ def layerwise_similarity(
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
     few: dict[tuple[str, str], tuple[int, int]] = {}
-    shapes_by_size: dict[int, dict] = {}
+    shapes_by_size: dict[tuple[int, str], dict] = {}
     inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
 
     def load(ref: ModelRef) -> Network:
@@ -71,10 +71,14 @@ def layerwise_similarity(
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
             size = int(run.config.get("size", 112))
-            if size not in shapes_by_size:
-                shapes_by_size[size] = layer_shapes(size, list(layers.values()))
-            plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
-                                 settings.repeats, settings.seed + 1000 * fold)
+            from medtransfer.models.registry import backbone_of_source
+
+            backbone = backbone_of_source(str(run.config.get("source", "random")))  # one per target label
+            if (size, backbone) not in shapes_by_size:
+                shapes_by_size[(size, backbone)] = layer_shapes(size, list(layers.values()), backbone)
+            plan = plan_sampling(len(pool), shapes_by_size[(size, backbone)], settings.rows, settings.channels,
+                                 settings.repeats, settings.seed + 1000 * fold, settings.sampling,
+                                 settings.positions)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
                     key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
@@ -83,6 +87,7 @@ def layerwise_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
+                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed),
             )
             missing.extend(problems)
             frames.append(frame)

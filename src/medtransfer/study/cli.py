@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             config = StudyConfig.parse({**config.model_dump(), "tracking": tracking}, "--track")
         report = run_study(config, out)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "
-                      f"{len(report.failed)} failed")
+                      f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
         table = (out / "results" / "table2.md").read_text()

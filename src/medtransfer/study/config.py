@@ -39,6 +39,15 @@ def _check_training(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _backbone_name(value: str) -> str:
+    from medtransfer.models import registry
+
+    try:
+        return registry.get(value).name
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +100,9 @@ class SourceSpec(_Strict):
     normalization: Literal["caffe", "unit", "symmetric", "torch"] | None = None
     pretrain: PretrainSpec | None = None
     strategies: list[Literal["no-freeze", "freeze"]] | None = None
+    backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
+
+    _backbone = field_validator("backbone")(lambda v: None if v is None else _backbone_name(v))
 
     @model_validator(mode="after")
     def _one_origin(self) -> "SourceSpec":
@@ -138,6 +150,8 @@ class StudyConfig(_Strict):
     folds: list[int] | None = None
     split_seed: int = 0
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
+    backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given
@@ -145,9 +159,14 @@ class StudyConfig(_Strict):
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     _training = field_validator("training")(_check_training)
+    _backbones = field_validator("backbones")(lambda v: list(dict.fromkeys(_backbone_name(b) for b in v)))
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
+        for source in self.sources:
+            if source.pretrain is not None and source.backbone is None and len(self.backbones) > 1:
+                raise ValueError(f"source {source.name!r} is pretrained by the study on one backbone: give it "
+                                 f"'backbone:' (one of {self.backbones})")
         for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medtransfer.errors import MedtransferError
 from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
 
@@ -19,7 +20,8 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     p = spec.pretrain
     values = {key: execution[key] for key in EXECUTION_FIELDS if key in execution}
     values.update(p.training)
-    values.update(target=p.dataset, root=p.root, target_options=dict(p.options), source="random",
+    values.update(target=p.dataset, root=p.root, target_options=dict(p.options),
+                  source="random" if spec.backbone in (None, "resnet50") else f"random@{spec.backbone}",
                   source_name=f"pretrain-{spec.name}", strategy="no-freeze", size=p.size,
                   batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, seed=p.seed,
                   patience=values.get("patience", p.epochs))
@@ -34,6 +36,9 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
     if target.exists():
         return target
     run_dir = Path(out) / "sources" / f"{spec.name}-run"
-    train_run(pretrain_config(spec, execution), run_dir)
+    try:
+        train_run(pretrain_config(spec, execution), run_dir)
+    except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
+        raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
     os.replace(run_dir / "checkpoints" / "best.pt", target)  # the run is DONE: its best.pt moves
     return target

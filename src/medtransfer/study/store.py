@@ -9,17 +9,15 @@ it raised (``FAILED`` holds the error); ``pending`` otherwise.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
+from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
 
-DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
+DONE, RUNNING, FAILED = "DONE", claims.CLAIM, "FAILED"
 STATES = ("done", "running", "interrupted", "failed", "pending")
 
 
@@ -33,44 +31,33 @@ def run_dir(out: Path, config: RunConfig) -> Path:
     return Path(out) / "runs" / config.run_id
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def mark_running(directory: Path) -> bool:
+    """Claim a run for this process (see :mod:`medtransfer.study.claims`); False when another live
+    owner holds it."""
+    if not claims.claim(directory):
         return False
-    except PermissionError:
-        return True
-    return True
-
-
-def mark_running(directory: Path) -> None:
-    """Claim a run for this process (host, pid, start time in seconds since the epoch)."""
     (directory / FAILED).unlink(missing_ok=True)
-    write_atomic(directory / RUNNING, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                  "started": time.time()}))
+    return True
 
 
 def mark_failed(directory: Path, message: str) -> None:
     """Record that the run raised; the next study run retries it."""
     write_atomic(directory / FAILED, message)
-    (directory / RUNNING).unlink(missing_ok=True)
+    claims.release(directory)
 
 
 def clear_running(directory: Path) -> None:
-    """Release the claim of :func:`mark_running`."""
+    """Release this process's claim of :func:`mark_running`."""
+    claims.release(directory)
+
+
+def clear_claim(directory: Path) -> None:
+    """Remove whatever claim a finished (``DONE``) run still carries (its owner was killed after DONE)."""
     (directory / RUNNING).unlink(missing_ok=True)
 
 
 def _running_alive(marker: Path, stale_after_s: float) -> bool:
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if info.get("host") == socket.gethostname():
-        return _pid_alive(int(info.get("pid", -1)))
-    # another machine (a cluster node): trust the marker while the run keeps writing
-    newest = max((p.stat().st_mtime for p in marker.parent.rglob("*") if p.is_file()), default=0.0)
-    return time.time() - newest < stale_after_s
+    return claims.alive(claims.read(marker.parent), marker.parent, stale_after_s)
 
 
 @dataclass
@@ -90,7 +77,7 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> Ru
     epochs, phase, auc, error = 0, "", None, ""
     history = directory / "history.csv"
     if history.exists():
-        lines = history.read_text().strip().splitlines()[1:]
+        lines = history.read_text(errors="replace").strip().splitlines()[1:]  # damaged bytes: still a count
         epochs = len(lines)
         if lines:
             phase = lines[-1].split(",", 1)[0]
@@ -104,7 +91,7 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> Ru
         state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
     elif (directory / FAILED).exists():
         state = "failed"
-        lines = (directory / FAILED).read_text().strip().splitlines()
+        lines = (directory / FAILED).read_text(errors="replace").strip().splitlines()
         error = lines[-1] if lines else ""
     elif (directory / "checkpoints" / "last.pt").exists():
         state = "interrupted"

@@ -168,7 +168,8 @@ class _Run:
     def meta(self, **extra: Any) -> dict[str, Any]:
         return {"normalization": str(self.normalize), "classes": self.data.classes, "source": self.config.source,
                 "target": self.config.target, "strategy": self.config.strategy, "fold": self.config.fold,
-                "seed": self.config.seed, **extra}
+                "seed": self.config.seed, "size": self.config.size, "interpolation": self.config.interpolation,
+                **extra}
 
     # -- phases -----------------------------------------------------------------------------
 
