@@ -21,6 +21,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medtransfer"
     ("imagenet", False, None, "imagenet"),
     ("random", False, None, "random"),
     ("radimagenet", False, None, "radimagenet"),
+    ("imagenet@densenet121", False, None, "imagenet@densenet121"),
+    ("random@convnext_tiny", False, None, "random@convnext_tiny"),
     ("weights/RadImageNet-ResNet50_notop.h5", True, "keras", "RadImageNet-ResNet50_notop"),
     ("my_net.weights.h5", True, "keras", "my_net"),
     ("model.keras", True, "keras", "model"),
@@ -33,7 +35,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medtransfer"
 def test_source_ref_answers_label_file_and_format_once(text, is_file, fmt, label):
     ref = SourceRef.of(text)
     assert (ref.is_file, ref.format, ref.label) == (is_file, fmt, label)
-    assert ref.is_random == (text == "random")
+    assert ref.is_random == text.startswith("random")
 
 
 def test_source_ref_resolves_relative_files_only(tmp_path):

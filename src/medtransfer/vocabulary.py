@@ -48,7 +48,8 @@ WEIGHT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES
 
 @dataclass(frozen=True)
 class SourceRef:
-    """What a run starts from: ``text`` is a built-in name (:data:`SOURCE_NAMES`) or a file path.
+    """What a run starts from: ``text`` is a built-in name (:data:`SOURCE_NAMES`, optionally with a
+    backbone: ``imagenet@densenet121``) or a file path.
 
     Any string that is not a built-in name is a file, whatever its suffix (``load_source`` refuses
     a suffix it cannot read, naming the accepted ones). A relative path inside a study directory
@@ -63,14 +64,26 @@ class SourceRef:
         return value if isinstance(value, SourceRef) else cls(str(value))
 
     @property
+    def name(self) -> str:
+        """The built-in name without a backbone (``imagenet@densenet121`` -> ``imagenet``), or the text."""
+        name, sep, _ = self.text.rpartition("@")
+        return name if sep and name in SOURCE_NAMES else self.text
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone a built-in name asks for (``imagenet@densenet121`` -> ``densenet121``), else ``None``."""
+        name, sep, backbone = self.text.rpartition("@")
+        return backbone if sep and name in SOURCE_NAMES else None
+
+    @property
     def is_file(self) -> bool:
-        """Whether the source is a weights file (not a built-in name)."""
-        return self.text not in SOURCE_NAMES
+        """Whether the source is a weights file (not a built-in name, with or without ``@backbone``)."""
+        return self.name not in SOURCE_NAMES
 
     @property
     def is_random(self) -> bool:
         """Keras' default initialisation (seeded), not pretrained weights."""
-        return self.text == RANDOM
+        return self.name == RANDOM
 
     @property
     def format(self) -> Literal["keras", "torch"] | None:

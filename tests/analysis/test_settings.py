@@ -18,7 +18,7 @@ def test_study_yaml_section_and_overrides():
         "block3": "conv4_block6_out", "block4": "conv5_block3_out"}
 
 
-@pytest.mark.parametrize("section, field", [({"rowz": 1}, "rowz"), ({"rows": 0}, "rows"), ({"measures": ["svcca"]}, "measures"),
+@pytest.mark.parametrize("section, field", [({"rowz": 1}, "rowz"), ({"rows": 0}, "rows"), ({"measures": ["nope"]}, "measures"),
                                             ({"split": "holdout"}, "split"), ({"auc_average": "median"}, "auc_average")])
 def test_bad_settings_name_the_field(section, field):
     with pytest.raises(ConfigError, match=field):

@@ -91,7 +91,7 @@ def test_torch_input_matches_numpy():
 def test_bad_arguments_refused():
     acts = activations()
     with pytest.raises(MedtransferError, match="measure"):
-        layer_similarity(acts, acts, measure="svcca")
+        layer_similarity(acts, acts, measure="nope")
     with pytest.raises(MedtransferError, match="same images"):
         layer_similarity(acts, acts[:-1])
     with pytest.raises(MedtransferError, match="spatial size"):

@@ -27,18 +27,26 @@ class LayerPlan:
     """The samples of one layer: per repeat, sorted pool indices and channel indices.
 
     ``shape`` is the layer's activation ``(C, h, w)``; repeat ``r`` yields a matrix of
-    ``len(images[r]) * h * w`` rows (image-major, then y, x) by ``len(channels[r])`` columns.
+    ``len(images[r]) * h * w`` rows (image-major, then y, x) by ``len(channels[r])`` columns, or,
+    with ``positions`` (the "spread" sampling), ``len(images[r]) * k`` rows: the flat positions
+    ``positions[r] (len(images[r]), k)`` of each image, in that order.
     """
 
     name: str
     shape: Shape
     images: tuple[np.ndarray, ...]
     channels: tuple[np.ndarray, ...]
+    positions: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def rows_per_image(self) -> int:
+        """Rows each sampled image contributes (h x w, or k sampled positions)."""
+        return self.shape[1] * self.shape[2] if self.positions is None else int(self.positions[0].shape[1])
 
     @property
     def rows(self) -> int:
-        """Rows per repeat (images x h x w)."""
-        return len(self.images[0]) * self.shape[1] * self.shape[2]
+        """Rows per repeat (images x rows per image)."""
+        return len(self.images[0]) * self.rows_per_image
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class SamplingPlan:
 
     def nbytes(self, networks: int = 1) -> int:
         """Memory the sampled activations of ``networks`` networks take (float32)."""
-        per = sum(len(img) * p.shape[1] * p.shape[2] * len(ch) for p in self.layers.values() for img, ch in zip(p.images, p.channels))
+        per = sum(len(img) * p.rows_per_image * len(ch) for p in self.layers.values() for img, ch in zip(p.images, p.channels))
         return 4 * per * networks
 
 
@@ -67,33 +75,46 @@ def plan_sampling(
     channels: int = 64,
     repeats: int = 5,
     seed: int = 0,
+    sampling: str = "paper",
+    positions: int = 16,
 ) -> SamplingPlan:
     """Draw every layer's samples up front (protocol.md: ~``rows`` rows, ``channels`` channels).
 
     Per layer with activation ``(C, h, w)``: each repeat takes ``round(rows / (h*w))`` distinct
     pool images (at least 1, at most ``n_pool``) with all their positions, and ``min(channels, C)``
-    distinct channels. Draws are independent across layers and repeats, from ``seed``.
+    distinct channels. ``sampling="spread"``: ``round(rows / k)`` images with ``k = min(positions,
+    h*w)`` distinct random positions each (drawn after the channels). Draws are independent across
+    layers and repeats, from ``seed``; the paper sampling's draws do not depend on ``positions``.
     """
     if n_pool < 1:
         raise ConfigError("the stimulus pool is empty: no images in the chosen split")
     rng = np.random.default_rng(seed)
     layers = {}
     for name, (c, h, w) in shapes.items():
-        k = int(min(n_pool, max(1, round(rows / (h * w)))))
+        per_image = h * w if sampling == "paper" else int(min(positions, h * w))
+        k = int(min(n_pool, max(1, round(rows / per_image))))
         m = int(min(channels, c))
         images = tuple(np.sort(rng.choice(n_pool, size=k, replace=False)) for _ in range(repeats))
         chans = tuple(np.sort(rng.choice(c, size=m, replace=False)) for _ in range(repeats))
-        layers[name] = LayerPlan(name, (int(c), int(h), int(w)), images, chans)
+        where = None
+        if sampling != "paper":
+            where = tuple(np.stack([np.sort(rng.choice(h * w, size=per_image, replace=False)) for _ in range(k)])
+                          for _ in range(repeats))
+        layers[name] = LayerPlan(name, (int(c), int(h), int(w)), images, chans, where)
     return SamplingPlan(n_pool, layers)
 
 
-def layer_shapes(size: int, layers: Iterable[str]) -> dict[str, Shape]:
-    """``(C, h, w)`` of each Keras layer of the ResNet50 for ``size x size`` inputs (one tiny pass)."""
-    from medtransfer.models import ResNet50
+def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, Shape]:
+    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
+    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
+    (:func:`medtransfer.models.registry.stage_layer`), keyed as asked."""
+    from medtransfer.models import registry
 
+    layers = list(layers)
+    own = {name: registry.stage_layer(backbone, name) for name in layers}
     with torch.no_grad():
-        feats = ResNet50().eval().features(torch.zeros(1, 3, size, size), list(layers))
-    return {name: tuple(int(d) for d in t.shape[1:]) for name, t in feats.items()}
+        feats = registry.create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
+    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
 
 
 @dataclass
@@ -134,7 +155,7 @@ def sample_activations(
         raise ConfigError(f"the pool holds {len(pool)} images but the sampling plan was drawn for {plan.n_pool}")
     names = list(plan.layers)
     out = {
-        name: [np.empty((len(img) * p.shape[1] * p.shape[2], len(ch)), dtype=np.float32) for img, ch in zip(p.images, p.channels)]
+        name: [np.empty((len(img) * p.rows_per_image, len(ch)), dtype=np.float32) for img, ch in zip(p.images, p.channels)]
         for name, p in plan.layers.items()
     }
     chan_t = {name: [torch.as_tensor(ch, device=device) for ch in p.channels] for name, p in plan.layers.items()}
@@ -151,7 +172,7 @@ def sample_activations(
             feats = network.features(x, names)
             for name, p in plan.layers.items():
                 act = feats[name]
-                hw = p.shape[1] * p.shape[2]
+                hw = p.rows_per_image
                 for r, images in enumerate(p.images):
                     lo = np.searchsorted(images, idx[0])
                     hi = np.searchsorted(images, idx[-1], side="right")
@@ -159,6 +180,10 @@ def sample_activations(
                         continue
                     local = torch.as_tensor(np.searchsorted(idx, images[lo:hi]), device=device)
                     block = act.index_select(0, local).index_select(1, chan_t[name][r])
-                    rows = block.permute(0, 2, 3, 1).reshape(-1, block.shape[1])
+                    rows = block.permute(0, 2, 3, 1).reshape(block.shape[0], -1, block.shape[1])
+                    if p.positions is not None:
+                        where = torch.as_tensor(p.positions[r][lo:hi], device=rows.device)
+                        rows = torch.gather(rows, 1, where[:, :, None].expand(-1, -1, rows.shape[-1]))
+                    rows = rows.reshape(-1, block.shape[1])
                     out[name][r][lo * hw : hi * hw] = rows.float().cpu().numpy()
     return out

@@ -1,20 +1,24 @@
-"""Layer-wise similarity of model pairs (paper Figures 3, 7-12): CCA as in the paper, CKA beside it.
+"""Layer-wise similarity of model pairs (paper Figures 3, 7-12): CCA as in the paper, CKA beside it,
+or any registered measure, each with an image-bootstrap interval and a permutation null.
 
 For one target and fold: the distinct networks of all pairs are each run once over the stimulus
 pool (:mod:`medtransfer.analysis.activations`), then every pair, layer and repeat is measured on
-the shared samples. A value is the mean of all canonical correlations (``cca(x, y).mean``) or linear
-CKA; ``mean``/``std`` (ddof=0) are over the repeats.
+the shared samples. A value is a measure of :mod:`medtransfer.similarity.registry` (``cca``: the
+mean of all canonical correlations); ``mean``/``std`` (ddof=0) are over the repeats; ``ci_low``,
+``ci_high`` the image-bootstrap interval of ``mean``; ``null_mean``, ``null_p95``, ``p_value`` its
+permutation null (:func:`medtransfer.similarity.score_repeats`). NaN where not available.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from medtransfer.analysis.activations import ForwardLog, Network, SamplingPlan, sample_activations
+from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, sample_activations
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.errors import MedtransferError
 from medtransfer.progress import track
@@ -22,16 +26,42 @@ from medtransfer.progress import track
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
     "kind", "source", "model_a", "model_b", "layer_name", "rows", "channels", "repeats",
+    "ci_low", "ci_high", "null_mean", "null_p95", "p_value", "images",
 ]
+#: The uncertainty columns of similarity.csv (NaN where not computed).
+UNCERTAINTY = ["ci_low", "ci_high", "null_mean", "null_p95", "p_value"]
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """What each layer-wise score carries: interval level (None: none), resamples, permutations."""
+
+    ci: float | None = 0.95
+    resamples: int = 1000
+    permutations: int = 20
+    seed: int = 0
 
 
 def measure(x: np.ndarray, y: np.ndarray, name: str) -> float:
-    """Similarity of two activation matrices ``(rows, channels)``: ``"cca"`` mean rho or ``"cka"``."""
-    from medtransfer.similarity import cca, linear_cka
+    """Similarity of two activation matrices ``(rows, channels)`` by a registered measure name."""
+    from medtransfer.similarity.registry import get
 
-    if name == "cca":
-        return float(cca(x, y).mean)
-    return float(linear_cka(x, y))
+    return get(name)(x, y)
+
+
+def score_layer(
+    xs: list[np.ndarray], ys: list[np.ndarray], layer: LayerPlan, name: str, n_pool: int,
+    uncertainty: Uncertainty | None, seed: int = 0,
+) -> dict[str, float]:
+    """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure."""
+    from medtransfer.similarity import score_repeats
+
+    u = uncertainty or Uncertainty(ci=None, permutations=0)
+    result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
+                           resamples=u.resamples, permutations=u.permutations, seed=seed)
+    return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "ci_low": result.ci_low,
+            "ci_high": result.ci_high, "null_mean": result.null_mean, "null_p95": result.null_p95,
+            "p_value": result.p_value, "images": result.images}
 
 
 def fold_similarity(
@@ -46,6 +76,7 @@ def fold_similarity(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,
+    uncertainty: Uncertainty | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Similarity rows (:data:`COLUMNS`) of every pair at every planned layer, and problems met.
 
@@ -53,6 +84,7 @@ def fold_similarity(
         pool: uint8 ``(N, h, w, 3)`` stimulus images of this target and fold.
         load: builds a :class:`Network` for a model reference (called once per distinct model).
         labels: Keras layer name -> label written in the ``layer`` column (``conv1_relu`` -> ``conv1``).
+        uncertainty: interval and null settings (None: neither; the columns are NaN).
 
     A network that fails to load (e.g. weights not available) is reported and its pairs skipped.
     """
@@ -69,26 +101,26 @@ def fold_similarity(
         del network
     rows = []
     refused: dict[tuple[str, str], str] = {}
-
-    def value(xa: np.ndarray, xb: np.ndarray, name: str, m: str) -> float:
-        try:
-            return measure(xa, xb, m)
-        except MedtransferError as error:  # e.g. CCA with channels >= rows - 1
-            refused.setdefault((name, m), str(error))
-            return float("nan")
-
-    for pair in track(pairs, f"similarity {target} fold {fold}", total=len(pairs)):
+    seed = (uncertainty.seed if uncertainty is not None else 0) + 7919 * fold
+    for p, pair in enumerate(track(pairs, f"similarity {target} fold {fold}", total=len(pairs))):
         if pair.a.key not in samples or pair.b.key not in samples:
             continue
         acts_a, acts_b = samples[pair.a.key], samples[pair.b.key]
         for name, layer in plan.layers.items():
-            for m in measures:
-                values = np.array([value(xa, xb, name, m) for xa, xb in zip(acts_a[name], acts_b[name])])
-                rows.append(
-                    [target, fold, pair.name, pair.strategy, labels.get(name, name), m,
-                     float(np.mean(values)), float(np.std(values)), pair.kind, pair.source,
-                     pair.a.label, pair.b.label, name, layer.rows, len(layer.channels[0]), len(values)]
-                )
+            for j, m in enumerate(measures):
+                try:
+                    scores = score_layer(acts_a[name], acts_b[name], layer, m, plan.n_pool, uncertainty,
+                                         seed=seed + 104729 * p + 31 * j)
+                except MedtransferError as error:  # e.g. CCA with channels >= rows - 1
+                    refused.setdefault((name, m), str(error))
+                    scores = {"mean": float("nan"), "std": float("nan"), "repeats": len(layer.images),
+                              **{c: float("nan") for c in UNCERTAINTY}, "images": len(layer.images[0])}
+                rows.append({
+                    "target": target, "fold": fold, "pair": pair.name, "strategy": pair.strategy,
+                    "layer": labels.get(name, name), "measure": m, "kind": pair.kind, "source": pair.source,
+                    "model_a": pair.a.label, "model_b": pair.b.label, "layer_name": name, "rows": layer.rows,
+                    "channels": len(layer.channels[0]), **scores,
+                })
     for (name, m), message in refused.items():
         problems.append(f"{target} fold {fold}, {labels.get(name, name)}: {m.upper()} not computed ({message})")
     return pd.DataFrame(rows, columns=COLUMNS), problems

@@ -55,7 +55,22 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
         source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
         model, normalize = source.model, source.normalize
     model = model.to(device).eval()
-    return Network(features=model.features, normalize=normalize)
+    return Network(features=_stage_features(model), normalize=normalize)
+
+
+def _stage_features(model: torch.nn.Module):
+    """``model.features``, taking the paper's ResNet50 layer names for any backbone's stages."""
+    from medtransfer.models import ResNet50, registry
+
+    if isinstance(model, ResNet50):
+        return model.features
+    backbone = registry.backbone_of(model)
+
+    def features(x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        own = {name: registry.stage_layer(backbone, name) for name in names}
+        out = model.features(x, list(dict.fromkeys(own.values())))
+        return {name: out[own[name]] for name in names}
+    return features
 
 
 def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndarray, str]:
@@ -63,7 +78,9 @@ def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndar
     from medtransfer.models import load_source
 
     source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
-    return source.model.conv1.weight.detach().cpu().numpy().astype(np.float64), str(source.normalize)
+    from medtransfer.models.filters import conv1_filters
+
+    return conv1_filters(source.model).astype(np.float64), str(source.normalize)
 
 
 class RowView:

@@ -2,7 +2,7 @@
 
 Writes under ``DIR/analysis/``: ``auc.csv`` (per run, recomputed from probabilities), ``table2.csv``
 and ``table2.md``, ``similarity.csv``, ``prediction_similarity.csv``, ``gain_points.csv``,
-``correlation.csv``, ``figures/*.{png,pdf}``; and ``DIR/report.html``.
+``correlation.csv``, ``figures/*.{png,pdf,svg}``; and ``DIR/report.html``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, 
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
-from medtransfer.analysis.layerwise import fold_similarity
+from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
@@ -51,7 +51,7 @@ def layerwise_similarity(
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
     few: dict[tuple[str, str], tuple[int, int]] = {}
-    shapes_by_size: dict[int, dict] = {}
+    shapes_by_size: dict[tuple[int, str], dict] = {}
     inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
 
     def load(ref: ModelRef) -> Network:
@@ -72,10 +72,13 @@ def layerwise_similarity(
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
             size = run.config.size
-            if size not in shapes_by_size:
-                shapes_by_size[size] = layer_shapes(size, list(layers.values()))
-            plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
-                                 settings.repeats, settings.seed + 1000 * fold)
+            from medtransfer.models.registry import backbone_of_source
+
+            backbone = backbone_of_source(run.load_string)  # one per target label
+            if (size, backbone) not in shapes_by_size:
+                shapes_by_size[(size, backbone)] = layer_shapes(size, list(layers.values()), backbone)
+            plan = plan_sampling(len(pool), shapes_by_size[(size, backbone)], settings.rows, settings.channels,
+                                 settings.repeats, settings.seed + 1000 * fold, settings.sampling, settings.positions)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
                     key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
@@ -84,6 +87,7 @@ def layerwise_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
+                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed),
             )
             missing.extend(problems)
             frames.append(frame)
@@ -126,6 +130,7 @@ def analyze(
     split: str | None = None,
     threads: int | None = None,
     device: str | None = None,
+    formats: list[str] | None = None,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -133,7 +138,8 @@ def analyze(
     (layers conv1, block1-4; 20000 rows; 64 channels; 5 repeats; CCA and CKA). ``layers=["all"]``
     takes the 16 block outputs and conv1. ``split`` picks the stimulus pool of each fold (``test``,
     or ``all`` images of the target for tiny datasets). ``threads`` sets torch's CPU threads for the
-    analysis (restored afterwards). ``device`` defaults to CUDA when available.
+    analysis (restored afterwards). ``device`` defaults to CUDA when available. ``formats``: figure
+    files besides PNG (``pdf``, ``svg``; default both).
     """
     started = time.perf_counter()
     study = read_study(study_dir)
@@ -143,18 +149,20 @@ def analyze(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _analyze(study, settings, device, started)
+        return _analyze(study, settings, device, started, formats)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float) -> Path:
+def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
+             formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
     dev = resolve_device(device)
     out = study.root / "analysis"
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
+    figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
     missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
     if study.unverified:
         missing.append(f"{len(study.unverified)} finished run(s) carry no digests (written by an older medtransfer), "

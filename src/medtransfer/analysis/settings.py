@@ -8,7 +8,12 @@ section, overridden by explicit arguments.
       rows: 20000        # rows (images x positions) per layer and repeat
       channels: 64       # channels sampled per layer and repeat (same for both models of a pair)
       repeats: 5         # fresh samples per layer
-      measures: [cca, cka]
+      measures: [cca, cka]   # any of medtransfer.similarity.registry's names (docs/measures.md)
+      ci: 0.95           # image-bootstrap interval of every layer-wise score (null: none)
+      resamples: 1000    # bootstrap resamples of that interval
+      permutations: 20   # permutation-null draws per layer-wise score (0: no null)
+      sampling: paper    # paper (all positions of few images) or spread (positions per image)
+      positions: 16      # positions per image of the spread sampling
       split: test        # which split of each fold feeds the stimulus pool (train, val, test, all)
       batch_size: 32     # images per forward batch
       seed: 0            # seed of the row/channel sampling
@@ -26,7 +31,8 @@ from typing import Any
 from medtransfer.errors import ConfigError
 from medtransfer.vocabulary import AUC_AVERAGES
 
-MEASURES = ("cca", "cka")
+from medtransfer.similarity.registry import NAMES as MEASURE_NAMES  # noqa: E402
+from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -45,18 +51,29 @@ class AnalysisSettings:
     auc_average: str = "macro"
     bootstrap: int = 2000
     threads: int | None = None
+    ci: float | None = 0.95
+    resamples: int = 1000
+    permutations: int = 20
+    sampling: str = "paper"
+    positions: int = 16
 
     def __post_init__(self) -> None:
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or self.threads < 1):
             raise ConfigError(f"analysis.threads must be a positive integer or null, got {self.threads!r}")
-        for name in ("rows", "channels", "repeats", "batch_size", "bootstrap"):
+        if self.ci is not None and not (isinstance(self.ci, float) and 0.0 < self.ci < 1.0):
+            raise ConfigError(f"analysis.ci must be a confidence level in (0, 1) or null, got {self.ci!r}")
+        if self.sampling not in ("paper", "spread"):
+            raise ConfigError(f"analysis.sampling must be 'paper' or 'spread', got {self.sampling!r}")
+        if not isinstance(self.permutations, int) or isinstance(self.permutations, bool) or self.permutations < 0:
+            raise ConfigError(f"analysis.permutations must be a non-negative integer, got {self.permutations!r}")
+        for name in ("rows", "channels", "repeats", "batch_size", "bootstrap", "resamples", "positions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"analysis.{name} must be a positive integer, got {value!r}")
-        bad = [m for m in self.measures if m not in MEASURES]
+        bad = [m for m in self.measures if m not in MEASURE_NAMES]
         if bad or not self.measures:
-            raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURES)}, got {list(self.measures)}")
+            raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURE_NAMES)}, got {list(self.measures)}")
         if self.auc_average not in AUC_AVERAGES:
             raise ConfigError(f"analysis.auc_average must be one of {', '.join(AUC_AVERAGES)}, got {self.auc_average!r}")
         if self.split not in ("train", "val", "test", "all"):

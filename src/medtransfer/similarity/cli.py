@@ -6,4 +6,20 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app (none yet)."""
+    """Add ``medtransfer measures`` (the measure registry as a table) to the root app."""
+
+    @app.command()
+    def measures() -> None:
+        """The similarity measures: name, kind, range, invariances, and whether they get an image-bootstrap interval."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from medtransfer.similarity.registry import MEASURES
+
+        table = Table(title="similarity measures (docs/measures.md)")
+        for column in ("name", "kind", "range", "invariances", "interval"):
+            table.add_column(column)
+        for m in MEASURES.values():
+            table.add_row(m.name, m.kind, f"[{m.low:g}, {m.high:g}]", ", ".join(m.invariances),
+                          "yes" if m.from_grams is not None else "no")
+        Console().print(table)

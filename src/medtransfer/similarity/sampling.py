@@ -1,35 +1,63 @@
-"""The paper's layer-wise similarity protocol: activations to rows, sampled images and channels, repeats.
+"""The paper's layer-wise similarity protocol: activations to rows, sampled images and channels,
+repeats; with an image-bootstrap interval and a permutation null on request.
 
 Activations of one layer for the same n stimulus images under two models, ``(n, C, h, w)`` for
-convolutional layers or ``(n, C)`` for pooled ones, become matrices ``(m * h * w, c)``: every
-spatial position of a sampled image is a row, ``c`` sampled channels are the columns. Each repeat
-draws fresh images (about ``rows / (h * w)`` of them, without replacement) and fresh channels
-(``channels`` of them, without replacement, the same indices for both models when their channel
-counts agree), then measures CCA (mean of all canonical correlations) or linear CKA.
+convolutional layers or ``(n, C)`` for pooled ones, become matrices ``(m * k, c)``: ``k`` spatial
+positions of each of ``m`` sampled images are rows (image-major), ``c`` sampled channels are the
+columns. Two ways to spend a budget of ``rows`` rows (:data:`SAMPLINGS`):
+
+- ``"paper"`` (default, the paper's protocol): every position of ``m = round(rows / (h * w))``
+  images (k = h * w). At early layers this is 1-3 images per repeat.
+- ``"spread"``: ``positions`` random positions of each of ``m = round(rows / positions)`` images
+  (fewer when the pool is smaller); the same budget over many more images, which is what an
+  image bootstrap and a permutation null need.
+
+Each repeat draws fresh images (without replacement), fresh channels (``channels`` of them, the
+same indices for both models when their channel counts agree) and, for ``"spread"``, fresh
+positions per image; then measures any registered measure
+(:mod:`medtransfer.similarity.registry`). ``mean``/``std`` are over repeats.
+
+Interval (``ci``): image-bootstrap percentile interval of the repeat mean, centred on the estimate
+(:func:`~medtransfer.similarity.bootstrap.percentile_interval`). Each resample draws the
+n stimulus images with replacement (multinomial counts); a repeat's resampled value weights its own
+images by their counts, so repeats that share images stay correlated as they are in the estimate.
+Null (``permutations``): each repeat's images of y are shuffled against those of x (independently
+per repeat) and the repeat mean recomputed; see :mod:`medtransfer.similarity.bootstrap`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity import bootstrap as boot
 from medtransfer.similarity._validation import is_tensor
+from medtransfer.similarity.registry import Measure, get
 
-MEASURES = ("cca", "cka")
+SAMPLINGS = ("paper", "spread")
+#: Positions per image of the "spread" sampling when none are given.
+DEFAULT_POSITIONS = 16
 
 
 @dataclass(frozen=True)
 class LayerSimilarity:
-    """Similarity of one layer pair over repeats.
+    """Similarity of one layer pair over repeats, with its uncertainty.
 
     Attributes:
         mean: mean over repeats, a python float.
         std: standard deviation over repeats (ddof=0), a python float.
         values: ``(repeats,)`` the per-repeat values.
-        rows: rows per repeat (sampled images x h x w); channels: channels per repeat.
+        rows: rows per repeat (sampled images x positions); channels: channels per repeat.
+        images: images per repeat.
+        ci_low, ci_high: image-bootstrap interval of ``mean`` (NaN when not asked for, when the
+            measure has no Gram form, or with fewer than 2 images per repeat).
+        null_mean, null_p95: mean and 95% point (the similar end: 95th percentile of a
+            similarity, 5th of a distance) of ``mean`` under the permutation null (NaN if not asked).
+        p_value: permutation p-value of ``mean`` with the +1 correction (NaN if not asked).
+        resamples: the bootstrap resample values of ``mean`` (empty when not asked).
     """
 
     mean: float
@@ -37,6 +65,13 @@ class LayerSimilarity:
     values: np.ndarray
     rows: int
     channels: int
+    images: int = 0
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    null_mean: float = float("nan")
+    null_p95: float = float("nan")
+    p_value: float = float("nan")
+    resamples: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def layer_similarity(
@@ -47,27 +82,36 @@ def layer_similarity(
     channels: int | None = 64,
     repeats: int = 5,
     seed: int = 0,
+    *,
+    sampling: str = "paper",
+    positions: int | None = None,
+    ci: float | None = None,
+    resamples: int = 1000,
+    permutations: int = 0,
 ) -> LayerSimilarity:
     """Similarity of two models' activations of one layer on the same stimuli (paper protocol).
 
     Args:
         acts_a, acts_b: ``(n, C, h, w)`` or ``(n, C)`` activations of the same n images, in the same
             order (numpy or torch, any device). Spatial sizes must agree; channel counts may differ.
-        measure: ``"cca"`` (mean of all canonical correlations, :func:`cca`) or ``"cka"``
-            (:func:`linear_cka`).
-        rows: target number of rows per repeat; ``m = round(rows / (h * w))`` images are drawn
-            (at least 1, at most n). None uses every image.
+        measure: a registered measure name (``medtransfer.similarity.registry.NAMES``), e.g.
+            ``"cca"`` (mean of all canonical correlations) or ``"cka"`` (linear CKA).
+        rows: target number of rows per repeat; None uses every image (all positions, or
+            ``positions`` of each).
         channels: channels drawn per repeat (all if None or if a layer has fewer).
         repeats: number of independent draws.
-        seed: seed of the draws (numpy ``default_rng``); the same seed gives the same samples.
+        seed: seed of every draw (numpy ``default_rng``); the same seed gives the same result.
+        sampling: ``"paper"`` or ``"spread"`` (module notes).
+        positions: positions per image for ``"spread"`` (default 16, at most h * w).
+        ci: confidence level of the image-bootstrap interval (e.g. 0.95); None: no interval.
+        resamples: bootstrap resamples.
+        permutations: permutations of the null (0: no null; at least 20 is sensible).
     """
-    from medtransfer.similarity.canonical import cca
-    from medtransfer.similarity.cka import linear_cka
-
-    if measure not in MEASURES:
-        raise MedtransferError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+    spec = get(measure)
     if int(repeats) < 1:
         raise MedtransferError(f"repeats must be at least 1, got {repeats}")
+    if sampling not in SAMPLINGS:
+        raise MedtransferError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     a, b = _as_activations(acts_a, "acts_a"), _as_activations(acts_b, "acts_b")
     if a.shape[0] != b.shape[0]:
         raise MedtransferError(
@@ -77,32 +121,89 @@ def layer_similarity(
         raise MedtransferError(
             f"acts_a and acts_b must have the same spatial size, got {tuple(a.shape[2:])} and {tuple(b.shape[2:])}"
         )
-    n, positions = a.shape[0], int(np.prod(a.shape[2:], dtype=np.int64))
+    n, hw = a.shape[0], int(np.prod(a.shape[2:], dtype=np.int64))
     if rows is not None and int(rows) < 1:
         raise MedtransferError(f"rows must be positive, got {rows}")
     if channels is not None and int(channels) < 1:
         raise MedtransferError(f"channels must be positive, got {channels}")
-    m = n if rows is None else int(min(n, max(1, round(int(rows) / positions))))
+    k = hw if sampling == "paper" else int(min(hw, DEFAULT_POSITIONS if positions is None else positions))
+    if k < 1:
+        raise MedtransferError(f"positions must be positive, got {positions}")
+    m = n if rows is None else int(min(n, max(1, round(int(rows) / k))))
     c_a, c_b = a.shape[1], b.shape[1]
     c = min(c_a, c_b) if channels is None else min(int(channels), c_a, c_b)
     rng = np.random.default_rng(seed)
-    values = np.empty(int(repeats))
-    for r in range(int(repeats)):
-        images = np.sort(rng.choice(n, size=m, replace=False))
+    xs, ys, images = [], [], []
+    for _ in range(int(repeats)):
+        picked = np.sort(rng.choice(n, size=m, replace=False))
         ch_a = np.sort(rng.choice(c_a, size=c, replace=False))
         ch_b = ch_a if c_b == c_a else np.sort(rng.choice(c_b, size=c, replace=False))
-        x, y = activation_rows(a, images, ch_a), activation_rows(b, images, ch_b)
-        values[r] = cca(x, y).mean if measure == "cca" else linear_cka(x, y)
-    return LayerSimilarity(
-        mean=float(values.mean()), std=float(values.std()), values=values, rows=m * positions, channels=c
-    )
+        where = None if k == hw else np.stack([np.sort(rng.choice(hw, size=k, replace=False)) for _ in range(m)])
+        xs.append(activation_rows(a, picked, ch_a, where))
+        ys.append(activation_rows(b, picked, ch_b, where))
+        images.append(picked)
+    result = score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
+                           permutations=permutations, seed=int(rng.integers(2**63)))
+    return result
 
 
-def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray) -> Any:
-    """Rows ``(len(images) * h * w, len(channels))`` of ``acts (n, C, h, w)`` or ``(n, C)``.
+def score_repeats(
+    xs: list[Any],
+    ys: list[Any],
+    images: list[np.ndarray],
+    rows_per_image: int,
+    measure: str,
+    *,
+    n_images: int | None = None,
+    ci: float | None = None,
+    resamples: int = 1000,
+    permutations: int = 0,
+    seed: int = 0,
+) -> LayerSimilarity:
+    """Score repeat matrices ``xs[r] (m_r * k, c_r)``, ``ys[r]`` (image-major, ``k`` rows per image)
+    whose images are the pool indices ``images[r] (m_r,)``; interval and null as :func:`layer_similarity`.
 
-    Row order: image-major, then spatial position (row-major over h, w); a numpy array or a tensor
-    on ``acts``' device, in its dtype.
+    ``n_images``: size of the stimulus pool the images come from (default: the largest index + 1).
+    A repeat whose measure fails (MedtransferError) raises; callers that tolerate it catch it.
+    """
+    spec: Measure = get(measure)
+    values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
+    mean = float(values.mean())
+    out = {
+        "mean": mean, "std": float(values.std()), "values": values,
+        "rows": int(xs[0].shape[0]), "channels": int(xs[0].shape[1]), "images": int(len(images[0])),
+    }
+    rng = np.random.default_rng(seed)
+    if ci is not None:
+        level = boot.check_level(ci)
+        n_pool = int(n_images if n_images is not None else max(int(np.max(i)) for i in images) + 1)
+        if spec.from_grams is not None and min(len(i) for i in images) >= boot.MIN_IMAGES:
+            pool_weights = boot.bootstrap_weights(n_pool, resamples, rng)
+            per_repeat = np.stack([
+                boot.weighted_values(boot.image_blocks(x, y, rows_per_image), pool_weights[:, img], spec)
+                for x, y, img in zip(xs, ys, images)
+            ])
+            means = per_repeat.mean(axis=0)
+            out["ci_low"], out["ci_high"] = boot.percentile_interval(means, level, mean)
+            out["resamples"] = means
+    if int(permutations) > 0 and min(len(i) for i in images) >= 2:
+        null = np.stack([
+            boot.permutation_values(x, y, rows_per_image, spec.name,
+                                    boot.random_permutations(len(img), permutations, rng))
+            for x, y, img in zip(xs, ys, images)
+        ]).mean(axis=0)
+        summary = boot.null_summary(null, mean, spec.higher_is_similar)
+        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value)
+    return LayerSimilarity(**out)
+
+
+def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray, positions: np.ndarray | None = None) -> Any:
+    """Rows of ``acts (n, C, h, w)`` or ``(n, C)`` for the given images and channels.
+
+    ``positions``: None for every position (``(len(images) * h * w, len(channels))``), or
+    ``(len(images), k)`` flat position indices per image (``(len(images) * k, len(channels))``).
+    Row order: image-major, then position (row-major over h, w, or the given order); a numpy array
+    or a tensor on ``acts``' device, in its dtype.
     """
     if is_tensor(acts):
         import torch
@@ -112,11 +213,18 @@ def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray) -> Any:
         picked = acts.index_select(0, index_i).index_select(1, index_c)
         if picked.ndim == 2:
             return picked
-        return picked.movedim(1, -1).reshape(-1, len(channels))
+        flat = picked.reshape(picked.shape[0], picked.shape[1], -1).movedim(1, -1)  # (m, hw, c)
+        if positions is not None:
+            where = torch.as_tensor(np.asarray(positions), device=acts.device)
+            flat = torch.gather(flat, 1, where[:, :, None].expand(-1, -1, flat.shape[-1]))
+        return flat.reshape(-1, len(channels))
     picked = np.asarray(acts)[images][:, channels]
     if picked.ndim == 2:
         return picked
-    return np.moveaxis(picked, 1, -1).reshape(-1, len(channels))
+    flat = np.moveaxis(picked.reshape(picked.shape[0], picked.shape[1], -1), 1, -1)
+    if positions is not None:
+        flat = np.take_along_axis(flat, np.asarray(positions)[:, :, None], axis=1)
+    return flat.reshape(-1, len(channels))
 
 
 def _as_activations(acts: Any, name: str) -> Any:

@@ -47,6 +47,15 @@ def _check_training(values: dict[str, Any], refused: frozenset[str] = frozenset(
     return values
 
 
+def _backbone_name(value: str) -> str:
+    from medtransfer.models import registry
+
+    try:
+        return registry.get(value).name
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
 _Strict = StrictModel
 
 
@@ -118,9 +127,11 @@ class SourceSpec(_Strict):
     normalization: NormalizationMode | None = None
     pretrain: PretrainSpec | None = None
     strategies: list[Strategy] | None = None
+    backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
 
     _name = field_validator("name")(_dir_name)
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
+    _backbone = field_validator("backbone")(lambda v: None if v is None else _backbone_name(v))
 
     @model_validator(mode="after")
     def _one_origin(self) -> "SourceSpec":
@@ -144,6 +155,17 @@ class ExecutorSpec(_Strict):
     gpus_per_run: float | None = Field(None, ge=0)
 
 
+class TrackingSpec(_Strict):
+    """Experiment tracking of the study's runs (medtransfer.tracking.mlflow_sink). ``uri``: an MLflow
+    tracking URI (default: a SQLite store inside the study directory); ``experiment``: its name
+    (default: the study's name); ``log_weights``: also upload each run's best.pt (95 MB)."""
+
+    kind: Literal["mlflow"] = "mlflow"
+    uri: str | None = None
+    experiment: str | None = None
+    log_weights: bool = False
+
+
 class StudyConfig(_Strict):
     """A whole study: targets x sources x strategies x folds x seeds, plus shared constants."""
 
@@ -156,8 +178,11 @@ class StudyConfig(_Strict):
     folds: list[int] | None = None
     split_seed: int = 0
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
+    backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    tracking: TrackingSpec | None = None  # off unless given
     # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
 
@@ -165,6 +190,7 @@ class StudyConfig(_Strict):
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
     _seeds = field_validator("seeds")(lambda v: _unique(v, "seeds"))
+    _backbones = field_validator("backbones")(lambda v: list(dict.fromkeys(_backbone_name(b) for b in v)))
 
     @field_validator("analysis")
     @classmethod
@@ -179,6 +205,10 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
+        for source in self.sources:
+            if source.pretrain is not None and source.backbone is None and len(self.backbones) > 1:
+                raise ValueError(f"source {source.name!r} is pretrained by the study on one backbone: give it "
+                                 f"'backbone:' (one of {self.backbones})")
         for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

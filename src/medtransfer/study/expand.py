@@ -1,4 +1,8 @@
-"""Expand a study into its runs: targets x sources x strategies x folds x seeds.
+"""Expand a study into its runs: targets x backbones x sources x strategies x folds x seeds.
+
+A backbone other than ResNet50 is part of the run's target label (``thyroid@densenet121``), so
+that run ids stay unique and every table, figure and pair of the analysis is per backbone; its
+source string names it (``imagenet@densenet121``, see ``medtransfer.models.sources.source_key``).
 
 Random init runs the no-freeze strategy only (freezing a random backbone trains a probe of
 noise, which the paper does not run). The study's own files appear in the run configs relative
@@ -20,12 +24,25 @@ def _outside(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def source_reference(source: SourceSpec, out: Path | None = None) -> str:
+def source_reference(source: SourceSpec, out: Path | None = None, backbone: str | None = None) -> str:
     """The string given to ``load_source``: a pretrained source's file relative to the study
-    directory, a weights file (absolute), or the name. ``out`` is unused (kept for callers)."""
+    directory, a weights file (absolute), or the name (with its backbone,
+    ``imagenet@densenet121``; a file holds its own). ``out`` is unused (kept for callers)."""
+    from medtransfer.models.sources import source_key
+
     if source.pretrain is not None:
         return f"sources/{source.name}.pt"
-    return _outside(source.path) if source.path else source.name
+    return _outside(source.path) if source.path else source_key(source.name, backbone)
+
+
+def backbones_for(study: StudyConfig, source: SourceSpec) -> list[str]:
+    """A source's backbones: its own, else the study's axis."""
+    return [source.backbone] if source.backbone else list(study.backbones)
+
+
+def target_label(target: TargetSpec, backbone: str) -> str:
+    """A target's label in run ids and tables: its name, ``name@backbone`` off ResNet50."""
+    return target.name if backbone == "resnet50" else f"{target.name}@{backbone}"
 
 
 def folds_path(target: TargetSpec, out: Path | None) -> str | None:
@@ -43,7 +60,7 @@ def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
 
 
 def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None) -> RunConfig:
+               out: Path | None = None, backbone: str = "resnet50") -> RunConfig:
     """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's."""
     values = dict(study.training)
     values.update(target.training)
@@ -54,24 +71,31 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
     if target.hflip is not None:
         values["hflip"] = target.hflip
     values.update(
-        target=target.manifest_name, target_name=target.name, root=target.root, target_options=dict(target.options),
-        source=source_reference(source, out), source_name=source.name, normalization=source.normalization,
+        target=target.manifest_name, target_name=target_label(target, backbone), root=target.root,
+        target_options=dict(target.options), source=source_reference(source, out, backbone), source_name=source.name, normalization=source.normalization,
         strategy=strategy, fold=fold, seed=seed, k_folds=study.k_folds, split_seed=study.split_seed,
         split_fractions=study.split_fractions, folds_file=folds_path(target, out),
     )
-    return RunConfig.parse(values, where=f"study run {target.name}/{source.name}-{strategy}/fold{fold}")
+    return RunConfig.parse(values, where=f"study run {target_label(target, backbone)}/{source.name}-{strategy}/fold{fold}")
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
-    """Every run of the study, in a stable order (target, source, strategy, fold, seed).
+    """Every run of the study, in a stable order (target, backbone, source, strategy, fold, seed).
 
     With ``out`` (the study directory) the runs read the study's own folds files.
     """
+    from medtransfer.data.registry import single_fold
+
     runs = []
+    backbones = list(dict.fromkeys(b for source in study.sources for b in backbones_for(study, source)))
     for target in study.targets:
-        for source in study.sources:
-            for strategy in strategies_for(study, source):
-                for fold in study.fold_list:
-                    for seed in study.seeds:
-                        runs.append(run_config(study, target, source, strategy, fold, seed, out))
+        folds = [0] if single_fold(target.manifest_name, target.options) else study.fold_list
+        for backbone in backbones:
+            for source in study.sources:
+                if backbone not in backbones_for(study, source):
+                    continue
+                for strategy in strategies_for(study, source):
+                    for fold in folds:
+                        for seed in study.seeds:
+                            runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone))
     return runs

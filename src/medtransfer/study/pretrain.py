@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medtransfer.errors import MedtransferError
 from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import BEST, CHECKPOINTS, RunDir, seal_file, sealed_file_problem
@@ -23,7 +24,8 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     p = spec.pretrain
     values = {key: execution[key] for key in EXECUTION_FIELDS if key in execution}
     values.update(p.training)
-    values.update(target=p.dataset, root=p.root, target_options=dict(p.options), source=RANDOM,
+    values.update(target=p.dataset, root=p.root, target_options=dict(p.options),
+                  source=RANDOM if spec.backbone in (None, "resnet50") else f"{RANDOM}@{spec.backbone}",
                   source_name=f"pretrain-{spec.name}", strategy=NO_FREEZE, size=p.size,
                   batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, seed=p.seed,
                   patience=values.get("patience", p.epochs))
@@ -47,7 +49,10 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
             return target
         target.unlink()
         run.clear()
-    train_run(pretrain_config(spec, execution), run.path)
+    try:
+        train_run(pretrain_config(spec, execution), run.path)
+    except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
+        raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
     os.replace(run.path / CHECKPOINTS / BEST, target)  # the run is DONE: its best.pt moves
     seal_file(target)
     return target

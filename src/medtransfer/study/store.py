@@ -1,12 +1,13 @@
 """The run store: one directory per run under ``DIR/runs/{run id}``, and its state on disk.
 
-The layout and markers belong to :mod:`medtransfer.training.record`; this module names the
-states. A run is ``done`` once its ``DONE`` marker exists and its files match the digests
-``DONE`` recorded; ``damaged`` when one of them is missing or changed (``medtransfer run``
-recomputes it); ``running`` while a live process holds its ``RUNNING`` marker; ``interrupted``
-when that process is gone (killed, preempted) - re-running resumes it from
-``checkpoints/last.pt``; ``failed`` when it raised (``FAILED`` holds the error); ``pending``
-otherwise. ``status`` checks sizes only (quick); ``run`` and ``analyze`` check the sha256 too.
+The layout and marker names belong to :mod:`medtransfer.training.record`, the ``RUNNING`` claim
+to :mod:`medtransfer.study.claims`; this module names the states. A run is ``done`` once its
+``DONE`` marker exists and its files match the digests ``DONE`` recorded; ``damaged`` when one of
+them is missing or changed (``medtransfer run`` recomputes it); ``running`` while a live process
+holds its ``RUNNING`` claim; ``interrupted`` when that process is gone (killed, preempted) -
+re-running resumes it from ``checkpoints/last.pt``; ``failed`` when it raised (``FAILED`` holds
+the error); ``pending`` otherwise. ``status`` checks sizes only (quick); ``run`` and ``analyze``
+check the sha256 too.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
+from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import DONE, FAILED, RUNNING, Check, RunDir
 
-__all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_running", "count_states", "mark_failed",
-           "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
+__all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
+           "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
 
 STATES = ("done", "damaged", "running", "interrupted", "failed", "pending")
 STUDY_FILE = "study.yaml"
@@ -36,19 +38,29 @@ def run_dir(out: Path, config: RunConfig) -> Path:
     return RunDir.in_study(out, config).path
 
 
-def mark_running(directory: Path) -> None:
-    """Claim a run for this process (host, pid, start time in seconds since the epoch)."""
-    RunDir(directory).mark_running()
+def mark_running(directory: Path) -> bool:
+    """Claim a run for this process (see :mod:`medtransfer.study.claims`); False when another live
+    owner holds it."""
+    if not claims.claim(directory):
+        return False
+    RunDir(directory).failed.unlink(missing_ok=True)
+    return True
 
 
 def mark_failed(directory: Path, message: str) -> None:
     """Record that the run raised; the next study run retries it."""
-    RunDir(directory).mark_failed(message)
+    RunDir(directory).write_failed(message)
+    claims.release(directory)
 
 
 def clear_running(directory: Path) -> None:
-    """Release the claim of :func:`mark_running`."""
-    RunDir(directory).clear_running()
+    """Release this process's claim of :func:`mark_running`."""
+    claims.release(directory)
+
+
+def clear_claim(directory: Path) -> None:
+    """Remove whatever claim a finished (``DONE``) run still carries (its owner was killed after DONE)."""
+    RunDir(directory).running.unlink(missing_ok=True)
 
 
 @dataclass
@@ -80,7 +92,8 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check
             except (MedtransferError, KeyError, TypeError, ValueError):
                 auc = None
     elif run.running.exists():
-        state = "running" if run.running_alive(stale_after_s) else "interrupted"
+        alive = claims.alive(claims.read(run.path), run.path, stale_after_s)
+        state = "running" if alive else "interrupted"
     elif run.failed.exists():
         state, error = "failed", run.failure()
     elif run.last.exists():

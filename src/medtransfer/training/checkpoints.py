@@ -9,6 +9,7 @@ moment leaves a consistent pair. Every file is written atomically (temp file + r
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import MedtransferError
-
+from medtransfer.interrupts import deferred_signals
 from medtransfer.training.record import LAST  # the run directory's layout
+
+TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -27,7 +30,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     Safe against a killed process at any moment (the rename is atomic); no fsync, since these
     files are rewritten often and a lost one after a power cut only costs a restart.
     """
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    with deferred_signals():  # a preemption signal lands after the write, not inside torch.save
+        write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def cpu_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,7 +75,11 @@ def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
         if path.name != keep:
             path.unlink(missing_ok=True)
     for path in directory.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+        try:  # a young temp file may be another writer's, still being filled: only old ones are stale
+            if time.time() - path.stat().st_mtime > TEMP_STALE_S:
+                path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
 
 def read_checkpoint(directory: Path) -> tuple[dict[str, Any], BestSnapshot] | None:

@@ -141,7 +141,10 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
         body = backbone.state_dict()
         digest = state_digest(body)
         if digest == ref["sha256"]:
-            model = ResNet50(num_classes=payload["num_classes"], dropout=payload["dropout"])
+            from medtransfer.models import registry
+
+            model = registry.create(registry.backbone_of(backbone), num_classes=payload["num_classes"],
+                                    dropout=payload["dropout"])
             state = dict(body)
             state.update(payload["state_dict"])
             model.load_state_dict(state)

@@ -10,7 +10,7 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
 ``checkpoints/best.pt``               the fine-tuned model (``last.pt`` while unfinished)
 ``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
-``RUNNING`` / ``FAILED``              a live claim (host, pid, start) / the error of a failed try
+``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`) / the error
 ``DONE``                              written last: finish time and the sha256 and size of every
                                       file in :data:`SEALED` that the run wrote
 ====================================  ==========================================================
@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,16 +115,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise DataError(f"{path}: cannot read the run's {what} ({error.strerror or error})") from None
     except ValueError as error:
         raise DataError(f"{path}: the run's {what} is not valid JSON ({error})") from None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -280,30 +269,9 @@ class RunDir:
         found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()]
         return [p for p in found if p]
 
-    def mark_running(self) -> None:
-        """Claim the run for this process (host, pid, start time in seconds since the epoch)."""
-        self.failed.unlink(missing_ok=True)
-        write_text_atomic(self.running, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                    "started": time.time()}), fsync=True)
-
-    def mark_failed(self, message: str) -> None:
-        """Record that the run raised; the next study run retries it."""
+    def write_failed(self, message: str) -> None:
+        """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
         write_text_atomic(self.failed, message, fsync=True)
-        self.running.unlink(missing_ok=True)
-
-    def clear_running(self) -> None:
-        self.running.unlink(missing_ok=True)
-
-    def running_alive(self, stale_after_s: float = 900.0) -> bool:
-        """Whether the process holding ``RUNNING`` is alive (another host: files still change)."""
-        try:
-            info = json.loads(self.running.read_text())
-        except (OSError, ValueError):
-            return False
-        if info.get("host") == socket.gethostname():
-            return _pid_alive(int(info.get("pid", -1)))
-        newest = max((p.stat().st_mtime for p in self.path.rglob("*") if p.is_file()), default=0.0)
-        return time.time() - newest < stale_after_s
 
     def history_rows(self) -> list[list[str]]:
         """``history.csv``'s rows as strings (header dropped); empty if absent or unreadable."""

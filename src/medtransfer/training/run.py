@@ -198,7 +198,8 @@ class _Run:
     def meta(self, **extra: Any) -> dict[str, Any]:
         c = self.config
         return {"normalization": str(self.normalize), "classes": self.data.classes, "source": self.given.source,
-                "target": c.target, "strategy": c.strategy, "fold": c.fold, "seed": c.seed, **extra}
+                "target": c.target, "strategy": c.strategy, "fold": c.fold, "seed": c.seed, "size": c.size,
+                "interpolation": c.interpolation, **extra}
 
     def checkpoint(self, phase: Phase, epoch: int, optimizer: torch.optim.Optimizer | None = None,
                    stopper: EarlyStopping | None = None, best: BestSnapshot | None = None) -> None:

@@ -1,0 +1,228 @@
+"""Uncertainty whose unit is the stimulus image: an image bootstrap interval and a permutation null
+for a similarity measured on rows that come in per-image blocks.
+
+Rows of one image (its spatial positions) are correlated, so resampling rows overstates the
+precision; here whole images are resampled. Layout: ``x (m * k, p)`` and ``y (m * k, q)``, image-major,
+``k`` rows per image (all h x w positions, or a fixed number of sampled ones), the same images and
+positions on both sides.
+
+**Bootstrap from sufficient statistics.** With ``z_r = [x_r, y_r]`` (rows centred by the overall
+mean, for rounding only), image i contributes ``S_i = sum_r z_r^T z_r`` ``(p + q)^2``, the column sums
+``s_i`` and its row count ``k``. A resample with image weights ``w (m,)`` (multinomial counts) has the
+centred Gram ``sum_i w_i S_i - (sum_i w_i s_i)(sum_i w_i s_i)^T / sum_i w_i k``: for all resamples at
+once this is one matrix product ``W (R, m) @ S (m, (p + q)^2)``, followed by batched c x c problems
+(:mod:`medtransfer.similarity.batched`); nothing passes over the rows again. Measures without a
+Gram form (``Measure.from_grams`` is None: SVCCA, PWCCA, debiased CKA, RSA, k-NN) get no interval
+(NaN): a resample duplicates images, which for RSA and k-NN would create zero distances and
+spurious neighbours, and a recomputation per resample costs R full estimates.
+
+**Permutation null.** The same score with the image correspondence broken: image i of x is paired
+with image pi(i) of y (position by position). Gxx, Gyy and the centring stay; only the cross block
+changes, ``X^T Y_pi`` (one ``(p x n) @ (n x q)`` product per permutation). Measures without a Gram
+form are recomputed on the permuted rows. The p-value counts null values at least as extreme as the
+observed one, with the +1 correction: ``(1 + #{null >= observed}) / (1 + permutations)`` for a
+similarity (``<=`` for a distance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medtransfer.errors import MedtransferError
+from medtransfer.similarity._validation import as_pair, is_tensor
+from medtransfer.similarity.registry import Measure, get
+
+#: Resamples of Gram blocks held at once (bounds memory to about this many x (p + q)^2 x 8 bytes).
+MAX_BATCH_BYTES = 1 << 27
+#: A bootstrap interval needs at least this many images per repeat (fewer: NaN interval).
+MIN_IMAGES = 2
+
+
+@dataclass(frozen=True)
+class ImageBlocks:
+    """Per-image sufficient statistics of ``(x, y)`` rows: torch float64 on the rows' device.
+
+    ``gram (m, d, d)`` with d = p + q; ``sums (m, d)``; ``rows_per_image`` k; ``p`` columns of x.
+    """
+
+    gram: Any
+    sums: Any
+    rows_per_image: int
+    p: int
+
+    @property
+    def images(self) -> int:
+        return int(self.gram.shape[0])
+
+
+def _as_torch(a: Any):
+    import torch
+
+    if is_tensor(a):
+        return a.to(torch.float64)
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def _split_images(x: Any, y: Any, rows_per_image: int) -> tuple[Any, Any, int]:
+    x, y = as_pair(x, y, min_rows=2)
+    n = x.shape[0]
+    k = int(rows_per_image)
+    if k < 1 or n % k:
+        raise MedtransferError(f"rows_per_image must divide the {n} rows of x and y (image-major blocks), got {rows_per_image}")
+    return _as_torch(x), _as_torch(y), n // k
+
+
+def image_blocks(x: Any, y: Any, rows_per_image: int) -> ImageBlocks:
+    """Per-image Gram blocks of the rows ``x (m * k, p)``, ``y (m * k, q)``; ``k = rows_per_image``."""
+    import torch
+
+    tx, ty, m = _split_images(x, y, rows_per_image)
+    z = torch.cat([tx, ty], dim=1)
+    z = z - z.mean(dim=0, keepdim=True)
+    blocks = z.reshape(m, int(rows_per_image), z.shape[1])
+    return ImageBlocks(blocks.transpose(1, 2) @ blocks, blocks.sum(dim=1), int(rows_per_image), tx.shape[1])
+
+
+def weighted_grams(blocks: ImageBlocks, weights: Any) -> tuple[Any, Any, Any]:
+    """Centred Gram blocks ``(gxx (R, p, p), gyy (R, q, q), gxy (R, p, q))`` of each weighting
+    ``weights (R, m)`` of the images (row counts of a resample; all ones = the data themselves)."""
+    import torch
+
+    w = torch.as_tensor(weights, dtype=torch.float64, device=blocks.gram.device)
+    m, d = blocks.gram.shape[0], blocks.gram.shape[1]
+    g = (w @ blocks.gram.reshape(m, d * d)).reshape(-1, d, d)
+    s = w @ blocks.sums
+    count = (w.sum(dim=1) * blocks.rows_per_image).clamp(min=1.0)
+    g = g - s[:, :, None] * (s[:, None, :] / count[:, None, None])
+    p = blocks.p
+    return g[:, :p, :p], g[:, p:, p:], g[:, :p, p:]
+
+
+def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.ndarray:
+    """``measure`` for each row of ``weights (R, m)``, numpy ``(R,)``, in memory-bounded batches."""
+    if measure.from_grams is None:
+        raise MedtransferError(f"{measure.name} has no form on Gram matrices: no image bootstrap")
+    d = blocks.gram.shape[1]
+    batch = max(1, MAX_BATCH_BYTES // (8 * d * d * 3))
+    out = []
+    for start in range(0, len(weights), batch):
+        gxx, gyy, gxy = weighted_grams(blocks, weights[start : start + batch])
+        out.append(measure.from_grams(gxx, gyy, gxy).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(resamples, images)`` multinomial counts: each row draws ``images`` images with replacement."""
+    return rng.multinomial(images, np.full(images, 1.0 / images), size=int(resamples)).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray, level: float, estimate: float | None = None) -> tuple[float, float]:
+    """Percentile interval of the finite resampled ``values`` at ``level``; NaNs when fewer than 90%
+    are finite.
+
+    ``estimate``: the value on the data. The interval is then centred on it: shifted by
+    ``estimate - mean(values)``, the bootstrap's own bias. CCA and CKA are biased upwards at finite
+    sizes, and a resample (about 63% distinct images) is more biased than the data, so the plain
+    percentile interval sits too high; centred, it is an interval for the estimator's mean over
+    fresh stimulus draws of the same size (what the calibration test checks).
+    """
+    finite = values[np.isfinite(values)]
+    if len(values) == 0 or len(finite) < 0.9 * len(values):
+        return float("nan"), float("nan")
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    if estimate is not None:
+        shift = float(estimate) - float(finite.mean())
+        low, high = low + shift, high + shift
+    return float(low), float(high)
+
+
+def check_level(level: float) -> float:
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise MedtransferError(f"ci must be a confidence level in (0, 1), e.g. 0.95; got {level}")
+    return level
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A bootstrap interval: ``low``, ``high`` and the resampled ``values (R,)``."""
+
+    low: float
+    high: float
+    values: np.ndarray
+
+
+def image_bootstrap(
+    x: Any, y: Any, rows_per_image: int, measure: str = "cca", resamples: int = 1000, ci: float = 0.95, seed: int = 0
+) -> Interval:
+    """Centred percentile interval of ``measure`` over image resamples of ``x (m * k, p)``, ``y (m * k, q)``
+    (:func:`percentile_interval`)."""
+    level = check_level(ci)
+    spec = get(measure)
+    blocks = image_blocks(x, y, rows_per_image)
+    weights = bootstrap_weights(blocks.images, resamples, np.random.default_rng(seed))
+    values = weighted_values(blocks, weights, spec)
+    estimate = weighted_values(blocks, np.ones((1, blocks.images)), spec)[0]
+    return Interval(*percentile_interval(values, level, estimate), values)
+
+
+@dataclass(frozen=True)
+class Null:
+    """Permutation null: ``values (P,)``, their mean and 95th percentile, and the p-value of ``observed``."""
+
+    values: np.ndarray
+    mean: float
+    p95: float
+    p_value: float
+
+
+def permutation_values(x: Any, y: Any, rows_per_image: int, measure: str, permutations: np.ndarray) -> np.ndarray:
+    """``measure`` of x against y with y's images reordered by each row of ``permutations (P, m)``."""
+    import torch
+
+    spec = get(measure)
+    tx, ty, m = _split_images(x, y, rows_per_image)
+    k = int(rows_per_image)
+    perms = np.asarray(permutations, dtype=np.int64).reshape(-1, m)
+    if spec.from_grams is None:
+        yb = ty.reshape(m, k, -1)
+        return np.array([spec(tx, yb[torch.as_tensor(pi, device=ty.device)].reshape(m * k, -1)) for pi in perms])
+    xc = tx - tx.mean(dim=0, keepdim=True)
+    yc = ty - ty.mean(dim=0, keepdim=True)
+    gxx, gyy = xc.T @ xc, yc.T @ yc
+    yb = yc.reshape(m, k, -1)
+    cross = torch.stack([xc.T @ yb[torch.as_tensor(pi, device=ty.device)].reshape(m * k, -1) for pi in perms])
+    count = len(perms)
+    return spec.from_grams(gxx.expand(count, -1, -1), gyy.expand(count, -1, -1), cross).cpu().numpy()
+
+
+def random_permutations(images: int, permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """``(permutations, images)`` uniform random permutations of the image indices."""
+    return np.argsort(rng.random((int(permutations), images)), axis=1)
+
+
+def null_summary(values: np.ndarray, observed: float, higher_is_similar: bool = True) -> Null:
+    """Null mean, 95th percentile (5th for a distance: the similar end) and the permutation p-value."""
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0 or not np.isfinite(observed):
+        return Null(values, float("nan"), float("nan"), float("nan"))
+    extreme = finite >= observed if higher_is_similar else finite <= observed
+    p95 = np.percentile(finite, 95.0 if higher_is_similar else 5.0)
+    return Null(values, float(finite.mean()), float(p95), float((1 + extreme.sum()) / (1 + len(finite))))
+
+
+def permutation_null(
+    x: Any, y: Any, rows_per_image: int, measure: str = "cca", permutations: int = 100, seed: int = 0
+) -> Null:
+    """The permutation null of ``measure`` for ``x (m * k, p)``, ``y (m * k, q)`` (image blocks of k rows)."""
+    spec = get(measure)
+    if int(permutations) < 1:
+        raise MedtransferError(f"permutations must be at least 1, got {permutations}")
+    m = x.shape[0] // int(rows_per_image)
+    perms = random_permutations(m, permutations, np.random.default_rng(seed))
+    values = permutation_values(x, y, rows_per_image, measure, perms)
+    return null_summary(values, spec(x, y), spec.higher_is_similar)

@@ -1,0 +1,209 @@
+"""The measure vocabulary: one :class:`Measure` per name, the only place a measure name is defined.
+
+The library (:func:`~medtransfer.similarity.layer_similarity`), the image bootstrap and the
+permutation null, the analysis settings, the layer-wise analysis and the command line all look
+measures up here. ``docs/measures.md`` shows the same facts as a table (a test checks that it
+lists every measure).
+
+Invariance words (what may be applied to one side without changing the value):
+
+- ``translation``: adding a constant vector to every row;
+- ``permutation``: reordering the neurons (columns);
+- ``isotropic scale``: multiplying all values by one positive number;
+- ``orthogonal``: ``x -> x Q`` for an orthogonal Q;
+- ``invertible linear``: ``x -> x A`` for any invertible A (implies the three above);
+- ``neuron scale``: multiplying each neuron by its own positive factor;
+- ``row scale``: multiplying each row (data point) by its own positive factor;
+- ``row offset``: adding its own constant to each row;
+- ``monotone rdm``: any increasing transform of the dissimilarities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from medtransfer.errors import MedtransferError
+
+INVARIANCE_WORDS = (
+    "translation", "permutation", "isotropic scale", "orthogonal", "invertible linear",
+    "neuron scale", "row scale", "row offset", "monotone rdm",
+)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One similarity or distance between two representations ``x (n, p)``, ``y (n, q)``.
+
+    Attributes:
+        name: the vocabulary word (settings, CSV columns, command line).
+        function: ``(x, y) -> float``, numpy arrays or torch tensors.
+        title: a short human name for figures.
+        kind: ``"similarity"`` (higher = more alike) or ``"distance"`` (lower = more alike).
+        low, high: the range of values.
+        invariances: words of :data:`INVARIANCE_WORDS`.
+        symmetric: whether swapping x and y leaves the value unchanged.
+        from_grams: the batched form on centred Gram blocks (:mod:`medtransfer.similarity.batched`),
+            or None when the measure needs the rows themselves. Only measures with it get an image
+            bootstrap interval (one weighted sum of per-image statistics per resample); their
+            permutation null is cheap too. Others get the null by recomputation, and no interval.
+        reference: where the definition comes from.
+    """
+
+    name: str
+    function: Callable[[Any, Any], float]
+    title: str
+    kind: str
+    low: float
+    high: float
+    invariances: tuple[str, ...]
+    symmetric: bool
+    from_grams: Callable[[Any, Any, Any], Any] | None
+    reference: str
+
+    @property
+    def higher_is_similar(self) -> bool:
+        return self.kind == "similarity"
+
+    def __call__(self, x: Any, y: Any) -> float:
+        return float(self.function(x, y))
+
+
+def _cca(x, y):
+    from medtransfer.similarity.canonical import cca
+
+    return cca(x, y).mean
+
+
+def _svcca(x, y):
+    from medtransfer.similarity.canonical import svcca
+
+    return svcca(x, y).mean
+
+
+def _pwcca(x, y):
+    from medtransfer.similarity.canonical import pwcca
+
+    return pwcca(x, y)
+
+
+def _cka(x, y):
+    from medtransfer.similarity.cka import linear_cka
+
+    return linear_cka(x, y)
+
+
+def _cka_debiased(x, y):
+    from medtransfer.similarity.cka import linear_cka
+
+    return linear_cka(x, y, debiased=True)
+
+
+def _procrustes(x, y):
+    from medtransfer.similarity.procrustes import procrustes_distance
+
+    return procrustes_distance(x, y)
+
+
+def _shape(x, y):
+    from medtransfer.similarity.shape import angular_shape_distance
+
+    return angular_shape_distance(x, y, alpha=1.0)
+
+
+def _shape_grams(gxx, gyy, gxy):
+    from medtransfer.similarity.shape import shape_from_grams
+
+    return shape_from_grams(gxx, gyy, gxy, alpha=1.0)
+
+
+def _rsa_spearman(x, y):
+    from medtransfer.similarity.rsa import rsa
+
+    return rsa(x, y, "spearman")
+
+
+def _rsa_pearson(x, y):
+    from medtransfer.similarity.rsa import rsa
+
+    return rsa(x, y, "pearson")
+
+
+def _mutual_knn(x, y):
+    from medtransfer.similarity.neighbors import mutual_knn
+
+    return mutual_knn(x, y)
+
+
+def _knn_jaccard(x, y):
+    from medtransfer.similarity.neighbors import knn_jaccard
+
+    return knn_jaccard(x, y)
+
+
+def _batched(name: str) -> Callable:
+    def call(gxx, gyy, gxy):
+        from medtransfer.similarity import batched
+
+        return getattr(batched, name)(gxx, gyy, gxy)
+
+    return call
+
+
+_LINEAR = ("translation", "permutation", "isotropic scale", "orthogonal", "invertible linear", "neuron scale")
+_ORTHO = ("translation", "permutation", "isotropic scale", "orthogonal")
+_KNN = ("permutation", "isotropic scale", "orthogonal", "row scale")
+
+MEASURES: dict[str, Measure] = {
+    m.name: m
+    for m in (
+        Measure("cca", _cca, "CCA (mean ρ)", "similarity", 0.0, 1.0, _LINEAR, True,
+                _batched("cca_mean_from_grams"), "Hotelling 1936; mean of all canonical correlations (the paper's score)"),
+        Measure("svcca", _svcca, "SVCCA", "similarity", 0.0, 1.0, _ORTHO, True, None,
+                "Raghu et al. 2017; CCA of the top principal directions explaining 99% of the variance"),
+        Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
+                False, None,
+                "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
+        Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
+                "Kornblith et al. 2019; linear kernels, biased HSIC"),
+        Measure("cka_debiased", _cka_debiased, "linear CKA (debiased)", "similarity", -1.0, 1.0, _ORTHO, True, None,
+                "Kornblith et al. 2019 with the unbiased HSIC of Song et al. 2012"),
+        Measure("procrustes", _procrustes, "Procrustes distance", "distance", 0.0, 2.0, _ORTHO, True,
+                _batched("procrustes_from_grams"), "Ding, Denain & Steinhardt 2021; squared, unit-norm sides"),
+        Measure("angular_shape", _shape, "angular shape metric", "distance", 0.0, 1.5707963267948966, _ORTHO, True,
+                _shape_grams, "Williams et al. 2021, generalized shape metric with alpha = 1 (angular Procrustes), radians"),
+        Measure("rsa_spearman", _rsa_spearman, "RSA (Spearman)", "similarity", -1.0, 1.0,
+                ("permutation", "isotropic scale", "row scale", "row offset", "monotone rdm"), True, None,
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Spearman's rho"),
+        Measure("rsa_pearson", _rsa_pearson, "RSA (Pearson)", "similarity", -1.0, 1.0,
+                ("permutation", "isotropic scale", "row scale", "row offset"), True, None,
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r"),
+        Measure("mutual_knn", _mutual_knn, "mutual k-NN (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
+                "Huh et al. 2024; cosine neighbours, k = 10"),
+        Measure("knn_jaccard", _knn_jaccard, "k-NN Jaccard (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
+                "mean Jaccard index of the cosine 10-NN sets"),
+    )
+}
+
+#: Every measure name, in registry order.
+NAMES: tuple[str, ...] = tuple(MEASURES)
+#: The measures of the paper's layer-wise analysis (and the default of ``analyze``).
+PAPER_MEASURES: tuple[str, ...] = ("cca", "cka")
+
+
+def get(name: str) -> Measure:
+    """The measure called ``name``; MedtransferError listing the vocabulary otherwise."""
+    try:
+        return MEASURES[name]
+    except (KeyError, TypeError):
+        raise MedtransferError(f"unknown similarity measure {name!r}; expected one of {', '.join(NAMES)}") from None
+
+
+def check_names(names: Any, field: str = "measures") -> tuple[str, ...]:
+    """``names`` as a non-empty tuple of known measure names (MedtransferError naming ``field``)."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    bad = [n for n in names if n not in MEASURES]
+    if bad or not names:
+        raise MedtransferError(f"{field} must be a non-empty list of {', '.join(NAMES)}; got {list(names)}")
+    return names
