@@ -147,10 +147,23 @@ def test_tampered_or_truncated_port_refused(models, tmp_path):
     with pytest.raises(WeightsError, match="layers.bn.weight is missing"):
         load_torch_port(tmp_path / "plain.pth", model)
     assert torch.equal(model.layers["conv1_conv"].weight, before)
+    nan = dict(models["densenet121"].state_dict())
+    nan["layers.conv2_block1_1_conv.weight"] = nan["layers.conv2_block1_1_conv.weight"].clone()
+    nan["layers.conv2_block1_1_conv.weight"][0, 0, 0, 0] = float("nan")
+    export_port(tmp_path / "nan.pth", _with(models["densenet121"], nan))
+    with pytest.raises(WeightsError, match="nan.pth.*conv2_block1_1_conv.*NaN"):
+        load_torch_port(tmp_path / "nan.pth", model)
+    assert torch.equal(model.layers["conv1_conv"].weight, before)
     data = path.read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="cut.pth"):
         load_torch_port(tmp_path / "cut.pth", model)
+
+
+def _with(model, state):
+    clone = registry.create(registry.backbone_of(model))
+    clone.load_state_dict(state)
+    return clone
 
 
 @pytest.mark.parametrize("name", GRAPHS)
