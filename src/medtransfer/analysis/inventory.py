@@ -175,7 +175,7 @@ def read_study(root: str | Path) -> Study:
         config = loaded if isinstance(loaded, dict) else {}
     runs_dir = root / "runs"
     if not runs_dir.is_dir():
-        raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer study run`")
+        raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer run`")
     runs: list[Run] = []
     incomplete: list[str] = []
     for config_path in sorted(runs_dir.glob("**/config.json")):

@@ -2,7 +2,7 @@
 
 Writes under ``DIR/analysis/``: ``auc.csv`` (per run, recomputed from probabilities), ``table2.csv``
 and ``table2.md``, ``similarity.csv``, ``prediction_similarity.csv``, ``gain_points.csv``,
-``correlation.csv``, ``figures/*.{png,pdf}``; and ``DIR/report.html``.
+``correlation.csv``, ``figures/*.{png,pdf,svg}``; and ``DIR/report.html``.
 """
 
 from __future__ import annotations

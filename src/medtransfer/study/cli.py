@@ -48,12 +48,16 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
     ]
     shown = [r for r in runs if show_all or r["state"] != "done"]
     if shown:
-        table = Table("run", "state", "phase", "epoch", "best val AUC", "s/epoch", "ETA", "test AUC", "error")
+        errors = any(r["error"] for r in shown)
+        table = Table()
+        table.add_column("run", no_wrap=True)
+        for column in ("state", "phase", "epoch", "best val AUC", "s/epoch", "ETA", "test AUC", *(["error"] * errors)):
+            table.add_column(column)
         for r in shown:
             table.add_row(r["run_id"], r["state"], r["phase"], f"{r['epoch']}/{r['epochs']}",
                           _fmt(r["best_val_auc"], ".3f"), _fmt(r["seconds_per_epoch"], ".1f"),
                           clock(r["eta_s"]) if r["eta_s"] is not None else "-",
-                          _fmt(r["test_auc"], ".3f"), (r["error"] or "")[:60])
+                          _fmt(r["test_auc"], ".3f"), *([(r["error"] or "")[:60]] * errors))
         parts.append(table)
     return Group(*parts)
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medtransfer.errors import MedtransferError
 from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
 
@@ -35,6 +36,9 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
     if target.exists():
         return target
     run_dir = Path(out) / "sources" / f"{spec.name}-run"
-    train_run(pretrain_config(spec, execution), run_dir)
+    try:
+        train_run(pretrain_config(spec, execution), run_dir)
+    except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
+        raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
     os.replace(run_dir / "checkpoints" / "best.pt", target)  # the run is DONE: its best.pt moves
     return target

@@ -56,7 +56,11 @@ def _check_unchanged(config: RunConfig, directory: Path) -> None:
     saved_path = directory / "config.json"
     if not saved_path.exists():
         return
-    saved = json.loads(saved_path.read_text())
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{saved_path} is damaged ({error}): delete that run directory ({directory}) to "
+                          "redo the run") from None
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
@@ -82,6 +86,28 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 
+def collapsed_stages(size: int) -> list[str]:
+    """The paper's layers (conv1, block1..block4) that the Keras ResNet50 reduces to 1 x 1 at
+    ``size`` px (block4 from 32 px down, block3 from 16 px)."""
+    from medtransfer.analysis.activations import layer_shapes
+    from medtransfer.models import PAPER_LAYERS
+
+    shapes = layer_shapes(size, PAPER_LAYERS.values())
+    return [label for label, keras in PAPER_LAYERS.items() if shapes[keras][1:] == (1, 1)]
+
+
+def warn_collapsed_stages(configs: list[RunConfig]) -> None:
+    """One line on stderr per (target, size) at which a stage of the network collapses to 1 x 1."""
+    import sys
+
+    for target, size in sorted({(c.target_label, c.size) for c in configs}):
+        stages = collapsed_stages(size)
+        if stages:
+            print(f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves {', '.join(stages)} at "
+                  "1x1, so those layers see one position per image (no spatial structure; their CCA/CKA has one "
+                  "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
+
+
 def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport:  # noqa: ANN001
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
@@ -95,6 +121,7 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
     configs = expand(study, out)
     for config in configs:
         _check_unchanged(config, run_dir(out, config))
+    warn_collapsed_stages(configs)
     write_atomic(out / "study.yaml", study.to_yaml())
     prepare_folds(study, out)
     for source in study.sources:

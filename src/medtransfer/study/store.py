@@ -77,7 +77,7 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> Ru
     epochs, phase, auc, error = 0, "", None, ""
     history = directory / "history.csv"
     if history.exists():
-        lines = history.read_text().strip().splitlines()[1:]
+        lines = history.read_text(errors="replace").strip().splitlines()[1:]  # damaged bytes: still a count
         epochs = len(lines)
         if lines:
             phase = lines[-1].split(",", 1)[0]
@@ -91,7 +91,7 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> Ru
         state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
     elif (directory / FAILED).exists():
         state = "failed"
-        lines = (directory / FAILED).read_text().strip().splitlines()
+        lines = (directory / FAILED).read_text(errors="replace").strip().splitlines()
         error = lines[-1] if lines else ""
     elif (directory / "checkpoints" / "last.pt").exists():
         state = "interrupted"

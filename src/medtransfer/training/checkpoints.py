@@ -17,6 +17,7 @@ import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import MedtransferError
+from medtransfer.interrupts import deferred_signals
 
 LAST = "last.pt"
 TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
@@ -28,7 +29,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     Safe against a killed process at any moment (the rename is atomic); no fsync, since these
     files are rewritten often and a lost one after a power cut only costs a restart.
     """
-    write_atomic(path, lambda handle: torch.save(obj, handle))
+    with deferred_signals():  # a preemption signal lands after the write, not inside torch.save
+        write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def cpu_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
