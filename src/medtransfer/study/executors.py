@@ -81,7 +81,11 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     """Run one task in this process (skip it when done); failures are recorded, not raised.
 
     ``device`` overrides the config's device when the config says ``auto`` (a worker's GPU).
+    A run another live process or job owns is left alone ("busy"). An interrupted run (a signal,
+    a preemption, even one that surfaces as an error from inside a write) is left resumable and
+    never recorded as failed.
     """
+    from medtransfer import interrupts
     from medtransfer.tracking.sinks import run_sinks
     from medtransfer.training.run import train_run
 
@@ -97,15 +101,24 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     sinks = run_sinks(task.tracking)
     try:
         result = train_run(config, directory, sinks)
-    except Exception as error:  # a failed run must not stop the others
-        mark_failed(directory, traceback.format_exc())
+    except Exception as error:
+        if interrupts.preempting():  # the preemption handler's exit, seen through torch's writer
+            _leave_resumable(directory)
+            raise
+        mark_failed(directory, traceback.format_exc())  # a failed run must not stop the others
         sinks.fail(f"{error.__class__.__name__}: {error}")
         return Outcome(task.run_id, "failed", error=f"{error.__class__.__name__}: {error}")
     except BaseException:  # interrupted: leave it resumable
-        clear_running(directory)
+        _leave_resumable(directory)
         raise
     clear_running(directory)
     return Outcome(task.run_id, "done", auc=result.metrics.get("auc"))
+
+
+def _leave_resumable(directory: Path) -> None:
+    # a SLURM job keeps its claim: while it is requeued SLURM lists it, and a rerun driver waits
+    if not claims.own_job_ids():
+        clear_running(directory)
 
 
 # -- local --------------------------------------------------------------------------------------
@@ -166,7 +179,29 @@ class _SubmititRun:
     resumes from its last checkpoint (``checkpoint_every_s`` bounds the work lost)."""
 
     def __call__(self, task: Task) -> Outcome:
-        return execute_task(task)
+        import signal
+
+        from submitit import JobEnvironment
+        from submitit.core.utils import UncompletedJobError
+
+        from medtransfer import interrupts
+
+        preempt = JobEnvironment._usr_sig()
+        handler = signal.getsignal(preempt)
+        if callable(handler):
+            signal.signal(preempt, interrupts.mark_preempting(handler))
+        try:
+            return execute_task(task)
+        except BaseException as error:
+            chain = [error]
+            while chain[-1].__context__ is not None and len(chain) < 20:
+                chain.append(chain[-1].__context__)
+            if not interrupts.preempting() or any(isinstance(e, UncompletedJobError) for e in chain):
+                raise
+            # requeued: exit (with the handler's own code) without a result, so that neither
+            # submitit nor the driver sees a failure, even when the exit surfaced as torch's error
+            code = next((e.code for e in chain if isinstance(e, SystemExit)), -1)
+            raise SystemExit(code) from None
 
     def checkpoint(self, task: Task):  # noqa: ANN201 - submitit's DelayedSubmission
         import submitit
