@@ -112,7 +112,8 @@ def test_report_holds_every_table_and_figure_and_matches_stored_probabilities(an
     # 2 layer-wise (CCA, CKA) + conv1 filters + prediction similarity + AUC gain
     assert text.count("data:image/png;base64,") == 5
     for name in ("layerwise_knee_cca", "layerwise_knee_cka", "conv1_filters", "prediction_similarity", "auc_gain_vs_cca"):
-        assert (study_dir / "analysis" / "figures" / f"{name}.pdf").is_file()
+        for suffix in ("png", "pdf", "svg"):
+            assert (study_dir / "analysis" / "figures" / f"{name}.{suffix}").is_file()
     pred = pd.read_csv(study_dir / "analysis" / "prediction_similarity.csv")
     assert len(pred) == N_FOLDS * 3
     for r in pred.itertuples():

@@ -59,6 +59,7 @@ def test_every_figure_is_written_as_png_and_pdf_and_embedded_in_one_self_contain
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        assert b"<svg" in png.with_suffix(".svg").read_bytes()[:2000]
     aucs = pd.DataFrame(dict(target="knee", source=["a", "a", "b", "b"], strategy="no-freeze", fold=[0, 1, 0, 1],
                              auc=[0.9, 0.8, 0.7, 0.75]))
     t2 = table2(aucs, ("a", "b"), None)
@@ -70,7 +71,9 @@ def test_every_figure_is_written_as_png_and_pdf_and_embedded_in_one_self_contain
     path = write_report(content, tmp_path / "report.html")
     text = path.read_text()
     assert text.count("<img") == len(pngs) == text.count("data:image/png;base64,")
-    assert not re.search(r'(src|href)="(?!data:)', text)  # nothing to fetch: opens offline
+    assert not re.search(r'src="(?!data:)', text)  # nothing to fetch: opens offline
+    links = re.findall(r'href="([^"]+)"', text)  # each figure links its files, relative to the report
+    assert len(links) == 3 * len(pngs) and all((tmp_path / link).is_file() for link in links)
     assert "radimagenet not run" in text and "name: x &amp; y" in text and "<script>" not in text
     assert text.count('class="best"') == 1 and "85.0 ± 7.1" in text  # best mean of knee is a: (90+80)/2
-    assert render(content) == text
+    assert render(content, tmp_path) == text

@@ -15,7 +15,7 @@ runner = CliRunner()
 def _tree(root):
     for cls, n in (("a", 3), ("b", 2)):
         for i in range(n):
-            write_image(root / cls / f"{i}.png", seed=i)
+            write_image(root / cls / f"{i}.png", seed=i + 10 * (cls == "b"))  # no image in both classes
     return root
 
 

@@ -3,11 +3,20 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from medtransfer.errors import MedtransferError
 from medtransfer.training import metrics as m
+from medtransfer.training.metrics import (
+    auc_binary,
+    auc_ovr,
+    binary_scores,
+    classification_metrics,
+    softmax_probabilities,
+)
 
 
 def _probs(rng, n, k):
@@ -90,3 +99,55 @@ def test_bad_shapes_raise_clear_errors():
         m.accuracy(np.zeros(3, int), np.zeros(3))
     with pytest.raises(MedtransferError, match="labels"):
         m.accuracy(np.array([0, 5]), np.full((2, 2), 0.5))
+
+
+def _confident_logits(seed: int = 0, n: int = 117) -> tuple[np.ndarray, torch.Tensor]:
+    """Labels and float32 logits where a float32 softmax rounds the larger probability to exactly 1.0
+    for many images (logit gaps up to 40), as a confident fine-tuned network gives."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    gap = rng.normal(0.0, 15.0, n) + 6.0 * (labels - 0.5)
+    logits = torch.from_numpy(np.stack([np.zeros(n), gap], axis=1).astype(np.float32))
+    return labels, logits
+
+
+def test_binary_auc_is_one_number_however_it_is_computed(tmp_path):
+    labels, logits = _confident_logits()
+    float32_probs = torch.softmax(logits, dim=1).numpy()
+    assert (float32_probs == 1.0).any(axis=1).sum() >= 10  # the ties of a float32 softmax are there
+    truth = roc_auc_score(labels, logits[:, 1].double().numpy() - logits[:, 0].double().numpy())
+    probs = softmax_probabilities(logits).numpy()
+    assert probs.dtype == np.float64
+    values = classification_metrics(labels, probs)
+    assert values["auc"] == values["auc_macro"] == values["auc_weighted"] == truth
+    # stored in predictions.csv and read back: the same number again
+    frame = pd.DataFrame({"image_id": [str(i) for i in range(labels.size)], "label": labels})
+    for c in range(2):
+        frame[f"p_{c}"] = probs[:, c]
+    frame.to_csv(tmp_path / "predictions.csv", index=False)
+    from medtransfer.analysis.tables import auc_from_probs, read_predictions
+
+    _, read_labels, read_probs = read_predictions(tmp_path / "predictions.csv")
+    for average in ("macro", "weighted"):
+        assert auc_from_probs(read_labels, read_probs, average) == truth
+    # even from the rounded float32 probabilities the log-odds keep the order where p_1 is tiny
+    assert auc_ovr(labels, float32_probs.astype(np.float64), "macro") == auc_binary(labels, float32_probs)
+
+
+def test_predict_returns_float64_probabilities_that_keep_their_distance_from_one():
+    from medtransfer.models import Normalization
+    from medtransfer.training.loop import StepSetup, predict
+
+    class Confident(torch.nn.Module):  # logit gaps of about 0..45, growing with the image's pixel value
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            gap = (x.mean(dim=(1, 2, 3)) + 115.0) / 2.0
+            return torch.stack([torch.zeros_like(gap), gap], dim=1)
+
+    pixels = (torch.arange(9, dtype=torch.uint8) * 10).reshape(9, 1, 1, 1).expand(9, 3, 4, 4).contiguous()
+    labels = torch.arange(9) % 2
+    setup = StepSetup(Normalization("caffe"), None, None, False, None)
+    probs, _ = predict(Confident().eval(), pixels, labels, torch.arange(9), 4, setup)
+    assert probs.dtype == torch.float64
+    assert (probs[:, 0] > 0).all() and (probs[:, 1] < 1).sum() >= 7  # float32 would give 1.0 from a gap of ~17
+    scores = binary_scores(probs.numpy())
+    assert (np.diff(scores) > 0).all()

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def analyze(
-        study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer study run`)."),
+        study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer run`)."),
         layers: str = typer.Option(None, help="Comma-separated layers (conv1,block1,...; Keras names; or 'all'). "
                                    "Default: study.yaml's analysis.layers, else the paper's five."),
         rows: int = typer.Option(None, help="Rows (images x positions) sampled per layer and repeat [20000]."),
@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
         threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
+        formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "
+                                    "(PNG is always written: the report embeds it)."),
     ) -> None:
         """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html."""
         from rich.console import Console
@@ -36,18 +38,21 @@ def register(app: typer.Typer) -> None:
         from medtransfer.analysis.run import analyze as run_analysis
 
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
-                            measures=_split(measures), split=split, threads=threads, device=device)
+                            measures=_split(measures), split=split, threads=threads, device=device,
+                            formats=_split(formats))
         Console().print(f"report: {path}", highlight=False)
 
     @app.command()
     def similarity(
-        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, or imagenet/radimagenet/random."),
+        model_a: str = typer.Argument(..., help="Checkpoint, .h5/.pth weights file, imagenet/radimagenet/random, "
+                                      "a factory package.module:function, or a TorchScript file."),
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
-        size: int = typer.Option(112, help="Image size in pixels."),
-        images: int = typer.Option(None, help="Use this many images of the dataset [all]."),
-        layers: str = typer.Option(None, help="Comma-separated layers, or 'all' [the paper's five]."),
+        size: int = typer.Option(None, help="Image size in pixels (default: the size the checkpoints were trained "
+                                 "at, else 112)."),
+        images: int = typer.Option(None, help="Use this many images of the dataset (default: all)."),
+        layers: str = typer.Option(None, help="Comma-separated layers, or 'all' (default: the paper's five)."),
         rows: int = typer.Option(20000, help="Rows sampled per layer and repeat."),
         channels: int = typer.Option(64, help="Channels sampled per layer and repeat."),
         repeats: int = typer.Option(5, help="Fresh samples per layer."),
@@ -59,6 +64,12 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file."),
+        layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position [the same names]."),
+        state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
+        state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
+        sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),
+        option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value of the dataset "
+                                         "(repeatable; see `medtransfer data options NAME`)."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
         from rich.console import Console
@@ -68,8 +79,9 @@ def register(app: typer.Typer) -> None:
 
         from dataclasses import replace
 
-        from medtransfer.analysis.compare import compare_models
+        from medtransfer.analysis.compare import compare_models, resolve_size
         from medtransfer.analysis.settings import AnalysisSettings
+        from medtransfer.data.cli import parse_options
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -78,9 +90,12 @@ def register(app: typer.Typer) -> None:
                                                repeats=repeats, measures=_split(measures), resamples=resamples,
                                                permutations=permutations, sampling=sampling)
         settings = replace(settings, ci=ci if ci else None)
+        size, origin = resolve_size(size, model_a, model_b)
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,
-                                  device=device)
-        table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px)")
+                                  target_options=parse_options(option),
+                                  device=device, layers_b=_split(layers_b), state_dict_a=state_dict_a,
+                                  state_dict_b=state_dict_b, sequence=sequence)
+        table = Table(title=f"{model_a} vs {model_b} on {target} ({size} px: {origin})")
         table.caption = "mean ± std over repeats; image-bootstrap interval; permutation null mean / 95% point; p-value"
         for column in ("layer", "measure", "mean ± std", "CI", "null", "p", "rows x ch"):
             table.add_column(column, no_wrap=column in ("layer", "measure"))

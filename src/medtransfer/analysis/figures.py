@@ -1,4 +1,8 @@
-"""The paper's figures from the analysis tables, each saved as PNG and PDF (matplotlib, Agg).
+"""The paper's figures from the analysis tables, each saved as PNG, PDF and SVG (matplotlib, Agg).
+
+Every figure goes through :func:`save_figure` (the formats of :func:`configure`; PNG always, the
+report embeds it), and every source keeps one colour across all figures (:func:`source_color`,
+the palette set from the study's sources by :func:`configure`).
 
 - :func:`layerwise_figure` - Figures 3 and 7-12: per target and measure, (a) each network against
   itself before and after fine-tuning, (b) pretrained sources against each other and the random
@@ -19,18 +23,74 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from medtransfer.vocabulary import STRATEGIES  # noqa: E402
+
 PANEL_A = ("ft_vs_init",)
 PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft_vs_random", "freeze_vs_no_freeze")
 
 
-def save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
-    """Save ``fig`` as ``name.png`` (150 dpi) and ``name.pdf`` in ``out_dir``; return the PNG path."""
+FORMATS = ("png", "pdf", "svg")
+# fixed colours for the paper's sources; other sources take the next free tab10 colour in study order
+KNOWN_COLORS = {"imagenet": "#1f77b4", "radimagenet": "#d62728", "random": "#7f7f7f"}
+_FREE_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+NEUTRAL = "#333333"  # lines that belong to no single source (A vs B, random baselines)
+
+_formats: tuple[str, ...] = FORMATS
+_palette: dict[str, str] = {}
+
+
+def check_formats(formats: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The figure formats to write (PNG first and always); None: all of :data:`FORMATS`."""
+    from medtransfer.errors import ConfigError
+
+    if formats is None:
+        return FORMATS
+    wanted = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
+    bad = sorted(set(wanted) - set(FORMATS))
+    if bad:
+        raise ConfigError(f"figure format(s) {bad}: expected some of {list(FORMATS)}")
+    return ("png", *[f for f in FORMATS[1:] if f in wanted])
+
+
+def configure(formats: list[str] | tuple[str, ...] | None = None, sources: list[str] | tuple[str, ...] = ()) -> None:
+    """Set the formats :func:`save_figure` writes and the palette of ``sources`` (in study order)."""
+    global _formats, _palette
+    _formats = check_formats(formats)
+    _palette = {}
+    for source in sources:
+        source_color(source)
+
+
+def source_color(source: str) -> str:
+    """The colour of ``source`` in every figure (assigned on first use when not configured)."""
+    if source not in _palette:
+        used = set(_palette.values())
+        free = [c for c in _FREE_COLORS if c not in used]
+        _palette[source] = KNOWN_COLORS.get(source) or (free[0] if free else _FREE_COLORS[len(_palette) % 7])
+    return _palette[source]
+
+
+def pair_style(kind: str, source: str, strategy: str) -> dict[str, str]:
+    """Line style of a layer-wise pair: its source's colour (neutral for pairs of two sources and
+    baselines), dashed for the freeze strategy, one marker per kind."""
+    markers = {"ft_vs_init": "o", "ft_vs_random": "s", "init_vs_random": "^", "freeze_vs_no_freeze": "D",
+               "ft_vs_ft": "v", "init_vs_init": "P", "random_vs_random": "x"}
+    return {"color": source_color(source) if source else NEUTRAL, "marker": markers.get(kind, "o"),
+            "linestyle": "--" if strategy == "freeze" else "-"}
+
+
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> Path:
+    """Save ``fig`` as ``name.png`` (150 dpi) and the other configured formats (vector PDF and SVG)
+    in ``out_dir``; close it; return the PNG path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
-    fig.savefig(png, dpi=150, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    for fmt in _formats:
+        fig.savefig(out_dir / f"{name}.{fmt}", dpi=150 if fmt == "png" else None, bbox_inches="tight")
     plt.close(fig)
     return png
+
+
+save = save_figure  # the name the figure functions use
 
 
 def fold_summary(similarity: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +110,14 @@ def summary_with_uncertainty(similarity: pd.DataFrame) -> pd.DataFrame:
     return summary.merge(similarity.groupby(keys, sort=False)[extra].mean().reset_index(), on=keys, how="left")
 
 
+def _pair_source(similarity: pd.DataFrame, pair: str) -> str:
+    """The single source a pair belongs to ('' for pairs of two sources and baselines)."""
+    if "source" not in similarity.columns:
+        return ""
+    values = similarity.loc[similarity["pair"] == pair, "source"].dropna().astype(str)
+    return values.iloc[0] if len(values) else ""
+
+
 def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_dir: Path, layers: list[str]) -> Path | None:
     """Figure 3 / 7-12 for one target and measure; ``None`` if there are no rows."""
     sub = similarity[(similarity["target"] == target) & (similarity["measure"] == measure)]
@@ -64,15 +132,12 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
     ):
         part = summary[summary["kind"].isin(kinds)]
         part = part.assign(_order=part["kind"].map(kinds.index)).sort_values("_order", kind="stable")
-        colors = plt.get_cmap("tab20").colors
-        for i, ((pair, strategy), line) in enumerate(part.groupby(["pair", "strategy"], sort=False)):
+        for (pair, strategy), line in part.groupby(["pair", "strategy"], sort=False):
+            style = pair_style(line["kind"].iloc[0], _pair_source(sub, pair), strategy)
             line = line.set_index("layer").reindex(layers)
             label = pair if strategy == "-" else f"{pair} ({strategy})"
-            style = "--" if strategy == "freeze" else "-"
-            color = colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-            ax.errorbar(x, line["mean"], yerr=line["std"], label=label, linestyle=style, marker="o", capsize=3,
-                        color=color)
-            interval_band(ax, x, uncertainty_line(sub, pair, strategy, layers), color)
+            ax.errorbar(x, line["mean"], yerr=line["std"], label=label, capsize=3, **style)
+            interval_band(ax, x, uncertainty_line(sub, pair, strategy, layers), style.get("color"))
         null_band(ax, x, sub[sub["kind"].isin(kinds)], layers)
         ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
         ax.set_title(title, fontsize=10)
@@ -124,7 +189,7 @@ def filters_figure(filters: dict[str, tuple[np.ndarray, bool]], out_dir: Path) -
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for i, (ax, (name, grid)) in enumerate(zip(np.atleast_1d(axes), panels)):
         ax.imshow(grid, interpolation="nearest")
-        ax.set_title(f"({chr(97 + i)}) {name}", fontsize=10)
+        ax.set_title(f"({chr(97 + i)}) {name}", fontsize=10, color=source_color(name) if name in filters else NEUTRAL)
         ax.axis("off")
     fig.suptitle("First 36 conv1 filters")
     return save(fig, out_dir, "conv1_filters")
@@ -135,12 +200,12 @@ def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
     if pred.empty:
         return None
     targets = list(dict.fromkeys(pred["target"]))
-    strategies = [s for s in ("no-freeze", "freeze") if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
+    strategies = [s for s in STRATEGIES if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
     if not strategies:
         strategies = ["no-freeze"]
     before = pred[pred["comparison"] == "before fine-tuning"]
     fig, axes = plt.subplots(1, len(strategies), figsize=(max(5, 2.4 * len(targets)) * len(strategies), 4.2), squeeze=False)
-    colors = ("tab:blue", "tab:orange", "tab:green")
+    colors = ("#444444", "#9e9e9e", "#e6e6e6")  # comparisons, not sources: greys, no source colour
     for ax, strategy in zip(axes[0], strategies):
         ft = pred[(pred["comparison"] == "fine-tuned") & (pred["strategy"] == strategy)]
         for t, target in enumerate(targets):
@@ -215,7 +280,9 @@ def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers
         if text:
             ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7, family="monospace")
         ax.axhline(0, color="gray", lw=0.8)
-        ax.set_title(f"({chr(97 + i)}) {source}", fontsize=10)
+        ax.set_title(f"({chr(97 + i)}) {source}", fontsize=10, color=source_color(source))
+        for spine in ax.spines.values():
+            spine.set_edgecolor(source_color(source))
         ax.set_xlabel(f"CCA({source}, {source}-FT)")
         ax.set_ylabel("relative AUC gain over random init")
         ax.grid(alpha=0.3)

@@ -1,11 +1,13 @@
-"""``report.html``: one self-contained page (figures embedded as base64 PNG, no external links)
-holding the study's config, Table 2, the figures, the statistics, and what was missing.
+"""``report.html``: one self-contained page (figures embedded as base64 PNG) holding the study's
+config, Table 2, the figures, the statistics, and what was missing. Each figure links its PNG,
+PDF and SVG files in ``analysis/figures/`` (relative links, so the study directory can move).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,8 +164,19 @@ def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
     return shown.to_html(index=False, escape=True, border=0)
 
 
-def render(content: ReportContent) -> str:
-    """The report's HTML text."""
+def figure_links(png: Path, base: Path | None) -> str:
+    """Links to the files of a figure (``name.png``, ``.pdf``, ``.svg`` that exist), relative to ``base``."""
+    links = []
+    for suffix in (".png", ".pdf", ".svg"):
+        path = Path(png).with_suffix(suffix)
+        if path.exists():
+            href = os.path.relpath(path, base).replace(os.sep, "/") if base is not None else path.as_posix()
+            links.append(f'<a href="{html.escape(href)}">{suffix[1:].upper()}</a>')
+    return f' <span class="note">[{" · ".join(links)}]</span>' if links else ""
+
+
+def render(content: ReportContent, base: Path | None = None) -> str:
+    """The report's HTML text; figure links are relative to ``base`` (the report's folder)."""
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
@@ -176,7 +189,8 @@ def render(content: ReportContent) -> str:
         "<h2>Figures</h2>",
     ]
     for fig in content.figures:
-        parts.append(f"<figure>{image_tag(fig.png, fig.caption)}<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
+        parts.append(f"<figure>{image_tag(fig.png, fig.caption)}<figcaption>{html.escape(fig.caption)}"
+                     f"{figure_links(fig.png, base)}</figcaption></figure>")
     if not content.figures:
         parts.append("<p>No figures could be drawn from this study.</p>")
     parts.append("<h2>Statistics</h2>")
@@ -202,4 +216,4 @@ def render(content: ReportContent) -> str:
 
 def write_report(content: ReportContent, path: Path) -> Path:
     """Write the report atomically (temp file + rename) and return its path."""
-    return write_text_atomic(path, render(content))
+    return write_text_atomic(path, render(content, Path(path).parent))

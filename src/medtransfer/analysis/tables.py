@@ -7,7 +7,9 @@ target marked ``best``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ import pandas as pd
 from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
 from medtransfer.training import metrics
+from medtransfer.vocabulary import STRATEGIES
 
 AUC_TOLERANCE = 1e-6
 
@@ -83,6 +86,7 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
             }
         )
     frame = pd.DataFrame(rows, columns=["target", "source", "strategy", "fold", "auc", "n_classes"])
+    problems += [m.removeprefix("warning: ") for m in warn_undefined_auc(frame)]
     stored_path = study.root / "results" / "auc.csv"
     if stored_path.is_file() and len(frame):
         stored = pd.read_csv(stored_path)
@@ -108,10 +112,33 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
     return frame, problems
 
 
+def undefined_note(used: int, runs: int) -> str:
+    """The Table 2 cell suffix saying how many runs' AUCs a mean is over, when some are undefined
+    (a test fold with one class only): ``" (4 of 5 runs)"``; empty when all are used."""
+    return f" ({used} of {runs} runs)" if used < runs else ""
+
+
+def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list[str]:
+    """Say on stderr (``stream``) which runs have no test AUC (NaN/empty: their test fold holds one
+    class only), so that a Table 2 mean over the other folds is not mistaken for all of them.
+    ``aucs``: a frame with columns ``target, source, strategy, fold, auc`` (and optionally
+    ``seed``). Returns the messages."""
+    undefined = aucs[pd.to_numeric(aucs["auc"], errors="coerce").isna()] if len(aucs) else aucs
+    messages = []
+    for row in undefined.itertuples(index=False):
+        seed = f" seed {row.seed}" if "seed" in aucs.columns else ""
+        messages.append(f"warning: {row.target} / {row.source} {row.strategy} fold {row.fold}{seed}: test AUC "
+                        "undefined (its test fold holds one class only); Table 2 averages the other runs "
+                        "and says how many")
+    for message in messages:
+        print(message, file=stream or sys.stderr)
+    return messages
+
+
 def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> list[tuple[str, str]]:
     """Table 2's columns: each pretrained source (no-freeze, freeze), then random (no-freeze)."""
     present = set(zip(frame["source"], frame["strategy"]))
-    order = [(s, st) for s in pretrained for st in ("no-freeze", "freeze")]
+    order = [(s, st) for s in pretrained for st in STRATEGIES]
     if random is not None:
         order += [(random, "no-freeze"), (random, "freeze")]
     order += sorted(present - set(order))
@@ -121,10 +148,11 @@ def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str |
 def table2(aucs: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> pd.DataFrame:
     """Mean and std (ddof=1) over folds of AUC x100 per target and (source, strategy).
 
-    Returns a long frame ``target, source, strategy, mean, std, n, best`` (``best``: the highest
-    mean of its target, ties all marked), columns in Table 2's order, targets in first-seen order.
+    Returns a long frame ``target, source, strategy, mean, std, n, runs, best``: ``n`` runs with a
+    defined AUC of ``runs`` (a test fold with one class has none), ``best`` the highest mean of
+    its target, ties all marked; columns in Table 2's order, targets in first-seen order.
     """
-    columns = ["target", "source", "strategy", "mean", "std", "n", "best"]
+    columns = ["target", "source", "strategy", "mean", "std", "n", "runs", "best"]
     if aucs.empty:
         return pd.DataFrame(columns=columns)
     order = column_order(aucs, pretrained, random)
@@ -132,12 +160,13 @@ def table2(aucs: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) 
     for target in dict.fromkeys(aucs["target"]):
         sub = aucs[aucs["target"] == target]
         for source, strategy in order:
-            values = 100.0 * sub[(sub["source"] == source) & (sub["strategy"] == strategy)]["auc"].to_numpy()
+            values = 100.0 * sub[(sub["source"] == source) & (sub["strategy"] == strategy)]["auc"].to_numpy(np.float64)
+            runs = len(values)
             values = values[np.isfinite(values)]
             if len(values) == 0:
                 continue
             std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-            rows.append([target, source, strategy, float(np.mean(values)), std, len(values), False])
+            rows.append([target, source, strategy, float(np.mean(values)), std, len(values), runs, False])
     table = pd.DataFrame(rows, columns=columns)
     for target, sub in table.groupby("target", sort=False):
         best = sub["mean"].max()
@@ -156,7 +185,8 @@ def table2_wide(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     cells = table.assign(
         column=table["source"] + " / " + table["strategy"],
-        cell=[("**" + format_cell(m, s) + "**") if b else format_cell(m, s) for m, s, b in zip(table["mean"], table["std"], table["best"])],
+        cell=[(("**" + format_cell(m, s) + "**") if b else format_cell(m, s)) + undefined_note(n, r)
+              for m, s, b, n, r in zip(table["mean"], table["std"], table["best"], table["n"], table["runs"])],
     )
     order = list(dict.fromkeys(cells["column"]))
     wide = cells.pivot(index="target", columns="column", values="cell")

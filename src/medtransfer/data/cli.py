@@ -59,14 +59,49 @@ def check(
         for cls, count in report["classes"].items():
             table.add_row(cls, str(count))
         console.print(table)
-        for entry in report["skipped"]:
-            kind = "problem" if entry in report["problems"] else "left out"
-            console.print(f"{kind}: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
+        for what, count in report["notes"].items():
+            console.print(f"{count} {what}", highlight=False, markup=False)
+        for entry in report["problems"]:  # files left out on purpose are counted in the notes above
+            console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
         if report["problems"] and not skip_bad:
-            console.print(f"{len(report['problems'])} problem(s): training stops on these unless "
-                          "--skip-bad / skip_bad=True is given", style="bold red")
+            console.print(f"{len(report['problems'])} problem(s): training stops on these unless they are left "
+                          "out: --skip-bad here, or `skip_bad: true` in the study target's options",
+                          style="bold red")
     if report["problems"] and not skip_bad:
         raise typer.Exit(1)
+
+
+def _as_yaml(value: object) -> str:
+    """A default as one would write it after ``-o key=``."""
+    import yaml
+
+    plain = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(plain, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+@data_app.command("options")
+def options(
+    name: str = typer.Argument(..., help="dataset name (see `medtransfer data check --help`)"),
+) -> None:
+    """Every option of a dataset's loader (give them as -o key=value or a target's options:), with
+    its default and effect."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from medtransfer.data.registry import loader_options
+
+    listed = loader_options(name)
+    if not listed:
+        typer.echo(f"{name}: no options")
+        return
+    table = Table(title=f"options of {name}")
+    for column in ("option", "default", "effect"):
+        table.add_column(column)
+    for item in listed:
+        table.add_row(item.name, escape(_as_yaml(item.default)) + (" (fixed)" if item.fixed else ""),
+                      escape(item.effect))
+    Console().print(table)
 
 
 @data_app.command("folds")
@@ -86,14 +121,14 @@ def folds(
                                            "validation files, whose labels come from the wrong CSV)"),
 ) -> None:
     """Write patient-grouped, stratified folds (80/5/15) of a dataset, or import the authors'."""
-    from medtransfer.data.folds import import_author_splits, make_folds, write_folds
-    from medtransfer.data.registry import load_manifest
+    from medtransfer.data.folds import import_author_splits, write_folds
+    from medtransfer.data.registry import dataset_folds, load_manifest
 
     manifest = load_manifest(name, root, skip_bad=skip_bad, **parse_options(option))
     if authors:
         table = import_author_splits(authors, manifest, check_labels=check_labels)
     else:
-        table = make_folds(manifest, k=k, seed=seed)
+        table = dataset_folds(manifest, k, (0.80, 0.05, 0.15), seed)
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")

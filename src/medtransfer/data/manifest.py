@@ -46,6 +46,7 @@ class ProblemLog:
         self.skip_bad = skip_bad
         self.problems: list[SkippedFile] = []
         self.excluded: list[SkippedFile] = []
+        self.notes: dict[str, int] = {}
 
     def add(self, path: object, reason: str) -> None:
         """Record bad input at ``path``."""
@@ -54,6 +55,11 @@ class ProblemLog:
     def exclude(self, path: object, reason: str) -> None:
         """Record a file left out on purpose (by an option), never an error."""
         self.excluded.append(SkippedFile(str(path), reason, False))
+
+    def note(self, what: str, count: int = 1) -> None:
+        """Count what a loader's rules or options did to files that are not problems: merged into
+        a class, ignored as not part of the dataset (e.g. "mask files ignored")."""
+        self.notes[what] = self.notes.get(what, 0) + count
 
     @property
     def skipped(self) -> list[SkippedFile]:
@@ -74,8 +80,9 @@ def reason_of(error: Exception, path: str) -> str:
 
 def format_problems(dataset: str, problems: list[SkippedFile], limit: int = 20) -> str:
     """One message naming each bad file and what is wrong with it."""
-    lines = [f"{dataset}: {len(problems)} problem(s) in the input (use skip_bad=True / --skip-bad "
-             "to leave these files out and list them):"]
+    lines = [f"{dataset}: {len(problems)} problem(s) in the input; to leave these files out (and list them), "
+             f"give `skip_bad: true` in the study target's options (options: {{skip_bad: true}}), or --skip-bad "
+             f"to `medtransfer data check|folds|cache`:"]
     lines += [f"  {p.path}: {p.reason}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
@@ -95,6 +102,7 @@ class Manifest:
         skipped: files not in ``frame``, each with a reason.
         reader: turns a ``ref`` into pixels.
         options: the loader options that produced this manifest (for the record and cache keys).
+        notes: what the loader's rules and options did, as counts (``{"mask files ignored": 647}``).
     """
 
     frame: pd.DataFrame
@@ -103,6 +111,7 @@ class Manifest:
     skipped: list[SkippedFile] = field(default_factory=list)
     reader: ImageReader = field(default_factory=FileReader)
     options: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in COLUMNS if c not in self.frame.columns]
@@ -154,7 +163,12 @@ class Manifest:
 
     def summary(self) -> dict[str, Any]:
         """What ``medtransfer data check`` reports: images, classes (name -> count), groups,
-        skipped files (all) and problems (bad input only)."""
+        skipped files (all), problems (bad input only), and notes: what the loader's rules did
+        (counts of files merged, left out by an option - grouped by reason - and ignored)."""
+        excluded: dict[str, int] = {}
+        for s in self.skipped:
+            if not s.problem:
+                excluded[s.reason] = excluded.get(s.reason, 0) + 1
         return {
             "name": self.name,
             "images": len(self),
@@ -162,6 +176,7 @@ class Manifest:
             "groups": int(self.frame["group"].nunique()),
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "problems": [{"path": s.path, "reason": s.reason} for s in self.skipped if s.problem],
+            "notes": {**self.notes, **excluded},
         }
 
 
@@ -179,4 +194,4 @@ def make_manifest(rows: list[dict[str, Any]] | pd.DataFrame, classes: list[str],
     return Manifest(frame=frame, classes=list(classes), name=name,
                     skipped=log.skipped if log is not None else [],
                     reader=reader if reader is not None else FileReader(),
-                    options=dict(options or {}))
+                    options=dict(options or {}), notes=dict(log.notes) if log is not None else {})

@@ -1,5 +1,7 @@
-"""The Keras-layout ResNet50, its weight readers, the weight sources and their normalisation."""
+"""Keras-layout backbones (ResNet50, DenseNet121, InceptionV3, InceptionResNetV2) and their registry,
+their weight readers and writers, the weight sources and their normalisation."""
 
+from medtransfer.models import registry
 from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from medtransfer.models.download import IMAGENET_MD5, IMAGENET_URL, cache_dir, imagenet_weights
 from medtransfer.models.init import keras_init_
@@ -8,11 +10,25 @@ from medtransfer.models.normalization import MODES as NORMALIZATION_MODES
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.resnet import BLOCK_LAYERS, PAPER_LAYERS, TAP_LAYERS, ResNet50
-from medtransfer.models.sources import Source, load_source, load_weights_file
-from medtransfer.models.torch_port import load_torch_port
+from medtransfer.models.densenet import DenseNet121
+from medtransfer.models.inception_resnet_v2 import InceptionResNetV2
+from medtransfer.models.inception_v3 import InceptionV3
+from medtransfer.models.registry import BackboneSpec, backbone_of, create_model
+from medtransfer.models.sources import Source, identify_backbone, load_source, load_weights_file
+from medtransfer.models.torch_port import export_port, load_torch_port, read_port
 
 __all__ = [
     "BLOCK_LAYERS",
+    "BackboneSpec",
+    "DenseNet121",
+    "InceptionResNetV2",
+    "InceptionV3",
+    "backbone_of",
+    "create_model",
+    "export_port",
+    "identify_backbone",
+    "read_port",
+    "registry",
     "IMAGENET_MD5",
     "IMAGENET_URL",
     "NORMALIZATION_MODES",

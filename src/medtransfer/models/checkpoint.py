@@ -1,11 +1,15 @@
-"""medtransfer checkpoints: a ResNet50's weights plus metadata, written atomically.
+"""medtransfer checkpoints: a backbone's weights plus metadata, written atomically.
 
 File layout (``torch.save`` of a dict, readable with ``torch.load(weights_only=True)``)::
 
-    {"format": "medtransfer-checkpoint", "version": 1, "num_classes": k | None,
+    {"format": "medtransfer-checkpoint", "version": 1, "backbone": "resnet50", "num_classes": k | None,
      "dropout": float, "state_dict": {...}, "meta": {...}}
 
-``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names).
+``backbone`` is a registry name (:mod:`medtransfer.models.registry`); files without it hold a ResNet50.
+
+``meta`` holds at least ``normalization`` (a mode string) and ``classes`` (list of class names);
+a training run also records ``size`` (the side in pixels it was trained at) and ``interpolation``,
+which :func:`checkpoint_meta` reads back (e.g. for ``medtransfer similarity``).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.normalization import Normalization
-from medtransfer.models.resnet import ResNet50
+from medtransfer.models.report import check_finite_state
 
 FORMAT = "medtransfer-checkpoint"
 VERSION = 1
@@ -38,7 +43,7 @@ def plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write ``model`` (weights on the CPU) and ``meta`` to ``path`` atomically (temp file + rename).
 
     ``meta`` must hold ``normalization`` (mode string or :class:`Normalization`) and ``classes``
@@ -52,9 +57,12 @@ def save_checkpoint(path: str | os.PathLike, model: ResNet50, meta: dict[str, An
         raise WeightsError(
             f"checkpoint {path}: meta lists {len(plain['classes'])} classes but the head has {k} outputs"
         )
+    from medtransfer.models.registry import backbone_of
+
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "backbone": backbone_of(model),
         "num_classes": k,
         "dropout": float(model.dropout),
         "state_dict": {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()},
@@ -70,6 +78,17 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     except Exception:
         return False
     return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("meta"), dict):
+        return None
+    return dict(payload["meta"])
 
 
 def read_payload(path: str | os.PathLike, file_format: str, version: int, what: str,
@@ -92,18 +111,27 @@ def read_payload(path: str | os.PathLike, file_format: str, version: int, what: 
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ResNet50, dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(ResNet50 in eval mode, meta)``."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(model in eval mode, meta)``.
+
+    The model is the backbone the file records (ResNet50 for files that record none).
+    """
+    from medtransfer.models import registry
+
     path = Path(path)
     payload = read_payload(path, FORMAT, VERSION, "checkpoint", map_location)
-    model = ResNet50(num_classes=payload["num_classes"], dropout=payload.get("dropout", 0.5))
+    try:
+        spec = registry.get(payload.get("backbone", "resnet50"))
+    except Exception as error:
+        raise WeightsError(f"checkpoint {path}: {error}") from error
+    model = spec.create(num_classes=payload["num_classes"], dropout=payload.get("dropout", 0.5))
     expected = model.state_dict()
     state = payload["state_dict"]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise WeightsError(
-            f"checkpoint {path} does not match ResNet50(num_classes={payload['num_classes']}): "
+            f"checkpoint {path} does not match {spec.keras_name}(num_classes={payload['num_classes']}): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     for name, tensor in state.items():
@@ -111,6 +139,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise WeightsError(
                 f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
             )
+    check_finite_state(state, f"checkpoint {path}")
     model.load_state_dict(state)
     model.to(map_location)
     model.eval()

@@ -17,8 +17,11 @@ from medtransfer.errors import ConfigError
 
 
 def conv1_filters(model: torch.nn.Module) -> np.ndarray:
-    """The first conv's kernel as float32 ``(64, 3, 7, 7)`` (PyTorch layout, input channel order)."""
-    return model.conv1.weight.detach().float().cpu().numpy()
+    """The first conv's kernel as float32 ``(out, 3, kh, kw)`` (PyTorch layout, input channel order):
+    ResNet50's and DenseNet121's ``(64, 3, 7, 7)``, the Inceptions' ``(32, 3, 3, 3)``."""
+    first = model.conv1 if hasattr(model, "conv1") else next(
+        m for m in model.keras_layers().values() if isinstance(m, torch.nn.Conv2d))
+    return first.weight.detach().float().cpu().numpy()
 
 
 def filter_grid(filters: np.ndarray, count: int = 36, columns: int | None = None, bgr: bool = True, pad: int = 1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Read Keras ResNet50 weight files with h5py alone (no TensorFlow) and load them by layer name.
+"""Read Keras weight files of the registered backbones with h5py alone (no TensorFlow) and load them by layer name.
 
 Three layouts are understood:
 
@@ -14,8 +14,14 @@ In the two legacy layouts every layer group lists its arrays in a ``weight_names
 and ``conv1_conv/kernel`` by Keras 3; arrays are found by those names, never by position. A ResNet50
 nested as one layer of a larger model (its weight names then carry the inner layer names) is read
 the same way. The Keras 3 format stores no layer names: its layers are matched in Keras 3's
-topological order of ``keras.applications.ResNet50`` (verified against Keras in the tests), and every
-shape is checked.
+topological order of the ``keras.applications`` model (verified against Keras in the tests), the
+backbone being the one whose Conv2D / BatchNormalization counts the file has, and every shape is checked.
+
+Layers Keras names automatically (InceptionV3's and InceptionResNetV2's ``conv2d_<i>`` /
+``batch_normalization_<i>``) carry a per-session counter: a file written after other models were
+built in the same session, or by Keras 2.0 (which counted from 1), has the same names shifted.
+Such layers are matched by their counter's order (the creation order), after checking that the file
+has exactly as many of them as the model.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from medtransfer.errors import WeightsError
-from medtransfer.models.report import LoadReport, copy_state_
+from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import STAGES, ResNet50
 
 CONV_VARS = ("kernel", "bias")
@@ -64,6 +71,7 @@ class KerasWeights:
     keras_version: str | None = None
     backend: str | None = None
     notes: list[str] = field(default_factory=list)
+    backbone: str | None = None  # registry name, when the layout decides it (Keras 3 files)
 
 
 def _text(value) -> str:
@@ -111,10 +119,26 @@ def _read_legacy(handle, path: str) -> KerasWeights:
 
 
 _K3_GROUP = re.compile(r"(?:^|/)layers/(conv2d|batch_normalization|dense)(?:_(\d+))?$")
-_K3_VARS = {"conv2d": CONV_VARS, "batch_normalization": BN_VARS, "dense": CONV_VARS}
 
 
-def _read_keras3(handle, path: str) -> KerasWeights:
+def _layer_vars(name: str, module: nn.Module) -> tuple[str, ...]:
+    """The Keras arrays of one weight layer, in Keras' order."""
+    if isinstance(module, nn.Conv2d):
+        return CONV_VARS if module.bias is not None else CONV_VARS[:1]
+    return BN_VARS if getattr(module, "scale", True) else BN_VARS[1:]
+
+
+def keras3_layer_order(model: nn.Module) -> list[str]:
+    """The model's weight layers in Keras 3's ``model.layers`` order (headless model)."""
+    if isinstance(model, ResNet50):
+        return keras_layer_names()
+    weights = model.keras_layers()
+    return [n for n in model.keras3_order() if n in weights]
+
+
+def _read_keras3(handle, path: str, backbone: str | None = None) -> KerasWeights:
+    from medtransfer.models import registry
+
     found: dict[str, list[tuple[int, str]]] = {"conv2d": [], "batch_normalization": [], "dense": []}
 
     def visit(name, obj):
@@ -123,32 +147,44 @@ def _read_keras3(handle, path: str) -> KerasWeights:
             found[match.group(1)].append((int(match.group(2) or 0), name))
 
     handle["layers"].visititems(lambda n, o: visit("layers/" + n, o))
-    order = keras_layer_names()
-    n_conv = sum(n.endswith("_conv") for n in order)
-    if len(found["conv2d"]) != n_conv or len(found["batch_normalization"]) != n_conv:
+    n_conv, n_bn = len(found["conv2d"]), len(found["batch_normalization"])
+    candidates = [registry.get(backbone)] if backbone is not None else list(registry.registry().values())
+    spec = model = None
+    counts = []
+    for candidate in candidates:
+        net = candidate.create()
+        kinds = [isinstance(m, nn.Conv2d) for m in net.keras_layers().values()]
+        counts.append(f"{candidate.keras_name} {sum(kinds)} and {len(kinds) - sum(kinds)}")
+        if (sum(kinds), len(kinds) - sum(kinds)) == (n_conv, n_bn):
+            spec, model = candidate, net
+            break
+    if spec is None:
         raise WeightsError(
-            f"{path}: a Keras 3 weights file of ResNet50 has {n_conv} Conv2D and {n_conv} BatchNormalization "
-            f"layers, this one has {len(found['conv2d'])} and {len(found['batch_normalization'])}: not a ResNet50"
+            f"{path}: a Keras 3 weights file stores no layer names, so its backbone is told by its counts of "
+            f"Conv2D and BatchNormalization layers ({'; '.join(counts)}); this one has {n_conv} and {n_bn}: "
+            f"not a {' / '.join(c.keras_name for c in candidates)}"
         )
+    modules = model.keras_layers()
     layers: dict[str, dict[str, np.ndarray]] = {}
     convs = iter(sorted(found["conv2d"]))
     bns = iter(sorted(found["batch_normalization"]))
-    for name in order:
-        _, group_path = next(convs) if name.endswith("_conv") else next(bns)
-        wanted = CONV_VARS if name.endswith("_conv") else BN_VARS
-        layers[name] = _keras3_vars(handle[group_path]["vars"], wanted, path, group_path, name)
+    for name in keras3_layer_order(model):
+        module = modules[name]
+        _, group_path = next(convs) if isinstance(module, nn.Conv2d) else next(bns)
+        layers[name] = _keras3_vars(handle[group_path]["vars"], _layer_vars(name, module), path, group_path, name,
+                                    spec.keras_name)
     for number, group_path in sorted(found["dense"]):
         name = group_path.rsplit("/", 1)[-1]
-        layers[name] = _keras3_vars(handle[group_path]["vars"], CONV_VARS, path, group_path, name)
+        layers[name] = _keras3_vars(handle[group_path]["vars"], CONV_VARS, path, group_path, name, "Dense")
     notes = ["Keras 3 .weights.h5 stores no layer names: layers matched in Keras 3's topological order"]
-    return KerasWeights(path=path, layout="keras3-weights", layers=layers, notes=notes)
+    return KerasWeights(path=path, layout="keras3-weights", layers=layers, notes=notes, backbone=spec.name)
 
 
-def _keras3_vars(group, wanted, path, group_path, name) -> dict[str, np.ndarray]:
+def _keras3_vars(group, wanted, path, group_path, name, model_name="ResNet50") -> dict[str, np.ndarray]:
     keys = sorted(group.keys(), key=int)
     if len(keys) != len(wanted):
         raise WeightsError(
-            f"{path}: {group_path} (ResNet50 layer {name}) has {len(keys)} arrays, expected {len(wanted)} ({', '.join(wanted)})"
+            f"{path}: {group_path} ({model_name} layer {name}) has {len(keys)} arrays, expected {len(wanted)} ({', '.join(wanted)})"
         )
     return {var: _read(group[k], path, f"{group_path}/vars/{k}") for var, k in zip(wanted, keys)}
 
@@ -162,8 +198,12 @@ def _keras_zip_weights(path: Path) -> io.BytesIO:
         raise WeightsError(f"{path} is not a Keras 3 .keras archive with a model.weights.h5 member: {error}") from error
 
 
-def read_keras_h5(path: str | os.PathLike) -> KerasWeights:
-    """Read every weight array of a Keras h5 file (any of the three layouts) or ``.keras`` archive into memory."""
+def read_keras_h5(path: str | os.PathLike, backbone: str | None = None) -> KerasWeights:
+    """Read every weight array of a Keras h5 file (any of the three layouts) or ``.keras`` archive into memory.
+
+    ``backbone`` (a registry name) decides how a Keras 3 ``.weights.h5`` is read; by default the
+    backbone whose layer counts the file has. The legacy layouts are read by name, whatever the backbone.
+    """
     import h5py
 
     path = Path(path)
@@ -178,49 +218,86 @@ def read_keras_h5(path: str | os.PathLike) -> KerasWeights:
         if "layer_names" in root.attrs:
             return _read_legacy(handle, str(path))
         if "layers" in handle and hasattr(handle["layers"], "visititems"):
-            return _read_keras3(handle, str(path))
+            return _read_keras3(handle, str(path), backbone)
         raise WeightsError(
             f"{path} is an HDF5 file but not a Keras weights file: expected a 'layer_names' attribute "
             f"(at the top or under 'model_weights') or a Keras 3 'layers' group; top-level keys: {sorted(handle.keys())[:8]}"
         )
 
 
-def _expected_keras_shapes(model: ResNet50) -> dict[str, dict[str, tuple[int, ...]]]:
+def _expected_keras_shapes(model: nn.Module) -> dict[str, dict[str, tuple[int, ...]]]:
     shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, module in model.keras_layers().items():
-        if name.endswith("_conv"):
+        if isinstance(module, nn.Conv2d):
             out, cin, kh, kw = module.weight.shape
             shapes[name] = {"kernel": (kh, kw, cin, out), "bias": (out,)}
         else:
             shapes[name] = {var: (module.num_features,) for var in BN_VARS}
+        shapes[name] = {var: shapes[name][var] for var in _layer_vars(name, module)}
     return shapes
 
 
-def keras_state(weights: KerasWeights, model: ResNet50) -> tuple[dict[str, torch.Tensor], str, list[str]]:
+_AUTO = re.compile(r"^(conv2d|batch_normalization)(?:_(\d+))?$")
+
+
+def align_auto_names(layers: dict[str, dict[str, np.ndarray]], expected: list[str], path: str,
+                     model_name: str) -> dict[str, dict[str, np.ndarray]]:
+    """``layers`` with Keras' automatic names (``conv2d_<i>``, ``batch_normalization_<i>``) renamed to
+    the model's, matched in the order of their counters; other names are kept.
+
+    Raises :class:`WeightsError` when the file has a different number of such layers than the model.
+    """
+    def auto(names, kind):
+        hits = [(int(m.group(2) or 0), n) for n in names if (m := _AUTO.match(n)) and m.group(1) == kind]
+        return [n for _, n in sorted(hits)]
+
+    renamed = dict(layers)
+    for kind in ("conv2d", "batch_normalization"):
+        ours, theirs = auto(expected, kind), auto(layers, kind)
+        if not ours or ours == theirs:
+            continue
+        if len(theirs) != len(ours):
+            raise WeightsError(
+                f"{path}: has {len(theirs)} automatically named {kind} layers, {model_name} has {len(ours)} "
+                f"({ours[0]} .. {ours[-1]}): truncated file or another model"
+            )
+        for name in theirs:
+            del renamed[name]
+        for name, theirs_name in zip(ours, theirs):
+            renamed[name] = layers[theirs_name]
+    return renamed
+
+
+def keras_state(weights: KerasWeights, model: nn.Module) -> tuple[dict[str, torch.Tensor], str, list[str]]:
     """Validate ``weights`` against ``model`` and convert them to its state-dict keys.
 
     Returns ``(tensors, head, notes)``; raises :class:`WeightsError` naming the layer and both
     shapes for any missing or mis-shaped array, before anything is copied.
     """
+    from medtransfer.models import registry
+
     path = weights.path
+    spec = registry.get(registry.backbone_of(model))
     expected = _expected_keras_shapes(model)
-    present = [name for name in expected if name in weights.layers]
+    file_layers = align_auto_names(weights.layers, list(expected), path, spec.keras_name)
+    present = [name for name in expected if name in file_layers]
     if not present:
         sample = ", ".join(sorted(weights.layers)[:6]) or "none"
+        first = ", ".join(list(expected)[:2])
         raise WeightsError(
-            f"{path} is not a Keras ResNet50 weights file: it has no layer named conv1_conv, "
-            f"conv2_block1_1_conv, ... (its weight layers: {sample})"
+            f"{path} is not a Keras {spec.keras_name} weights file: it has no layer named {first}, "
+            f"... (its weight layers: {sample})"
         )
-    missing = [name for name in expected if name not in weights.layers]
+    missing = [name for name in expected if name not in file_layers]
     if missing:
         raise WeightsError(
-            f"{path}: layer {missing[0]} is missing ({len(present)} of {len(expected)} ResNet50 weight "
+            f"{path}: layer {missing[0]} is missing ({len(present)} of {len(expected)} {spec.keras_name} weight "
             f"layers present; missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
         )
     prefixes = {id(m): n for n, m in model.named_modules()}
     tensors: dict[str, torch.Tensor] = {}
     for name, module in model.keras_layers().items():
-        arrays = weights.layers[name]
+        arrays = file_layers[name]
         for var, shape in expected[name].items():
             if var not in arrays:
                 raise WeightsError(f"{path}: layer {name} lacks its {var} array (has {', '.join(arrays)})")
@@ -229,30 +306,33 @@ def keras_state(weights: KerasWeights, model: ResNet50) -> tuple[dict[str, torch
                     f"{path}: layer {name} {var} has shape {tuple(arrays[var].shape)}, expected {shape} "
                     f"(Keras layout)"
                 )
+        check_finite_state({f"{name}/{var}": arrays[var] for var in expected[name]}, path)
         prefix = prefixes[id(module)]
-        if name.endswith("_conv"):
+        if isinstance(module, nn.Conv2d):
             tensors[f"{prefix}.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].transpose(3, 2, 0, 1)))
-            tensors[f"{prefix}.bias"] = torch.from_numpy(arrays["bias"])
+            if "bias" in expected[name]:
+                tensors[f"{prefix}.bias"] = torch.from_numpy(arrays["bias"])
         else:
-            for var, torch_name in BN_TORCH.items():
-                tensors[f"{prefix}.{torch_name}"] = torch.from_numpy(arrays[var])
-    extra = {n: a for n, a in weights.layers.items() if n not in expected}
+            for var in expected[name]:
+                tensors[f"{prefix}.{BN_TORCH[var]}"] = torch.from_numpy(arrays[var])
+    extra = {n: a for n, a in file_layers.items() if n not in expected}
     head, notes = _head_tensors(extra, model, tensors)
     return tensors, head, notes
 
 
-def _head_tensors(extra: dict[str, dict[str, np.ndarray]], model: ResNet50, tensors: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
-    """Pick a top Dense layer (kernel (2048, k), bias (k,)) for the model's head, adding it to ``tensors``."""
+def _head_tensors(extra: dict[str, dict[str, np.ndarray]], model: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
+    """Pick a top Dense layer (kernel (features, k), bias (k,)) for the model's head, adding it to ``tensors``."""
     notes: list[str] = []
+    width = int(getattr(model, "feature_dim", 2048))
     tops = {
         n: a for n, a in extra.items()
-        if set(a) == {"kernel", "bias"} and a["kernel"].ndim == 2 and a["kernel"].shape[0] == 2048
+        if set(a) == {"kernel", "bias"} and a["kernel"].ndim == 2 and a["kernel"].shape[0] == width
     }
     for name in sorted(set(extra) - set(tops)):
         notes.append(f"ignored layer {name} (arrays: {', '.join(f'{v}{tuple(a.shape)}' for v, a in extra[name].items())})")
     if not tops:
         return "none in file", notes
-    described = ", ".join(f"{n} (2048 -> {a['kernel'].shape[1]})" for n, a in tops.items())
+    described = ", ".join(f"{n} ({width} -> {a['kernel'].shape[1]})" for n, a in tops.items())
     k = model.num_classes
     if k is None:
         return f"not loaded: the model has no head; file has {described}", notes
@@ -263,17 +343,19 @@ def _head_tensors(extra: dict[str, dict[str, np.ndarray]], model: ResNet50, tens
     arrays = tops[fitting[0]]
     tensors["head.1.weight"] = torch.from_numpy(np.ascontiguousarray(arrays["kernel"].T))
     tensors["head.1.bias"] = torch.from_numpy(arrays["bias"])
-    return f"loaded from {fitting[0]} (2048 -> {k})", notes
+    return f"loaded from {fitting[0]} ({width} -> {k})", notes
 
 
-def load_keras_h5(path: str | os.PathLike, model: ResNet50) -> LoadReport:
-    """Load a Keras ResNet50 h5 file into ``model`` by layer name, all or nothing.
+def load_keras_h5(path: str | os.PathLike, model: nn.Module) -> LoadReport:
+    """Load a Keras h5 file into ``model`` (any registered backbone) by layer name, all or nothing.
 
     The backbone must be complete and every shape must match; a top Dense layer is loaded into
     the head when ``model`` has one with the same number of classes, and skipped otherwise (the
     report says so).
     """
-    weights = read_keras_h5(path)
+    from medtransfer.models import registry
+
+    weights = read_keras_h5(path, registry.backbone_of(model))
     tensors, head, notes = keras_state(weights, model)
     copy_state_(model, tensors, str(path))
     extra = [f"written by Keras {weights.keras_version} ({weights.backend} backend)"] if weights.keras_version else []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,12 +38,43 @@ class LoadReport:
         ]
 
 
+#: Name endings of BatchNorm variance tensors (PyTorch and Keras names), which must not be negative.
+VARIANCE_NAMES = ("running_var", "moving_variance")
+
+
+def check_finite_state(state: Mapping[str, Any], origin: str) -> None:
+    """Refuse a state (name -> torch tensor or numpy array) holding NaN or infinite values, or a
+    negative BatchNorm variance: WeightsError naming ``origin`` (the file) and the tensor.
+
+    Integer tensors (e.g. ``num_batches_tracked``) are skipped. Any weight loader can call this
+    on what it is about to load.
+    """
+    for name, value in state.items():
+        tensor = torch.as_tensor(value)
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            kinds = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+            raise WeightsError(
+                f"{origin}: tensor {name} holds {bad} {kinds} value(s) of {tensor.numel()}: the weights are "
+                "damaged (a diverged training run, or a bad conversion); they are not loaded"
+            )
+        if name.endswith(VARIANCE_NAMES) and bool((tensor < 0).any()):
+            raise WeightsError(
+                f"{origin}: BatchNorm variance {name} has {int((tensor < 0).sum())} negative value(s) "
+                f"(smallest {float(tensor.min()):.3g}): a variance cannot be negative; the weights are not loaded"
+            )
+
+
 def copy_state_(model: nn.Module, tensors: dict[str, torch.Tensor], origin: str) -> None:
     """Copy ``tensors`` (state-dict key -> tensor in PyTorch layout) into ``model``, all or nothing.
 
-    Every key and shape is checked before the first copy, so a failure leaves ``model`` unchanged.
-    Values are cast to each target's dtype and device.
+    Every key and shape, and every value (:func:`check_finite_state`), is checked before the first
+    copy, so a failure leaves ``model`` unchanged. Values are cast to each target's dtype and device.
     """
+    check_finite_state(tensors, origin)
     state = model.state_dict()
     for key, value in tensors.items():
         if key not in state:

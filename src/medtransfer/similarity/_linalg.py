@@ -9,35 +9,127 @@ single Gram matrix holds both Gram matrices and the cross product.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
-from medtransfer.similarity._validation import is_tensor, to_numpy
+from medtransfer.errors import MedtransferError
+from medtransfer.similarity._validation import is_tensor, require_finite, to_numpy
 
 
-def centred(a: Any) -> tuple[Any, np.ndarray]:
-    """``(a - column means, column means (p,) numpy)``, float64, for ``a (n, p)``; ``a`` is not modified."""
+#: A centred side (or column) whose largest magnitude lies outside [2**-SAFE_LOG2, 2**SAFE_LOG2] is
+#: rescaled by a power of two (exact): products of such data, and squares of those products, stay
+#: far from float64 overflow and underflow whatever the input's scale.
+SAFE_LOG2 = 64
+#: The raw float64 products are used only while every raw Gram diagonal lies at or above this: below
+#: it, products of the smallest values would be subnormal and lose digits.
+MIN_RAW_DIAGONAL = 2.0**-900
+
+
+@dataclass(frozen=True)
+class Centring:
+    """What :func:`centre_into` did to the columns of one side ``a (n, p)``.
+
+    ``varying (p,)``: False for a constant neuron (every value equal: its centred column is exactly
+    zero). ``scale (p,)``: the power of two each centred column was multiplied by (1.0 for data of
+    ordinary magnitude), so the buffer holds ``(a - mean) * scale``.
+    """
+
+    varying: np.ndarray
+    scale: np.ndarray
+
+
+def checked_column_mean(a: Any, name: str) -> np.ndarray:
+    """Column means ``(p,)`` of ``a``, float64; MedtransferError naming ``name`` for NaN/inf values.
+
+    Finite values so large that their sum overflows are averaged at a power-of-two scale (exact).
+    """
+    with np.errstate(all="ignore"):
+        mean = _column_mean(a)
+        if np.all(np.isfinite(mean)):
+            return mean
+        require_finite(a, name)
+        return _column_mean(a * 2.0**-64) * 2.0**64
+
+
+def centre_into(out: Any, a: Any, per_column: bool, mean: np.ndarray | None = None) -> Centring:
+    """``out[:] = (a - column means) * power-of-two scale`` for ``a (n, p)``, exact to ``a``'s precision.
+
+    Two passes: after subtracting the float64 means, the residual mean of each centred column
+    (rounding of the first mean, up to ``eps * |mean|``: large next to the spread when the offset is
+    1e12 times it) is subtracted too. A column whose values are all equal is constant: it is set
+    to exactly zero. ``per_column``: each column is scaled on its own (for scale-invariant
+    measures, CCA); otherwise one factor for the whole side (CKA, Procrustes, SVCCA). Columns
+    (sides) of ordinary magnitude are left unscaled (see ``SAFE_LOG2``). ``a`` must be finite.
+    """
+    mean = _column_mean(a) if mean is None else mean
+    if is_tensor(a):
+        _write_centred(out, a, mean)
+        high, low = to_numpy(out.amax(dim=0)), to_numpy(out.amin(dim=0))
+    else:
+        np.subtract(a, mean, out=out, casting="same_kind")
+        high, low = out.max(axis=0).astype(np.float64), out.min(axis=0).astype(np.float64)
+    varying = high > low
+    residual = np.where(varying, _column_mean(out), 0.0)
+    largest = np.where(varying, np.maximum(high - residual, residual - low), 0.0)
+    scale = _power_of_two_scale(largest, varying, per_column)
+    if np.any(residual != 0.0):
+        out -= to_like(out, residual)
+    if np.any(scale != 1.0):
+        out *= to_like(out, scale)
+    if not varying.all():
+        index = np.flatnonzero(~varying)
+        if is_tensor(out):
+            import torch
+
+            out[:, torch.as_tensor(index, device=out.device)] = 0.0
+        else:
+            out[:, index] = 0.0
+    return Centring(varying=varying, scale=scale)
+
+
+def _power_of_two_scale(largest: np.ndarray, varying: np.ndarray, per_column: bool) -> np.ndarray:
+    """Powers of two ``(p,)`` that bring each column's (or the side's) ``largest`` magnitude near 1
+    when it lies outside [2**-SAFE_LOG2, 2**SAFE_LOG2]; 1.0 elsewhere. ``per_column=False``: one
+    factor for every column of the side; else each column its own (1.0 for constant columns)."""
+    if not per_column:
+        largest = np.full_like(largest, largest.max(initial=0.0))
+        varying = np.ones_like(varying)
+    _, exponent = np.frexp(largest)
+    rescale = varying & (largest > 0.0) & (np.abs(exponent) > SAFE_LOG2)
+    return np.where(rescale, np.ldexp(1.0, np.clip(-exponent, -1022, 1000)), 1.0)
+
+
+def centred(a: Any, per_column: bool = False) -> tuple[Any, Centring]:
+    """``((a - column means) * scale, Centring)``, float64, for ``a (n, p)``; see :func:`centre_into`.
+
+    ``a`` is not modified.
+    """
     if is_tensor(a):
         import torch
 
-        a = a.to(torch.float64)
-        mean = a.mean(dim=0, keepdim=True)
-        return a - mean, to_numpy(mean[0])
-    mean = a.mean(axis=0, dtype=np.float64)
-    return np.subtract(a, mean, dtype=np.float64), mean
+        out = torch.empty(a.shape, dtype=torch.float64, device=a.device)
+    else:
+        out = np.empty(a.shape, dtype=np.float64)
+    return out, centre_into(out, a, per_column)
 
 
 def centred_concat(
-    x: Any, y: Any, precision: str = "float64", means: tuple[np.ndarray, np.ndarray] | None = None
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """``([x - mean(x), y - mean(y)] (n, p + q), mean_x (p,), mean_y (q,))``.
+    x: Any,
+    y: Any,
+    precision: str = "float64",
+    means: tuple[np.ndarray, np.ndarray] | None = None,
+    per_column: bool = False,
+) -> tuple[Any, Centring, Centring]:
+    """``([(x - mean(x)) * sx, (y - mean(y)) * sy] (n, p + q), centring of x, centring of y)``.
 
-    The buffer has the dtype named by ``precision`` (float64 or float32); means are float64 and
-    the subtraction runs in float64 before any rounding to float32, so a constant neuron centres
-    to exactly zero. ``means``: the column means when the caller has them already (one pass
-    over the data less). x and y are not modified.
+    The buffer has the dtype named by ``precision`` (float64 or float32); the subtraction runs in
+    float64 before any rounding to float32. Centring is two-pass, constant neurons are exactly
+    zero and ``sx``, ``sy`` are powers of two (see :func:`centre_into`). ``means``: the column
+    means when the caller has them already (one pass over the data less). x and y are not
+    modified.
     """
     n, p = x.shape
     q = y.shape[1]
@@ -47,13 +139,11 @@ def centred_concat(
 
         dtype = torch.float64 if precision == "float64" else torch.float32
         z = torch.empty((n, p + q), dtype=dtype, device=x.device)
-        _write_centred(z[:, :p], x, mean_x)
-        _write_centred(z[:, p:], y, mean_y)
-        return z, mean_x, mean_y
-    z = np.empty((n, p + q), dtype=np.dtype(precision))
-    np.subtract(x, mean_x, out=z[:, :p], casting="same_kind")
-    np.subtract(y, mean_y, out=z[:, p:], casting="same_kind")
-    return z, mean_x, mean_y
+    else:
+        z = np.empty((n, p + q), dtype=np.dtype(precision))
+    centring_x = centre_into(z[:, :p], x, per_column, mean_x)
+    centring_y = centre_into(z[:, p:], y, per_column, mean_y)
+    return z, centring_x, centring_y
 
 
 #: Rows centred at a time when a float64 difference is rounded into a float32 tensor buffer.
@@ -73,39 +163,52 @@ def _write_centred(out: Any, a: Any, mean: np.ndarray) -> None:
         out[start : start + rows] = a[start : start + rows].to(torch.float64) - mean_t
 
 
-def centred_gram(
-    x: Any, y: Any, max_mean_ratio: float, precision: str = "float64"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Gram blocks of the column-centred x and y: ``(gxx (p, p), gyy (q, q), gxy (p, q), mean_x, mean_y)``.
+@dataclass(frozen=True)
+class CentredGram:
+    """Gram blocks of the column-centred x and y, each column multiplied by its ``scale``.
 
-    Only the lower triangles (with the diagonals) of ``gxx`` and ``gyy`` are meaningful.
+    ``gxx (p, p)``, ``gyy (q, q)``: only the lower triangles (with the diagonals) are meaningful.
+    ``gxy (p, q)``. ``x``, ``y``: the :class:`Centring` of each side (constant neurons, scales).
+    """
+
+    gxx: np.ndarray
+    gyy: np.ndarray
+    gxy: np.ndarray
+    x: Centring
+    y: Centring
+
+
+def centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str = "float64") -> CentredGram:
+    """Gram blocks of the column-centred x and y (see :class:`CentredGram`).
 
     For float64 inputs the three products ``x^T x`` (syrk), ``y^T y`` (syrk) and ``x^T y`` are
     taken on the raw data, without any copy, and centred in place as ``G - n m m^T``. That
     subtraction loses about ``log10(mean square / variance)`` digits per neuron, so when any
-    neuron's ratio exceeds ``max_mean_ratio`` (or is undefined: a constant neuron) the data are
-    centred explicitly into one ``(n, p + q)`` buffer first. Other dtypes are always centred
-    explicitly (the cast needs a copy).
+    neuron's ratio exceeds ``max_mean_ratio`` (or is undefined: a constant neuron), or a raw
+    product would overflow or be subnormal, the data are centred explicitly (two-pass, rescaled
+    by powers of two where needed, :func:`centre_into`) into one ``(n, p + q)`` buffer first.
+    Other dtypes are always centred explicitly (the cast needs a copy).
 
     ``precision="float32"``: the data are centred (in float64, then rounded) into a float32
     buffer and the products run in float32 (tensor cores are not used: TF32 is left to torch's
     default, which is off for matrix products); the blocks come back as float64.
+
+    Raises MedtransferError naming x or y for NaN/inf values.
     """
-    with np.errstate(all="ignore"):  # NaN/inf input and overflow are reported by the caller, by name
-        return _centred_gram(x, y, max_mean_ratio, precision)
+    means = checked_column_mean(x, "x"), checked_column_mean(y, "y")
+    with np.errstate(all="ignore"):  # overflow of a raw product only sends the data the explicit way
+        return _centred_gram(x, y, means, max_mean_ratio, precision)
 
 
-def _centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str):
-    n, p = x.shape
-    means = None
+def _centred_gram(x: Any, y: Any, means: tuple[np.ndarray, np.ndarray], max_mean_ratio: float, precision: str):
+    p, q = x.shape[1], y.shape[1]
     if precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
-        means = _column_mean(x), _column_mean(y)
         blocks = _raw_centred_blocks(x, y, means, max_mean_ratio)
         if blocks is not None:
-            return (*blocks, *means)
-    z, mean_x, mean_y = centred_concat(x, y, precision, means)
+            return CentredGram(*blocks, Centring(np.ones(p, bool), np.ones(p)), Centring(np.ones(q, bool), np.ones(q)))
+    z, centring_x, centring_y = centred_concat(x, y, precision, means, per_column=True)
     g = gram(z)
-    return g[:p, :p], g[p:, p:], g[:p, p:], mean_x, mean_y
+    return CentredGram(g[:p, :p], g[p:, p:], g[:p, p:], centring_x, centring_y)
 
 
 def _raw_centred_blocks(x: np.ndarray, y: np.ndarray, means: tuple[np.ndarray, np.ndarray], max_mean_ratio: float):
@@ -125,8 +228,11 @@ def _raw_centred_blocks(x: np.ndarray, y: np.ndarray, means: tuple[np.ndarray, n
 
 
 def _centre_in_place(g: np.ndarray, mean: np.ndarray, n: int, max_mean_ratio: float) -> bool:
-    """``g -= n m m^T`` for a raw Gram matrix ``g (p, p)``; False when that loses too many digits."""
+    """``g -= n m m^T`` for a raw Gram matrix ``g (p, p)``; False when that loses too many digits,
+    or when a raw product overflowed or is too small to be exact (see ``MIN_RAW_DIAGONAL``)."""
     raw_diag = np.diag(g).copy()
+    if not (np.all(np.isfinite(raw_diag)) and np.all(raw_diag >= MIN_RAW_DIAGONAL)):
+        return False
     g -= np.multiply.outer(n * mean, mean)
     variance = np.diag(g)
     return bool(np.all(variance > 0.0) and np.all(raw_diag <= max_mean_ratio * variance))
@@ -192,11 +298,6 @@ def _transposed_operand(a: np.ndarray) -> tuple[np.ndarray, int]:
     return np.asfortranarray(a.T), 0
 
 
-def scale_columns(a: Any, scale: np.ndarray) -> Any:
-    """``a * scale`` (one factor per column), a new array/tensor of ``a``'s kind."""
-    return a * to_like(a, scale)
-
-
 def select_columns(a: Any, keep: np.ndarray) -> Any:
     """Columns of ``a`` where the boolean mask ``keep (p,)`` is true (no copy when all are kept)."""
     if bool(keep.all()):
@@ -210,22 +311,23 @@ def select_columns(a: Any, keep: np.ndarray) -> Any:
 
 
 def scaled_centred_qr(a: Any, scale: np.ndarray) -> tuple[Any, np.ndarray]:
-    """Reduced QR of the centred, column-scaled ``a (n, k)``, n > k.
+    """Reduced QR of the centred (two-pass, :func:`centre_into`), column-scaled ``a (n, k)``, n > k.
 
-    Returns ``(q (n, k) in a's library/device, r (k, k) numpy)``. For numpy input the centred
-    copy is written in Fortran order and LAPACK factorises it in place, so one ``(n, k)`` float64
-    buffer is all the memory it takes.
+    ``scale (k,)`` multiplies the centred columns of ``a`` itself. Returns ``(q (n, k) in a's
+    library/device, r (k, k) numpy)``. For numpy input the centred copy is written in Fortran
+    order and LAPACK factorises it in place, so one ``(n, k)`` float64 buffer is all the memory
+    it takes.
     """
     if is_tensor(a):
         import torch
 
-        centred_a, _ = centred(a)
-        centred_a *= to_like(centred_a, scale)
+        centred_a, centring = centred(a, per_column=True)
+        centred_a *= to_like(centred_a, scale / centring.scale)
         q, r = torch.linalg.qr(centred_a, mode="reduced")
         return q, to_numpy(r)
     buffer = np.empty(a.shape, order="F")
-    np.subtract(a, _column_mean(a), out=buffer)
-    buffer *= scale
+    centring = centre_into(buffer, a, per_column=True)
+    buffer *= scale / centring.scale
     q, r = sla.qr(buffer, overwrite_a=True, mode="economic", check_finite=False)
     return q, r
 

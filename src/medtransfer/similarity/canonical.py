@@ -5,9 +5,12 @@ columns are neurons. numpy arrays or torch tensors on any device; float64 inside
 
 How the canonical correlations are computed (no covariance matrix is ever inverted):
 
-1. Columns are centred. A neuron whose centred norm is below ``CONSTANT_RTOL`` times its raw
-   norm is *constant* (e.g. a dead ReLU channel): it carries no variation and is dropped.
-2. Every remaining neuron is scaled to unit norm. CCA is invariant to per-neuron scale, and the
+1. Columns are centred. A neuron whose values are all equal is *constant* (e.g. a dead ReLU
+   channel): it carries no variation and is dropped. Any other neuron varies, however large its
+   mean next to its spread: the data are then centred explicitly, in two passes, so an offset of
+   1e12 times the spread changes the result only by the rounding the offset itself caused.
+2. Every remaining neuron is scaled to unit norm (where its magnitude is extreme, first by a power
+   of two, which is exact: scales from 1e-300 to 1e300 give the same answer). CCA is invariant to per-neuron scale, and the
    scaling makes all later tolerances independent of neuron scales (1e-4 next to 1e4 is fine).
 3. Fast path: one Gram matrix per side and one cross product (these products over the n rows
    are the whole cost; for float64 input they are taken on the raw data, without a copy, and
@@ -40,11 +43,8 @@ import scipy.linalg as sla
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import _linalg as la
-from medtransfer.similarity._validation import as_pair, check_cca_shape, is_tensor, require_finite
+from medtransfer.similarity._validation import as_pair, check_cca_shape, is_tensor
 
-#: A neuron whose centred norm is below this fraction of its raw norm is treated as constant.
-#: (Centring by a float64 mean leaves residue of order 1e-15 of the raw norm.)
-CONSTANT_RTOL = 1e-10
 #: The fast (Cholesky) path is used while trace(C^-1) of each correlation matrix stays below this,
 #: i.e. lambda_min(C) >= 1e-6; measured, rounding in the Gram route then moves rho by under 1e-12.
 MAX_TRACE_INV = 1e6
@@ -201,7 +201,7 @@ def _canonical_correlations_torch(m: Any) -> np.ndarray:
 
 def _top_directions(a: Any, keep: float, name: str) -> Any:
     """Centred ``a (n, p)`` projected on its top principal directions explaining ``keep`` of the variance."""
-    ac, _ = la.centred(a)
+    ac, _ = la.centred(a)  # two-pass, constant neurons exactly zero, one power-of-two scale for the side
     evals, evecs = sla.eigh(la.gram(ac), check_finite=False)
     evals, evecs = np.clip(evals[::-1], 0.0, None), evecs[:, ::-1]
     total = evals.sum()
@@ -210,12 +210,6 @@ def _top_directions(a: Any, keep: float, name: str) -> Any:
     k = int(np.searchsorted(np.cumsum(evals) / total, keep * (1 - 1e-12)) + 1)
     k = min(k, evals.size)
     return ac @ la.to_like(ac, np.ascontiguousarray(evecs[:, :k]))
-
-
-def _varying(gram_diag: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
-    """Mask of neurons that vary: centred norm above CONSTANT_RTOL of the raw norm."""
-    raw = gram_diag + n * mean**2
-    return (gram_diag > 0.0) & (gram_diag > CONSTANT_RTOL**2 * raw)
 
 
 def _check_precision(precision: str) -> str:
@@ -228,21 +222,22 @@ def _canonical(x: Any, y: Any, rtol: float | None, precision: str = "float64") -
     """Reduce the CCA of validated ``x (n, p)``, ``y (n, q)`` to an orthonormal-basis cross matrix."""
     n, p = x.shape
     q = y.shape[1]
-    gxx, gyy, gxy, mean_x, mean_y = la.centred_gram(x, y, MAX_MEAN_RATIO, precision)
-    _require_finite_products(x, mean_x, gxx, "x")
-    _require_finite_products(y, mean_y, gyy, "y")
-    keep_x = _varying(np.diag(gxx).copy(), mean_x, n)
-    keep_y = _varying(np.diag(gyy).copy(), mean_y, n)
+    blocks = la.centred_gram(x, y, MAX_MEAN_RATIO, precision)
+    keep_x = blocks.x.varying & (np.diag(blocks.gxx) > 0.0)
+    keep_y = blocks.y.varying & (np.diag(blocks.gyy) > 0.0)
     for name, keep in (("x", keep_x), ("y", keep_y)):
         if not keep.any():
             raise MedtransferError(f"every neuron of {name} is constant over the {n} data points: nothing to compare")
     ix, iy = np.flatnonzero(keep_x), np.flatnonzero(keep_y)
+    gxx, gyy, gxy = blocks.gxx, blocks.gyy, blocks.gxy
     sx = 1.0 / np.sqrt(gxx[ix, ix])
     sy = 1.0 / np.sqrt(gyy[iy, iy])
     cxx = _submatrix(gxx, ix, ix, p, p) * np.outer(sx, sx)
     cyy = _submatrix(gyy, iy, iy, q, q) * np.outer(sy, sy)
     cxy = _submatrix(gxy, ix, iy, p, q) * np.outer(sx, sy)
-    del gxx, gyy, gxy
+    # sx, sy from here on: the factors that bring each kept neuron of the data itself to unit norm.
+    sx, sy = sx * blocks.x.scale[ix], sy * blocks.y.scale[iy]
+    del gxx, gyy, gxy, blocks
 
     max_trace = MAX_TRACE_INV if precision == "float64" else MAX_TRACE_INV_FLOAT32
     device = _algebra_device(x, max(ix.size, iy.size))
@@ -266,22 +261,6 @@ def _canonical(x: Any, y: Any, rtol: float | None, precision: str = "float64") -
     qx, ux, bx = _orthonormal_basis(la.select_columns(x, keep_x), sx, rtol, ix, p)
     qy, uy, by = _orthonormal_basis(la.select_columns(y, keep_y), sy, rtol, iy, q)
     return _Canonical(la.cross(ux, la.cross(qx, qy)) @ uy, bx, by, "qr")
-
-
-def _require_finite_products(a: Any, mean: np.ndarray, g: np.ndarray, name: str) -> None:
-    """NaN/inf in ``a`` show in its column means; values whose squares overflow show in ``diag(g)``.
-
-    This replaces a separate pass over the data: only when a product is not finite is ``a`` scanned
-    to tell the two cases apart.
-    """
-    if np.all(np.isfinite(mean)) and np.all(np.isfinite(np.diag(g))):
-        return
-    require_finite(a, name)
-    largest = float(a.abs().max()) if is_tensor(a) else float(np.abs(a).max())
-    raise MedtransferError(
-        f"{name} has values too large for float64 products (largest magnitude {largest:.3g}, squares overflow): "
-        f"rescale {name} (CCA does not depend on each neuron's scale)"
-    )
 
 
 def _submatrix(g: np.ndarray, rows: np.ndarray, cols: np.ndarray, p: int, q: int) -> np.ndarray:

@@ -27,16 +27,26 @@ def linear_cka(x: Any, y: Any, debiased: bool = False) -> float:
     ``debiased=False``: ``||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred
     X, Y, in [0, 1]. ``debiased=True``: the same ratio of unbiased HSIC estimates (Song et al.
     2012), which stays near 0 for independent data even when p >> n (needs n >= 4; may be
-    slightly negative; nan if a self-similarity estimate is not positive).
+    slightly negative).
+
+    Exact to the data's float64 precision whatever their offset or scale (two-pass centring,
+    power-of-two rescaling). Raises MedtransferError naming x or y when every neuron of that side
+    is constant, or (debiased) when its self-similarity estimate is not positive.
+    (The biased estimate of a side that varies is positive.)
     """
     x, y = as_pair(x, y, min_rows=4 if debiased else 2)
-    xy, xx, yy = _hsic(x, y, debiased)
-    if debiased and (xx <= 0.0 or yy <= 0.0):
-        return float("nan")
-    if xx == 0.0 or yy == 0.0:
-        name = "x" if xx == 0.0 else "y"
-        raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
-    return float(xy / np.sqrt(xx * yy))
+    xy, xx, yy, _ = _hsic(x, y, debiased)
+    _require_positive(xx, yy, x.shape[0], debiased)
+    return float(xy / np.sqrt(xx) / np.sqrt(yy))
+
+
+def _require_positive(xx: float, yy: float, n: int, debiased: bool) -> None:
+    for name, value in (("x", xx), ("y", yy)):
+        if value <= 0.0:
+            raise MedtransferError(
+                f"the unbiased estimate of HSIC({name}, {name}) over {n} data points is not positive "
+                f"({value:.3g}): debiased CKA is undefined here; use more data points or the biased CKA"
+            )
 
 
 class MinibatchCKA:
@@ -46,44 +56,60 @@ class MinibatchCKA:
     belong together, at least 4 rows); :meth:`value` returns
     ``sum HSIC_u(K, L) / sqrt(sum HSIC_u(K, K) * sum HSIC_u(L, L))``. Memory and time per batch are
     O(b (p + q)^2) for b rows; no full-data Gram matrix is formed. For a large number of batches the
-    value approaches the full-data debiased CKA.
+    value approaches the full-data debiased CKA. The sums are kept in units of the first batch's
+    power-of-two scale (exact), so activations of any magnitude accumulate without overflow.
     """
 
     def __init__(self) -> None:
         self._xy = 0.0
         self._xx = 0.0
         self._yy = 0.0
+        self._log2_scale: tuple[int, int] | None = None
         self.batches = 0
         self.rows = 0
 
     def update(self, x: Any, y: Any) -> None:
         """Add one minibatch: ``x (b, p)``, ``y (b, q)`` with b >= 4 (p and q fixed across batches)."""
         x, y = as_pair(x, y, min_rows=4)
-        xy, xx, yy = _hsic(x, y, debiased=True)
-        self._xy += xy
-        self._xx += xx
-        self._yy += yy
+        xy, xx, yy, (kx, ky) = _hsic(x, y, debiased=True)
+        if self._log2_scale is None:
+            self._log2_scale = (kx, ky)
+        # HSIC(K, L) of data scaled by 2^kx and 2^ky is 2^(2 kx + 2 ky) times the true value.
+        dx, dy = 2 * (self._log2_scale[0] - kx), 2 * (self._log2_scale[1] - ky)
+        self._xy += float(np.ldexp(xy, dx + dy))
+        self._xx += float(np.ldexp(xx, 2 * dx))
+        self._yy += float(np.ldexp(yy, 2 * dy))
         self.batches += 1
         self.rows += x.shape[0]
 
     def value(self) -> float:
-        """The accumulated CKA, a python float (nan if a self-similarity sum is not positive)."""
+        """The accumulated CKA, a python float.
+
+        Raises MedtransferError before any update, or naming x or y when its accumulated
+        self-similarity is not positive.
+        """
         if self.batches == 0:
             raise MedtransferError("MinibatchCKA.value() needs at least one update() first")
-        if self._xx <= 0.0 or self._yy <= 0.0:
-            return float("nan")
-        return float(self._xy / np.sqrt(self._xx * self._yy))
+        _require_positive(self._xx, self._yy, self.rows, debiased=True)
+        return float(self._xy / np.sqrt(self._xx) / np.sqrt(self._yy))
 
 
-def _hsic(x: Any, y: Any, debiased: bool) -> tuple[float, float, float]:
-    """``(HSIC(x, y), HSIC(x, x), HSIC(y, y))`` of the linear kernels, up to a common factor.
+def _hsic(x: Any, y: Any, debiased: bool) -> tuple[float, float, float, tuple[int, int]]:
+    """``(HSIC(x, y), HSIC(x, x), HSIC(y, y), (kx, ky))`` of the linear kernels, up to a common factor.
 
-    Biased: squared Frobenius norms of the centred cross products. Debiased: the unbiased
-    estimator of Song et al. (2012). Computed in feature space from the ``(p + q)^2`` Gram matrix,
-    or in sample space from the two ``n x n`` kernel matrices when ``n < p + q`` (cheaper there).
+    The data are centred in two passes and each side multiplied by a power of two ``2^kx``,
+    ``2^ky`` when its magnitude is extreme (see ``_linalg.centre_into``); the values are those of
+    the scaled data. Biased: squared Frobenius norms of the centred cross products. Debiased: the
+    unbiased estimator of Song et al. (2012). Computed in feature space from the ``(p + q)^2``
+    Gram matrix, or in sample space from the two ``n x n`` kernel matrices when ``n < p + q``
+    (cheaper there).
     """
     n, p = x.shape
-    z, _, _ = la.centred_concat(x, y)
+    z, centring_x, centring_y = la.centred_concat(x, y)
+    for name, centring in (("x", centring_x), ("y", centring_y)):
+        if not centring.varying.any():
+            raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
+    log2_scale = (_log2(centring_x.scale), _log2(centring_y.scale))
     if n < z.shape[1]:
         kx, ky = la.to_numpy(z[:, :p] @ z[:, :p].T), la.to_numpy(z[:, p:] @ z[:, p:].T)
         del z
@@ -98,14 +124,19 @@ def _hsic(x: Any, y: Any, debiased: bool) -> tuple[float, float, float]:
             l = la.to_numpy_vector(squares[:, p:].sum(**_axis1(z)))
             del squares
     if not debiased:
-        return float(inner["xy"]), float(inner["xx"]), float(inner["yy"])
+        return float(inner["xy"]), float(inner["xx"]), float(inner["yy"]), log2_scale
     # <K, L>_F = ||X^T Y||_F^2. With centred features the column sums vanish, so for K~ (K with
     # its diagonal zeroed) K~ 1 = -k and 1^T K~ 1 = -sum(k); likewise for L~.
     out = {}
     for key, a, b in (("xx", k, k), ("yy", l, l), ("xy", k, l)):
         trace = inner[key] - a @ b
         out[key] = (trace + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (a @ b)) / (n * (n - 3))
-    return float(out["xy"]), float(out["xx"]), float(out["yy"])
+    return float(out["xy"]), float(out["xx"]), float(out["yy"]), log2_scale
+
+
+def _log2(scale: np.ndarray) -> int:
+    """The exponent of a side's single power-of-two scale (0 when unscaled)."""
+    return int(np.frexp(scale.max())[1] - 1)
 
 
 def _axis1(z: Any) -> dict[str, int]:

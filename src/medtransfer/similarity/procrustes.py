@@ -18,6 +18,8 @@ def procrustes_distance(x: Any, y: Any) -> float:
     Both sides are column-centred and scaled to unit Frobenius norm; the distance is
     ``min_R ||X - Y R||_F^2 = 2 - 2 ||X^T Y||_*`` over (partial) orthogonal maps R, with ``||.||_*``
     the nuclear norm. 0 when y is a rotation (or isotropic rescaling) of x. numpy or torch input.
+    Exact to the data's float64 precision whatever their offset or scale (two-pass centring,
+    power-of-two rescaling); MedtransferError naming x or y when every neuron of it is constant.
     """
     x, y = as_pair(x, y, min_rows=2)
     p = x.shape[1]
@@ -27,5 +29,5 @@ def procrustes_distance(x: Any, y: Any) -> float:
     for name, norm in (("x", norm_x), ("y", norm_y)):
         if norm == 0.0:
             raise MedtransferError(f"every neuron of {name} is constant: the Procrustes distance is undefined")
-    nuclear = sla.svdvals(g[:p, p:] / (norm_x * norm_y), check_finite=False).sum()
+    nuclear = sla.svdvals(g[:p, p:] / norm_x / norm_y, check_finite=False).sum()
     return float(np.clip(2.0 - 2.0 * nuclear, 0.0, 2.0))

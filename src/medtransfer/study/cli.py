@@ -21,26 +21,54 @@ def _study_path(study: str) -> Path:
                       "(paper, mei-replication, demo)")
 
 
-def print_status(out: Path, console) -> dict[str, int]:  # noqa: ANN001 - a rich Console
-    """Print a study's state: a bar of finished runs, counts per state, and every unfinished run."""
+def _fmt(value, pattern: str) -> str:  # noqa: ANN001
+    return "-" if value is None else format(value, pattern)
+
+
+def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a rich renderable
+    """A study's state: a bar of finished runs, counts per state, the grid's ETA, and a table of
+    the runs (unfinished ones; every run with ``show_all``)."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    from medtransfer.study.store import count_states, status
+    from medtransfer.progress import clock
 
-    statuses = status(out)
-    counts = count_states(statuses)
-    total = len(statuses)
+    counts, runs = progress["counts"], progress["runs"]
+    total = len(runs)
     filled = round(40 * counts["done"] / max(total, 1))
-    console.print(f"[bold]{out}[/]: {counts['done']}/{total} runs done", highlight=False)
-    console.print(f"[green]{'█' * filled}[/][dim]{'░' * (40 - filled)}[/] {100 * counts['done'] / max(total, 1):.0f}%")
-    console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
-    unfinished = [s for s in statuses if s.state != "done"]
-    if unfinished:
-        table = Table("run", "state", "phase", "epochs", "error")
-        for item in unfinished:
-            table.add_row(item.run_id, item.state, item.phase, str(item.epochs_done), item.error[:80])
-        console.print(table)
-    return counts
+    eta = progress["eta_s"]
+    eta_text = (f"ETA {clock(eta)} (at most {clock(progress['eta_max_s'])}), {progress['running']} running"
+                if eta is not None else "ETA unknown until an epoch of each phase is measured")
+    parts = [
+        Text.from_markup(f"[bold]{progress['study']}[/]: {counts['done']}/{total} runs done"),
+        Text.from_markup(f"[green]{'█' * filled}[/][dim]{'░' * (40 - filled)}[/] "
+                         f"{100 * counts['done'] / max(total, 1):.0f}%  {eta_text}"),
+        Text("  ".join(f"{state}: {n}" for state, n in counts.items())),
+    ]
+    shown = [r for r in runs if show_all or r["state"] != "done"]
+    if shown:
+        errors = any(r["error"] for r in shown)
+        table = Table()
+        table.add_column("run", no_wrap=True)
+        for column in ("state", "phase", "epoch", "best val AUC", "s/epoch", "ETA", "test AUC", *(["error"] * errors)):
+            table.add_column(column)
+        for r in shown:
+            table.add_row(r["run_id"], r["state"], r["phase"], f"{r['epoch']}/{r['epochs']}",
+                          _fmt(r["best_val_auc"], ".3f"), _fmt(r["seconds_per_epoch"], ".1f"),
+                          clock(r["eta_s"]) if r["eta_s"] is not None else "-",
+                          _fmt(r["test_auc"], ".3f"), *([(r["error"] or "")[:60]] * errors))
+        parts.append(table)
+    return Group(*parts)
+
+
+def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]:  # noqa: ANN001 - a rich Console
+    """Print a study's state (see :func:`status_view`); returns the counts per state."""
+    from medtransfer.progress import study_progress
+
+    progress = study_progress(out)
+    console.print(status_view(progress, show_all), highlight=False)
+    return progress["counts"]
 
 
 def register(app: typer.Typer) -> None:
@@ -52,24 +80,28 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Study directory (created; re-running resumes it)."),
         executor: str = typer.Option(None, "--executor", help="local, slurm or ray (default: the study's)."),
         device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1)."),
+        track: str = typer.Option(None, "--track", help="mlflow: track the runs (the study's tracking: section, "
+                                  "else a store in DIR/mlflow); off: do not track."),
     ) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
 
-        from medtransfer.study.config import StudyConfig
+        from medtransfer.errors import ConfigError
+        from medtransfer.study.config import StudyConfig, TrackingSpec
         from medtransfer.study.runner import run_study
 
         console = Console()
-        config = StudyConfig.from_yaml(_study_path(study))
-        if executor is not None:
-            config = StudyConfig.parse({**config.model_dump(), "executor": {**config.executor.model_dump(),
-                                                                          "kind": executor}}, "--executor")
-        if device is not None:
-            config = StudyConfig.parse({**config.model_dump(), "training": {**config.training, "device": device}},
-                                       "--device")
+        config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device)
+        if track is not None:
+            if track not in ("mlflow", "off"):
+                raise ConfigError(f"--track {track!r}: expected mlflow or off")
+            tracking = None if track == "off" else (config.tracking or TrackingSpec()).model_dump()
+            config = StudyConfig.parse({**config.model_dump(), "tracking": tracking}, "--track")
         report = run_study(config, out)
+        for run_id in report.recomputed:
+            console.print(f"[yellow]recomputed[/] {run_id}: its files differed from what it wrote", highlight=False)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "
-                      f"{len(report.failed)} failed")
+                      f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
         table = (out / "results" / "table2.md").read_text()
@@ -78,8 +110,45 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command("status")
-    def status_command(out: Path = typer.Argument(..., help="Study directory.")) -> None:
-        """Show which runs of a study are done, running, interrupted, failed or pending."""
+    def status_command(
+        out: Path = typer.Argument(..., help="Study directory."),
+        as_json: bool = typer.Option(False, "--json", help="Print the state as JSON (one document per refresh)."),
+        watch: bool = typer.Option(False, "--watch", help="Refresh until every run is done (Ctrl-C stops)."),
+        interval: float = typer.Option(5.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
+        show_all: bool = typer.Option(False, "--all", help="List finished runs too."),
+    ) -> None:
+        """Show each run's state, phase, epoch k/N, best val AUC and s/epoch, and the grid's ETA."""
+        import json
+        import time
+
         from rich.console import Console
 
-        print_status(out, Console())
+        from medtransfer.progress import study_progress
+
+        console = Console()
+
+        def finished(progress: dict) -> bool:
+            return progress["counts"]["running"] == 0 and progress["counts"]["done"] == len(progress["runs"])
+
+        if as_json:
+            while True:
+                progress = study_progress(out)
+                print(json.dumps(progress), flush=True)
+                if not watch or finished(progress):
+                    return
+                time.sleep(interval)
+        if not watch:
+            print_status(out, console, show_all)
+            return
+        from rich.live import Live
+
+        try:
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    progress = study_progress(out)
+                    live.update(status_view(progress, show_all), refresh=True)
+                    if finished(progress):
+                        return
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            return

@@ -14,28 +14,62 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.progress import count_finished, run_view
+from medtransfer.study import claims
 from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
+
+# the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
+MAX_PINNED_THREADS = 8
+
+
+def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in and out
+    """The study with ``training.threads`` fixed, so that every engine computes the same numbers.
+
+    CPU results depend on torch's thread count, and each engine sets a different one (Ray runs
+    tasks under ``OMP_NUM_THREADS=1``, SLURM gives ``cpus_per_task``). A study that does not set
+    ``threads`` gets the count already recorded in ``out/study.yaml`` (a rerun keeps it), else
+    this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value is written to
+    ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
+    ``cpus_per_run`` default to it.
+    """
+    import torch
+    import yaml
+
+    if study.training.get("threads") is not None:
+        return study
+    threads = None
+    recorded = Path(out) / "study.yaml"
+    if recorded.exists():
+        try:
+            threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
+        except (OSError, yaml.YAMLError, AttributeError):
+            threads = None
+    if not isinstance(threads, int) or threads < 1:
+        threads = min(torch.get_num_threads(), MAX_PINNED_THREADS)
+    return study.model_copy(update={"training": {**study.training, "threads": threads}})
 
 
 @dataclass(frozen=True)
 class Task:
-    """One run to execute: its id, config (as JSON, so that it pickles anywhere) and directory."""
+    """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
+    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str
     directory: str
+    tracking: str = ""
 
     @classmethod
-    def make(cls, config: RunConfig, directory: Path) -> "Task":
+    def make(cls, config: RunConfig, directory: Path, tracking: str = "") -> "Task":
         """A task for ``config`` in ``directory``."""
-        return cls(config.run_id, config.model_dump_json(), str(directory))
+        return cls(config.run_id, config.model_dump_json(), str(directory), tracking)
 
 
 @dataclass
 class Outcome:
-    """What became of a task: ``state`` "done", "skipped" (already done) or "failed" (``error``)."""
+    """What became of a task: ``state`` "done", "skipped" (already done), "busy" (another live
+    owner holds the run: see :mod:`medtransfer.study.claims`) or "failed" (``error``)."""
 
     run_id: str
     state: str
@@ -47,7 +81,12 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     """Run one task in this process (skip it when done); failures are recorded, not raised.
 
     ``device`` overrides the config's device when the config says ``auto`` (a worker's GPU).
+    A run another live process or job owns is left alone ("busy"). An interrupted run (a signal,
+    a preemption, even one that surfaces as an error from inside a write) is left resumable and
+    never recorded as failed.
     """
+    from medtransfer import interrupts
+    from medtransfer.tracking.sinks import run_sinks
     from medtransfer.training.run import train_run
 
     directory = Path(task.directory)
@@ -57,17 +96,29 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     if device and config.device == "auto":
         config = config.model_copy(update={"device": device})
     directory.mkdir(parents=True, exist_ok=True)
-    mark_running(directory)
+    if not mark_running(directory):
+        return Outcome(task.run_id, "busy")
+    sinks = run_sinks(task.tracking)
     try:
-        result = train_run(config, directory)
-    except Exception as error:  # a failed run must not stop the others
-        mark_failed(directory, traceback.format_exc())
+        result = train_run(config, directory, sinks)
+    except Exception as error:
+        if interrupts.preempting():  # the preemption handler's exit, seen through torch's writer
+            _leave_resumable(directory)
+            raise
+        mark_failed(directory, traceback.format_exc())  # a failed run must not stop the others
+        sinks.fail(f"{error.__class__.__name__}: {error}")
         return Outcome(task.run_id, "failed", error=f"{error.__class__.__name__}: {error}")
     except BaseException:  # interrupted: leave it resumable
-        clear_running(directory)
+        _leave_resumable(directory)
         raise
     clear_running(directory)
     return Outcome(task.run_id, "done", auc=result.metrics.get("auc"))
+
+
+def _leave_resumable(directory: Path) -> None:
+    # a SLURM job keeps its claim: while it is requeued SLURM lists it, and a rerun driver waits
+    if not claims.own_job_ids():
+        clear_running(directory)
 
 
 # -- local --------------------------------------------------------------------------------------
@@ -102,7 +153,8 @@ class LocalExecutor:
         """Execute ``tasks``; returns one outcome per task, in order."""
         if len(self.devices) <= 1 or len(tasks) <= 1:
             device = self.devices[0] if self.devices else None
-            return [execute_task(task, device) for task in track(tasks, "fine-tuning", total=len(tasks))]
+            with run_view(len(tasks)):
+                return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -114,7 +166,7 @@ class LocalExecutor:
         with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
                                  initargs=(queue,)) as pool:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
-            for future in track(as_completed(futures), "fine-tuning", total=len(futures)):
+            for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
                 outcomes[futures[future]] = future.result()
         return [outcomes[i] for i in range(len(tasks))]
 
@@ -127,7 +179,29 @@ class _SubmititRun:
     resumes from its last checkpoint (``checkpoint_every_s`` bounds the work lost)."""
 
     def __call__(self, task: Task) -> Outcome:
-        return execute_task(task)
+        import signal
+
+        from submitit import JobEnvironment
+        from submitit.core.utils import UncompletedJobError
+
+        from medtransfer import interrupts
+
+        preempt = JobEnvironment._usr_sig()
+        handler = signal.getsignal(preempt)
+        if callable(handler):
+            signal.signal(preempt, interrupts.mark_preempting(handler))
+        try:
+            return execute_task(task)
+        except BaseException as error:
+            chain = [error]
+            while chain[-1].__context__ is not None and len(chain) < 20:
+                chain.append(chain[-1].__context__)
+            if not interrupts.preempting() or any(isinstance(e, UncompletedJobError) for e in chain):
+                raise
+            # requeued: exit (with the handler's own code) without a result, so that neither
+            # submitit nor the driver sees a failure, even when the exit surfaced as torch's error
+            code = next((e.code for e in chain if isinstance(e, SystemExit)), -1)
+            raise SystemExit(code) from None
 
     def checkpoint(self, task: Task):  # noqa: ANN201 - submitit's DelayedSubmission
         import submitit
@@ -139,43 +213,145 @@ class SlurmExecutor:
     """Submits the runs as one SLURM job array through submitit, one run per array task.
 
     ``cluster``: ``None``/"slurm" on a cluster; "local" (subprocesses) or "debug" (in-process)
-    run the same code path without SLURM, for testing. ``parameters`` go to submitit's
-    ``update_parameters`` (e.g. ``slurm_partition``, ``timeout_min``, ``gpus_per_node``,
-    ``cpus_per_task``, ``mem_gb``, ``slurm_array_parallelism``).
+    run the same code path without SLURM, for testing. ``parameters`` are the study's
+    ``executor.slurm`` settings (see :func:`medtransfer.study.slurm.slurm_parameters` and
+    docs/clusters.md); defaults: :data:`medtransfer.study.slurm.DEFAULTS` (no GPU request).
+    Before submitting, the settings are checked against ``sinfo`` (a missing partition, more
+    CPUs, memory, GPUs or time than any node offers are errors); while waiting, a job that SLURM
+    says can never start is cancelled and reported.
     """
 
     name = "slurm"
 
-    def __init__(self, folder: str | Path, cluster: str | None = None, **parameters: Any) -> None:
-        self.folder = Path(folder)
-        self.cluster = cluster
-        defaults = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 8, "slurm_array_parallelism": 32}
-        if cluster in ("local", "debug"):
-            defaults = {"timeout_min": 60}
-        self.parameters = {**defaults, **parameters}
+    def __init__(self, folder: str | Path, cluster: str | None = None, poll_s: float = 10.0,
+                 default_cpus: int | None = None, **parameters: Any) -> None:
+        from medtransfer.study import slurm
 
-    def run(self, tasks: list[Task]) -> list[Outcome]:
-        """Submit ``tasks`` as a job array and wait for every job."""
+        self.folder = Path(folder)
+        self.real = cluster in (None, "slurm")
+        self.cluster = "slurm" if self.real else cluster
+        self.poll_s = poll_s
+        settings = slurm.slurm_parameters(parameters)
+        self.explicit = set(settings)
+        defaults = dict(slurm.DEFAULTS) if self.real else {"timeout_min": 60}
+        if default_cpus:
+            defaults["cpus_per_task"] = default_cpus
+        self.parameters = {**defaults, **settings}
+
+    def check(self) -> None:
+        """Check the settings against the cluster (real SLURM only); see :func:`slurm.check_cluster`."""
+        from medtransfer.study import slurm
+
+        if not self.real:
+            return
+        if "cpus_per_task" not in self.explicit:  # the pinned thread count: fit it to the partition
+            part = slurm.check_cluster({**self.parameters, "cpus_per_task": 1})
+            if part.cpus:
+                self.parameters["cpus_per_task"] = min(int(self.parameters["cpus_per_task"]), part.cpus)
+        slurm.check_cluster(self.parameters)
+
+    def submit(self, tasks: list[Task]) -> list:  # noqa: ANN201 - submitit jobs
+        """Submit ``tasks`` as one job array; returns its jobs (one per task, in order)."""
+        import subprocess
+
         import submitit
 
-        if not tasks:
-            return []
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
         try:
             executor.update_parameters(**self.parameters)
-        except (ValueError, TypeError) as error:
-            raise ConfigError(f"slurm executor parameters: {error}") from None
-        jobs = executor.map_array(_SubmititRun(), tasks)
-        outcomes = []
-        for task, job in track(list(zip(tasks, jobs)), "waiting for SLURM jobs", total=len(jobs)):
+        except (ValueError, TypeError, NameError, AssertionError) as error:
+            raise ConfigError(f"executor.slurm: {error}") from None
+        try:
+            return executor.map_array(_SubmititRun(), tasks)
+        except subprocess.CalledProcessError as error:
+            raise ConfigError(f"executor.slurm: sbatch refused the job array (exit status {error.returncode}, its "
+                              "message is printed above); check partition, account, qos, gres and limits") from None
+
+    def wait(self, tasks: list[Task], jobs: list) -> list[Outcome]:  # noqa: ANN001
+        """Wait for every job; a job that can never start cancels the array (ConfigError)."""
+        import time
+
+        from medtransfer.study import slurm
+
+        outcomes: dict[int, Outcome] = {}
+        pending = dict(enumerate(jobs))
+        missing: dict[int, int] = {}
+
+        def result(i: int) -> Outcome:
+            job = jobs[i]
             try:
-                outcomes.append(job.result())
+                return job.result()
             except Exception as error:  # the job itself died (node failure, out of memory)
-                outcomes.append(Outcome(task.run_id, "failed", error=f"job {job.job_id}: {error}"))
-        return outcomes
+                return Outcome(tasks[i].run_id, "failed", error=f"job {job.job_id}: {error}")
+
+        def finished():  # noqa: ANN202 - outcomes as the jobs end
+            last_poll = 0.0
+            while pending:
+                if not self.real:  # submitit's own local/debug jobs
+                    i = next(iter(pending))
+                    del pending[i]
+                    yield i
+                    continue
+                for i in [i for i, job in pending.items() if job.paths.result_pickle.exists()]:
+                    del pending[i]
+                    yield i
+                if pending and time.monotonic() - last_poll >= self.poll_s:
+                    last_poll = time.monotonic()
+                    listed = slurm.queue([str(job.job_id) for job in pending.values()])
+                    for i, job in list(pending.items()):
+                        state, reason = slurm.lookup(listed, job.job_id) or ("", "")
+                        if state == "PENDING" and reason in slurm.HOPELESS_REASONS:
+                            slurm.cancel([str(j.job_id) for j in pending.values()])
+                            raise ConfigError(f"executor.slurm: job {job.job_id} can never start (SLURM: {reason}); "
+                                              "its partition, cpus_per_task, mem_gb, gpus_per_node or timeout_min "
+                                              "exceed what the cluster allows; the array is cancelled")
+                        if state:
+                            missing.pop(i, None)
+                        elif job.paths.result_pickle.exists():
+                            continue
+                        else:  # gone from the queue without a result: give a slow filesystem two polls
+                            missing[i] = missing.get(i, 0) + 1
+                            if missing[i] > 2:
+                                del pending[i]
+                                outcomes[i] = Outcome(tasks[i].run_id, "failed",
+                                                      error=f"job {job.job_id} left the queue without a result "
+                                                            f"(cancelled or killed); log: {job.paths.stderr}")
+                time.sleep(min(1.0, self.poll_s))
+
+        for i in count_finished(finished(), "SLURM jobs", len(jobs)):
+            outcomes[i] = result(i)
+        return [outcomes[i] for i in range(len(tasks))]
+
+    def submit_claimed(self, tasks: list[Task]) -> tuple[list[Task], list]:
+        """Claim each run for this driver, submit the claimed ones and hand each claim to its job
+        (the claim records the job id, so a rerun driver waits for the job instead of resubmitting).
+        Returns the submitted tasks and their jobs; runs another live owner holds are left out."""
+        if not self.real:  # submitit's local/debug jobs have no job id that SLURM could vouch for
+            return tasks, self.submit(tasks)
+        mine = [t for t in tasks if claims.claim(Path(t.directory))]
+        try:
+            jobs = self.submit(mine) if mine else []
+        except BaseException:
+            for task in mine:
+                claims.release(Path(task.directory))
+            raise
+        for task, job in zip(mine, jobs):
+            claims.update(Path(task.directory), job=str(job.job_id))
+        return mine, jobs
+
+    def run(self, tasks: list[Task]) -> list[Outcome]:
+        """Check the settings, submit ``tasks`` as a job array and wait for every job."""
+        if not tasks:
+            return []
+        self.check()
+        mine, jobs = self.submit_claimed(tasks)
+        got = dict(zip((t.run_id for t in mine), self.wait(mine, jobs)))
+        return [got.get(t.run_id) or Outcome(t.run_id, "busy") for t in tasks]
 
 
 # -- Ray ---------------------------------------------------------------------------------------
+
+RAY_CONNECT_TIMEOUT_S = 10.0
 
 
 def _ray_body(task: Task) -> Outcome:
@@ -186,10 +362,29 @@ def _ray_body(task: Task) -> Outcome:
     return execute_task(task, "cuda:0" if gpus else None)
 
 
+def check_ray_address(address: str) -> None:
+    """Raise ConfigError within :data:`RAY_CONNECT_TIMEOUT_S` when nothing listens at ``address``
+    (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray)."""
+    import re
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if address in ("auto", "local") or match is None:
+        return
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConfigError(f"executor.ray_address {address!r} (or RAY_ADDRESS): no Ray head answers there "
+                          f"({error.strerror or error}); start one with `ray start --head` or fix the address") \
+            from None
+
+
 class RayExecutor:
     """Runs each fine-tuning run as a Ray task with ``gpus_per_run`` GPUs (default: 1 when the
-    cluster has GPUs, else 0) and ``cpus_per_run`` CPUs. Connects to ``address`` (or starts a
-    local instance with ``init_options``) unless Ray is already initialised."""
+    cluster has GPUs, else 0) and ``cpus_per_run`` CPUs (at most a node's). Connects to
+    ``address`` (or starts a local instance with ``init_options``) unless Ray is already
+    initialised. A request no node can meet (``gpus_per_run: 1`` on a CPU cluster) is an error,
+    not a task waiting forever."""
 
     name = "ray"
 
@@ -198,21 +393,47 @@ class RayExecutor:
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.init_options = init_options
 
+    def connect(self) -> bool:
+        """Initialise Ray unless it is; returns whether this call started it."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        if self.address:
+            check_ray_address(self.address)
+        try:
+            ray.init(address=self.address, **self.init_options)
+        except (ConnectionError, TimeoutError, RuntimeError) as error:
+            raise ConfigError(f"executor.ray_address {self.address!r}: cannot connect to Ray ({error})") from None
+        return True
+
+    def resources(self) -> tuple[float, float]:
+        """``(gpus, cpus)`` per run, checked against the largest live node of the cluster."""
+        import ray
+
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        node_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+        node_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+        gpus = self.gpus_per_run
+        if gpus is None:
+            gpus = 1 if node_gpus > 0 else 0
+        if gpus > node_gpus:
+            has = f"at most {node_gpus:g} GPUs per node" if node_gpus else "no GPUs"
+            raise ConfigError(f"executor.gpus_per_run: {gpus:g} GPU(s) per run, but the Ray cluster has {has} "
+                              f"(cluster resources: {ray.cluster_resources()}); set gpus_per_run: 0 or add GPU nodes")
+        cpus = min(self.cpus_per_run, node_cpus) if node_cpus else self.cpus_per_run
+        return gpus, cpus
+
     def run(self, tasks: list[Task]) -> list[Outcome]:
         """Submit every task, then collect outcomes as they finish."""
         import ray
 
         if not tasks:
             return []
-        started = False
-        if not ray.is_initialized():
-            ray.init(address=self.address, **self.init_options)
-            started = True
+        started = self.connect()
         try:
-            gpus = self.gpus_per_run
-            if gpus is None:
-                gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-            remote = ray.remote(num_gpus=gpus, num_cpus=self.cpus_per_run, max_retries=2)(_ray_body)
+            gpus, cpus = self.resources()
+            remote = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=2)(_ray_body)
             refs = [remote.remote(task) for task in tasks]
             index = {ref: i for i, ref in enumerate(refs)}
             outcomes: dict[int, Outcome] = {}
@@ -224,7 +445,7 @@ class RayExecutor:
                     ready, pending = ray.wait(pending, num_returns=1)
                     yield ready[0]
 
-            for ref in track(finished(), "fine-tuning on Ray", total=len(refs)):
+            for ref in count_finished(finished(), "fine-tuning on Ray", len(refs)):
                 try:
                     outcomes[index[ref]] = ray.get(ref)
                 except Exception as error:  # the worker died
@@ -236,14 +457,19 @@ class RayExecutor:
 
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
-                  ray_address: str | None = None, gpus_per_run: float | None = None):  # noqa: ANN201
-    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``."""
+                  ray_address: str | None = None, gpus_per_run: float | None = None,
+                  threads: int | None = None):  # noqa: ANN201
+    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
+
+    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray.
+    """
     if kind == "local":
         return LocalExecutor(devices)
     if kind == "slurm":
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
-        return SlurmExecutor(out / "slurm", cluster=cluster, **options)
+        return SlurmExecutor(out / "slurm", cluster=cluster, default_cpus=threads, **options)
     if kind == "ray":
-        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run)
+        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
+                           cpus_per_run=threads or 1)
     raise ConfigError(f"executor {kind!r}: expected local, slurm or ray")

@@ -4,28 +4,33 @@ and strategy)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from medtransfer.study.store import DONE, run_dir, write_atomic
+from medtransfer.analysis.tables import undefined_note, warn_undefined_auc
+from medtransfer.study.store import write_atomic
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import RunDir, read_record
 
 AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
                "accuracy", "ece", "brier"]
 
 
 def collect(out: Path, configs: list[RunConfig]) -> pd.DataFrame:
-    """One row per finished run (columns :data:`AUC_COLUMNS`), in the order of ``configs``."""
+    """One row per finished run (columns :data:`AUC_COLUMNS`), in the order of ``configs``.
+
+    Raises:
+        DamagedRunError: a finished run's files differ in size from what it wrote.
+    """
     rows = []
     for config in configs:
-        directory = run_dir(out, config)
-        if not (directory / DONE).exists():
+        run = RunDir.in_study(out, config)
+        if not run.is_done():
             continue
-        metrics = json.loads((directory / "metrics.json").read_text())
+        metrics = read_record(run, check="quick").metrics()
         row = {"target": config.target_label, "source": config.source_label, "strategy": config.strategy,
                "fold": config.fold, "seed": config.seed}
         row.update({key: metrics.get(key, math.nan) for key in AUC_COLUMNS[5:]})
@@ -44,7 +49,7 @@ def table2(auc: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     targets = list(dict.fromkeys(auc["target"]))
     cells = list(dict.fromkeys(zip(auc["source"], auc["strategy"])))
     grouped = auc.groupby(["target", "source", "strategy"], sort=False)[metric]
-    stats = grouped.agg(["mean", "std", "count"])
+    stats = grouped.agg(["mean", "std", "count", "size"])
     table = pd.DataFrame(index=pd.Index(targets, name="target"))
     for source, strategy in cells:
         values = []
@@ -53,9 +58,9 @@ def table2(auc: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             if key not in stats.index:
                 values.append("")
                 continue
-            mean, std, count = stats.loc[key]
+            mean, std, count, size = stats.loc[key]
             spread = "-" if count < 2 or np.isnan(std) else f"{100 * std:.1f}"
-            values.append(f"{100 * mean:.1f} ± {spread}")
+            values.append(f"{100 * mean:.1f} ± {spread}" + undefined_note(int(count), int(size)))
         table[f"{source} {strategy}"] = values
     return table
 
@@ -78,6 +83,7 @@ def write_results(out: Path, configs: list[RunConfig]) -> tuple[pd.DataFrame, pd
     """Write ``results/auc.csv``, ``results/table2.csv`` and ``results/table2.md``; return both frames."""
     out = Path(out)
     auc = collect(out, configs)
+    warn_undefined_auc(auc)
     table = table2(auc)
     write_atomic(out / "results" / "auc.csv", auc.to_csv(index=False))
     write_atomic(out / "results" / "table2.csv", table.to_csv())

@@ -1,26 +1,31 @@
 """The run store: one directory per run under ``DIR/runs/{run id}``, and its state on disk.
 
-A run is ``done`` once its ``DONE`` marker exists (``train_run`` writes it last, atomically);
-``running`` while a live process holds its ``RUNNING`` marker; ``interrupted`` when that process
-is gone (killed, preempted) - re-running resumes it from ``checkpoints/last.pt``; ``failed`` when
-it raised (``FAILED`` holds the error); ``pending`` otherwise.
+The layout and marker names belong to :mod:`medtransfer.training.record`, the ``RUNNING`` claim
+to :mod:`medtransfer.study.claims`; this module names the states. A run is ``done`` once its
+``DONE`` marker exists and its files match the digests ``DONE`` recorded; ``damaged`` when one of
+them is missing or changed (``medtransfer run`` recomputes it); ``running`` while a live process
+holds its ``RUNNING`` claim; ``interrupted`` when that process is gone (killed, preempted) -
+re-running resumes it from ``checkpoints/last.pt``; ``failed`` when it raised (``FAILED`` holds
+the error); ``pending`` otherwise. ``status`` checks sizes only (quick); ``run`` and ``analyze``
+check the sha256 too.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.errors import ConfigError
+from medtransfer.errors import ConfigError, MedtransferError
+from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import DONE, FAILED, RUNNING, Check, RunDir
 
-DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
-STATES = ("done", "running", "interrupted", "failed", "pending")
+__all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
+           "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
+
+STATES = ("done", "damaged", "running", "interrupted", "failed", "pending")
+STUDY_FILE = "study.yaml"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -30,52 +35,38 @@ def write_atomic(path: Path, text: str) -> None:
 
 def run_dir(out: Path, config: RunConfig) -> Path:
     """Directory of one run inside a study directory."""
-    return Path(out) / "runs" / config.run_id
+    return RunDir.in_study(out, config).path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def mark_running(directory: Path) -> bool:
+    """Claim a run for this process (see :mod:`medtransfer.study.claims`); False when another live
+    owner holds it."""
+    if not claims.claim(directory):
         return False
-    except PermissionError:
-        return True
+    RunDir(directory).failed.unlink(missing_ok=True)
     return True
-
-
-def mark_running(directory: Path) -> None:
-    """Claim a run for this process (host, pid, start time in seconds since the epoch)."""
-    (directory / FAILED).unlink(missing_ok=True)
-    write_atomic(directory / RUNNING, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                  "started": time.time()}))
 
 
 def mark_failed(directory: Path, message: str) -> None:
     """Record that the run raised; the next study run retries it."""
-    write_atomic(directory / FAILED, message)
-    (directory / RUNNING).unlink(missing_ok=True)
+    RunDir(directory).write_failed(message)
+    claims.release(directory)
 
 
 def clear_running(directory: Path) -> None:
-    """Release the claim of :func:`mark_running`."""
-    (directory / RUNNING).unlink(missing_ok=True)
+    """Release this process's claim of :func:`mark_running`."""
+    claims.release(directory)
 
 
-def _running_alive(marker: Path, stale_after_s: float) -> bool:
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if info.get("host") == socket.gethostname():
-        return _pid_alive(int(info.get("pid", -1)))
-    # another machine (a cluster node): trust the marker while the run keeps writing
-    newest = max((p.stat().st_mtime for p in marker.parent.rglob("*") if p.is_file()), default=0.0)
-    return time.time() - newest < stale_after_s
+def clear_claim(directory: Path) -> None:
+    """Remove whatever claim a finished (``DONE``) run still carries (its owner was killed after DONE)."""
+    RunDir(directory).running.unlink(missing_ok=True)
 
 
 @dataclass
 class RunStatus:
-    """State of one run: ``state`` in STATES, epochs recorded so far, and its test AUC when done."""
+    """State of one run: ``state`` in STATES, epochs recorded so far, and its test AUC when done;
+    ``error`` the failure's last line, or what is damaged."""
 
     run_id: str
     state: str
@@ -85,28 +76,27 @@ class RunStatus:
     error: str
 
 
-def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> RunStatus:
+def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check: Check = "quick") -> RunStatus:
     """Read one run's state from its directory (missing directory: pending)."""
-    epochs, phase, auc, error = 0, "", None, ""
-    history = directory / "history.csv"
-    if history.exists():
-        lines = history.read_text().strip().splitlines()[1:]
-        epochs = len(lines)
-        if lines:
-            phase = lines[-1].split(",", 1)[0]
-    if (directory / DONE).exists():
-        try:
-            auc = float(json.loads((directory / "metrics.json").read_text())["auc"])
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
-            auc = None
-        state = "done"
-    elif (directory / RUNNING).exists():
-        state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
-    elif (directory / FAILED).exists():
-        state = "failed"
-        lines = (directory / FAILED).read_text().strip().splitlines()
-        error = lines[-1] if lines else ""
-    elif (directory / "checkpoints" / "last.pt").exists():
+    run = RunDir(directory)
+    rows = run.history_rows()
+    epochs, phase, auc, error = len(rows), rows[-1][0] if rows else "", None, ""
+    if run.is_done():
+        problems = run.check(check)
+        if problems:
+            state, error = "damaged", "; ".join(problems)
+        else:
+            state = "done"
+            try:
+                auc = float(run.read_metrics()["auc"])
+            except (MedtransferError, KeyError, TypeError, ValueError):
+                auc = None
+    elif run.running.exists():
+        alive = claims.alive(claims.read(run.path), run.path, stale_after_s)
+        state = "running" if alive else "interrupted"
+    elif run.failed.exists():
+        state, error = "failed", run.failure()
+    elif run.last.exists():
         state = "interrupted"
     else:
         state = "pending"
@@ -117,7 +107,7 @@ def read_study_file(out: Path):
     """The study recorded in ``DIR/study.yaml``."""
     from medtransfer.study.config import StudyConfig
 
-    path = Path(out) / "study.yaml"
+    path = Path(out) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")
     return StudyConfig.from_yaml(path)

@@ -32,12 +32,13 @@ class RunData:
 
 def fold_table(config: RunConfig, manifest) -> pd.DataFrame:  # noqa: ANN001 - a medtransfer.data.Manifest
     """The rows of ``config.fold``: from ``config.folds_file`` if given, else ``make_folds``."""
-    from medtransfer.data import make_folds, read_folds
+    from medtransfer.data import read_folds
+    from medtransfer.data.registry import dataset_folds
 
     if config.folds_file:
         folds = read_folds(config.folds_file, manifest)
     else:
-        folds = make_folds(manifest, k=config.k_folds, fractions=config.split_fractions, seed=config.split_seed)
+        folds = dataset_folds(manifest, config.k_folds, config.split_fractions, config.split_seed)
     mine = folds[folds["fold"] == config.fold].reset_index(drop=True)
     if mine.empty:
         raise DataError(f"folds{' file ' + config.folds_file if config.folds_file else ''}: no rows for fold "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from medtransfer.training.metrics import softmax_probabilities
+
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -101,7 +103,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels
 @torch.no_grad()
 def predict(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
             batch_size: int, setup: StepSetup) -> tuple[torch.Tensor, float]:
-    """Softmax probabilities ``(len(rows), k)`` float32 on the CPU and mean cross-entropy, in
+    """Softmax probabilities ``(len(rows), k)`` float64 on the CPU and mean cross-entropy, in
     inference mode, without augmentation. The caller puts the model in eval mode."""
     device = pixels.device
     chunks = []
@@ -112,6 +114,6 @@ def predict(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, 
         with setup.autocast(device):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, labels[index], reduction="sum")
-        chunks.append(torch.softmax(logits, dim=1))
+        chunks.append(softmax_probabilities(logits))
     probs = torch.cat(chunks).cpu()
     return probs, float(loss_sum) / max(rows.numel(), 1)

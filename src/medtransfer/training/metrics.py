@@ -4,11 +4,19 @@ accuracy, expected calibration error and Brier score.
 All functions take ``labels`` (n,) integers in ``0..k-1`` and ``probs`` (n, k) class probabilities
 (rows sum to 1). The raw probabilities are stored beside the metrics, so any definition can be
 recomputed later.
+
+Precision: probabilities come from the logits by a float64 softmax (:func:`softmax_probabilities`)
+and are stored at full float64 precision. A binary AUC ranks images by the log-odds
+``log p_1 - log p_0`` (:func:`binary_scores`), not by a probability that has rounded to exactly
+1.0 for confident predictions (a float32 softmax does so from a logit gap of about 17, making
+ties that change the AUC); for two classes the one-vs-rest macro and weighted AUCs are that same
+number.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -34,25 +42,48 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def softmax_probabilities(logits: Any) -> Any:
+    """Class probabilities ``(n, k)`` float64 from logits ``(n, k)`` (a torch tensor, any dtype and
+    device; the result stays on that device): softmax taken in float64, so a probability near 1
+    keeps its distance from 1 down to about 1e-16 and the smaller ones keep every digit."""
+    import torch
+
+    return torch.softmax(logits.to(torch.float64), dim=1)
+
+
+def binary_scores(probs: np.ndarray) -> np.ndarray:
+    """Log-odds of the positive class, ``log p_1 - log p_0`` (n,) float64, for ``probs (n, 2)``.
+
+    Monotone in the logit difference as long as neither probability underflows to 0 (a logit gap
+    beyond about 745), even where the larger probability has rounded to exactly 1.0.
+    """
+    with np.errstate(divide="ignore"):
+        return np.log(probs[:, 1]) - np.log(probs[:, 0])
+
+
 def auc_binary(labels: np.ndarray, probs: np.ndarray) -> float:
-    """ROC AUC of the positive class (column 1) for two classes; NaN if only one class occurs."""
+    """ROC AUC of the positive class (column 1) for two classes, ranked by :func:`binary_scores`;
+    NaN if only one class occurs."""
     labels, probs = _check(labels, probs)
     if probs.shape[1] != 2:
         raise MedtransferError(f"auc_binary: expected 2 classes, got {probs.shape[1]}")
     if np.unique(labels).size < 2:
         return math.nan
-    return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, binary_scores(probs)))
 
 
 def auc_ovr(labels: np.ndarray, probs: np.ndarray, average: str = "macro") -> float:
     """One-vs-rest ROC AUC averaged over classes (``average`` "macro" or "weighted" by class size).
 
-    For two classes both equal :func:`auc_binary`. Classes absent from ``labels`` are left out
-    (their AUC is undefined); NaN if fewer than two classes occur.
+    For two classes both are :func:`auc_binary` (each class's one-vs-rest AUC is the same ranking
+    of the same pairs). Classes absent from ``labels`` are left out (their AUC is undefined); NaN if
+    fewer than two classes occur.
     """
     labels, probs = _check(labels, probs)
     if average not in ("macro", "weighted"):
         raise MedtransferError(f"average: expected 'macro' or 'weighted', got {average!r}")
+    if probs.shape[1] == 2:
+        return auc_binary(labels, probs)
     present = np.unique(labels)
     if present.size < 2:
         return math.nan

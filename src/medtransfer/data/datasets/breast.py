@@ -40,10 +40,14 @@ def load(root: Path, *, skip_bad: bool = False, normal: str = "benign") -> Manif
             continue
         for path in image_files(directory, log):
             if _MASK.search(path.stem):
+                log.note("segmentation mask files ignored (*_mask.png: not images of the dataset)")
                 continue
             if folder == "normal" and normal == "exclude":
                 log.exclude(path, "normal image left out (normal='exclude')")
                 continue
+            if folder == "normal":
+                log.note("normal images merged into benign (normal='benign')" if normal == "benign"
+                         else "normal images as a third class (normal='class')")
             label = {"benign": 0, "malignant": 1}.get(folder, 0 if normal == "benign" else 2)
             image_id = f"{folder}/{path.name}"
             rows.append({"image_id": image_id, "ref": str(path), "label": label, "group": image_id})

@@ -2,18 +2,43 @@
 
 Relative paths are taken from the CSV's folder. Labels may be names or integers; classes are the
 distinct labels in sorted order (numerically when all are integers) unless ``classes`` is given.
-A path listed twice with the same label counts once; with different labels it is an error
-(conflicting labels), as is a missing image file or an empty label.
+A number written as a float with an integral value (``1.0``) is the integer label (``1``); any
+other non-integral number is refused. A path listed twice (however written: ``./a/b.png``,
+``a//b.png`` and ``a/b.png`` are one file) with the same label counts once; with different labels
+it is an error (conflicting labels), as is a missing image file or an empty label.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
+
+
+def _normalised_path(path: str) -> str:
+    """One spelling per path: ``./a/b.png``, ``a//b.png``, ``a/./b.png`` -> ``a/b.png``."""
+    return Path(os.path.normpath(path)).as_posix()
+
+
+def _file_key(path: str, base: Path) -> str:
+    """The file a listed path names, for finding one file listed twice (relative and absolute)."""
+    return os.path.normpath(path if Path(path).is_absolute() else base.absolute() / path)
+
+
+def _normalised_label(label: str) -> tuple[str, bool]:
+    """``(label, not_an_integer)``: ``"1.0"`` and ``"+1"`` -> ``"1"``; a non-integral number is flagged."""
+    try:
+        number = float(label)
+    except ValueError:
+        return label, False
+    if not math.isfinite(number) or number != int(number):
+        return label, True
+    return str(int(number)), False
 
 
 def load(root: Path, *, skip_bad: bool = False, classes: list[str] | None = None) -> Manifest:
@@ -29,7 +54,7 @@ def load(root: Path, *, skip_bad: bool = False, classes: list[str] | None = None
         raise DataError(f"{root}: columns {list(table.columns)}; expected path,label[,group]")
     log = ProblemLog("csv", skip_bad)
     base = root.parent
-    first: dict[str, tuple[int, str, str]] = {}
+    first: dict[str, tuple[int, str, str, str]] = {}  # file -> (line, label, group, path as listed)
     conflicted: set[str] = set()
     for line, row in enumerate(table.itertuples(index=False), start=2):
         path, label = row.path.strip(), row.label.strip()
@@ -37,17 +62,24 @@ def load(root: Path, *, skip_bad: bool = False, classes: list[str] | None = None
         if not path or not label:
             log.add(f"{root}:{line}", "empty path or label")
             continue
-        if path in first:
-            if first[path][1] != label:
-                if path not in conflicted:
-                    log.add(f"{root}:{line}", f"{path}: conflicting labels {first[path][1]!r} (line "
-                                              f"{first[path][0]}) and {label!r}")
-                conflicted.add(path)
+        path = _normalised_path(path)
+        label, bad_label = _normalised_label(label)
+        if bad_label:
+            log.add(f"{root}:{line}", f"label {label!r} is a number that is not an integer; expected a class "
+                                      "name or an integer class index")
             continue
-        first[path] = (line, label, group)
+        key = _file_key(path, base)
+        if key in first:
+            if first[key][1] != label:
+                if key not in conflicted:
+                    log.add(f"{root}:{line}", f"{path}: conflicting labels {first[key][1]!r} (line "
+                                              f"{first[key][0]}) and {label!r}")
+                conflicted.add(key)
+            continue
+        first[key] = (line, label, group, path)
     kept = []
-    for path, (line, label, group) in first.items():
-        if path in conflicted:
+    for key, (line, label, group, path) in first.items():
+        if key in conflicted:
             continue
         file = Path(path) if Path(path).is_absolute() else base / path
         if not file.is_file():

@@ -7,11 +7,21 @@ suffix, 64, 128, 224). Keys ``{train,val,test}_images`` ((N, H, W) gray or (N, H
 of the chosen ``splits`` are kept in memory (refs ``<split>:<row>``); image ids ``train_000012``;
 no patient ids, so each image is its own group. Class names for the stand-ins of the paper's
 targets are built in; ``classes`` overrides them.
+
+Option ``split``: ``"kfold"`` (default) lets a study cut its own k folds from the images of
+``splits``; ``"official"`` makes the file's own train/val/test parts the one and only fold
+(fold 0; :func:`official_folds`), so a study runs fold 0 only and tests on the official test part.
+
+A damaged file (truncated zip, object arrays, non-integer or negative labels, an empty split) is
+refused with a ``DataError`` naming the file and the array.
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +38,7 @@ KNOWN_CLASSES = {
                    "vascular lesions"],
 }
 SPLITS = ("train", "val", "test")
+FOLD_SPLITS = ("kfold", "official")
 
 
 def _file(root: Path, flag: str | None, size: int) -> Path:
@@ -45,29 +56,80 @@ def _file(root: Path, flag: str | None, size: int) -> Path:
     return path
 
 
+def _array(data: Any, path: Path, key: str) -> np.ndarray:
+    """``data[key]`` read in full, or a ``DataError`` naming the file and the array."""
+    try:
+        return np.asarray(data[key])
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise DataError(f"{path}: {key} is an object array (pickled Python objects); expected a numeric "
+                            "array as MedMNIST writes it") from None
+        raise DataError(f"{path}: {key} cannot be read ({error}); the file looks damaged") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        raise DataError(f"{path}: {key} cannot be read ({error.__class__.__name__}: {error}); the file is "
+                        "truncated or damaged - download it again") from None
+
+
+def _labels(y: np.ndarray, path: Path, split: str) -> np.ndarray:
+    """``{split}_labels`` as (N,) int64, refusing multi-label, non-numeric, fractional and negative values."""
+    key = f"{split}_labels"
+    if y.ndim == 2 and y.shape[1] != 1:
+        raise DataError(f"{path}: {key} has shape {y.shape}: multi-label MedMNIST sets "
+                        "are not single-label classification; expected (N, 1)")
+    if y.ndim not in (1, 2):
+        raise DataError(f"{path}: {key} has shape {y.shape}; expected (N, 1) or (N,)")
+    y = y.reshape(-1)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
+        raise DataError(f"{path}: {key} has dtype {y.dtype}; expected integer class indices")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(f"{path}: {key} holds {int(bad.sum())} non-integer value(s), e.g. {y[bad][0].item()!r} "
+                            f"at row {int(np.flatnonzero(bad)[0])}; expected integer class indices")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: {key} holds negative label {y.min().item()!r}; expected class indices 0..k-1")
+    return y.astype(np.int64)
+
+
 def load(root: Path, *, skip_bad: bool = False, flag: str | None = None, size: int = 28,
-         splits: tuple[str, ...] = SPLITS, classes: list[str] | None = None) -> Manifest:
+         splits: tuple[str, ...] = SPLITS, classes: list[str] | None = None, split: str = "kfold") -> Manifest:
     """Manifest of a MedMNIST npz file."""
+    if split not in FOLD_SPLITS:
+        raise DataError(f"medmnist option split={split!r}: expected one of {list(FOLD_SPLITS)}")
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if split == "official" and sorted(splits) != sorted(SPLITS):
+        raise DataError(f"medmnist option split='official' uses the file's train, val and test parts; "
+                        f"splits={list(splits)} leaves some out")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise DataError(f"medmnist option splits={list(splits)}: expected one or more of {list(SPLITS)}")
     path = _file(root, flag, size)
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable npz file ({error})") from error
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable npz file ({error.__class__.__name__}: {error})") from error
+    if not hasattr(data, "files"):
+        raise DataError(f"{path}: holds a single array, not an npz archive of {{train,val,test}}_images/_labels")
     arrays, labels, ids = [], [], []
-    for split in splits:
-        if f"{split}_images" not in data.files or f"{split}_labels" not in data.files:
-            raise DataError(f"{path}: missing {split}_images / {split}_labels; has {sorted(data.files)}")
-        images, y = data[f"{split}_images"], np.asarray(data[f"{split}_labels"])
-        if y.ndim == 2 and y.shape[1] != 1:
-            raise DataError(f"{path}: {split}_labels has shape {y.shape}: multi-label MedMNIST sets "
-                            "are not single-label classification; expected (N, 1)")
-        y = y.reshape(-1).astype(np.int64)
+    for name in splits:
+        if f"{name}_images" not in data.files or f"{name}_labels" not in data.files:
+            raise DataError(f"{path}: missing {name}_images / {name}_labels; has {sorted(data.files)}")
+        images = _array(data, path, f"{name}_images")
+        y = _labels(_array(data, path, f"{name}_labels"), path, name)
         if images.ndim not in (3, 4) or len(images) != len(y):
-            raise DataError(f"{path}: {split}_images has shape {images.shape}; expected (N, H, W[, 3]) "
+            raise DataError(f"{path}: {name}_images has shape {images.shape}; expected (N, H, W[, 3]) "
                             f"with N = {len(y)}")
+        if len(y) == 0:
+            raise DataError(f"{path}: {name}_images and {name}_labels are empty; expected at least one image "
+                            "(or leave the split out with the option splits)")
+        if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+            raise DataError(f"{path}: {name}_images has dtype {images.dtype}; expected uint8 pixels")
         arrays.append(images)
         labels.append(y)
-        ids.append(np.char.add(f"{split}_", np.char.zfill(np.arange(len(y)).astype(str), 6)))
+        ids.append(np.char.add(f"{name}_", np.char.zfill(np.arange(len(y)).astype(str), 6)))
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"{path}: the splits' images differ in shape {sorted(shapes)}; expected one image shape")
     pixels = np.concatenate(arrays)
     label = np.concatenate(labels)
     stem = path.stem.split("_")[0]
@@ -81,4 +143,20 @@ def load(root: Path, *, skip_bad: bool = False, flag: str | None = None, size: i
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{','.join(splits)}"
     return make_manifest(frame, names, "medmnist", ProblemLog("medmnist", skip_bad),
-                         reader=ArrayReader(pixels, key=key), options={"file": str(path), "splits": list(splits)})
+                         reader=ArrayReader(pixels, key=key),
+                         options={"file": str(path), "splits": list(splits), "split": split})
+
+
+def single_fold(options: dict[str, Any]) -> bool:
+    """Whether loader ``options`` make the official split the dataset's only fold."""
+    return options.get("split", "kfold") == "official"
+
+
+def official_folds(manifest: Manifest) -> pd.DataFrame:
+    """Fold 0 = the file's own parts: ``image_id, fold, split`` with train/val/test from the ids."""
+    ids = manifest.image_ids
+    part = pd.Series(ids).str.partition("_")[0].to_numpy()
+    if not set(part) <= set(SPLITS):
+        raise DataError(f"{manifest.name}: image ids {sorted(set(part) - set(SPLITS))[:3]} do not name an "
+                        "official split; expected ids train_*, val_*, test_*")
+    return pd.DataFrame({"image_id": ids, "fold": 0, "split": part})

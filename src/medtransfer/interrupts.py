@@ -1,0 +1,67 @@
+"""Signals that stop a run (preemption, Ctrl-C) never land inside a checkpoint write.
+
+A scheduler's preemption signal runs its Python handler between two bytecodes, which may be
+inside ``torch.save``'s write callback; the ``SystemExit`` the handler raises then surfaces as a
+``RuntimeError`` from torch's zip writer, and the run would look failed. Inside
+:func:`deferred_signals` such signals are only recorded; they are delivered, to the handler
+that was installed, as soon as the block ends. :func:`mark_preempting` wraps a preemption
+handler so that code can ask :func:`preempting` whether the process is being stopped on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+_state = threading.local()
+_preempting = threading.Event()
+
+
+@contextmanager
+def deferred_signals(signals: tuple[int, ...] = DEFERRED) -> Iterator[None]:
+    """Hold back ``signals`` during the block, then deliver each one received (once, in order).
+
+    Only the main thread can install handlers; elsewhere (and when nested) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(_state, "active", False):
+        yield
+        return
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+    for sig in signals:
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+        except (OSError, ValueError):
+            continue
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            handler = previous.get(sig)
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), sig)
+
+
+def mark_preempting(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], Any]:
+    """``handler`` that first records that this process is being preempted."""
+    def preempt(signum: int, frame: Any) -> Any:
+        _preempting.set()
+        return handler(signum, frame)
+
+    return preempt
+
+
+def preempting() -> bool:
+    """Whether a handler wrapped by :func:`mark_preempting` has run in this process."""
+    return _preempting.is_set()

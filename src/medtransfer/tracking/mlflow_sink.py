@@ -1,0 +1,337 @@
+"""MLflow tracking of a study: one parent MLflow run per study, one nested run per fine-tuning run.
+
+Off unless the study asks (``tracking: {kind: mlflow}`` or ``medtransfer run --track mlflow``).
+The default store is a SQLite file inside the study directory (``DIR/mlflow/mlflow.db``, artifacts
+in ``DIR/mlflow/artifacts``): offline, on a cluster node, without a server. ``uri`` points it at a
+team's server instead. What is logged per fine-tuning run:
+
+- params: every field of the run's config (``config.json``);
+- metrics per epoch, ``step`` = the row's index in ``history.csv`` (probe epochs first):
+  ``train_loss, train_accuracy, val_loss, val_accuracy, val_auc, lr, phase`` (0 probe, 1 fine-tune),
+  ``epoch_seconds``;
+- at the end: ``test_*`` (and ``probe_test_*``) from ``metrics.json``; artifacts ``predictions.csv``,
+  ``metrics.json``, ``history.csv``, ``config.json``, ``probe/*`` and ``checkpoint.json`` (path,
+  size and sha256 of ``checkpoints/best.pt``; the weights themselves only with ``log_weights``).
+
+The MLflow run id is kept in the run directory (``mlflow.json``), so a resumed run continues the
+same MLflow run; an epoch redone after a kill is not logged twice when it reproduces the logged
+values (runs resume bit for bit on the CPU). Failure policy: the store is probed once (an HTTP
+``/health`` request with a 3 s timeout) before mlflow is even imported; an unreachable store warns
+once and the study runs untracked, and any later error drops the sink after one warning
+(:class:`medtransfer.tracking.Sinks`), with HTTP timeouts and retries kept short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from medtransfer.atomic import write_text_atomic
+from medtransfer.tracking import RunStart, TrackingWarning
+
+STORE_DIR = "mlflow"  # inside the study directory
+RUN_FILE = "mlflow.json"  # inside a run directory
+STUDY_FILE = "study.json"  # inside DIR/mlflow
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
+PHASE_CODES = {"probe": 0, "finetune": 1}
+ARTIFACTS = ("predictions.csv", "metrics.json", "history.csv", "config.json", "probe/predictions.csv",
+             "probe/metrics.json")
+PROBE_TIMEOUT_S = 3.0
+# our requests fail fast: mlflow's defaults (120 s, 7 retries with backoff) would stall a run
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+MAX_PARAM_LENGTH = 6000
+
+
+def default_uri(out: str | Path) -> str:
+    """The embedded store of a study directory: ``sqlite:///DIR/mlflow/mlflow.db``."""
+    return f"sqlite:///{(Path(out) / STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside it (``artifacts/``; mlflow's default would be
+    ``./mlruns`` under the current directory); a server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the store at ``uri`` cannot be used, or None when it looks usable (without mlflow)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                response.read(64)
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                return f"{uri} answered HTTP {error.code}"
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            return f"{uri} is unreachable ({reason})"
+        return None
+    if parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return f"{uri}: cannot create {folder} ({error.strerror})"
+    return None
+
+
+@contextlib.contextmanager
+def short_http() -> Iterator[None]:
+    """MLflow's HTTP timeout and retries kept short for our calls (unless the user set them)."""
+    added = [k for k in HTTP_LIMITS if k not in os.environ]
+    os.environ.update({k: HTTP_LIMITS[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def client(uri: str):  # noqa: ANN201 - an mlflow.MlflowClient
+    """One MLflow client per store and process (opening a SQLite store costs seconds)."""
+    if uri not in _CLIENTS:
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            from medtransfer.errors import ConfigError
+
+            raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]"') from None
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _live_run(mlflow_client, run_id: str | None, experiment_id: str) -> str | None:  # noqa: ANN001
+    """``run_id`` if that run exists in ``experiment_id`` and is not deleted."""
+    if not run_id:
+        return None
+    try:
+        run = mlflow_client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - unknown id
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        return None
+    return run_id
+
+
+def _find_by_tag(mlflow_client, experiment_id: str, key: str, value: str) -> str | None:  # noqa: ANN001
+    if "'" in value:
+        return None
+    found = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{key}` = '{value}'", max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _params(values: dict[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in sorted(values.items())]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"tracking: {message}; the study runs untracked", TrackingWarning, stacklevel=3)
+
+
+def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
+    """Prepare MLflow for a study: its experiment and its parent run (reused on a rerun).
+
+    ``spec``: a ``TrackingSpec`` (``uri``, ``experiment``, ``log_weights``). Returns the JSON the
+    runs' sinks need (empty when the store is unusable: one TrackingWarning, no exception).
+    Raises ConfigError when mlflow is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:  # asked for, not installed: say so before any run
+        from medtransfer.errors import ConfigError
+
+        raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]", '
+                          "or run without tracking (--track off)")
+    out = Path(out)
+    uri = spec.uri or default_uri(out)
+    problem = probe(uri)
+    if problem:
+        _warn(problem)
+        return ""
+    try:
+        with short_http():
+            mlflow_client = client(uri)
+            name = spec.experiment or study_name
+            experiment = mlflow_client.get_experiment_by_name(name)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+            study_dir = str(out.resolve())
+            saved = _read_json(out / STORE_DIR / STUDY_FILE)
+            parent = None
+            if saved.get("uri") == uri:
+                parent = _live_run(mlflow_client, saved.get("parent_run_id"), experiment_id)
+            parent = parent or _find_by_tag(mlflow_client, experiment_id, "medtransfer.study_dir", study_dir)
+            if parent is None:
+                parent = mlflow_client.create_run(experiment_id, run_name=f"{study_name} ({out.name})",
+                                                  tags={"medtransfer.study_dir": study_dir,
+                                                        "medtransfer.kind": "study"}).info.run_id
+                if (out / "study.yaml").exists():
+                    mlflow_client.log_artifact(parent, str(out / "study.yaml"))
+            else:
+                mlflow_client.update_run(parent, status="RUNNING")
+            write_text_atomic(out / STORE_DIR / STUDY_FILE,
+                              json.dumps({"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent}))
+    except Exception as error:  # noqa: BLE001 - a tracking failure never fails the study
+        _warn(f"{uri}: {error.__class__.__name__}: {error}")
+        return ""
+    return json.dumps({"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent,
+                       "log_weights": bool(getattr(spec, "log_weights", False)), "study_dir": study_dir})
+
+
+def close_study_tracking(tracking: str, finished: bool) -> None:
+    """Mark the study's parent run FINISHED when every run is done (else it stays RUNNING)."""
+    if not tracking or not finished:
+        return
+    spec = json.loads(tracking)
+    try:
+        with short_http():
+            client(spec["uri"]).set_terminated(spec["parent_run_id"], "FINISHED")
+    except Exception as error:  # noqa: BLE001
+        warnings.warn(f"tracking: could not close the study's MLflow run ({error})", TrackingWarning, stacklevel=2)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MlflowSink:
+    """Sink: one MLflow run per fine-tuning run, nested under the study's parent run.
+
+    ``spec``: the decoded JSON of :func:`open_study_tracking` (uri, experiment_id,
+    parent_run_id, log_weights).
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.uri = spec["uri"]
+        self.client = None
+        self.run_id: str | None = None
+        self.step = 0
+        self.lrs: dict[str, float] = {}
+        self.logged: dict[str, dict[int, float]] = {}
+
+    def start(self, run: RunStart) -> None:
+        """Open (or reopen, on resume) this run's MLflow run; log its params and restored history."""
+        problem = probe(self.uri)
+        if problem:
+            warnings.warn(f"tracking: {problem}; this run goes on untracked", TrackingWarning, stacklevel=2)
+            return
+        self.directory = Path(run.directory)
+        self.lrs = {p.phase: p.lr for p in run.plan}
+        experiment = self.spec["experiment_id"]
+        run_dir = str(self.directory.resolve())
+        with short_http():
+            mlflow_client = client(self.uri)
+            saved = _read_json(self.directory / RUN_FILE)
+            run_id = _live_run(mlflow_client, saved.get("run_id"), experiment) if saved.get("uri") == self.uri else None
+            run_id = run_id or _find_by_tag(mlflow_client, experiment, "medtransfer.run_dir", run_dir)
+            if run_id is None:
+                tags = {"medtransfer.run_id": run.run_id, "medtransfer.run_dir": run_dir}
+                if self.spec.get("parent_run_id"):
+                    tags["mlflow.parentRunId"] = self.spec["parent_run_id"]
+                run_id = mlflow_client.create_run(experiment, run_name=run.run_id, tags=tags).info.run_id
+                mlflow_client.log_batch(run_id, params=_params(run.config))
+            else:
+                mlflow_client.update_run(run_id, status="RUNNING")
+                for key in (*EPOCH_METRICS, "lr", "phase", "epoch_seconds"):
+                    self.logged[key] = {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)}
+            write_text_atomic(self.directory / RUN_FILE, json.dumps({"uri": self.uri, "run_id": run_id,
+                                                                     "experiment_id": experiment}))
+            self.client, self.run_id = mlflow_client, run_id
+            for row in run.history:
+                self.epoch(row)
+
+    def _row_metrics(self, row: dict[str, Any]) -> dict[str, float]:
+        values = {key: row.get(key) for key in EPOCH_METRICS}
+        values.update(lr=self.lrs.get(row["phase"]), phase=PHASE_CODES.get(row["phase"], -1),
+                      epoch_seconds=row.get("seconds"))
+        return {k: float(v) for k, v in values.items() if v is not None}
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """Log one history row at step = its index in the history."""
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        step, self.step = self.step, self.step + 1
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, step) for key, value in self._row_metrics(row).items()
+                   if not (step in self.logged.get(key, {}) and _same(self.logged[key][step], value))]
+        if metrics:
+            with short_http():
+                self.client.log_batch(self.run_id, metrics=metrics)
+
+    def finish(self, metrics: dict[str, Any], probe_metrics: dict[str, Any] | None) -> None:
+        """Log the test metrics and the artifacts; mark the MLflow run FINISHED."""
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        final = [Metric(f"{prefix}{key}", float(value), now, 0)
+                 for prefix, values in (("test_", metrics), ("probe_test_", probe_metrics or {}))
+                 for key, value in values.items()
+                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None]
+        best = self.directory / "checkpoints" / "best.pt"
+        with short_http():
+            self.client.log_batch(self.run_id, metrics=final)
+            for name in ARTIFACTS:
+                path = self.directory / name
+                if path.exists():
+                    self.client.log_artifact(self.run_id, str(path), str(Path(name).parent) if "/" in name else None)
+            if best.exists():
+                with tempfile.TemporaryDirectory() as tmp:
+                    reference = Path(tmp) / "checkpoint.json"
+                    reference.write_text(json.dumps({"path": str(best.resolve()), "bytes": best.stat().st_size,
+                                                     "sha256": _sha256(best)}, indent=1))
+                    self.client.log_artifact(self.run_id, str(reference))
+                self.client.set_tag(self.run_id, "medtransfer.checkpoint", str(best.resolve()))
+                if self.spec.get("log_weights"):
+                    self.client.log_artifact(self.run_id, str(best), "checkpoints")
+            self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, error: str) -> None:
+        """Mark the MLflow run FAILED with the error as a tag."""
+        if self.client is None:
+            return
+        with short_http():
+            self.client.set_tag(self.run_id, "medtransfer.error", error[:5000])
+            self.client.set_terminated(self.run_id, "FAILED")

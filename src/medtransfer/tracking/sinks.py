@@ -1,0 +1,20 @@
+"""The sinks of one run of a study: its progress file and view, and MLflow when the study asks."""
+
+from __future__ import annotations
+
+import json
+
+from medtransfer.tracking import Sinks
+
+
+def run_sinks(tracking: str = "") -> Sinks:
+    """Sinks for a run: :class:`medtransfer.progress.RunProgress` always, and an MLflow sink when
+    ``tracking`` (the JSON of :func:`medtransfer.tracking.mlflow_sink.open_study_tracking`) is given."""
+    from medtransfer.progress import RunProgress
+
+    sinks: list = [RunProgress()]
+    if tracking:
+        from medtransfer.tracking.mlflow_sink import MlflowSink
+
+        sinks.append(MlflowSink(json.loads(tracking)))
+    return Sinks(sinks)

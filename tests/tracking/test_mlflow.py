@@ -1,0 +1,204 @@
+"""MLflow tracking against the real mlflow client: what we logged is read back from the store."""
+
+import json
+import socket
+import time
+import warnings
+
+import pandas as pd
+import pytest
+
+from medtransfer.study.config import TrackingSpec
+from medtransfer.study.runner import run_study
+from medtransfer.tracking import Sinks, TrackingWarning
+from medtransfer.tracking.mlflow_sink import RUN_FILE, MlflowSink, default_uri, open_study_tracking
+from medtransfer.training import run as run_module
+from medtransfer.training.run import train_run
+from tests.study.conftest import tiny_study
+from tests.training.conftest import tiny_config
+
+mlflow = pytest.importorskip("mlflow")
+
+EPOCH_KEYS = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc"]
+
+
+def _client(out):
+    return mlflow.MlflowClient(tracking_uri=default_uri(out))
+
+
+def _children(client, experiment_id):
+    runs = client.search_runs([experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags], [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def _assert_history_logged(client, run_id, directory):
+    history = pd.read_csv(directory / "history.csv")
+    for key in EPOCH_KEYS:
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert [s for s, _ in logged] == list(range(len(history))), key  # one value per epoch, none twice
+        want = history[key].to_numpy()
+        got = [v for _, v in logged]
+        assert all(g == w or (g != g and w != w) for g, w in zip(got, want)), key
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tracked")
+    study = tiny_study(base, tracking={"kind": "mlflow"})
+    out = base / "study"
+    report = run_study(study, out)
+    assert report.finished == 2 and not report.failed
+    return study, out
+
+
+@pytest.mark.slow
+def test_one_mlflow_run_per_run_with_the_history_params_and_test_metrics(tracked):
+    study, out = tracked
+    client = _client(out)
+    experiment = client.get_experiment_by_name(study.name)
+    children, parents = _children(client, experiment.experiment_id)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    for run in children:
+        directory = out / "runs" / run.data.tags["medtransfer.run_id"]
+        assert json.loads((directory / RUN_FILE).read_text())["run_id"] == run.info.run_id
+        assert run.info.status == "FINISHED"
+        _assert_history_logged(client, run.info.run_id, directory)
+        config = json.loads((directory / "config.json").read_text())
+        assert run.data.params["lr"] == str(config["lr"]) and run.data.params["fold"] == str(config["fold"])
+        assert set(run.data.params) == set(config)
+        metrics = json.loads((directory / "metrics.json").read_text())
+        assert run.data.metrics["test_auc"] == pytest.approx(metrics["auc"], abs=0)
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [config["lr"]] * 2
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"predictions.csv", "metrics.json", "history.csv", "config.json", "checkpoint.json"} <= artifacts
+        assert not any(a.endswith(".pt") for a in artifacts)  # no weights unless asked
+        reference = json.loads(open(client.download_artifacts(run.info.run_id, "checkpoint.json")).read())
+        assert reference["bytes"] == (directory / "checkpoints" / "best.pt").stat().st_size
+    # a rerun (nothing to do) reuses the parent and adds no run
+    run_study(study, out)
+    again_children, again_parents = _children(client, experiment.experiment_id)
+    assert len(again_children) == 2 and [p.info.run_id for p in again_parents] == [parents[0].info.run_id]
+
+
+def _dies_at_call(n, real):
+    calls = {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    return dies
+
+
+@pytest.mark.slow
+def test_a_killed_and_resumed_run_continues_one_mlflow_run(tracked, tmp_path, monkeypatch):
+    _, out = tracked
+    spec = json.loads(open_study_tracking(TrackingSpec(uri=default_uri(out), experiment="resume"), tmp_path, "r"))
+    # no checkpoint within a phase: the resumed run redoes fine-tune epoch 1, already logged
+    config = tiny_config(tmp_path, strategy="freeze", epochs=2, probe_epochs=2, checkpoint_every_s=1e6)
+    directory = tmp_path / "run"
+    real = run_module.train_epoch
+    monkeypatch.setattr(run_module, "train_epoch", _dies_at_call(4, real))  # dies in fine-tune epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, directory, Sinks([MlflowSink(spec)]))
+    run_id = json.loads((directory / RUN_FILE).read_text())["run_id"]
+    assert len(_client(out).get_metric_history(run_id, "train_loss")) == 3
+    assert len(pd.read_csv(directory / "history.csv")) == 3
+    monkeypatch.setattr(run_module, "train_epoch", real)
+    train_run(config, directory, Sinks([MlflowSink(spec)]))
+    client = _client(out)
+    runs = client.search_runs([spec["experiment_id"]], filter_string="tags.`medtransfer.run_id` != ''")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == spec["parent_run_id"]]
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    _assert_history_logged(client, children[0].info.run_id, directory)
+    phases = sorted((m.step, m.value) for m in client.get_metric_history(children[0].info.run_id, "phase"))
+    assert [v for _, v in phases] == [0, 0, 1, 1]  # probe epochs, then fine-tuning
+    assert "probe_test_auc" in children[0].data.metrics
+    # artifacts beside the store, not in mlflow's default ./mlruns
+    assert children[0].info.artifact_uri.startswith((out / "mlflow" / "artifacts").resolve().as_uri())
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_server_warns_and_the_sink_does_nothing(tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        began = time.perf_counter()
+        assert open_study_tracking(TrackingSpec(uri=uri), tmp_path, "x") == ""
+        sink = MlflowSink({"uri": uri, "experiment_id": "1", "parent_run_id": None})
+        config = tiny_config(tmp_path)
+        from medtransfer.tracking import RunStart
+
+        sink.start(RunStart("r", tmp_path, config.model_dump(mode="json"), []))
+        sink.epoch({"phase": "finetune", "train_loss": 1.0})
+        sink.finish({"auc": 0.5}, None)
+        elapsed = time.perf_counter() - began
+    assert sum(issubclass(w.category, TrackingWarning) for w in caught) == 2  # one each, then silence
+    assert elapsed < 5.0
+    assert not (tmp_path / RUN_FILE).exists()
+
+
+@pytest.mark.slow
+def test_unreachable_tracking_leaves_results_identical_and_time_unchanged(tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    times = {}
+    for name, tracking in (("plain", None), ("unreachable", {"kind": "mlflow", "uri": uri})):
+        study = tiny_study(tmp_path / name, tracking=tracking)
+        began = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_study(study, tmp_path / name / "study")
+        times[name] = time.perf_counter() - began
+        assert sum(issubclass(w.category, TrackingWarning) for w in caught) == (1 if tracking else 0)
+    plain, tracked = tmp_path / "plain" / "study", tmp_path / "unreachable" / "study"
+    for path in ["results/auc.csv", "results/table2.csv", *[str(p.relative_to(plain)) for p in plain.glob("runs/**/predictions.csv")]]:
+        assert (plain / path).read_bytes() == (tracked / path).read_bytes(), path
+    assert not list(tracked.glob("runs/**/mlflow.json"))
+    # measured on 2 busy cores: within a few % (README); the bound only catches a stalled run
+    assert times["unreachable"] < 1.5 * times["plain"] + 3.0, times
+
+
+def test_tracking_settings_are_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+    from medtransfer.errors import ConfigError
+    from medtransfer.study.config import StudyConfig
+
+    with pytest.raises(ConfigError, match="tracking"):
+        tiny_study(tmp_path, tracking={"kind": "wandb"})
+    with pytest.raises(ConfigError, match="tracking"):
+        tiny_study(tmp_path, tracking={"kind": "mlflow", "url": "http://x"})  # misspelt key
+    assert tiny_study(tmp_path).tracking is None  # off unless asked
+    study = tiny_study(tmp_path, tracking={"kind": "mlflow", "experiment": "e"})
+    assert StudyConfig.parse(yaml_roundtrip(study)).tracking.experiment == "e"
+    path = tmp_path / "s.yaml"
+    path.write_text(study.to_yaml())
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o"), "--track", "neptune"])
+    assert result.exit_code != 0 and "--track" in str(result.exception)
+
+
+def yaml_roundtrip(study):
+    import yaml
+
+    return yaml.safe_load(study.to_yaml())
+
+
+def test_tracking_without_mlflow_installed_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from medtransfer.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"medtransfer\[mlflow\]"):
+        open_study_tracking(TrackingSpec(), tmp_path, "x")
