@@ -181,6 +181,9 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         limit = threadpool_limits(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
     with limit:
         if args.bootstrap:
             report_bootstrap(args)
