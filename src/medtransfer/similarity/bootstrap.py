@@ -38,6 +38,8 @@ from medtransfer.similarity.registry import Measure, get
 
 #: Resamples of Gram blocks held at once (bounds memory to about this many x (p + q)^2 x 8 bytes).
 MAX_BATCH_BYTES = 1 << 27
+#: Image-block forms (cubic in the weights) are used up to this many images.
+MAX_IMAGES_FOR_BLOCK_FORMS = 128
 #: Batched problems up to this size (p + q) run on one torch CPU thread.
 SMALL_PROBLEM = 128
 #: A bootstrap interval needs at least this many images per repeat (fewer: NaN interval).
@@ -120,9 +122,18 @@ def weighted_grams(blocks: ImageBlocks, weights: Any) -> tuple[Any, Any, Any]:
 
 
 def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.ndarray:
-    """``measure`` for each row of ``weights (R, m)``, numpy ``(R,)``, in memory-bounded batches."""
+    """``measure`` for each row of ``weights (R, m)``, numpy ``(R,)``, in memory-bounded batches.
+
+    Measures with a form on the image blocks themselves (``Measure.from_blocks``, linear CKA) use it
+    while there are at most ``MAX_IMAGES_FOR_BLOCK_FORMS`` images: polynomials in the weights whose
+    cost does not grow with the number of neurons."""
     if measure.from_grams is None:
         raise MedtransferError(f"{measure.name} has no form on Gram matrices: no image bootstrap")
+    if measure.from_blocks is not None and blocks.images <= MAX_IMAGES_FOR_BLOCK_FORMS:
+        import torch
+
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=blocks.gram.device)
+        return measure.from_blocks(blocks, w).cpu().numpy()
     d = blocks.gram.shape[1]
     batch = max(1, MAX_BATCH_BYTES // (8 * d * d * 3))
     out = []
@@ -130,6 +141,38 @@ def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.n
         gxx, gyy, gxy = weighted_grams(blocks, weights[start : start + batch])
         out.append(measure.from_grams(gxx, gyy, gxy).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def cka_from_blocks(blocks: ImageBlocks, w: Any) -> Any:
+    """Linear CKA of each weighting ``w (R, m)`` as polynomials in the weights, ``(R,)``.
+
+    With per-image cross block ``A_i`` and column sums ``u_i`` (x) and ``v_i`` (y), a weighting's
+    centred cross Gram is ``A(w) - u(w) v(w)^T / N(w)``, so its squared Frobenius norm is
+    ``w^T K w - 2 T[w, w, w] / N + (w^T U w)(w^T V w) / N^2`` with the image-by-image tables
+    ``K_ij = <A_i, A_j>``, ``T_ijk = u_i^T A_j v_k``, ``U_ij = u_i . u_j``; likewise for both Gram
+    matrices. The tables cost ``m^2 c^2 + m^3 c`` once; each resample then costs ``O(m^3)``.
+    """
+    import torch
+
+    p = blocks.p
+    g, s = blocks.gram, blocks.sums
+    n = w.sum(dim=1) * blocks.rows_per_image
+
+    def squared_norm(a, left, right):  # ||A(w) - left(w) right(w)^T / n||_F^2 for every weighting
+        k = torch.einsum("ipq,jpq->ij", a, a)
+        t = torch.einsum("ip,jpk->ijk", left, torch.einsum("jpq,kq->jpk", a, right))
+        m = t.shape[0]
+        cubic = torch.einsum("rj,rjk,rk->r", w, (w @ t.reshape(m, m * m)).reshape(-1, m, m), w)
+        lw, rw = w @ left, w @ right
+        quad = ((w @ k) * w).sum(dim=1)
+        return quad - 2.0 * cubic / n + (lw * lw).sum(1) * (rw * rw).sum(1) / (n * n)
+
+    sx, sy = s[:, :p], s[:, p:]
+    xy = squared_norm(g[:, :p, p:], sx, sy)
+    xx = squared_norm(g[:, :p, :p], sx, sx)
+    yy = squared_norm(g[:, p:, p:], sy, sy)
+    out = xy / torch.sqrt(xx * yy)
+    return torch.where((xx > 0) & (yy > 0), out, torch.full_like(out, float("nan")))
 
 
 def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
