@@ -108,6 +108,20 @@ def alive(info: dict[str, Any] | None, directory: Path | None = None, stale_afte
     return time.time() - newest < stale_after_s
 
 
+def queued(info: dict[str, Any] | None) -> bool:
+    """Whether claim ``info`` is a SLURM job still waiting to start (or to restart, requeued)."""
+    from medtransfer.errors import ConfigError
+    from medtransfer.study import slurm
+
+    if not info or not info.get("job") or info.get("host") is None:
+        return False
+    try:
+        entry = slurm.lookup(slurm.queue([str(info["job"])]), str(info["job"]))
+    except ConfigError:
+        return False
+    return entry is not None and entry[0] == "PENDING"
+
+
 def _link_new(path: Path, info: dict[str, Any]) -> bool:
     """Create ``path`` holding ``info`` unless it exists (atomic: link of a complete file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".claim", dir=path.parent)

@@ -26,6 +26,24 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     return RunConfig.parse(values, where=f"source {spec.name}: pretrain")
 
 
+def source_file(spec: SourceSpec, out: Path) -> Path:
+    """Where the study's pretrained source ``spec`` is saved: ``out/sources/{name}.pt``."""
+    return Path(out) / "sources" / f"{spec.name}.pt"
+
+
+def source_run_dir(spec: SourceSpec, out: Path) -> Path:
+    """The run directory of the pretraining run that makes ``spec``."""
+    return Path(out) / "sources" / f"{spec.name}-run"
+
+
+def publish_source(run_dir: Path, target: Path) -> bool:
+    """Move a finished pretraining run's ``best.pt`` to ``target`` (idempotent); whether it is there."""
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    if not target.exists() and (Path(run_dir) / "DONE").exists() and best.exists():
+        os.replace(best, target)
+    return target.exists()
+
+
 def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> Path:
     """Make ``out/sources/{name}.pt`` unless it exists (resuming an interrupted pretraining run)."""
     from medtransfer.training.run import train_run

@@ -18,7 +18,7 @@ from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
 
 DONE, RUNNING, FAILED = "DONE", claims.CLAIM, "FAILED"
-STATES = ("done", "running", "interrupted", "failed", "pending")
+STATES = ("done", "running", "queued", "interrupted", "failed", "pending")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -89,6 +89,8 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> Ru
         state = "done"
     elif (directory / RUNNING).exists():
         state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
+        if state == "running" and claims.queued(claims.read(directory)):
+            state = "queued"
     elif (directory / FAILED).exists():
         state = "failed"
         lines = (directory / FAILED).read_text().strip().splitlines()
