@@ -87,3 +87,20 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
     assert (out / "sources" / "mine.pt").exists() and (out / "sources" / "mine-run" / "DONE").exists()
     seen.clear()
     assert run_study(study, out, executor=Recording([])).skipped == 1 and seen == []
+
+
+@pytest.mark.slow
+def test_detach_on_local_runs_the_driver_in_the_background(finished_study, tmp_path):
+    import time
+
+    study, out = finished_study
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(study.to_yaml())
+    log = out / "driver.log"
+    log.unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(out), "--detach"])
+    assert result.exit_code == 0 and "driver started in the background" in result.output, result.output
+    deadline = time.monotonic() + 120
+    while "2 already done" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "2 runs: 2 already done, 0 finished now" in log.read_text()

@@ -79,9 +79,10 @@ def read(directory: Path) -> dict[str, Any] | None:
 
 
 def is_mine(info: dict[str, Any]) -> bool:
-    """Whether ``info`` is a claim of this very process (or one for this process's SLURM job)."""
-    if info.get("job") and str(info["job"]) in own_job_ids():
-        return True
+    """Whether ``info`` is a claim of this very process, or one for this process's SLURM job (a
+    claim handed to a job belongs to the job, even when this process made it)."""
+    if info.get("job"):
+        return str(info["job"]) in own_job_ids()
     return info.get("host") == socket.gethostname() and info.get("pid") == os.getpid()
 
 
