@@ -1,19 +1,31 @@
-"""Forward speed of medtransfer's Keras-layout ResNet50 against a plainly written torchvision-style one.
+"""Forward speed of medtransfer's Keras-layout backbones against Keras, and of its ResNet50 against a
+plainly written torchvision-style one.
 
-The reference is torchvision's ResNet50 code written out (Bottleneck with a ``downsample``
+``--against keras`` (default): each backbone (resnet50, densenet121, inception_v3,
+inception_resnet_v2) against ``keras.applications`` (Keras 3, torch backend, ``include_top=False``)
+on the same input in the same process, with the same weights (Keras' random weights written to an
+h5 file and loaded into ours; the outputs are checked to agree), medians of interleaved repeats.
+Keras' input is channels-last ``(n, h, w, 3)``, ours ``(n, 3, h, w)``; the transposition is not timed.
+
+    KERAS_BACKEND=torch python benchmarks/models.py --size 128 --batch 4 --repeats 5 --threads 1
+
+``--against torchvision``: the reference is torchvision's ResNet50 code written out (Bottleneck with a ``downsample``
 Sequential, convs without bias), with the stride on the first 1x1 conv ("v1", the same FLOPs as
 ours) and, for information, on the 3x3 conv ("v1.5", torchvision's choice). Both run in eval mode
 under ``torch.inference_mode`` on the CPU; timings are interleaved (ours, reference, ours, ...) so
 that load from other processes hits both alike, and the median of the repeats is reported.
 
-    python benchmarks/models.py --size 112 --batch 32 --repeats 15
+    python benchmarks/models.py --against torchvision --size 112 --batch 32 --repeats 15
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,8 +102,58 @@ def conv_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+def against_keras(args) -> None:
+    """Each backbone against Keras on the same input and weights; prints a table of medians."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+    import numpy as np
+
+    from medtransfer.models import load_keras_h5, registry
+
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
+    x_keras = pixels / 127.5 - 1.0
+    x_ours = torch.from_numpy(np.ascontiguousarray(x_keras.transpose(0, 3, 1, 2)))
+    print(f"forward, CPU, batch {args.batch}, {args.size}x{args.size}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats} interleaved repeats (Keras {keras.__version__}, torch backend)")
+    print(f"  {'backbone':22s} {'medtransfer':>12s} {'Keras':>12s} {'ratio':>7s} {'img/s ours':>11s} "
+          f"{'img/s Keras':>11s}  max rel. diff")
+    for name in args.backbones:
+        spec = registry.get(name)
+        keras.backend.clear_session()
+        theirs = getattr(keras.applications, spec.keras_name)(weights=None, include_top=False,
+                                                               input_shape=(args.size, args.size, 3))
+        ours = spec.create().eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.h5"
+            theirs.save(path)
+            load_keras_h5(path, ours)
+
+        def run_keras():
+            return theirs(x_keras, training=False)
+
+        def run_ours():
+            return ours.features(x_ours, [ours.layer_names[-1]] if hasattr(ours, "layer_names") else ["block4"])
+
+        times = {"ours": [], "keras": []}
+        with torch.inference_mode():
+            ref = keras.ops.convert_to_numpy(run_keras()).transpose(0, 3, 1, 2)
+            got = next(iter(run_ours().values())).numpy()
+            diff = float(np.abs(got - ref).max() / np.abs(ref).max())
+            for _ in range(args.repeats):
+                for key, fn in (("ours", run_ours), ("keras", run_keras)):
+                    start = time.perf_counter()
+                    fn()
+                    times[key].append(time.perf_counter() - start)
+        a, b = statistics.median(times["ours"]), statistics.median(times["keras"])
+        print(f"  {name:22s} {a * 1000:9.1f} ms {b * 1000:9.1f} ms {a / b:7.3f} {args.batch / a:11.1f} "
+              f"{args.batch / b:11.1f}  {diff:.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", choices=("keras", "torchvision"), default="keras")
+    parser.add_argument("--backbones", nargs="+", default=["resnet50", "densenet121", "inception_v3", "inception_resnet_v2"])
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
@@ -101,6 +163,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.against == "keras":
+        against_keras(args)
+        return
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=fmt)
     models = {

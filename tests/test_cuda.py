@@ -40,8 +40,13 @@ DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=
 
 # -- ResNet50 training step: bf16 autocast + channels_last against float32 on the CPU ---------------
 
-# images, pixels, steps and the loss ratio asserted after steps - 1 updates (lr 1e-4, one batch)
-TRAIN_SETTINGS = {"cpu": (8, 32, 2, 1.0), "cuda": (16, 64, 6, 0.25)}
+# images, pixels, steps and the loss ratio asserted after steps - 1 updates (lr 1e-4, one batch).
+# One update is not enough to assert a fall: the first Adam step moves every weight by ~lr, and a
+# random batch-normalised ResNet50 in bf16 answers chaotically - measured on the CPU, the loss
+# before and after one update was 1.226 -> 1.228 with 1 torch thread and 1.410 -> 1.837 with 2
+# (bf16 reductions depend on the thread count, which other tests change). Over 4 updates it falls
+# to 0.22x (1 thread) and 0.06x (2 threads) of the start, float32 to 0.02x: 0.5 leaves 2x margin.
+TRAIN_SETTINGS = {"cpu": (8, 32, 5, 0.5), "cuda": (16, 64, 6, 0.25)}
 
 
 def train_losses(model: ResNet50, pixels: torch.Tensor, labels: torch.Tensor, steps: int,
@@ -66,9 +71,19 @@ def train_losses(model: ResNet50, pixels: torch.Tensor, labels: torch.Tensor, st
 EARLY_LAYERS = ("conv1_relu", "conv2_block1_out")
 
 
+@pytest.fixture
+def one_cpu_thread():
+    """torch's CPU thread count pinned to 1 for the test (restored after): CPU results in bf16
+    depend on it, and earlier tests leave it at any value."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
-def test_bf16_channels_last_training_matches_float32_and_learns(device):
+def test_bf16_channels_last_training_matches_float32_and_learns(device, one_cpu_thread):
     n, size, steps, ratio = TRAIN_SETTINGS[device]
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

@@ -48,6 +48,12 @@ def test_demo_runs_the_whole_study_and_resumes(tmp_path):
     html = (out / "report.html").read_text()
     assert "Table 2" in html
     assert html.count("data:image/png;base64,") >= 5
+    figures = sorted((out / "analysis" / "figures").glob("*.png"))
+    assert len(figures) >= 5
+    for png in figures:  # every figure in the three formats, each linked from the report
+        for suffix in (".pdf", ".svg"):
+            assert png.with_suffix(suffix).is_file(), png.with_suffix(suffix)
+            assert f'href="analysis/figures/{png.stem}{suffix}"' in html
 
     again = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output

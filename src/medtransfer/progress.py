@@ -210,14 +210,17 @@ def _line(stream: IO[str], text: str) -> None:
     stream.flush()
 
 
-def describe(state: dict[str, Any]) -> str:
-    """One line for a run in progress: phase, epoch k/N, losses, val AUC, s/epoch and its ETA."""
+def describe(state: dict[str, Any], since_update: float = 0.0) -> str:
+    """One line for a run in progress: phase, epoch k/N, losses, val AUC, s/epoch and its ETA
+    (counted down by ``since_update``, the seconds since ``state`` was last updated)."""
     last = state.get("last", {})
     speed = state.get("seconds_per_epoch", {}).get(state.get("phase"))
     eta = remaining_seconds(state, state.get("plan", []))
+    if eta is not None:
+        eta = max(0.0, eta - since_update)
     return (f"{state.get('phase', '')} epoch {state.get('epoch', 0)}/{state.get('epochs', 0)}  "
-            f"train loss {_num(last.get('train_loss'))}  val loss {_num(last.get('val_loss'))}  "
-            f"val AUC {_num(last.get('val_auc'))} (best {_num(state.get('best_val_auc'))})  "
+            f"loss {_num(last.get('train_loss'))} val {_num(last.get('val_loss'))}  "
+            f"val AUC {_num(last.get('val_auc'))} best {_num(state.get('best_val_auc'))}  "
             f"{_num(speed, 1)} s/epoch  ETA <= {clock(eta)}")
 
 
@@ -265,9 +268,10 @@ class LiveView(LineView):
         from rich.live import Live
 
         super().__init__(sys.stderr, total)
-        self.console = Console(stderr=True)
-        self.live = Live("", console=self.console, refresh_per_second=2, transient=True)
         self.state: dict[str, Any] | None = None
+        self.console = Console(stderr=True)
+        # rendered at every refresh, so the elapsed clock ticks between epochs
+        self.live = Live(console=self.console, refresh_per_second=1, transient=True, get_renderable=self._render)
 
     def __enter__(self) -> "LiveView":
         self.live.start()
@@ -284,15 +288,15 @@ class LiveView(LineView):
             if grid.total else "fine-tuning"
         if self.state is None:
             return Text(head)
-        return Text(f"{head}\n{self.state['run_id']}: {describe(self.state)}")
+        return Text(f"{head}: {self.state['run_id']}\n  {describe(self.state, time.time() - self.state.get('updated', time.time()))}")
 
     def started(self, state: dict[str, Any]) -> None:
         self.state = dict(state)
-        self.live.update(self._render())
+        self.live.refresh()
 
     def epoch(self, state: dict[str, Any]) -> None:
         self.state = dict(state)
-        self.live.update(self._render())
+        self.live.refresh()
 
     def finished(self, state: dict[str, Any]) -> None:
         done = sum(state.get("epochs_done", {}).values())
@@ -300,14 +304,14 @@ class LiveView(LineView):
                            f"in {clock(state.get('seconds'))}", highlight=False)
         self.grid.ended += 1
         self.state = None
-        self.live.update(self._render())
+        self.live.refresh()
 
     def failed(self, state: dict[str, Any]) -> None:
         error = (state.get("error") or "").strip().splitlines()
         self.console.print(f"[red]{state['run_id']}: FAILED[/] {error[-1] if error else ''}", highlight=False)
         self.grid.ended += 1
         self.state = None
-        self.live.update(self._render())
+        self.live.refresh()
 
 
 _VIEW: LineView | None = None
@@ -349,8 +353,10 @@ def run_view(total: int | None = None) -> Iterator[LineView | None]:
 def _history_rows(directory: Path) -> list[dict[str, Any]]:
     import pandas as pd
 
+    from medtransfer.training.record import RunDir
+
     try:
-        return pd.read_csv(directory / "history.csv").to_dict("records")
+        return pd.read_csv(RunDir(directory).history).to_dict("records")
     except (OSError, ValueError):
         return []
 

@@ -19,7 +19,7 @@ def test_study_yaml_section_and_overrides():
 
 
 @pytest.mark.parametrize("section, field", [({"rowz": 1}, "rowz"), ({"rows": 0}, "rows"), ({"measures": ["nope"]}, "measures"),
-                                            ({"split": "holdout"}, "split"), ({"auc_average": "micro"}, "auc_average")])
+                                            ({"split": "holdout"}, "split"), ({"auc_average": "median"}, "auc_average")])
 def test_bad_settings_name_the_field(section, field):
     with pytest.raises(ConfigError, match=field):
         AnalysisSettings.from_mapping(section)

@@ -84,3 +84,11 @@ def test_readers_pickle(tmp_path):
         np.testing.assert_array_equal(pickle.loads(pickle.dumps(reader)).read(ref), before)
     m = load_manifest("synthetic", None, n_patients=2, images_per_patient=2, size=8)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).read_image(3), m.read_image(3))
+
+
+def test_default_cache_folder_follows_medtransfer_cache(tmp_path, monkeypatch):
+    m, _ = _file_manifest(tmp_path, n=2)
+    monkeypatch.setenv("MEDTRANSFER_CACHE", str(tmp_path / "mine"))
+    cache = PixelCache.build(m, 8, "nearest", workers=1)
+    assert (tmp_path / "mine" / "pixels").is_dir()
+    assert str(tmp_path / "mine" / "pixels") in str(cache.pixels.filename)

@@ -174,7 +174,7 @@ def test_author_classes_are_checked_against_our_labels(tmp_path):
     bad = _one_fold(tmp_path / "flip", rows[:4], flipped[4:6], rows[6:])
     with pytest.raises(DataError, match=r"(?s)val_fold1\.csv: the authors' class disagrees.*1 of 2 images.*"
                                         r"line 3 '\.\./\.\./data/breast/malignant/5\.png'.*authors' class 'benign', "
-                                        r"ours 'malignant'.*check_labels=False"):
+                                        r"ours 'malignant'.*--no-check-labels"):
         import_author_splits(bad, m)
     assert len(import_author_splits(bad, m, check_labels=False)) == 8  # imported unchecked on request
 
@@ -219,3 +219,14 @@ def test_author_class_aliases_indices_and_duplicated_rows(tmp_path):
                                         r"class 'BENIGN', ours 'malignant'\n\(a different"):
         import_author_splits(_one_fold(tmp_path / "mammo2", rows, [("a/4.png", "BENIGN")],
                                        [("a/5.png", "MALIGNANT")]), mammo)
+
+
+def test_one_large_group_does_not_fill_a_fold_alone():
+    # found by test_fold_properties: 12 groups, one of 3 images; StratifiedGroupKFold put it alone in a fold
+    labels = np.array([0, 1] + [0] * 12)
+    groups = np.array(list(range(12)) + [11, 11])
+    m = manifest_from(labels, groups)
+    folds = make_folds(m, k=5, seed=0)
+    validate_folds(folds, m)
+    for f in range(5):
+        assert {"train", "val", "test"} <= set(folds.loc[folds["fold"] == f, "split"])

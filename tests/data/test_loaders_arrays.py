@@ -99,13 +99,13 @@ def test_mammograms_tcia_dicom_tree(tmp_path):
 
 def test_mammograms_converted_and_kaggle(tmp_path):
     series = _cbis_csvs(tmp_path / "csv")
-    for s in series[:3]:
-        write_image(tmp_path / "png" / f"{s}.png", mode="L")
+    for k, s in enumerate(series[:3]):
+        write_image(tmp_path / "png" / f"{s}.png", mode="L", seed=k)
     info = ["file_path,image_path,PatientID,SeriesDescription"]
     for i, s in enumerate(series[3:]):
         uid = f"1.3.6.1.4.1.9590.100.1.2.{i}"
-        write_image(tmp_path / "jpeg" / uid / f"1-{i}.jpg")
-        write_image(tmp_path / "jpeg" / (uid + "9") / "2-1.jpg")
+        write_image(tmp_path / "jpeg" / uid / f"1-{i}.jpg", seed=10 + i)
+        write_image(tmp_path / "jpeg" / (uid + "9") / "2-1.jpg", seed=20 + i)
         info.append(f"x,CBIS-DDSM/jpeg/{uid}/1-{i}.jpg,{s},full mammogram images")
         info.append(f"x,CBIS-DDSM/jpeg/{uid}9/2-1.jpg,{s},cropped images")
     (tmp_path / "csv" / "dicom_info.csv").write_text("\n".join(info) + "\n")

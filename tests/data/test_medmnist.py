@@ -137,3 +137,15 @@ def test_study_with_official_split_trains_and_tests_on_the_official_parts(tmp_pa
 
     meta = checkpoint_meta(run / "checkpoints" / "best.pt")
     assert meta["size"] == 32 and meta["interpolation"] == "nearest" and meta["normalization"] == "caffe"
+
+
+def test_collapsed_stage_warning(capsys):
+    from medtransfer.study.runner import collapsed_stages, warn_collapsed_stages
+    from medtransfer.training.config import RunConfig
+
+    assert collapsed_stages(28) == ["block4"] and collapsed_stages(32) == ["block4"]
+    assert collapsed_stages(33) == [] and collapsed_stages(16) == ["block3", "block4"]
+    configs = [RunConfig(target="medmnist", size=28, fold=f) for f in range(3)] + [RunConfig(target="chest", size=64)]
+    warn_collapsed_stages(configs)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "medmnist at 28 px" in err and "block4" in err

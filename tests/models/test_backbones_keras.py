@@ -29,6 +29,8 @@ torch.set_num_threads(1)
 SIZE = {"densenet121": 64, "inception_v3": 75, "inception_resnet_v2": 75}
 LAYOUTS = {"full": "full-model", "weights": "weights-only", "keras3": "keras3-weights",
            "tf2-full": "full-model", "tf2-weights": "weights-only"}
+# InceptionResNetV2's files are 217 MB each: it writes three, still both namings and both file kinds
+FEW_LAYOUTS = {"inception_resnet_v2": ("full", "keras3", "tf2-weights")}
 BUILD_SECONDS: dict[str, float] = {}
 
 
@@ -104,12 +106,16 @@ def reference(request, tmp_path_factory) -> Reference:
     last = ours.layer_names[-1]
     headless = keras.Model(top.input, top.get_layer(last).output, name=name)
     folder = tmp_path_factory.mktemp(name)
-    files = {"full": folder / "full.h5", "weights": folder / "weights.h5", "keras3": folder / "k3.weights.h5"}
+    wanted = FEW_LAYOUTS.get(name, tuple(LAYOUTS))
+    files = {"full": folder / "full.h5", "keras3": folder / "k3.weights.h5"}
     headless.save(files["full"])
-    with h5py.File(files["weights"], "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, headless)
     headless.save_weights(files["keras3"])
-    files["tf2-full"] = write_tf2_style(folder / "tf2_full.h5", headless, full=True)
+    if "weights" in wanted:
+        files["weights"] = folder / "weights.h5"
+        with h5py.File(files["weights"], "w") as handle:
+            legacy_h5_format.save_weights_to_hdf5_group(handle, headless)
+    if "tf2-full" in wanted:
+        files["tf2-full"] = write_tf2_style(folder / "tf2_full.h5", headless, full=True)
     files["tf2-weights"] = write_tf2_style(folder / "tf2_weights.h5", headless, full=False, shift=0)
     top.get_layer("predictions").set_weights(
         [rng.normal(0, 0.05, (spec.features, 5)).astype("float32"), rng.normal(0, 0.5, 5).astype("float32")])
@@ -146,6 +152,8 @@ def test_keras3_layer_order_is_keras_model_layers_order(reference):
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_parity_with_keras(reference, layout):
+    if layout not in reference.files:
+        pytest.skip(f"{reference.name} is checked on {', '.join(FEW_LAYOUTS[reference.name])} only (file size)")
     model = registry.create(reference.name)
     report = load_keras_h5(reference.files[layout], model)
     assert report.layout == LAYOUTS[layout] and report.head == "none in file"
@@ -194,7 +202,7 @@ def test_wrong_and_truncated_files_refused_by_name(reference, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # a layer missing (and dropped from layer_names)
     path = tmp_path / "missing.h5"
-    shutil.copy(reference.files["weights"], path)
+    shutil.copy(reference.files["tf2-weights"], path)
     victim = [n for n in model.keras_layers() if n.endswith("_bn") or "batch_normalization" in n][-1]
     with h5py.File(path, "r+") as f:
         del f[victim]
@@ -205,12 +213,12 @@ def test_wrong_and_truncated_files_refused_by_name(reference, tmp_path):
     assert _unchanged(model, before)
     # a mis-shaped array names the layer and both shapes
     path = tmp_path / "misshaped.h5"
-    shutil.copy(reference.files["weights"], path)
+    shutil.copy(reference.files["tf2-weights"], path)
     conv = [n for n, m in model.keras_layers().items() if isinstance(m, torch.nn.Conv2d)][-1]
     with h5py.File(path, "r+") as f:
-        data = f[conv][f"{conv}/kernel"][()]
-        del f[conv][f"{conv}/kernel"]
-        f[conv].create_dataset(f"{conv}/kernel", data=data[..., :-1])
+        data = f[conv][f"{conv}/kernel:0"][()]
+        del f[conv][f"{conv}/kernel:0"]
+        f[conv].create_dataset(f"{conv}/kernel:0", data=data[..., :-1])
     with pytest.raises(WeightsError, match=rf"layer {conv} kernel has shape .*expected"):
         load_keras_h5(path, model)
     assert _unchanged(model, before)
@@ -243,7 +251,7 @@ def test_weights_info_names_the_backbone(reference):
     from medtransfer.cli import app
 
     spec = registry.get(reference.name)
-    for layout in ("tf2-full", "keras3"):
+    for layout in ("tf2-weights", "keras3"):
         result = CliRunner().invoke(app, ["weights", "info", str(reference.files[layout])])
         assert result.exit_code == 0, result.output
         assert f"backbone: {spec.name} (Keras {spec.keras_name})" in result.output

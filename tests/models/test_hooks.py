@@ -200,3 +200,23 @@ def test_similarity_cli_with_factory_torchscript_and_listing(tmp_path, monkeypat
     result = runner.invoke(app, ["weights", "layers", "tests.models.test_hooks:make_plain", "--size", "32"])
     assert result.exit_code == 0, result.output
     assert "body.1" in result.output and "(1, 16, 8, 8)" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_comparison_on_cuda_matches_cpu(resnet, pool):
+    import copy
+
+    a = Model(copy.deepcopy(resnet), Normalization("caffe"), "resnet50")
+    b = make_plain().eval()
+    cpu, _ = compare_modules(a, b, pool, ["conv1", "block1"], ["stem", "body"], settings=SETTINGS, device="cpu")
+    gpu, _ = compare_modules(a, b, pool, ["conv1", "block1"], ["stem", "body"], settings=SETTINGS, device="cuda")
+    np.testing.assert_allclose(gpu["mean"], cpu["mean"], atol=5e-3)  # cuDNN may run convs in TF32
+    for backbone in ("densenet121", "inception_v3"):
+        model = registry.create(backbone).eval()
+        x = torch.randn(2, 3, 80, 80)
+        with torch.no_grad():
+            ref = model.features(x)
+            got = model.cuda().features(x.cuda())
+        for name in ref:
+            scale = ref[name].abs().max().item()
+            assert (got[name].cpu() - ref[name]).abs().max().item() <= 2e-2 * scale, (backbone, name)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import MinibatchCKA, cca, linear_cka, procrustes_distance, pwcca, svcca
+from medtransfer.similarity.registry import MEASURES as REGISTRY
 
 
 def _minibatch_cka(x, y) -> float:
@@ -27,10 +28,9 @@ def _minibatch_cka(x, y) -> float:
     return accumulator.value()
 
 
-#: The measures the property tests iterate over: (name, callable(x, y) -> float or array).
-#: When similarity/registry.py lands, build this list from the registry instead (every registered
-#: measure must pass the same property).
-MEASURES_UNDER_TEST = [
+#: The core measures: (name, callable(x, y) -> float or array). CCA and SVCCA give every
+#: canonical correlation, and minibatch CKA is accumulated over two batches.
+CORE_MEASURES = [
     ("cca", lambda x, y: cca(x, y).rho),
     ("svcca", lambda x, y: svcca(x, y).rho),
     ("pwcca", pwcca),
@@ -39,6 +39,15 @@ MEASURES_UNDER_TEST = [
     ("procrustes_distance", procrustes_distance),
     ("minibatch_cka", _minibatch_cka),
 ]
+
+#: What the property tests iterate over: (name, callable, translation_invariant). Every measure of
+#: the registry is included; one that is not invariant to per-neuron offsets (RSA, k-NN) is tested
+#: under scaling only.
+MEASURES_UNDER_TEST = [(name, f, True) for name, f in CORE_MEASURES] + [
+    (f"registry:{m.name}", m, "translation" in m.invariances) for m in REGISTRY.values()
+]
+MEASURE_IDS = [m[0] for m in MEASURES_UNDER_TEST]
+TRANSLATION_INVARIANT = [m for m in MEASURES_UNDER_TEST if m[2]]
 
 #: Absolute agreement with the exactly centred data (the measures lie in [0, 1] or [0, 2]).
 TOLERANCE = 1e-9
@@ -51,9 +60,11 @@ def _pair(seed: int, n: int = 48, p: int = 5, q: int = 4) -> tuple[np.ndarray, n
     return x, y
 
 
-def _transform(a: np.ndarray, log10_offset: float, log10_scale: int, rng: np.random.Generator):
-    """``(transformed (n, p), the same data exactly centred at unit scale)``."""
-    offset = 10.0**log10_offset * a.std(axis=0) * rng.choice([-1.0, 1.0], a.shape[1])
+def _transform(a: np.ndarray, log10_offset: float | None, log10_scale: int, rng: np.random.Generator):
+    """``(transformed (n, p), the same data exactly centred at unit scale)``; no offset when
+    ``log10_offset`` is None."""
+    signs = rng.choice([-1.0, 1.0], a.shape[1])
+    offset = np.zeros(a.shape[1]) if log10_offset is None else 10.0**log10_offset * a.std(axis=0) * signs
     scale = 10.0**log10_scale
     transformed = (a + offset) * scale
     shift = offset * scale  # within a factor 2 of every value when the offset dominates: exact subtraction
@@ -83,16 +94,19 @@ def _assert_exact_or_named(name, measure, xt, yt, x_ref, y_ref) -> None:
 )
 def test_property_every_measure_is_exact_under_offsets_and_scales(seed, side, log10_offset, log10_scale):
     x, y = _pair(seed)
-    rng = np.random.default_rng(seed + 1)
-    xt, x_ref = _transform(x, log10_offset, log10_scale, rng) if side in ("x", "both") else (x, x)
-    yt, y_ref = _transform(y, log10_offset, -log10_scale, rng) if side in ("y", "both") else (y, y)
-    for name, measure in MEASURES_UNDER_TEST:
-        _assert_exact_or_named(name, measure, xt, yt, x_ref, y_ref)
+    for offsets in (True, False):
+        rng = np.random.default_rng(seed + 1)
+        log10 = log10_offset if offsets else None
+        xt, x_ref = _transform(x, log10, log10_scale, rng) if side in ("x", "both") else (x, x)
+        yt, y_ref = _transform(y, log10, -log10_scale, rng) if side in ("y", "both") else (y, y)
+        for name, measure, translation_invariant in MEASURES_UNDER_TEST:
+            if translation_invariant == offsets:
+                _assert_exact_or_named(name, measure, xt, yt, x_ref, y_ref)
 
 
-@pytest.mark.parametrize(("name", "measure"), MEASURES_UNDER_TEST, ids=[m[0] for m in MEASURES_UNDER_TEST])
+@pytest.mark.parametrize(("name", "measure", "_"), TRANSLATION_INVARIANT, ids=[m[0] for m in TRANSLATION_INVARIANT])
 @pytest.mark.parametrize("offset", [1e10, 3e10, 1e12, -1e12])
-def test_offsets_of_the_issue_give_the_exact_answer(name, measure, offset):
+def test_offsets_of_the_issue_give_the_exact_answer(name, measure, _, offset):
     x, y = _pair(3, n=60, p=10, q=6)
     xt = x + offset
     x_ref = xt - offset  # exact (Sterbenz)
@@ -111,7 +125,7 @@ def test_cca_keeps_every_varying_neuron_under_a_large_offset():
     assert cca(with_constant, y).rank_x == 10
 
 
-@pytest.mark.parametrize(("name", "measure"), MEASURES_UNDER_TEST, ids=[m[0] for m in MEASURES_UNDER_TEST])
+@pytest.mark.parametrize(("name", "measure"), CORE_MEASURES, ids=[m[0] for m in CORE_MEASURES])
 @pytest.mark.parametrize("scale", [1e200, 1e-200, 1e300])
 @pytest.mark.parametrize("side", ["x", "y", "both"])
 def test_extreme_scales_beyond_the_property_range(name, measure, scale, side):
@@ -127,13 +141,13 @@ def test_torch_tensors_get_the_same_exact_answers():
     x, y = _pair(6)
     xt, yt = (x + 1e11 * x.std(0)) * 1e-120, y * 1e140
     x_ref, y_ref = (xt - 1e11 * x.std(0) * 1e-120) / 1e-120, yt / 1e140
-    for name, measure in MEASURES_UNDER_TEST:
+    for name, measure in CORE_MEASURES:
         _assert_exact_or_named(name, measure, torch.from_numpy(xt), torch.from_numpy(yt), x_ref, y_ref)
 
 
 def test_a_constant_side_is_refused_by_name_at_any_offset():
     x, y = _pair(7)
     constant = np.full((x.shape[0], 3), 1e12 + 0.5)
-    for name, measure in MEASURES_UNDER_TEST:
+    for name, measure, _ in TRANSLATION_INVARIANT:
         with pytest.raises(MedtransferError, match="of y is constant"):
             measure(x, constant)

@@ -1,6 +1,8 @@
 """A tiny study on the synthetic dataset (32 px, 32 images, 2 runs of 2 epochs, one thread),
 run once per test session and shared by the tests that only read it."""
 
+import os
+
 import pytest
 import yaml
 
@@ -38,7 +40,11 @@ def finished_study(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("finished")
     study = tiny_study(base)
-    report = run_study(study, base / "study")
+    previous = os.umask(0o022)  # the common default: the umask test reads every file's mode
+    try:
+        report = run_study(study, base / "study")
+    finally:
+        os.umask(previous)
     assert report.total == 2 and report.finished == 2 and not report.failed
     return study, base / "study"
 

@@ -24,7 +24,11 @@ def test_paper_expands_to_175_runs_with_table1_sizes():
 
 def test_mei_replication_and_demo_validate():
     mei = expand(StudyConfig.from_yaml(shipped_config("mei-replication")))
-    assert {(r.lr, r.epochs) for r in mei} == {(1e-4, 30)} and len(mei) == 20
+    assert {(r.lr, r.epochs) for r in mei} == {(1e-4, 30)} and len(mei) == 80  # 2 targets x 2 sources x 5 folds x 4 backbones
+    assert {r.target_label for r in mei} >= {"thyroid", "thyroid@densenet121", "thyroid-subset@inception_resnet_v2"}
+    assert {r.source for r in mei} == {"imagenet", "radimagenet", "imagenet@densenet121", "radimagenet@densenet121",
+                                       "imagenet@inception_v3", "radimagenet@inception_v3",
+                                       "imagenet@inception_resnet_v2", "radimagenet@inception_resnet_v2"}
     assert {r.target_options.get("empty_tirads") for r in mei} == {"exclude", None}
     demo = StudyConfig.from_yaml(shipped_config("demo"))
     assert any(s.pretrain for s in demo.sources)
@@ -78,3 +82,50 @@ def test_seeds_and_yaml_roundtrip(tmp_path):
     ids = [r.run_id for r in expand(study)]
     assert "chest/imagenet-no-freeze/fold2" in ids and "chest/imagenet-freeze/fold2-seed1" in ids
     assert StudyConfig.parse(yaml.safe_load(study.to_yaml())) == study
+
+
+@pytest.mark.parametrize(("change", "path", "words"), [
+    ({"seeds": [0, 0]}, "seeds", "repeated: [0]"),
+    ({"folds": [1, 1]}, "folds", "repeated: [1]"),
+    ({"strategies": ["freeze", "freeze"]}, "strategies", "repeated: ['freeze']"),
+    ({"sources": [{"name": "imagenet", "strategies": ["no-freeze", "no-freeze"]}]}, "sources.0.strategies", "repeated"),
+    ({"targets": [{"name": "chest", "training": {"split_fractions": [0.7, 0.1, 0.2]}}]}, "targets.0.training",
+     "split_fractions"),
+    ({"sources": [{"name": "own", "pretrain": {"dataset": "synthetic", "training": {"epochs": 9}}}]},
+     "sources.0.pretrain.training", "epochs"),
+    ({"training": {"target_name": "x"}}, "training", "set by the grid"),
+    ({"analysis": {"rowz": 100}}, "analysis", "rowz"),
+    ({"analysis": {"auc_average": "median"}}, "analysis", "auc_average"),
+    ({"targets": [{"name": ".."}]}, "targets.0.name", "cannot name a directory"),
+    ({"sources": [{"name": "."}]}, "sources.0.name", "cannot name a directory"),
+    ({"training": {"epochs": True}}, "training", "epochs"),
+    ({"targets": [{"name": "chest", "size": True}]}, "targets.0.size", "expected a number"),
+    ({"seeds": [True]}, "seeds", "expected a number"),
+])
+def test_run_refuses_a_setting_that_would_be_ignored_or_miscounted(tmp_path, change, path, words):
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+
+    study = _write(tmp_path, {**BASE, **change})
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert f"{study}: {path}:" in message and words in message
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_micro_auc_is_one_vocabulary_for_runs_and_analysis():
+    study = StudyConfig.parse({**BASE, "training": {"auc_average": "micro"}, "analysis": {"auc_average": "micro"}})
+    assert {r.auc_average for r in expand(study)} == {"micro"}
+
+
+def test_with_overrides_changes_only_what_the_command_line_gives():
+    study = StudyConfig.parse({**BASE, "training": {"lr": 1e-4}})
+    same = study.with_overrides()
+    assert same == study
+    changed = study.with_overrides(executor="ray", device="cpu")
+    assert changed.executor.kind == "ray" and changed.training == {"lr": 1e-4, "device": "cpu"}
+    assert study.training == {"lr": 1e-4}
+    with pytest.raises(ConfigError, match="executor.kind"):
+        study.with_overrides(executor="mpi")

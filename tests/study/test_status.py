@@ -57,3 +57,17 @@ def test_status_json_while_the_study_runs(tmp_path):
     final = _status(out)
     assert final["counts"]["done"] == len(want) and final["eta_s"] == 0
     assert all(r["epoch"] == 3 for r in final["runs"])
+
+
+def test_status_of_a_finished_study(finished_study):
+    study, out = finished_study
+    watched = CliRunner().invoke(app, ["status", str(out), "--json", "--watch", "--interval", "0.1"])
+    assert watched.exit_code == 0 and len(watched.output.strip().splitlines()) == 1  # done: no refresh
+    state = json.loads(watched.output)
+    assert state["eta_s"] == 0 and state["counts"]["done"] == 2
+    assert all(r["test_auc"] is not None and r["seconds_per_epoch"] > 0 for r in state["runs"])
+    table = CliRunner().invoke(app, ["status", str(out), "--all"])
+    assert table.exit_code == 0
+    for config in expand(study, out):
+        assert config.run_id in table.output
+    assert "ETA 0:00:00" in table.output

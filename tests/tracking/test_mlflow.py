@@ -165,3 +165,40 @@ def test_unreachable_tracking_leaves_results_identical_and_time_unchanged(tmp_pa
     assert not list(tracked.glob("runs/**/mlflow.json"))
     # measured on 2 busy cores: within a few % (README); the bound only catches a stalled run
     assert times["unreachable"] < 1.5 * times["plain"] + 3.0, times
+
+
+def test_tracking_settings_are_checked(tmp_path):
+    from typer.testing import CliRunner
+
+    from medtransfer.cli import app
+    from medtransfer.errors import ConfigError
+    from medtransfer.study.config import StudyConfig
+
+    with pytest.raises(ConfigError, match="tracking"):
+        tiny_study(tmp_path, tracking={"kind": "wandb"})
+    with pytest.raises(ConfigError, match="tracking"):
+        tiny_study(tmp_path, tracking={"kind": "mlflow", "url": "http://x"})  # misspelt key
+    assert tiny_study(tmp_path).tracking is None  # off unless asked
+    study = tiny_study(tmp_path, tracking={"kind": "mlflow", "experiment": "e"})
+    assert StudyConfig.parse(yaml_roundtrip(study)).tracking.experiment == "e"
+    path = tmp_path / "s.yaml"
+    path.write_text(study.to_yaml())
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "o"), "--track", "neptune"])
+    assert result.exit_code != 0 and "--track" in str(result.exception)
+
+
+def yaml_roundtrip(study):
+    import yaml
+
+    return yaml.safe_load(study.to_yaml())
+
+
+def test_tracking_without_mlflow_installed_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from medtransfer.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"medtransfer\[mlflow\]"):
+        open_study_tracking(TrackingSpec(), tmp_path, "x")

@@ -97,11 +97,6 @@ def test_a_different_source_is_refused_and_a_moved_one_found(tmp_path):
     assert_same_state(again, model)
 
 
-def test_legacy_full_probe_checkpoint_still_loads(tmp_path):
-    model = ResNet50(num_classes=2)
-    save_checkpoint(tmp_path / "probe" / "model.pt", model, {"normalization": "caffe", "classes": ["a", "b"]})
-    again, meta = load_probe(tmp_path)
-    assert meta["classes"] == ["a", "b"]
-    assert_same_state(again, model)
+def test_a_missing_probe_is_named(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         load_probe(tmp_path / "nothing" / FILE)

@@ -10,6 +10,7 @@ import torch
 from medtransfer.models import load_checkpoint
 from medtransfer.training import run as run_module
 from medtransfer.training.probe import load_probe
+from medtransfer.training.record import read_record
 from medtransfer.training.run import train_run
 
 
@@ -32,7 +33,10 @@ def test_freeze_run_writes_every_file_and_keeps_the_probe(tiny, tmp_path, monkey
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt"]
     assert (out / "probe" / "head.pt").stat().st_size < 100_000  # the head, not a second ResNet50
     saved = json.loads((out / "config.json").read_text())
-    assert saved["classes"] == ["class0", "class1"] and saved["normalization"] == "caffe"
+    assert saved == json.loads(config.model_dump_json())  # the config as given, no derived values
+    record = read_record(out)
+    assert record.classes == ["class0", "class1"] and record.normalization == "caffe" and record.verified
+    assert record.facts.device == "cpu"
     assert saved["source"] == "random" and saved["strategy"] == "freeze"
 
     folds = pd.read_csv(out / "folds.csv")

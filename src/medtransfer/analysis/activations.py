@@ -104,13 +104,17 @@ def plan_sampling(
     return SamplingPlan(n_pool, layers)
 
 
-def layer_shapes(size: int, layers: Iterable[str]) -> dict[str, Shape]:
-    """``(C, h, w)`` of each Keras layer of the ResNet50 for ``size x size`` inputs (one tiny pass)."""
-    from medtransfer.models import ResNet50
+def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, Shape]:
+    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
+    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
+    (:func:`medtransfer.models.registry.stage_layer`), keyed as asked."""
+    from medtransfer.models import registry
 
+    layers = list(layers)
+    own = {name: registry.stage_layer(backbone, name) for name in layers}
     with torch.no_grad():
-        feats = ResNet50().eval().features(torch.zeros(1, 3, size, size), list(layers))
-    return {name: tuple(int(d) for d in t.shape[1:]) for name, t in feats.items()}
+        feats = registry.create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
+    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
 
 
 @dataclass

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def analyze(
-        study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer study run`)."),
+        study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer run`)."),
         layers: str = typer.Option(None, help="Comma-separated layers (conv1,block1,...; Keras names; or 'all'). "
                                    "Default: study.yaml's analysis.layers, else the paper's five."),
         rows: int = typer.Option(None, help="Rows (images x positions) sampled per layer and repeat [20000]."),

@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from medtransfer.vocabulary import STRATEGIES  # noqa: E402
+
 PANEL_A = ("ft_vs_init",)
 PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft_vs_random", "freeze_vs_no_freeze")
 
@@ -159,7 +161,7 @@ def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
     if pred.empty:
         return None
     targets = list(dict.fromkeys(pred["target"]))
-    strategies = [s for s in ("no-freeze", "freeze") if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
+    strategies = [s for s in STRATEGIES if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
     if not strategies:
         strategies = ["no-freeze"]
     before = pred[pred["comparison"] == "before fine-tuning"]

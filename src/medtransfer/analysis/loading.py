@@ -12,18 +12,29 @@ import torch
 from medtransfer.analysis.activations import Network
 from medtransfer.analysis.pairs import ModelRef
 from medtransfer.errors import DataError
+from medtransfer.training.record import RunRecord, sealed_file_problem
+from medtransfer.vocabulary import SourceRef
 
 
 def resolve_source(load: str, study_root: Path | None) -> str:
     """``load`` unchanged if it is a source name or an existing file; else a relative file path
-    looked up under the study directory (and its ``sources/``)."""
-    looks_like_file = "/" in load or load.endswith((".pt", ".pth", ".h5"))
-    if not looks_like_file or Path(load).exists() or study_root is None:
+    looked up under the study directory (and its ``sources/``, for a study that was moved).
+
+    Raises:
+        DataError: the file found is a source the study made, sealed, and now damaged.
+    """
+    if not SourceRef.of(load).is_file or study_root is None:
         return load
+    found = load if Path(load).exists() else None
     for candidate in (study_root / load, study_root / "sources" / Path(load).name):
-        if candidate.exists():
-            return str(candidate)
-    return load
+        if found is None and candidate.exists():
+            found = str(candidate)
+    if found is None:
+        return load
+    problem = sealed_file_problem(Path(found))
+    if problem:
+        raise DataError(f"source {load!r} is damaged: {problem} - `medtransfer run` makes it again")
+    return found
 
 
 def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: Path | None = None) -> Network:
@@ -44,7 +55,22 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
         source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
         model, normalize = source.model, source.normalize
     model = model.to(device).eval()
-    return Network(features=model.features, normalize=normalize)
+    return Network(features=_stage_features(model), normalize=normalize)
+
+
+def _stage_features(model: torch.nn.Module):
+    """``model.features``, taking the paper's ResNet50 layer names for any backbone's stages."""
+    from medtransfer.models import ResNet50, registry
+
+    if isinstance(model, ResNet50):
+        return model.features
+    backbone = registry.backbone_of(model)
+
+    def features(x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        own = {name: registry.stage_layer(backbone, name) for name in names}
+        out = model.features(x, list(dict.fromkeys(own.values())))
+        return {name: out[own[name]] for name in names}
+    return features
 
 
 def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndarray, str]:
@@ -52,7 +78,9 @@ def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndar
     from medtransfer.models import load_source
 
     source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
-    return source.model.conv1.weight.detach().cpu().numpy().astype(np.float64), str(source.normalize)
+    from medtransfer.models.filters import conv1_filters
+
+    return conv1_filters(source.model).astype(np.float64), str(source.normalize)
 
 
 class RowView:
@@ -70,9 +98,10 @@ class RowView:
         return np.asarray(self.pixels[self.rows[index]])
 
 
-def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
+def stimulus_pool(run: RunRecord | dict[str, Any], split: str = "test") -> tuple[RowView, np.ndarray]:
     """The images of one run's fold and ``split`` (``"all"``: every split) at the run's size, as
-    ``(pool, image_ids)``.
+    ``(pool, image_ids)``; ``run`` a finished run (its folds file found where the study is now) or
+    a run config mapping.
 
     ``pool[i]`` is uint8 ``(size, size, 3)``; built exactly as the run built its data
     (``load_manifest`` with the run's options, the run's folds, the pixel cache).
@@ -81,7 +110,7 @@ def stimulus_pool(config: dict[str, Any], split: str = "test") -> tuple[RowView,
     from medtransfer.training.config import RunConfig
     from medtransfer.training.data import fold_table
 
-    run = RunConfig.parse(config, where="config.json")
+    run = run.resolved if isinstance(run, RunRecord) else RunConfig.parse(run, where="run config")
     manifest = load_manifest(run.target, run.root, **run.target_options)
     folds = fold_table(run, manifest)
     chosen = folds["image_id"] if split == "all" else folds.loc[folds["split"] == split, "image_id"]

@@ -108,6 +108,9 @@ def resolve_model(spec: str, *, state_dict: str | Path | None = None, normalizat
             if bad:
                 raise WeightsError(f"{state_dict}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
                                    f"{origin} expects {tuple(expected[bad[0]].shape)}")
+            from medtransfer.models.report import check_finite_state
+
+            check_finite_state(state, str(state_dict))
             module.load_state_dict(state)
             origin += f" with {state_dict}"
         return Model(module.eval(), Normalization.coerce(normalization, "torch"), origin)

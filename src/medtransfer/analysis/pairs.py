@@ -33,17 +33,9 @@ from itertools import combinations
 from pathlib import Path
 
 from medtransfer.analysis.inventory import RANDOM, Run, Study
+from medtransfer.vocabulary import STRATEGIES
 
 NO_STRATEGY = "-"
-PAIR_KINDS = (
-    "ft_vs_init",
-    "ft_vs_random",
-    "init_vs_random",
-    "ft_vs_ft",
-    "init_vs_init",
-    "freeze_vs_no_freeze",
-    "random_vs_random",
-)
 
 
 @dataclass(frozen=True)
@@ -109,12 +101,12 @@ def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
 def init_ref(run: Run, seed: int | None = None) -> ModelRef:
     """The run's initialisation: ``load_source(config["source"], seed=config["seed"])``."""
     seed = run.seed if seed is None else seed
-    norm = run.config.get("normalization")
+    norm = run.normalization
     return ModelRef("init", run.load_string, int(seed), None if norm is None else str(norm), None, run.source)
 
 
 def _finetuned(run: Run) -> ModelRef:
-    norm = run.config.get("normalization")
+    norm = run.normalization
     label = f"{run.source}-FT({run.strategy})"
     return ModelRef("finetuned", run.load_string, run.seed, None if norm is None else str(norm), run.checkpoint, label)
 
@@ -157,7 +149,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
 
     for source in role_map.pretrained:
         init_run = any_run(source)
-        for strategy in ("no-freeze", "freeze"):
+        for strategy in STRATEGIES:
             ft = run(source, strategy)
             name = f"{source}-FT vs {source}"
             if need(name + f" ({strategy})", (f"{source}-{strategy}", ft)):
@@ -182,7 +174,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
         missing.append(f"{where}: no random-init run, so no random-FT vs its init pair")
 
     for a, b in combinations(role_map.pretrained, 2):
-        for strategy in ("no-freeze", "freeze"):
+        for strategy in STRATEGIES:
             name = f"{a}-FT vs {b}-FT"
             ra, rb = run(a, strategy), run(b, strategy)
             if need(name + f" ({strategy})", (f"{a}-{strategy}", ra), (f"{b}-{strategy}", rb)):

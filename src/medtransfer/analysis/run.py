@@ -2,7 +2,7 @@
 
 Writes under ``DIR/analysis/``: ``auc.csv`` (per run, recomputed from probabilities), ``table2.csv``
 and ``table2.md``, ``similarity.csv``, ``prediction_similarity.csv``, ``gain_points.csv``,
-``correlation.csv``, ``figures/*.{png,pdf}``; and ``DIR/report.html``.
+``correlation.csv``, ``figures/*.{png,pdf,svg}``; and ``DIR/report.html``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from medtransfer.analysis.report import Figure, ReportContent, write_report
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
+from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
 
@@ -50,7 +51,7 @@ def layerwise_similarity(
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
     few: dict[tuple[str, str], tuple[int, int]] = {}
-    shapes_by_size: dict[int, dict] = {}
+    shapes_by_size: dict[tuple[int, str], dict] = {}
     inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
 
     def load(ref: ModelRef) -> Network:
@@ -66,14 +67,17 @@ def layerwise_similarity(
             missing.extend(lacking)
             run = next(r for r in study.runs if r.target == target and r.fold == fold)
             try:
-                pool, _ = stimulus_pool(run.config, settings.split)
+                pool, _ = stimulus_pool(run, settings.split)
             except MedtransferError as error:
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
-            size = int(run.config.get("size", 112))
-            if size not in shapes_by_size:
-                shapes_by_size[size] = layer_shapes(size, list(layers.values()))
-            plan = plan_sampling(len(pool), shapes_by_size[size], settings.rows, settings.channels,
+            size = run.config.size
+            from medtransfer.models.registry import backbone_of_source
+
+            backbone = backbone_of_source(run.load_string)  # one per target label
+            if (size, backbone) not in shapes_by_size:
+                shapes_by_size[(size, backbone)] = layer_shapes(size, list(layers.values()), backbone)
+            plan = plan_sampling(len(pool), shapes_by_size[(size, backbone)], settings.rows, settings.channels,
                                  settings.repeats, settings.seed + 1000 * fold, settings.sampling, settings.positions)
             for name, layer in plan.layers.items():
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
@@ -153,13 +157,16 @@ def analyze(
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
              formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
-    dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     out = study.root / "analysis"
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
     missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
+    if study.unverified:
+        missing.append(f"{len(study.unverified)} finished run(s) carry no digests (written by an older medtransfer), "
+                       f"so their files could not be checked, e.g. {study.unverified[0]}")
     notes: list[str] = []
 
     aucs, auc_problems = run_aucs(study, settings.auc_average)

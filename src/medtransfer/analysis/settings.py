@@ -18,7 +18,7 @@ section, overridden by explicit arguments.
       batch_size: 32     # images per forward batch
       seed: 0            # seed of the row/channel sampling
       sources: [imagenet, radimagenet]   # which two pretrained sources play the paper's roles
-      auc_average: macro # multiclass AUC of Table 2: "macro" or "weighted" (the paper's numbers)
+      auc_average: macro # multiclass AUC of Table 2: "macro", "weighted" or "micro" (as RunConfig.auc_average)
       bootstrap: 2000    # bootstrap resamples for the correlation confidence intervals
       threads: null      # torch CPU threads during the analysis (1 is fastest on a busy machine)
 """
@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from medtransfer.errors import ConfigError
+from medtransfer.vocabulary import AUC_AVERAGES
 
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES  # noqa: E402
 from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES  # noqa: E402
@@ -57,7 +58,8 @@ class AnalysisSettings:
     positions: int = 16
 
     def __post_init__(self) -> None:
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
             raise ConfigError(f"analysis.threads must be a positive integer or null, got {self.threads!r}")
         if self.ci is not None and not (isinstance(self.ci, float) and 0.0 < self.ci < 1.0):
             raise ConfigError(f"analysis.ci must be a confidence level in (0, 1) or null, got {self.ci!r}")
@@ -72,8 +74,8 @@ class AnalysisSettings:
         bad = [m for m in self.measures if m not in MEASURE_NAMES]
         if bad or not self.measures:
             raise ConfigError(f"analysis.measures must be a non-empty subset of {list(MEASURE_NAMES)}, got {list(self.measures)}")
-        if self.auc_average not in ("macro", "weighted"):
-            raise ConfigError(f"analysis.auc_average must be 'macro' or 'weighted', got {self.auc_average!r}")
+        if self.auc_average not in AUC_AVERAGES:
+            raise ConfigError(f"analysis.auc_average must be one of {', '.join(AUC_AVERAGES)}, got {self.auc_average!r}")
         if self.split not in ("train", "val", "test", "all"):
             raise ConfigError(f"analysis.split must be train, val, test or all, got {self.split!r}")
         if not self.layers:

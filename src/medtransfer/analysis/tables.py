@@ -17,6 +17,7 @@ import pandas as pd
 from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
 from medtransfer.training import metrics
+from medtransfer.vocabulary import STRATEGIES
 
 AUC_TOLERANCE = 1e-6
 
@@ -137,7 +138,7 @@ def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list
 def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> list[tuple[str, str]]:
     """Table 2's columns: each pretrained source (no-freeze, freeze), then random (no-freeze)."""
     present = set(zip(frame["source"], frame["strategy"]))
-    order = [(s, st) for s in pretrained for st in ("no-freeze", "freeze")]
+    order = [(s, st) for s in pretrained for st in STRATEGIES]
     if random is not None:
         order += [(random, "no-freeze"), (random, "freeze")]
     order += sorted(present - set(order))

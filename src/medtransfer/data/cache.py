@@ -28,8 +28,12 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``~/.cache/medtransfer/pixels``."""
-    return Path.home() / ".cache" / "medtransfer" / "pixels"
+    """``pixels/`` in medtransfer's cache folder: ``$MEDTRANSFER_CACHE/pixels``, else
+    ``~/.cache/medtransfer/pixels`` (the folder is the one the weights use, see
+    :func:`medtransfer.models.download.cache_dir`)."""
+    from medtransfer.models.download import cache_dir
+
+    return cache_dir() / "pixels"
 
 
 def cache_key(manifest: Manifest, size: int, interpolation: str) -> str:

@@ -61,12 +61,12 @@ def check(
         console.print(table)
         for what, count in report["notes"].items():
             console.print(f"{count} {what}", highlight=False, markup=False)
-        for entry in report["skipped"]:
-            kind = "problem" if entry in report["problems"] else "left out"
-            console.print(f"{kind}: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
+        for entry in report["problems"]:  # files left out on purpose are counted in the notes above
+            console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
         if report["problems"] and not skip_bad:
-            console.print(f"{len(report['problems'])} problem(s): training stops on these unless "
-                          "--skip-bad / skip_bad=True is given", style="bold red")
+            console.print(f"{len(report['problems'])} problem(s): training stops on these unless they are left "
+                          "out: --skip-bad here, or `skip_bad: true` in the study target's options",
+                          style="bold red")
     if report["problems"] and not skip_bad:
         raise typer.Exit(1)
 

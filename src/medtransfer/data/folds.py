@@ -52,6 +52,27 @@ def _grouped_blocks(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed:
     return block
 
 
+def _at_least_groups(block: np.ndarray, groups: np.ndarray, n_blocks: int, minimum: int) -> np.ndarray:
+    """``block`` with every block holding at least ``minimum`` groups where the others can spare
+    them: the smallest group of the block with the most groups moves, until none is short.
+
+    (StratifiedGroupKFold balances images, so one large patient can fill a block alone, leaving
+    nothing to split that fold's validation from its test part.)
+    """
+    block = block.copy()
+    _, codes = np.unique(groups, return_inverse=True)
+    for _ in range(len(codes)):
+        members = [np.unique(codes[block == b]) for b in range(n_blocks)]
+        counts = np.array([len(m) for m in members])
+        poor, rich = int(np.argmin(counts)), int(np.argmax(counts))
+        if counts[poor] >= minimum or counts[rich] <= minimum:
+            break
+        sizes = np.bincount(codes[block == rich])
+        moved = min(members[rich], key=lambda g: (sizes[g], g))
+        block[codes == moved] = poor
+    return block
+
+
 def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, float] = (0.80, 0.05, 0.15),
                seed: int = 0) -> pd.DataFrame:
     """Grouped, stratified folds of ``manifest``: a table ``image_id, fold, split`` with N*k rows.
@@ -74,7 +95,7 @@ def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, fl
     if n_groups < k * max(1, min(n_sub, 2)):
         raise DataError(f"{manifest.name}: {n_groups} groups cannot make {k} folds with a validation "
                         f"part; expected at least {k * max(1, min(n_sub, 2))} groups")
-    block = _grouped_blocks(labels, groups, k, seed)
+    block = _at_least_groups(_grouped_blocks(labels, groups, k, seed), groups, k, max(1, min(n_sub, 2)))
     split = np.empty((k, len(labels)), dtype=object)
     for f in range(k):
         split[f] = "train"
@@ -142,12 +163,30 @@ def read_folds(path: str | Path, manifest: Manifest | None = None) -> pd.DataFra
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: not a fold CSV ({error})") from error
     if "fold" in folds:
-        folds["fold"] = pd.to_numeric(folds["fold"], errors="raise").astype(np.int64)
+        folds["fold"] = _fold_numbers(folds["fold"], path)
+    for column in ("image_id", "split"):
+        if column in folds and folds[column].isna().any():
+            line = int(np.flatnonzero(folds[column].isna().to_numpy())[0]) + 2
+            raise DataError(f"{path}:{line}: empty {column} (a truncated or damaged fold file?); expected "
+                            "image_id,fold,split on every line")
     if manifest is not None:
         validate_folds(folds, manifest, source=path)
     elif not {"image_id", "fold", "split"} <= set(folds.columns):
         raise DataError(f"{path}: expected columns image_id, fold, split; got {list(folds.columns)}")
     return folds.loc[:, ["image_id", "fold", "split"]]
+
+
+def _fold_numbers(values: pd.Series, path: Path) -> pd.Series:
+    """The ``fold`` column as int64; DataError naming the file and line of an empty or non-integer value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers != numbers.round())
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        value = values.iloc[line - 2]
+        shown = "empty" if pd.isna(value) else repr(str(value))
+        raise DataError(f"{path}:{line}: fold {shown} is not an integer (a truncated or "
+                        "damaged fold file?); expected image_id,fold,split on every line")
+    return numbers.astype(np.int64)
 
 
 def _parts(path: str) -> tuple[str, ...]:
@@ -170,6 +209,12 @@ class _PathMatcher:
         for i, p in enumerate(self.parts):
             if p:
                 self.by_name[p[-1]].append(i)
+        # files the loader left out (by an option, or as bad input): file name -> why
+        self.left_out: dict[str, str] = {}
+        for skipped in manifest.skipped:
+            name = _parts(str(skipped.path))
+            if name:
+                self.left_out.setdefault(name[-1], f"{skipped.path}: {skipped.reason}")
 
     def match(self, path: str) -> tuple[int | None, str]:
         parts = _parts(path)
@@ -177,6 +222,8 @@ class _PathMatcher:
             return None, "empty path"
         rows = self.by_name.get(parts[-1], [])
         if not rows:
+            if parts[-1] in self.left_out:
+                return None, f"the local image exists but the loader left it out ({self.left_out[parts[-1]]})"
             return None, "no local image has this file name"
         if len(rows) == 1:
             return rows[0], ""
@@ -241,7 +288,8 @@ def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifes
     """
     if "class" not in table.columns:
         raise DataError(f"{source}: no 'class' column to check the labels against (columns {list(table.columns)}); "
-                        "expected path,class[,pid], or pass check_labels=False to import the splits unchecked")
+                        "expected path,class[,pid], or import the splits unchecked with --no-check-labels "
+                        "(medtransfer data folds --authors DIR --no-check-labels)")
     theirs = author_class_labels(table["class"], manifest, source)
     ours = manifest.labels[rows]
     agree = pd.Series(theirs == ours).groupby(rows).transform("any").to_numpy()
@@ -255,8 +303,8 @@ def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifes
     more = f"\n  ... and {len(first) - _EXAMPLES} more" if len(first) > _EXAMPLES else ""
     raise DataError(f"{source}: the authors' class disagrees with the local {manifest.name!r} label for "
                     f"{len(first)} of {len(np.unique(rows))} images:\n  " + "\n  ".join(lines) + more
-                    + "\n(a different dataset version or label option? pass check_labels=False to import "
-                    "the splits anyway)")
+                    + "\n(a different dataset version or label option? --no-check-labels imports the splits "
+                    "anyway: medtransfer data folds --authors DIR --no-check-labels)")
 
 
 def import_author_splits(directory: str | Path, manifest: Manifest,

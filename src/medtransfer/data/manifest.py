@@ -80,8 +80,9 @@ def reason_of(error: Exception, path: str) -> str:
 
 def format_problems(dataset: str, problems: list[SkippedFile], limit: int = 20) -> str:
     """One message naming each bad file and what is wrong with it."""
-    lines = [f"{dataset}: {len(problems)} problem(s) in the input (use skip_bad=True / --skip-bad "
-             "to leave these files out and list them):"]
+    lines = [f"{dataset}: {len(problems)} problem(s) in the input; to leave these files out (and list them), "
+             f"give `skip_bad: true` in the study target's options (options: {{skip_bad: true}}), or --skip-bad "
+             f"to `medtransfer data check|folds|cache`:"]
     lines += [f"  {p.path}: {p.reason}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")

@@ -150,13 +150,16 @@ def dataset_names() -> list[str]:
 
 
 def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool = False,
-                  verify: bool = False, workers: int = 4, **options: Any) -> Manifest:
+                  verify: bool | None = None, workers: int = 4, **options: Any) -> Manifest:
     """Turn the raw dataset ``name`` at ``root`` into a manifest.
 
     ``skip_bad=False``: any bad input (missing label file, unknown label value, conflicting
     labels, and with ``verify`` unreadable images) raises one ``DataError`` naming the files.
     ``skip_bad=True``: those files are left out and listed in ``manifest.skipped``.
-    ``verify=True`` decodes every image (``workers`` threads) to find unreadable or truncated ones.
+    ``verify=True`` decodes every image (``workers`` threads) to find unreadable or truncated ones;
+    the default (None) verifies exactly when ``skip_bad`` is set, so that one switch
+    (``skip_bad: true`` in a study target's options) also leaves out unreadable images instead of
+    failing on them later.
     ``options`` go to the loader (see each module under ``medtransfer.data.datasets``).
     """
     if name not in LOADERS:
@@ -178,7 +181,7 @@ def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool =
     manifest = module.load(root, skip_bad=skip_bad, **{**fixed, **options})
     if name != manifest.name:
         manifest = replace(manifest, name=name)
-    if verify:
+    if skip_bad if verify is None else verify:
         manifest = verify_images(manifest, skip_bad=skip_bad, workers=workers)
     require_two_classes(manifest, refuse_empty=name in USER_DATASETS)
     return manifest

@@ -51,13 +51,14 @@ def info(file: Path = typer.Argument(..., help="A Keras .h5 / .weights.h5 or PyT
     from medtransfer.models import registry
     from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
     from medtransfer.models.keras_h5 import read_keras_h5
-    from medtransfer.models.sources import H5_SUFFIXES, identify_backbone, load_weights_file
+    from medtransfer.models.sources import identify_backbone, load_weights_file
     from medtransfer.models.torch_port import read_port, read_state_dict
+    from medtransfer.vocabulary import SourceRef
 
     console = Console(soft_wrap=True)
     console.print(f"file: {file}", highlight=False)
     try:
-        if file.suffix.lower() in H5_SUFFIXES:
+        if SourceRef.of(file).format == "keras":
             weights = read_keras_h5(file)
             console.print(f"layout: {weights.layout}" + (f", Keras {weights.keras_version} ({weights.backend})" if weights.keras_version else ""), highlight=False)
             console.print(f"weight layers: {len(weights.layers)} ({sum(a.size for arrays in weights.layers.values() for a in arrays.values()):,} values)")

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from medtransfer.atomic import file_mode
 from medtransfer.errors import WeightsError
 from medtransfer.progress import track
 
@@ -86,6 +87,7 @@ def fetch(url: str, target: Path, md5: str | None, timeout: float = 60.0) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
+        os.fchmod(fd, file_mode())  # as an ordinary open would (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -19,7 +19,7 @@ Keras conventions reproduced (they decide whether Keras weight files compute the
 
 from __future__ import annotations
 
-import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -236,8 +236,6 @@ class KerasGraphNet(nn.Module):
             done.add(name)
             post_order.append(name)
 
-        import sys
-
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 10 * len(self.nodes)))
         try:
@@ -356,8 +354,3 @@ class KerasGraphNet(nn.Module):
         order = {n: i for i, n in enumerate(self.layer_names)}
         order["avg_pool"] = len(order)
         return {n: found[n] for n in sorted(set(names), key=order.__getitem__)}
-
-
-def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Spatial output of a Keras conv/pool on ``size`` pixels (``"same"``: ceil, ``"valid"``: floor)."""
-    return math.ceil(size / stride) if padding == "same" else (size - kernel) // stride + 1

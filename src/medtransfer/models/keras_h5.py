@@ -119,7 +119,6 @@ def _read_legacy(handle, path: str) -> KerasWeights:
 
 
 _K3_GROUP = re.compile(r"(?:^|/)layers/(conv2d|batch_normalization|dense)(?:_(\d+))?$")
-_K3_VARS = {"conv2d": CONV_VARS, "batch_normalization": BN_VARS, "dense": CONV_VARS}
 
 
 def _layer_vars(name: str, module: nn.Module) -> tuple[str, ...]:

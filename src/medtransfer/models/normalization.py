@@ -11,17 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from medtransfer.errors import ConfigError
+from medtransfer.vocabulary import NORMALIZATION_MODES
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
 
-MODES: dict[str, str] = {
-    "caffe": "RGB->BGR, minus the ImageNet BGR mean [103.939, 116.779, 123.68], no scaling (Keras)",
-    "unit": "x / 255",
-    "symmetric": "x / 127.5 - 1",
-    "torch": "x / 255, minus ImageNet mean [0.485, 0.456, 0.406], divided by std [0.229, 0.224, 0.225]",
-}
+MODES = NORMALIZATION_MODES  # mode -> what it does (the names are owned by medtransfer.vocabulary)
 
 
 @dataclass(frozen=True)

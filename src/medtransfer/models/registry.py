@@ -105,6 +105,35 @@ def create(name: str | None, num_classes: int | None = None, dropout: float = 0.
 create_model = create
 
 
+def stage_layer(backbone: str | None, layer: str) -> str:
+    """``layer`` on ``backbone``: a stage name (``block2``) or ResNet50's Keras name of a stage
+    (``conv3_block4_out``, as analyses name the paper's layers) becomes the backbone's layer for that
+    stage (DenseNet121: ``conv3_block12_concat``); any other name is returned as it is."""
+    spec = get(backbone)
+    resnet = get(DEFAULT).paper_layers
+    short = next((k for k, v in resnet.items() if v == layer), layer)
+    return spec.paper_layers.get(short, layer)
+
+
+def backbone_of_source(load: str) -> str:
+    """The backbone of a ``load_source`` string: ``imagenet@densenet121`` -> densenet121; a plain
+    source name -> resnet50; a file -> the backbone it holds (read from the file; resnet50 when the
+    file cannot be read here, e.g. a study's source that moved - loading it then fails on its own)."""
+    from medtransfer.models.sources import NAMES, identify_backbone, split_key
+
+    name, backbone = split_key(load)
+    if backbone is not None:
+        return backbone
+    if name in NAMES:
+        return DEFAULT
+    from medtransfer.errors import MedtransferError
+
+    try:
+        return identify_backbone(load)
+    except (MedtransferError, OSError):
+        return DEFAULT
+
+
 def backbone_of(model: nn.Module) -> str:
     """The registry name of ``model``'s backbone (by its class), or a clear error."""
     for spec in registry().values():

@@ -7,6 +7,9 @@ therefore ResNet50's default (protocol.md); the other backbones default to their
 ``preprocess_input`` mode (the registry's ``normalization``). A file's backbone is read from the
 file (a medtransfer port or checkpoint records it; a Keras file is identified by its layers) unless
 ``backbone`` is given, which the file must then hold.
+
+A source name may carry its backbone, ``imagenet@densenet121`` (:func:`source_key`): the one
+string that rebuilds a run's initialisation (run records, probes and the analysis pass it on).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from medtransfer.models.keras_h5 import load_keras_h5
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.torch_port import load_torch_port, read_port
+from medtransfer.vocabulary import KERAS_SUFFIXES, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
 
-NAMES = ("imagenet", "radimagenet", "random")
+NAMES = SOURCE_NAMES
 DEFAULT_NORMALIZATION = "caffe"  # ResNet50's; each backbone's is in the registry
-H5_SUFFIXES = (".h5", ".hdf5", ".keras")
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+H5_SUFFIXES = KERAS_SUFFIXES
 
 
 @dataclass
@@ -47,16 +50,31 @@ class Source:
     backbone: str = registry.DEFAULT
 
 
+def source_key(name: str, backbone: str | None) -> str:
+    """The ``load_source`` string of source ``name`` on ``backbone``: ``name@backbone``, or ``name``
+    for ResNet50 (the default, so ResNet50 studies keep their strings)."""
+    spec = registry.get(backbone)
+    return name if spec.name == registry.DEFAULT else f"{name}@{spec.name}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """``("imagenet", "densenet121")`` from ``imagenet@densenet121``; ``(key, None)`` for other strings."""
+    name, sep, backbone = key.rpartition("@")
+    if sep and name in NAMES:
+        return name, registry.get(backbone).name
+    return key, None
+
+
 def load_weights_file(path: str | os.PathLike, model: nn.Module) -> LoadReport:
     """Load a Keras h5 file or a PyTorch port into ``model`` by its suffix (all or nothing)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in H5_SUFFIXES:
+    kind = SourceRef.of(path).format
+    if kind == "keras":
         return load_keras_h5(path, model)
-    if suffix in TORCH_SUFFIXES:
+    if kind == "torch":
         return load_torch_port(path, model)
     raise WeightsError(
-        f"{path}: unknown weights format {suffix!r}: expected a Keras file ({', '.join(H5_SUFFIXES)}) "
+        f"{path}: unknown weights format {path.suffix.lower()!r}: expected a Keras file ({', '.join(H5_SUFFIXES)}) "
         f"or a PyTorch file ({', '.join(TORCH_SUFFIXES)})"
     )
 
@@ -99,7 +117,7 @@ def identify_backbone(path: str | os.PathLike) -> str:
 
 
 def _from_file(name: str, path: Path, normalization, backbone: str | None) -> Source:
-    if path.suffix.lower() in TORCH_SUFFIXES and is_checkpoint(path):
+    if SourceRef.of(path).format == "torch" and is_checkpoint(path):
         model, meta = load_checkpoint(path)
         model.head = None
         found = registry.backbone_of(model)
@@ -141,7 +159,11 @@ def load_source(
     Returns:
         a :class:`Source` whose model has no head and is in eval mode, on the CPU.
     """
-    key = str(name_or_path)
+    key, named = split_key(str(name_or_path))
+    if named is not None:
+        if backbone is not None and registry.get(backbone).name != named:
+            raise WeightsError(f"source {name_or_path!r} names backbone {named}, but backbone={backbone!r} was asked for")
+        backbone = named
     if key in NAMES:
         spec = registry.get(backbone)
     if key == "random":
@@ -159,5 +181,4 @@ def load_source(
             f"unknown source {key!r}: expected one of {', '.join(NAMES)}, or the path of an existing "
             f"Keras .h5, PyTorch .pth or medtransfer checkpoint file"
         )
-    name = "radimagenet" if "radimagenet" in path.name.lower() else path.stem
-    return _from_file(name, path, normalization, backbone)
+    return _from_file(SourceRef.of(key).label, path, normalization, backbone)

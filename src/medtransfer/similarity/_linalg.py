@@ -298,11 +298,6 @@ def _transposed_operand(a: np.ndarray) -> tuple[np.ndarray, int]:
     return np.asfortranarray(a.T), 0
 
 
-def scale_columns(a: Any, scale: np.ndarray) -> Any:
-    """``a * scale`` (one factor per column), a new array/tensor of ``a``'s kind."""
-    return a * to_like(a, scale)
-
-
 def select_columns(a: Any, keep: np.ndarray) -> Any:
     """Columns of ``a`` where the boolean mask ``keep (p,)`` is true (no copy when all are kept)."""
     if bool(keep.all()):

@@ -119,13 +119,24 @@ def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> 
     return rng.multinomial(images, np.full(images, 1.0 / images), size=int(resamples)).astype(np.float64)
 
 
-def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of the finite ``values`` at ``level``; NaNs when fewer than 90% are finite."""
+def percentile_interval(values: np.ndarray, level: float, estimate: float | None = None) -> tuple[float, float]:
+    """Percentile interval of the finite resampled ``values`` at ``level``; NaNs when fewer than 90%
+    are finite.
+
+    ``estimate``: the value on the data. The interval is then centred on it: shifted by
+    ``estimate - mean(values)``, the bootstrap's own bias. CCA and CKA are biased upwards at finite
+    sizes, and a resample (about 63% distinct images) is more biased than the data, so the plain
+    percentile interval sits too high; centred, it is an interval for the estimator's mean over
+    fresh stimulus draws of the same size (what the calibration test checks).
+    """
     finite = values[np.isfinite(values)]
     if len(values) == 0 or len(finite) < 0.9 * len(values):
         return float("nan"), float("nan")
     tail = 50.0 * (1.0 - level)
     low, high = np.percentile(finite, [tail, 100.0 - tail])
+    if estimate is not None:
+        shift = float(estimate) - float(finite.mean())
+        low, high = low + shift, high + shift
     return float(low), float(high)
 
 
@@ -148,13 +159,15 @@ class Interval:
 def image_bootstrap(
     x: Any, y: Any, rows_per_image: int, measure: str = "cca", resamples: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> Interval:
-    """Percentile interval of ``measure`` over image resamples of ``x (m * k, p)``, ``y (m * k, q)``."""
+    """Centred percentile interval of ``measure`` over image resamples of ``x (m * k, p)``, ``y (m * k, q)``
+    (:func:`percentile_interval`)."""
     level = check_level(ci)
     spec = get(measure)
     blocks = image_blocks(x, y, rows_per_image)
     weights = bootstrap_weights(blocks.images, resamples, np.random.default_rng(seed))
     values = weighted_values(blocks, weights, spec)
-    return Interval(*percentile_interval(values, level), values)
+    estimate = weighted_values(blocks, np.ones((1, blocks.images)), spec)[0]
+    return Interval(*percentile_interval(values, level, estimate), values)
 
 
 @dataclass(frozen=True)

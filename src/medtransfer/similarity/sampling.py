@@ -17,7 +17,8 @@ same indices for both models when their channel counts agree) and, for ``"spread
 positions per image; then measures any registered measure
 (:mod:`medtransfer.similarity.registry`). ``mean``/``std`` are over repeats.
 
-Interval (``ci``): image-bootstrap percentile interval of the repeat mean. Each resample draws the
+Interval (``ci``): image-bootstrap percentile interval of the repeat mean, centred on the estimate
+(:func:`~medtransfer.similarity.bootstrap.percentile_interval`). Each resample draws the
 n stimulus images with replacement (multinomial counts); a repeat's resampled value weights its own
 images by their counts, so repeats that share images stay correlated as they are in the estimate.
 Null (``permutations``): each repeat's images of y are shuffled against those of x (independently
@@ -183,7 +184,7 @@ def score_repeats(
                 for x, y, img in zip(xs, ys, images)
             ])
             means = per_repeat.mean(axis=0)
-            out["ci_low"], out["ci_high"] = boot.percentile_interval(means, level)
+            out["ci_low"], out["ci_high"] = boot.percentile_interval(means, level, mean)
             out["resamples"] = means
     if int(permutations) > 0 and min(len(i) for i in images) >= 2:
         null = np.stack([

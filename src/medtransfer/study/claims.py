@@ -26,7 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-CLAIM = "RUNNING"
+from medtransfer.training.record import RUNNING
+
+CLAIM = RUNNING  # the marker name belongs to the run record
 _BREAK_LOCK_STALE_S = 60.0
 _held: dict[str, str] = {}  # run directory -> token of the claims this process holds
 

@@ -48,12 +48,16 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
     ]
     shown = [r for r in runs if show_all or r["state"] != "done"]
     if shown:
-        table = Table("run", "state", "phase", "epoch", "best val AUC", "s/epoch", "ETA", "test AUC", "error")
+        errors = any(r["error"] for r in shown)
+        table = Table()
+        table.add_column("run", no_wrap=True)
+        for column in ("state", "phase", "epoch", "best val AUC", "s/epoch", "ETA", "test AUC", *(["error"] * errors)):
+            table.add_column(column)
         for r in shown:
             table.add_row(r["run_id"], r["state"], r["phase"], f"{r['epoch']}/{r['epochs']}",
                           _fmt(r["best_val_auc"], ".3f"), _fmt(r["seconds_per_epoch"], ".1f"),
                           clock(r["eta_s"]) if r["eta_s"] is not None else "-",
-                          _fmt(r["test_auc"], ".3f"), (r["error"] or "")[:60])
+                          _fmt(r["test_auc"], ".3f"), *([(r["error"] or "")[:60]] * errors))
         parts.append(table)
     return Group(*parts)
 
@@ -107,13 +111,7 @@ def register(app: typer.Typer) -> None:
         from medtransfer.study.runner import run_study
 
         console = Console()
-        config = StudyConfig.from_yaml(_study_path(study))
-        if executor is not None:
-            config = StudyConfig.parse({**config.model_dump(), "executor": {**config.executor.model_dump(),
-                                                                          "kind": executor}}, "--executor")
-        if device is not None:
-            config = StudyConfig.parse({**config.model_dump(), "training": {**config.training, "device": device}},
-                                       "--device")
+        config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device)
         if track is not None:
             if track not in ("mlflow", "off"):
                 raise ConfigError(f"--track {track!r}: expected mlflow or off")
@@ -128,6 +126,8 @@ def register(app: typer.Typer) -> None:
                           f"jobs; `medtransfer status {out}` shows them, `medtransfer run` with the same --out "
                           "collects the results", highlight=False)
             return
+        for run_id in report.recomputed:
+            console.print(f"[yellow]recomputed[/] {run_id}: its files differed from what it wrote", highlight=False)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:

@@ -11,21 +11,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medtransfer.errors import ConfigError
-from medtransfer.training.config import RunConfig, describe_validation_error
+from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
+from medtransfer.vocabulary import STRATEGIES, NormalizationMode, Strategy
 
 # fields set by the grid itself; a study may not override them through `training:`
-GRID_FIELDS = frozenset({"target", "root", "target_options", "classes", "source", "strategy", "fold", "seed",
-                         "k_folds", "folds_file", "normalization"})
+GRID_FIELDS = frozenset({"target", "target_name", "root", "target_options", "classes", "source", "source_name",
+                         "strategy", "fold", "seed", "k_folds", "split_seed", "folds_file", "normalization"})
+# study-wide constants: the folds are cut once per target for the whole study
+STUDY_FIELDS = frozenset({"split_fractions"})
+# set by a pretraining source's own keys (size, batch_size, epochs, lr, seed)
+PRETRAIN_FIELDS = frozenset({"size", "batch_size", "epochs", "lr"})
 
 
-def _check_training(values: dict[str, Any]) -> dict[str, Any]:
+def _check_training(values: dict[str, Any], refused: frozenset[str] = frozenset(), why: str = "") -> dict[str, Any]:
     clash = sorted(set(values) & GRID_FIELDS)
     if clash:
         raise ValueError(f"{clash} are set by the grid (targets/sources/strategies/folds/seeds), "
                          "not under 'training'")
+    ignored = sorted(set(values) & refused)
+    if ignored:
+        raise ValueError(f"{ignored} cannot be set here ({why}); it would be ignored")
     unknown = sorted(set(values) - set(RunConfig.model_fields))
     if unknown:
         raise ValueError(f"unknown training constant(s) {unknown}; expected RunConfig fields such as lr, "
@@ -39,8 +47,27 @@ def _check_training(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _backbone_name(value: str) -> str:
+    from medtransfer.models import registry
+
+    try:
+        return registry.get(value).name
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+_Strict = StrictModel
+
+
+def _unique(values: list[Any] | None, what: str) -> list[Any] | None:
+    repeated = sorted({v for v in values or [] if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{what} must not repeat (a run would be counted twice), repeated: {repeated}")
+    return values
+
+
+def _dir_name(name: str) -> str:
+    return check_label(name, "name")
 
 
 class TargetSpec(_Strict):
@@ -57,7 +84,12 @@ class TargetSpec(_Strict):
     folds_file: str | None = None
     training: dict[str, Any] = Field(default_factory=dict)
 
-    _training = field_validator("training")(_check_training)
+    _name = field_validator("name")(_dir_name)
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return _check_training(values, STUDY_FIELDS, "a study-wide setting: give it under the study's 'training'")
 
     @property
     def manifest_name(self) -> str:
@@ -79,7 +111,11 @@ class PretrainSpec(_Strict):
     seed: int = 0
     training: dict[str, Any] = Field(default_factory=dict)
 
-    _training = field_validator("training")(_check_training)
+    @field_validator("training")
+    @classmethod
+    def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return _check_training(values, PRETRAIN_FIELDS | STUDY_FIELDS,
+                               "set by the pretrain section's own size, batch_size, epochs and lr")
 
 
 class SourceSpec(_Strict):
@@ -88,9 +124,14 @@ class SourceSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.]+$")
     path: str | None = None
-    normalization: Literal["caffe", "unit", "symmetric", "torch"] | None = None
+    normalization: NormalizationMode | None = None
     pretrain: PretrainSpec | None = None
-    strategies: list[Literal["no-freeze", "freeze"]] | None = None
+    strategies: list[Strategy] | None = None
+    backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
+
+    _name = field_validator("name")(_dir_name)
+    _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
+    _backbone = field_validator("backbone")(lambda v: None if v is None else _backbone_name(v))
 
     @model_validator(mode="after")
     def _one_origin(self) -> "SourceSpec":
@@ -132,22 +173,42 @@ class StudyConfig(_Strict):
     description: str = ""
     targets: list[TargetSpec] = Field(min_length=1)
     sources: list[SourceSpec] = Field(min_length=1)
-    strategies: list[Literal["no-freeze", "freeze"]] = Field(default_factory=lambda: ["no-freeze", "freeze"],
-                                                            min_length=1)
+    strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
     k_folds: int = Field(5, ge=2)
     folds: list[int] | None = None
     split_seed: int = 0
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
+    backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given
-    # settings of `medtransfer analyze` for this study; validated by medtransfer.analysis
+    # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     _training = field_validator("training")(_check_training)
+    _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
+    _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
+    _seeds = field_validator("seeds")(lambda v: _unique(v, "seeds"))
+    _backbones = field_validator("backbones")(lambda v: list(dict.fromkeys(_backbone_name(b) for b in v)))
+
+    @field_validator("analysis")
+    @classmethod
+    def _analysis(cls, values: dict[str, Any]) -> dict[str, Any]:
+        from medtransfer.analysis.settings import AnalysisSettings
+
+        try:
+            AnalysisSettings.from_mapping(values, "analysis")
+        except ConfigError as error:
+            raise ValueError(str(error).removeprefix("analysis: ")) from None
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
+        for source in self.sources:
+            if source.pretrain is not None and source.backbone is None and len(self.backbones) > 1:
+                raise ValueError(f"source {source.name!r} is pretrained by the study on one backbone: give it "
+                                 f"'backbone:' (one of {self.backbones})")
         for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
@@ -156,6 +217,21 @@ class StudyConfig(_Strict):
         if bad:
             raise ValueError(f"folds {bad} are outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
         return self
+
+    @property
+    def split_fractions(self) -> tuple[float, float, float]:
+        """(train, val, test) fractions of every fold: ``training.split_fractions``, else RunConfig's."""
+        return RunConfig.parse({"target": "check", **{k: v for k, v in self.training.items()
+                                                      if k == "split_fractions"}}).split_fractions
+
+    def with_overrides(self, *, executor: str | None = None, device: str | None = None) -> "StudyConfig":
+        """A copy with the command line's choices (``None`` keeps the study's), validated again."""
+        data = self.model_dump(mode="json")
+        if executor is not None:
+            data["executor"]["kind"] = executor
+        if device is not None:
+            data["training"]["device"] = device
+        return StudyConfig.parse(data, where="command line")
 
     @property
     def fold_list(self) -> list[int]:

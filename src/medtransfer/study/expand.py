@@ -1,7 +1,14 @@
-"""Expand a study into its runs: targets x sources x strategies x folds x seeds.
+"""Expand a study into its runs: targets x backbones x sources x strategies x folds x seeds.
+
+A backbone other than ResNet50 is part of the run's target label (``thyroid@densenet121``), so
+that run ids stay unique and every table, figure and pair of the analysis is per backbone; its
+source string names it (``imagenet@densenet121``, see ``medtransfer.models.sources.source_key``).
 
 Random init runs the no-freeze strategy only (freezing a random backbone trains a probe of
-noise, which the paper does not run).
+noise, which the paper does not run). The study's own files appear in the run configs relative
+to the study directory (``folds/{target}.csv``, ``sources/{name}.pt``), so that a study directory
+can be moved or copied; files the study file names (a target's ``folds_file``, a source's
+``path``) are made absolute.
 """
 
 from __future__ import annotations
@@ -10,30 +17,50 @@ from pathlib import Path
 
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
 from medtransfer.training.config import RunConfig
+from medtransfer.vocabulary import NO_FREEZE
 
 
-def source_reference(source: SourceSpec, out: Path | None) -> str:
-    """The string given to ``load_source``: a path, a pretrained source's file, or the name."""
+def _outside(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def source_reference(source: SourceSpec, out: Path | None = None, backbone: str | None = None) -> str:
+    """The string given to ``load_source``: a pretrained source's file relative to the study
+    directory, a weights file (absolute), or the name (with its backbone,
+    ``imagenet@densenet121``; a file holds its own). ``out`` is unused (kept for callers)."""
+    from medtransfer.models.sources import source_key
+
     if source.pretrain is not None:
-        return str((out or Path(".")) / "sources" / f"{source.name}.pt")
-    return source.path or source.name
+        return f"sources/{source.name}.pt"
+    return _outside(source.path) if source.path else source_key(source.name, backbone)
+
+
+def backbones_for(study: StudyConfig, source: SourceSpec) -> list[str]:
+    """A source's backbones: its own, else the study's axis."""
+    return [source.backbone] if source.backbone else list(study.backbones)
+
+
+def target_label(target: TargetSpec, backbone: str) -> str:
+    """A target's label in run ids and tables: its name, ``name@backbone`` off ResNet50."""
+    return target.name if backbone == "resnet50" else f"{target.name}@{backbone}"
 
 
 def folds_path(target: TargetSpec, out: Path | None) -> str | None:
-    """The folds file of a target: the study's ``folds/{target}.csv`` unless the target names one."""
+    """The folds file of a target: the study's ``folds/{target}.csv`` (relative to the study
+    directory) unless the target names one; ``None`` without a study directory."""
     if target.folds_file:
-        return target.folds_file
-    return None if out is None else str(out / "folds" / f"{target.name}.csv")
+        return _outside(target.folds_file)
+    return None if out is None else f"folds/{target.name}.csv"
 
 
 def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
     """A source's strategies: its own list, else the study's; random init no-freeze only."""
     wanted = list(source.strategies or study.strategies)
-    return ["no-freeze"] if source.is_random and "no-freeze" in wanted else ([] if source.is_random else wanted)
+    return [NO_FREEZE] if source.is_random and NO_FREEZE in wanted else ([] if source.is_random else wanted)
 
 
 def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None) -> RunConfig:
+               out: Path | None = None, backbone: str = "resnet50") -> RunConfig:
     """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's."""
     values = dict(study.training)
     values.update(target.training)
@@ -44,29 +71,31 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
     if target.hflip is not None:
         values["hflip"] = target.hflip
     values.update(
-        target=target.manifest_name, target_name=target.name, root=target.root, target_options=dict(target.options),
-        source=source_reference(source, out), source_name=source.name, normalization=source.normalization,
+        target=target.manifest_name, target_name=target_label(target, backbone), root=target.root,
+        target_options=dict(target.options), source=source_reference(source, out, backbone), source_name=source.name, normalization=source.normalization,
         strategy=strategy, fold=fold, seed=seed, k_folds=study.k_folds, split_seed=study.split_seed,
-        folds_file=folds_path(target, out),
+        split_fractions=study.split_fractions, folds_file=folds_path(target, out),
     )
-    return RunConfig.parse(values, where=f"study run {target.name}/{source.name}-{strategy}/fold{fold}")
+    return RunConfig.parse(values, where=f"study run {target_label(target, backbone)}/{source.name}-{strategy}/fold{fold}")
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
-    """Every run of the study, in a stable order (target, source, strategy, fold, seed).
+    """Every run of the study, in a stable order (target, backbone, source, strategy, fold, seed).
 
-    ``out`` (the study directory) fixes the absolute paths of the study's own folds and
-    pretrained sources.
+    With ``out`` (the study directory) the runs read the study's own folds files.
     """
-    out = Path(out).resolve() if out is not None else None  # absolute: analysis may run from elsewhere
     from medtransfer.data.registry import single_fold
 
     runs = []
+    backbones = list(dict.fromkeys(b for source in study.sources for b in backbones_for(study, source)))
     for target in study.targets:
         folds = [0] if single_fold(target.manifest_name, target.options) else study.fold_list
-        for source in study.sources:
-            for strategy in strategies_for(study, source):
-                for fold in folds:
-                    for seed in study.seeds:
-                        runs.append(run_config(study, target, source, strategy, fold, seed, out))
+        for backbone in backbones:
+            for source in study.sources:
+                if backbone not in backbones_for(study, source):
+                    continue
+                for strategy in strategies_for(study, source):
+                    for fold in folds:
+                        for seed in study.seeds:
+                            runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone))
     return runs

@@ -1,5 +1,7 @@
 """Sources a study makes itself: a short training run from random init on another task,
-saved as a medtransfer checkpoint ``DIR/sources/{name}.pt`` that ``load_source`` reads."""
+saved as a medtransfer checkpoint ``DIR/sources/{name}.pt`` that ``load_source`` reads, sealed
+with its digest (``{name}.pt.sha256.json``): a damaged source is made again by ``run`` and
+refused by ``analyze``."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medtransfer.errors import MedtransferError
 from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import BEST, CHECKPOINTS, RunDir, seal_file, sealed_file_problem
+from medtransfer.vocabulary import NO_FREEZE, RANDOM
 
 # execution settings of the study that its pretraining runs share
 EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "deterministic", "cache_dir", "checkpoint_every_s")
@@ -19,16 +24,17 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     p = spec.pretrain
     values = {key: execution[key] for key in EXECUTION_FIELDS if key in execution}
     values.update(p.training)
-    values.update(target=p.dataset, root=p.root, target_options=dict(p.options), source="random",
-                  source_name=f"pretrain-{spec.name}", strategy="no-freeze", size=p.size,
+    values.update(target=p.dataset, root=p.root, target_options=dict(p.options),
+                  source=RANDOM if spec.backbone in (None, "resnet50") else f"{RANDOM}@{spec.backbone}",
+                  source_name=f"pretrain-{spec.name}", strategy=NO_FREEZE, size=p.size,
                   batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, seed=p.seed,
                   patience=values.get("patience", p.epochs))
     return RunConfig.parse(values, where=f"source {spec.name}: pretrain")
 
 
-def source_file(spec: SourceSpec, out: Path) -> Path:
-    """Where the study's pretrained source ``spec`` is saved: ``out/sources/{name}.pt``."""
-    return Path(out) / "sources" / f"{spec.name}.pt"
+def source_file(out: Path, name: str) -> Path:
+    """Where the study keeps the source it pretrained: ``DIR/sources/{name}.pt``."""
+    return Path(out) / "sources" / f"{name}.pt"
 
 
 def source_run_dir(spec: SourceSpec, out: Path) -> Path:
@@ -37,21 +43,39 @@ def source_run_dir(spec: SourceSpec, out: Path) -> Path:
 
 
 def publish_source(run_dir: Path, target: Path) -> bool:
-    """Move a finished pretraining run's ``best.pt`` to ``target`` (idempotent); whether it is there."""
-    best = Path(run_dir) / "checkpoints" / "best.pt"
-    if not target.exists() and (Path(run_dir) / "DONE").exists() and best.exists():
-        os.replace(best, target)
+    """Whether source file ``target`` is there intact, after moving a finished pretraining run's
+    ``best.pt`` to it (and sealing it). A damaged ``target`` is deleted with its run, to be made
+    again."""
+    run = RunDir(Path(run_dir))
+    if target.exists():
+        if sealed_file_problem(target) is None:
+            return True
+        target.unlink()
+        run.clear()
+        return False
+    best = run.path / CHECKPOINTS / BEST
+    if run.is_done() and best.exists():
+        os.replace(best, target)  # the run is DONE: its best.pt moves
+        seal_file(target)
     return target.exists()
 
 
 def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> Path:
-    """Make ``out/sources/{name}.pt`` unless it exists (resuming an interrupted pretraining run)."""
+    """Make ``out/sources/{name}.pt`` unless it exists intact (resuming an interrupted pretraining
+    run; a damaged file is made again from scratch)."""
     from medtransfer.training.run import train_run
 
-    target = Path(out) / "sources" / f"{spec.name}.pt"
+    target = source_file(out, spec.name)
+    run = RunDir(Path(out) / "sources" / f"{spec.name}-run")
     if target.exists():
-        return target
-    run_dir = Path(out) / "sources" / f"{spec.name}-run"
-    train_run(pretrain_config(spec, execution), run_dir)
-    os.replace(run_dir / "checkpoints" / "best.pt", target)  # the run is DONE: its best.pt moves
+        if sealed_file_problem(target) is None:
+            return target
+        target.unlink()
+        run.clear()
+    try:
+        train_run(pretrain_config(spec, execution), run.path)
+    except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
+        raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
+    os.replace(run.path / CHECKPOINTS / BEST, target)  # the run is DONE: its best.pt moves
+    seal_file(target)
     return target

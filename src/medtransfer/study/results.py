@@ -4,7 +4,6 @@ and strategy)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,21 +11,26 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.analysis.tables import undefined_note, warn_undefined_auc
-from medtransfer.study.store import DONE, run_dir, write_atomic
+from medtransfer.study.store import write_atomic
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import RunDir, read_record
 
 AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
                "accuracy", "ece", "brier"]
 
 
 def collect(out: Path, configs: list[RunConfig]) -> pd.DataFrame:
-    """One row per finished run (columns :data:`AUC_COLUMNS`), in the order of ``configs``."""
+    """One row per finished run (columns :data:`AUC_COLUMNS`), in the order of ``configs``.
+
+    Raises:
+        DamagedRunError: a finished run's files differ in size from what it wrote.
+    """
     rows = []
     for config in configs:
-        directory = run_dir(out, config)
-        if not (directory / DONE).exists():
+        run = RunDir.in_study(out, config)
+        if not run.is_done():
             continue
-        metrics = json.loads((directory / "metrics.json").read_text())
+        metrics = read_record(run, check="quick").metrics()
         row = {"target": config.target_label, "source": config.source_label, "strategy": config.strategy,
                "fold": config.fold, "seed": config.seed}
         row.update({key: metrics.get(key, math.nan) for key in AUC_COLUMNS[5:]})

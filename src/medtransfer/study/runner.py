@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from medtransfer.errors import ConfigError
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
@@ -14,23 +14,28 @@ from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
-from medtransfer.study.store import DONE, clear_claim, run_dir, write_atomic
+from medtransfer.study.store import DONE, STUDY_FILE, clear_claim, write_atomic
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import RunDir
 
 # fields that may change between two invocations without changing what a run computes
+# (older runs also recorded the derived classes and normalisation in config.json)
 _FREE_FIELDS = set(EXECUTION_FIELDS) | {"keep_last", "classes", "eval_batch_size"}
+_PATH_FIELDS = ("folds_file", "source")
 
 
 @dataclass
 class StudyReport:
     """What one invocation did: runs in the study, skipped as done, finished now (by this driver),
-    failed, and finished meanwhile by another owner (another driver, an earlier driver's job)."""
+    failed, finished meanwhile by another owner (another driver, an earlier driver's job), and the
+    finished runs found damaged and run again (``recomputed``)."""
 
     total: int
     skipped: int
     finished: int
     failed: list[Outcome] = field(default_factory=list)
     elsewhere: int = 0
+    recomputed: list[str] = field(default_factory=list)
     submitted: int = 0  # --detach: jobs submitted and left running
 
 
@@ -88,17 +93,31 @@ def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa:
     return outcomes, elsewhere
 
 
-def _check_unchanged(config: RunConfig, directory: Path) -> None:
-    saved_path = directory / "config.json"
-    if not saved_path.exists():
+def _same(key: str, saved: Any, planned: Any, base: Path) -> bool:
+    if saved == planned:
+        return True
+    if key not in _PATH_FIELDS or not isinstance(saved, str) or not isinstance(planned, str):
+        return False
+    where = {(base / p).resolve() if not Path(p).is_absolute() else Path(p).resolve() for p in (saved, planned)}
+    return len(where) == 1
+
+
+def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Path | None = None) -> None:
+    directory = directory if isinstance(directory, RunDir) else RunDir(directory)
+    study_dir = Path(study_dir) if study_dir is not None else (directory.base or directory.path)
+    try:
+        saved = directory.read_config_data()
+    except DataError as error:
+        raise ConfigError(f"{directory.config_file} is damaged ({error}): delete that run directory "
+                          f"({directory.path}) to redo the run") from None
+    if saved is None:
         return
-    saved = json.loads(saved_path.read_text())
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
-                     and saved.get(key) != value)
+                     and not _same(key, saved.get(key), value, study_dir))
     if changed:
-        raise ConfigError(f"run {config.run_id} in {directory} was started with different settings "
+        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
                           f"({', '.join(f'{k}: {saved.get(k)!r} -> {planned[k]!r}' for k in changed)}); "
                           "use a new --out directory, or delete that run directory to redo it")
 
@@ -108,32 +127,60 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
     from medtransfer.data import load_manifest, write_folds
     from medtransfer.data.registry import dataset_folds
 
-    fractions = tuple(study.training.get("split_fractions", (0.80, 0.05, 0.15)))
     for target in study.targets:
         path = out / "folds" / f"{target.name}.csv"
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = dataset_folds(manifest, study.k_folds, fractions, study.split_seed)
+        folds = dataset_folds(manifest, study.k_folds, study.split_fractions, study.split_seed)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
+
+
+def collapsed_stages(size: int) -> list[str]:
+    """The paper's layers (conv1, block1..block4) that the Keras ResNet50 reduces to 1 x 1 at
+    ``size`` px (block4 from 32 px down, block3 from 16 px)."""
+    from medtransfer.analysis.activations import layer_shapes
+    from medtransfer.models import PAPER_LAYERS
+
+    shapes = layer_shapes(size, PAPER_LAYERS.values())
+    return [label for label, keras in PAPER_LAYERS.items() if shapes[keras][1:] == (1, 1)]
+
+
+def warn_collapsed_stages(configs: list[RunConfig]) -> None:
+    """One line on stderr per (target, size) at which a stage of the network collapses to 1 x 1."""
+    import sys
+
+    for target, size in sorted({(c.target_label, c.size) for c in configs}):
+        stages = collapsed_stages(size)
+        if stages:
+            print(f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves {', '.join(stages)} at "
+                  "1x1, so those layers see one position per image (no spatial structure; their CCA/CKA has one "
+                  "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
 
 
 def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
-    Idempotent: finished runs (``DONE``) are skipped, interrupted ones resume, runs another live
-    owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
-    Pretrained sources are made first, by the executor like every run. ``executor`` defaults to
-    the study's ``executor`` section. ``detach`` (SLURM): submit the jobs and return; a later
-    call collects. Raises ConfigError when ``out`` holds runs made with different settings.
+    Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
+    damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
+    live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
+    Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
+    the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
+    section. Raises ConfigError when ``out`` holds runs made with different settings.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = pin_threads(study, out)
     configs = expand(study, out)
+    recomputed = []
     for config in configs:
-        _check_unchanged(config, run_dir(out, config))
-    write_atomic(out / "study.yaml", study.to_yaml())
+        run = RunDir.in_study(out, config)
+        if run.is_done() and run.check("full"):
+            recomputed.append(config.run_id)  # a file differs from what the run wrote: run it again
+            run.clear()
+        _check_unchanged(config, run, out)
+    warn_collapsed_stages(configs)
+    write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
     if executor is None:
         spec = study.executor
@@ -146,23 +193,24 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
         tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
-        directory = run_dir(out, config)
-        if (directory / DONE).exists():
+        run = RunDir.in_study(out, config)
+        if run.is_done():
             # DONE is written last; a process killed just after it leaves its RUNNING claim behind
-            clear_claim(directory)
+            clear_claim(run.path)
         else:
-            tasks.append(Task.make(config, directory, tracking))
+            tasks.append(Task.make(config, run.path, tracking))
     sources = _source_tasks(study, out)
     if detach:
         submitted = _submit_detached(executor, sources, tasks)
-        return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, submitted)
+        return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)
     made, made_elsewhere = _execute(executor, sources)
     if any(o.state == "failed" for o in made):  # the runs need their sources
         if tracking:
             from medtransfer.tracking.mlflow_sink import close_study_tracking
 
             close_study_tracking(tracking, False)
-        return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"])
+        return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
+                           recomputed)
     outcomes, elsewhere = _execute(executor, tasks)
     if tracking:
         from medtransfer.tracking.mlflow_sink import close_study_tracking
@@ -171,4 +219,4 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
-    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, elsewhere)
+    return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, elsewhere, recomputed)

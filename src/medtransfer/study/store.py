@@ -1,24 +1,31 @@
 """The run store: one directory per run under ``DIR/runs/{run id}``, and its state on disk.
 
-A run is ``done`` once its ``DONE`` marker exists (``train_run`` writes it last, atomically);
-``running`` while a live process holds its ``RUNNING`` marker; ``interrupted`` when that process
-is gone (killed, preempted) - re-running resumes it from ``checkpoints/last.pt``; ``failed`` when
-it raised (``FAILED`` holds the error); ``pending`` otherwise.
+The layout and marker names belong to :mod:`medtransfer.training.record`, the ``RUNNING`` claim
+to :mod:`medtransfer.study.claims`; this module names the states. A run is ``done`` once its
+``DONE`` marker exists and its files match the digests ``DONE`` recorded; ``damaged`` when one of
+them is missing or changed (``medtransfer run`` recomputes it); ``running`` while a live process
+holds its ``RUNNING`` claim; ``interrupted`` when that process is gone (killed, preempted) -
+re-running resumes it from ``checkpoints/last.pt``; ``failed`` when it raised (``FAILED`` holds
+the error); ``pending`` otherwise. ``status`` checks sizes only (quick); ``run`` and ``analyze``
+check the sha256 too.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.errors import ConfigError
+from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import DONE, FAILED, RUNNING, Check, RunDir
 
-DONE, RUNNING, FAILED = "DONE", claims.CLAIM, "FAILED"
-STATES = ("done", "running", "queued", "interrupted", "failed", "pending")
+__all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
+           "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
+
+STATES = ("done", "damaged", "running", "queued", "interrupted", "failed", "pending")
+STUDY_FILE = "study.yaml"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -28,7 +35,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def run_dir(out: Path, config: RunConfig) -> Path:
     """Directory of one run inside a study directory."""
-    return Path(out) / "runs" / config.run_id
+    return RunDir.in_study(out, config).path
 
 
 def mark_running(directory: Path) -> bool:
@@ -36,13 +43,13 @@ def mark_running(directory: Path) -> bool:
     owner holds it."""
     if not claims.claim(directory):
         return False
-    (directory / FAILED).unlink(missing_ok=True)
+    RunDir(directory).failed.unlink(missing_ok=True)
     return True
 
 
 def mark_failed(directory: Path, message: str) -> None:
     """Record that the run raised; the next study run retries it."""
-    write_atomic(directory / FAILED, message)
+    RunDir(directory).write_failed(message)
     claims.release(directory)
 
 
@@ -53,16 +60,13 @@ def clear_running(directory: Path) -> None:
 
 def clear_claim(directory: Path) -> None:
     """Remove whatever claim a finished (``DONE``) run still carries (its owner was killed after DONE)."""
-    (directory / RUNNING).unlink(missing_ok=True)
-
-
-def _running_alive(marker: Path, stale_after_s: float) -> bool:
-    return claims.alive(claims.read(marker.parent), marker.parent, stale_after_s)
+    RunDir(directory).running.unlink(missing_ok=True)
 
 
 @dataclass
 class RunStatus:
-    """State of one run: ``state`` in STATES, epochs recorded so far, and its test AUC when done."""
+    """State of one run: ``state`` in STATES, epochs recorded so far, and its test AUC when done;
+    ``error`` the failure's last line, or what is damaged."""
 
     run_id: str
     state: str
@@ -72,30 +76,29 @@ class RunStatus:
     error: str
 
 
-def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0) -> RunStatus:
+def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check: Check = "quick") -> RunStatus:
     """Read one run's state from its directory (missing directory: pending)."""
-    epochs, phase, auc, error = 0, "", None, ""
-    history = directory / "history.csv"
-    if history.exists():
-        lines = history.read_text().strip().splitlines()[1:]
-        epochs = len(lines)
-        if lines:
-            phase = lines[-1].split(",", 1)[0]
-    if (directory / DONE).exists():
-        try:
-            auc = float(json.loads((directory / "metrics.json").read_text())["auc"])
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
-            auc = None
-        state = "done"
-    elif (directory / RUNNING).exists():
-        state = "running" if _running_alive(directory / RUNNING, stale_after_s) else "interrupted"
-        if state == "running" and claims.queued(claims.read(directory)):
-            state = "queued"
-    elif (directory / FAILED).exists():
-        state = "failed"
-        lines = (directory / FAILED).read_text().strip().splitlines()
-        error = lines[-1] if lines else ""
-    elif (directory / "checkpoints" / "last.pt").exists():
+    run = RunDir(directory)
+    rows = run.history_rows()
+    epochs, phase, auc, error = len(rows), rows[-1][0] if rows else "", None, ""
+    if run.is_done():
+        problems = run.check(check)
+        if problems:
+            state, error = "damaged", "; ".join(problems)
+        else:
+            state = "done"
+            try:
+                auc = float(run.read_metrics()["auc"])
+            except (MedtransferError, KeyError, TypeError, ValueError):
+                auc = None
+    elif run.running.exists():
+        alive = claims.alive(claims.read(run.path), run.path, stale_after_s)
+        state = "running" if alive else "interrupted"
+        if state == "running" and claims.queued(claims.read(run.path)):
+            state = "queued"  # a SLURM job that waits to start (or to restart, requeued)
+    elif run.failed.exists():
+        state, error = "failed", run.failure()
+    elif run.last.exists():
         state = "interrupted"
     else:
         state = "pending"
@@ -106,7 +109,7 @@ def read_study_file(out: Path):
     """The study recorded in ``DIR/study.yaml``."""
     from medtransfer.study.config import StudyConfig
 
-    path = Path(out) / "study.yaml"
+    path = Path(out) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")
     return StudyConfig.from_yaml(path)

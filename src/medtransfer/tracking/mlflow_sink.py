@@ -161,7 +161,15 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
 
     ``spec``: a ``TrackingSpec`` (``uri``, ``experiment``, ``log_weights``). Returns the JSON the
     runs' sinks need (empty when the store is unusable: one TrackingWarning, no exception).
+    Raises ConfigError when mlflow is not installed.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:  # asked for, not installed: say so before any run
+        from medtransfer.errors import ConfigError
+
+        raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]", '
+                          "or run without tracking (--track off)")
     out = Path(out)
     uri = spec.uri or default_uri(out)
     problem = probe(uri)

@@ -10,6 +10,7 @@ moment leaves a consistent pair. Every file is written atomically (temp file + r
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ import torch
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import MedtransferError
 from medtransfer.interrupts import deferred_signals
+from medtransfer.training.record import LAST  # the run directory's layout
 
-LAST = "last.pt"
 TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
 
 
@@ -38,20 +39,34 @@ def cpu_state(module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True) for name, t in module_state.items()}
 
 
-def write_checkpoint(directory: Path, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None,
-                     best_name: str | None, best_dirty: bool) -> str | None:
+@dataclass
+class BestSnapshot:
+    """The best weights of the phase so far: a CPU ``state`` (``None`` before the first epoch that
+    improved), the snapshot ``file`` under ``checkpoints/`` that holds them (``None`` until
+    written), and whether they changed since (``dirty``)."""
+
+    state: dict[str, torch.Tensor] | None = None
+    file: str | None = None
+    dirty: bool = False
+
+    def take(self, model: torch.nn.Module) -> None:
+        """Keep a copy of ``model``'s weights as the new best."""
+        self.state = cpu_state(model.state_dict())
+        self.dirty = True
+
+
+def write_checkpoint(directory: Path, state: dict[str, Any], best: BestSnapshot) -> None:
     """Write the best snapshot (if it changed) and then ``last.pt``; remove stale snapshots.
 
-    ``state`` must not hold the best weights; its ``best_file`` entry is set here.
-    Returns the snapshot file name now referenced.
+    ``state`` must not hold the best weights; its ``best_file`` entry is set here, and ``best``
+    records the snapshot file now referenced.
     """
-    if best_state is not None and (best_dirty or best_name is None or not (directory / best_name).exists()):
-        best_name = f"best.{state['phase']}.{state['epoch']:04d}.pt"
-        save_atomic(best_state, directory / best_name)
-    state = dict(state, best_file=best_name)
-    save_atomic(state, directory / LAST)
-    remove_stale_snapshots(directory, keep=best_name)
-    return best_name
+    if best.state is not None and (best.dirty or best.file is None or not (directory / best.file).exists()):
+        best.file = f"best.{state['phase']}.{state['epoch']:04d}.pt"
+        save_atomic(best.state, directory / best.file)
+    best.dirty = False
+    save_atomic(dict(state, best_file=best.file), directory / LAST)
+    remove_stale_snapshots(directory, keep=best.file)
 
 
 def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
@@ -67,8 +82,8 @@ def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
             pass
 
 
-def read_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
-    """``(state, best weights)`` from ``last.pt`` and its snapshot, or None when there is none."""
+def read_checkpoint(directory: Path) -> tuple[dict[str, Any], BestSnapshot] | None:
+    """``(state, best snapshot)`` from ``last.pt`` and the snapshot it names, or None when there is none."""
     path = directory / LAST
     if not path.exists():
         return None
@@ -81,7 +96,7 @@ def read_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Te
         raise MedtransferError(f"{path}: cannot resume from this checkpoint ({error.__class__.__name__}: {error}); "
                                "delete it to restart the run") from error
     remove_stale_snapshots(directory, keep=state.get("best_file"))
-    return state, best
+    return state, BestSnapshot(best, state.get("best_file") if best is not None else None)
 
 
 def rng_states(shuffle: torch.Generator, augment: torch.Generator | None) -> dict[str, Any]:

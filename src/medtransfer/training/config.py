@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from medtransfer.errors import ConfigError
-
-NORMALIZATIONS = ("caffe", "unit", "symmetric", "torch")
+from medtransfer.vocabulary import AucAverage, NormalizationMode, SourceRef, Strategy
 
 
 def describe_validation_error(error: ValidationError, where: str) -> str:
@@ -24,7 +23,7 @@ def describe_validation_error(error: ValidationError, where: str) -> str:
     lines = []
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling)"
         got = item.get("input")
@@ -33,7 +32,43 @@ def describe_validation_error(error: ValidationError, where: str) -> str:
     return "\n".join(lines)
 
 
-class RunConfig(BaseModel):
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    if not args or get_origin(annotation) is Literal:
+        return {annotation}
+    return set().union(*(_leaf_types(a) for a in args))
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)
+
+
+class StrictModel(BaseModel):
+    """A settings model: unknown keys are errors, and a boolean is not taken for a number
+    (pydantic would read ``epochs: true`` as 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None and _has_bool(value):
+            leaves = _leaf_types(cls.model_fields[info.field_name].annotation)
+            if leaves & {int, float} and bool not in leaves:
+                raise ValueError(f"expected a number, got {value!r}")
+        return value
+
+
+def check_label(label: str, what: str) -> str:
+    """A name used as a directory of the run store: not empty, no ``/``, not ``.`` or ``..``."""
+    if not label or "/" in label or "\\" in label or set(label) == {"."}:
+        raise ValueError(f"{what} {label!r} cannot name a directory (no '/', not '.' or '..')")
+    return label
+
+
+class RunConfig(StrictModel):
     """One fine-tuning run: target data, source, strategy, fold, seed and every training constant.
 
     Sizes in pixels, learning rates per step, ``checkpoint_every_s`` in seconds.
@@ -50,8 +85,8 @@ class RunConfig(BaseModel):
     # where to start from
     source: str = "imagenet"
     source_name: str | None = None  # label in run ids and tables; default source
-    normalization: Literal["caffe", "unit", "symmetric", "torch"] | None = None
-    strategy: Literal["no-freeze", "freeze"] = "no-freeze"
+    normalization: NormalizationMode | None = None
+    strategy: Strategy = "no-freeze"
     # which images
     fold: int = Field(0, ge=0)
     k_folds: int = Field(5, ge=2)
@@ -88,7 +123,7 @@ class RunConfig(BaseModel):
     zoom: float = Field(0.1, ge=0, lt=1)
     hflip: bool | None = None
     # evaluation
-    auc_average: Literal["macro", "weighted", "micro"] = "macro"
+    auc_average: AucAverage = "macro"
     # execution
     device: str = "auto"
     amp: Literal["auto", "bf16", "off"] = "auto"
@@ -108,6 +143,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"fold {self.fold} is outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
         if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
             raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {self.split_fractions}")
+        check_label(self.target_label, "target name")
+        check_label(self.source_label, "source name")
         return self
 
     @property
@@ -120,13 +157,14 @@ class RunConfig(BaseModel):
         """The source's name in run ids and tables (a weights path's file stem if unnamed)."""
         if self.source_name:
             return self.source_name
-        return Path(self.source).stem if ("/" in self.source or "." in self.source) else self.source
+        return SourceRef.of(self.source).label
 
     @property
     def run_id(self) -> str:
         """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
-        suffix = "" if self.seed == 0 else f"-seed{self.seed}"
-        return f"{self.target_label}/{self.source_label}-{self.strategy}/fold{self.fold}{suffix}"
+        from medtransfer.training.record import run_id
+
+        return run_id(self.target_label, self.source_label, self.strategy, self.fold, self.seed)
 
     @property
     def use_hflip(self) -> bool:

@@ -12,8 +12,7 @@ the source's ~95 MB in every freeze run; ``probe/head.pt`` instead holds
 ``source.load`` and ``source.seed`` rebuild the backbone with ``load_source``; ``source.sha256``
 is the digest of that backbone's state (:func:`state_digest`), checked on loading, so a probe is
 either rebuilt bit for bit or refused. :func:`load_probe` returns the same ``(ResNet50, meta)``
-as :func:`medtransfer.models.load_checkpoint` and also reads the full ``probe/model.pt`` that
-older runs wrote. Every hidden layer of a probe equals its source's, so comparing hidden
+as :func:`medtransfer.models.load_checkpoint`. Every hidden layer of a probe equals its source's, so comparing hidden
 representations with the probe is comparing them with the source.
 """
 
@@ -28,13 +27,14 @@ import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
-from medtransfer.models import ResNet50, load_checkpoint, load_source
+from medtransfer.models import ResNet50, load_source
 from medtransfer.models.checkpoint import plain_meta, read_payload
+from medtransfer.training.record import PROBE, PROBE_HEAD, RunDir
+from medtransfer.vocabulary import SourceRef
 
 FORMAT = "medtransfer-probe"
 VERSION = 1
-FILE = "head.pt"
-LEGACY_FILE = "model.pt"
+FILE = PROBE_HEAD
 HEAD_PREFIX = "head."
 
 
@@ -100,7 +100,7 @@ def _candidates(load: str, path: Path) -> list[str]:
     """``load`` itself, and for a file that is not there, ``sources/<name>`` beside any parent of
     ``path`` (a study directory that was moved)."""
     candidates = [load]
-    if ("/" in load or load.endswith((".pt", ".pth", ".h5"))) and not Path(load).exists():
+    if SourceRef.of(load).is_file and not Path(load).exists():
         candidates += [str(parent / "sources" / Path(load).name) for parent in path.resolve().parents
                        if (parent / "sources" / Path(load).name).is_file()]
     return candidates
@@ -116,8 +116,7 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
     """Rebuild a run's phase-1 probe: ``(ResNet50 in eval mode, meta)``, bit for bit as trained.
 
     Args:
-        path: ``probe/head.pt``, a run directory (its ``probe/head.pt``, else the full
-            ``probe/model.pt`` older runs wrote), or such a full checkpoint.
+        path: ``probe/head.pt``, or a run directory (its ``probe/head.pt``).
         source: where the source weights are now, if not where the run found them (a name or a
             file path); by default the recorded one, or ``sources/<its file name>`` in a parent
             folder of ``path`` when the recorded file is gone.
@@ -129,12 +128,7 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
     """
     path = Path(path)
     if path.is_dir():
-        probe_dir = path / "probe" if (path / "probe").is_dir() else path
-        path = probe_dir / FILE
-        if not path.exists() and (probe_dir / LEGACY_FILE).exists():
-            return load_checkpoint(probe_dir / LEGACY_FILE, map_location)
-    elif path.name == LEGACY_FILE:
-        return load_checkpoint(path, map_location)
+        path = RunDir(path).probe_head if (path / PROBE).is_dir() else path / FILE
     payload = read_probe_file(path)
     ref = payload["source"]
     tried = []
@@ -147,7 +141,10 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
         body = backbone.state_dict()
         digest = state_digest(body)
         if digest == ref["sha256"]:
-            model = ResNet50(num_classes=payload["num_classes"], dropout=payload["dropout"])
+            from medtransfer.models import registry
+
+            model = registry.create(registry.backbone_of(backbone), num_classes=payload["num_classes"],
+                                    dropout=payload["dropout"])
             state = dict(body)
             state.update(payload["state_dict"])
             model.load_state_dict(state)

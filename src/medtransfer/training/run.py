@@ -1,12 +1,13 @@
 """``train_run``: one fine-tuning run from a RunConfig to a finished run directory.
 
-Run directory (docs/interfaces.md): ``config.json``, ``folds.csv``, ``history.csv``,
-``checkpoints/best.pt`` (and ``last.pt`` while running, or kept with ``keep_last``),
-``predictions.csv`` (``image_id, label, p_0..p_{k-1}`` on the test split), ``probe/`` (freeze
-strategy: the phase-1 linear probe ``head.pt`` - its head and a reference to the source it was
-started from, see :mod:`medtransfer.training.probe` - ``predictions.csv``, ``metrics.json``),
-``metrics.json``, and ``DONE`` written last. A run killed at any moment resumes from
-``checkpoints/last.pt`` and, on the CPU, ends with the same metrics as an uninterrupted run.
+The directory's layout belongs to :mod:`medtransfer.training.record` (``config.json`` as given,
+``facts.json``, ``folds.csv``, ``history.csv``, ``checkpoints/best.pt``, ``predictions.csv``,
+``metrics.json``, ``probe/`` for freeze runs, and ``DONE`` with the digests, written last). A run
+killed at any moment resumes from ``checkpoints/last.pt`` and, on the CPU, ends with the same
+metrics as an uninterrupted run.
+
+Read top to bottom, :meth:`_Run.train` is the training script: build the phases from the config,
+then for each phase train to early stopping, keeping a :class:`BestSnapshot`; evaluate; write.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,19 +26,22 @@ import torch
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.training import checkpoints as ckpt
+from medtransfer.training.checkpoints import BestSnapshot
 from medtransfer.training.config import RunConfig
 from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
-from medtransfer.training.probe import FILE as PROBE_FILE
 from medtransfer.training.probe import save_probe, tensor_digests
 from medtransfer.tracking import PhasePlan, RunStart, Sinks
+from medtransfer.training.record import DONE, HISTORY_COLUMNS, RunDir, RunFacts, read_record
+from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
-DONE = "DONE"
-HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
-                   "seconds"]
+__all__ = ["DONE", "HISTORY_COLUMNS", "RunResult", "TrainingPhase", "build_model", "phase_plan", "resolve_amp",
+           "resolve_device", "train_run"]
+
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
 
 @dataclass
@@ -54,16 +57,15 @@ class RunResult:
 
     @classmethod
     def read(cls, directory: Path) -> "RunResult":
-        """Read a finished run directory."""
-        directory = Path(directory)
-        metrics = json.loads((directory / "metrics.json").read_text())
-        probe = directory / "probe" / "metrics.json"
-        return cls(directory, metrics, json.loads(probe.read_text()) if probe.exists() else None, skipped=True)
+        """Read a finished run directory (its digests checked)."""
+        record = read_record(directory)
+        probe = record.metrics(probe=True) if record.dir.probe_metrics.exists() else None
+        return cls(record.path, record.metrics(), probe, skipped=True)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or ``None``) -> the first CUDA device when there is one, else the CPU."""
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
@@ -75,16 +77,67 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One phase of a run, fixed by the config: the freeze strategy's ``probe`` (head only, lr
+    ``probe_lr``, early stopping on validation accuracy) or ``finetune`` (every layer, lr ``lr``,
+    early stopping on validation loss)."""
+
+    name: Phase
+    lr: float
+    epochs: int
+    monitor: Literal["val_accuracy", "val_loss"]
+    patience: int
+    min_delta: float
+
+    @property
+    def head_only(self) -> bool:
+        return self.name == PROBE
+
+    @classmethod
+    def plan(cls, config: RunConfig) -> list["TrainingPhase"]:
+        """The phases of ``config``'s strategy, in order."""
+        finetune = cls(FINETUNE, config.lr, config.epochs, "val_loss", config.patience, config.min_delta)
+        if config.strategy != FREEZE:
+            return [finetune]
+        probe = cls(PROBE, config.probe_lr, config.probe_epochs, "val_accuracy", config.probe_patience,
+                    config.min_delta)
+        return [probe, finetune]
+
+    def stopper(self) -> EarlyStopping:
+        return EarlyStopping("max" if self.monitor == "val_accuracy" else "min", self.patience, self.min_delta)
+
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """Freeze or unfreeze the backbone; the parameters the optimizer updates."""
+        for param in model.backbone_parameters():
+            param.requires_grad_(not self.head_only)
+        return list(model.head.parameters()) if self.head_only else list(model.parameters())
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        """Training modes: a frozen backbone keeps BatchNorm in inference mode."""
+        if self.head_only:
+            model.eval()
+            model.head.train()
+        else:
+            model.train()
+
+
 def phase_plan(config: RunConfig) -> list[PhasePlan]:
-    """The phases of a run in order, each with its learning rate and epoch limit."""
-    finetune = PhasePlan("finetune", config.lr, config.epochs)
-    if config.strategy == "freeze":
-        return [PhasePlan("probe", config.probe_lr, config.probe_epochs), finetune]
-    return [finetune]
+    """The phases of a run in order, each with its learning rate and epoch limit (for sinks)."""
+    return [PhasePlan(p.name, p.lr, p.epochs) for p in TrainingPhase.plan(config)]
 
 
-def _write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
+def build_model(config: RunConfig, source, num_classes: int) -> torch.nn.Module:  # noqa: ANN001 - a Source
+    """The source's network with a fresh seeded head of ``num_classes`` outputs, the config's
+    dropout and BatchNorm momentum (on the CPU; dropout is set before the head is made)."""
+    model = source.model
+    model.dropout = config.dropout
+    model.reset_head(num_classes, seed=config.seed)
+    if config.bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, BATCH_NORMS):
+                module.momentum = config.bn_momentum
+    return model
 
 
 def _predictions_frame(data: RunData, rows: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:
@@ -99,163 +152,133 @@ def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
-def _evaluate_test(model: torch.nn.Module, data: RunData, setup: StepSetup, batch: int,
-                   config: RunConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    model.eval()
-    rows = data.index["test"]
-    probs, loss = predict(model, data.pixels, data.labels, rows, batch, setup)
-    frame = _predictions_frame(data, rows, probs)
-    metrics = classification_metrics(frame["label"].to_numpy(), probs.numpy().astype(np.float64),
-                                     config.auc_average)
-    metrics["loss"] = loss
-    return frame, metrics
-
-
 class _Run:
     """The state of one run while it trains (see :func:`train_run`)."""
 
-    def __init__(self, config: RunConfig, directory: Path, sinks: Sinks | None = None) -> None:
+    def __init__(self, config: RunConfig, directory: RunDir, sinks: Sinks | None = None) -> None:
         from medtransfer.data import KerasAugment
         from medtransfer.models import load_source
 
-        self.directory = directory
+        self.dir = directory
         self.sinks = sinks if sinks is not None else Sinks()
-        self.checkpoints = directory / "checkpoints"
-        self.device = resolve_device(config.device)
-        self.data = load_run_data(config, self.device)
-        source = load_source(config.source, seed=config.seed, cache_dir=None, normalization=config.normalization)
+        self.given = config                   # written to config.json as it is
+        self.config = c = directory.resolve(config)  # study-relative paths made usable
+        self.device = resolve_device(c.device)
+        self.data = load_run_data(c, self.device)
+        source = load_source(c.source, seed=c.seed, cache_dir=None, normalization=c.normalization)
         # the probe is stored as its difference from the source: digest the source before training
-        self.source_digests = tensor_digests(source.model.state_dict()) if config.strategy == "freeze" else None
-        self.config = config.model_copy(update={"classes": self.data.classes,
-                                                "normalization": str(source.normalize)})
-        model = source.model
-        model.dropout = self.config.dropout
-        model.reset_head(self.data.num_classes, seed=self.config.seed)
-        if self.config.bn_momentum is not None:
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.momentum = self.config.bn_momentum
-        channels_last = self.config.channels_last
-        if channels_last is None:
-            channels_last = self.device.type == "cuda"
-        memory = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory)
+        self.source_digests = tensor_digests(source.model.state_dict()) if c.strategy == FREEZE else None
         self.normalize = source.normalize
+        self.facts = RunFacts(self.data.classes, str(source.normalize), str(self.device))
+        channels_last = c.channels_last if c.channels_last is not None else self.device.type == "cuda"
+        memory = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = build_model(c, source, self.data.num_classes).to(self.device, memory_format=memory)
         augment = None
-        if self.config.augment:
-            augment = KerasAugment(rotation=self.config.rotation, shift=self.config.shift, shear=self.config.shear,
-                                   zoom=self.config.zoom, hflip=self.config.use_hflip)
-        forward = torch.compile(self.model) if self.config.compile else None
-        self.setup = StepSetup(self.normalize, augment, resolve_amp(self.config.amp, self.device),
-                               channels_last, forward)
-        self.eval_batch = self.config.eval_batch_size or 2 * self.config.batch_size
-        self.shuffle = torch.Generator().manual_seed(self.config.seed)
-        self.augment_rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 1) if augment else None
-        torch.manual_seed(self.config.seed)
+        if c.augment:
+            augment = KerasAugment(rotation=c.rotation, shift=c.shift, shear=c.shear, zoom=c.zoom, hflip=c.use_hflip)
+        forward = torch.compile(self.model) if c.compile else None
+        self.setup = StepSetup(self.normalize, augment, resolve_amp(c.amp, self.device), channels_last, forward)
+        self.eval_batch = c.eval_batch_size or 2 * c.batch_size
+        self.shuffle = torch.Generator().manual_seed(c.seed)
+        self.augment_rng = torch.Generator(device=self.device).manual_seed(c.seed + 1) if augment else None
+        torch.manual_seed(c.seed)
         self.history: list[dict[str, Any]] = []
         self.resumed = False
 
     # -- files ------------------------------------------------------------------------------
 
     def write_inputs(self) -> None:
-        _write_text(self.directory / "config.json", self.config.to_json())
-        _write_text(self.directory / "folds.csv", self.data.folds.to_csv(index=False))
+        self.dir.write_config(self.given)
+        self.dir.write_facts(self.facts)
+        write_text_atomic(self.dir.folds, self.data.folds.to_csv(index=False))
 
     def write_history(self) -> None:
-        _write_text(self.directory / "history.csv",
-                    pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(index=False))
+        write_text_atomic(self.dir.history, pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(index=False))
 
     def meta(self, **extra: Any) -> dict[str, Any]:
-        return {"normalization": str(self.normalize), "classes": self.data.classes, "source": self.config.source,
-                "target": self.config.target, "strategy": self.config.strategy, "fold": self.config.fold,
-                "seed": self.config.seed, "size": self.config.size, "interpolation": self.config.interpolation,
-                **extra}
-
-    # -- phases -----------------------------------------------------------------------------
-
-    def phases(self) -> list[str]:
-        return [p.phase for p in phase_plan(self.config)]
-
-    def set_trainable(self, phase: str) -> list[torch.nn.Parameter]:
-        head_only = phase == "probe"
-        for param in self.model.backbone_parameters():
-            param.requires_grad_(not head_only)
-        return list(self.model.head.parameters()) if head_only else list(self.model.parameters())
-
-    def set_modes(self, phase: str) -> None:
-        if phase == "probe":
-            self.model.eval()  # frozen backbone: BatchNorm in inference mode
-            self.model.head.train()
-        else:
-            self.model.train()
-
-    def run_phase(self, phase: str, resume: dict[str, Any] | None, best: dict | None) -> int:
-        """Train one phase to early stopping; leave the best weights in the model. Returns best epoch."""
         c = self.config
-        params = self.set_trainable(phase)
-        lr, epochs = next((p.lr, p.epochs) for p in phase_plan(c) if p.phase == phase)
-        optimizer = KerasAdam(params, lr=lr, betas=(c.beta1, c.beta2), eps=c.eps)
-        if phase == "probe":
-            stopper = EarlyStopping("max", c.probe_patience, c.min_delta)
-        else:
-            stopper = EarlyStopping("min", c.patience, c.min_delta)
-        start, best_name, best_dirty = 0, None, False
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            stopper = EarlyStopping.from_state(resume["stopper"])
-            start, best_name = resume["epoch"], resume.get("best_file")
-        last_save = time.monotonic()
-        epoch = start
-        for epoch in range(start, epochs):
-            if stopper.should_stop:
-                break
-            began = time.perf_counter()
-            self.set_modes(phase)
-            train_loss, train_acc = train_epoch(self.model, optimizer, self.data.pixels, self.data.labels,
-                                                self.data.index["train"], c.batch_size, self.setup, self.shuffle,
-                                                self.augment_rng, head_only=phase == "probe")
-            self.model.eval()
-            val_rows = self.data.index["val"]
-            probs, val_loss = predict(self.model, self.data.pixels, self.data.labels, val_rows, self.eval_batch,
-                                      self.setup)
-            val_labels = self.data.labels[val_rows].cpu()
-            val_acc = float((probs.argmax(1) == val_labels).float().mean())
-            val_auc = classification_metrics(val_labels.numpy(), probs.numpy().astype(np.float64),
-                                             c.auc_average)["auc"]
-            if stopper.step(val_acc if phase == "probe" else val_loss):
-                best = ckpt.cpu_state(self.model.state_dict())
-                best_dirty = True
-            self.history.append({"phase": phase, "epoch": epoch, "train_loss": train_loss,
-                                 "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
-                                 "val_auc": val_auc, "seconds": time.perf_counter() - began})
-            self.write_history()
-            self.sinks.epoch(dict(self.history[-1]))
-            finished = stopper.should_stop or epoch + 1 == epochs
-            due = time.monotonic() - last_save >= c.checkpoint_every_s
-            # a finished probe is recorded by the phase transition; a finished fine-tune by DONE
-            if (due and not finished) or (finished and phase == "finetune" and c.keep_last):
-                best_name = self.checkpoint(phase, epoch + 1, optimizer, stopper, best, best_name, best_dirty)
-                best_dirty, last_save = False, time.monotonic()
-        if best is not None:
-            self.model.load_state_dict(best)
-        return stopper.best_epoch
+        return {"normalization": str(self.normalize), "classes": self.data.classes, "source": self.given.source,
+                "target": c.target, "strategy": c.strategy, "fold": c.fold, "seed": c.seed, "size": c.size,
+                "interpolation": c.interpolation, **extra}
 
-    def checkpoint(self, phase: str, epoch: int, optimizer: torch.optim.Optimizer | None,
-                   stopper: EarlyStopping | None, best: dict | None, best_name: str | None, best_dirty: bool) -> str | None:
+    def checkpoint(self, phase: Phase, epoch: int, optimizer: torch.optim.Optimizer | None = None,
+                   stopper: EarlyStopping | None = None, best: BestSnapshot | None = None) -> None:
+        """Write ``last.pt`` (and the best snapshot it names, if it changed)."""
         state = {"phase": phase, "epoch": epoch, "model": ckpt.cpu_state(self.model.state_dict()),
                  "optimizer": optimizer.state_dict() if optimizer is not None else None,
                  "stopper": stopper.state_dict() if stopper is not None else None,
                  "history": list(self.history), "rng": ckpt.rng_states(self.shuffle, self.augment_rng)}
-        return ckpt.write_checkpoint(self.checkpoints, state, best, best_name, best_dirty)
+        ckpt.write_checkpoint(self.dir.checkpoints, state, best if best is not None else BestSnapshot())
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def validate(self) -> tuple[float, float, float]:
+        """``(val_loss, val_accuracy, val_auc)`` of the model now."""
+        self.model.eval()
+        rows = self.data.index["val"]
+        probs, loss = predict(self.model, self.data.pixels, self.data.labels, rows, self.eval_batch, self.setup)
+        labels = self.data.labels[rows].cpu()
+        accuracy = float((probs.argmax(1) == labels).float().mean())
+        auc = classification_metrics(labels.numpy(), probs.numpy().astype(np.float64), self.config.auc_average)["auc"]
+        return loss, accuracy, auc
+
+    def evaluate_test(self) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Test predictions (``image_id, label, p_0..``) and metrics of the model now."""
+        self.model.eval()
+        rows = self.data.index["test"]
+        probs, loss = predict(self.model, self.data.pixels, self.data.labels, rows, self.eval_batch, self.setup)
+        frame = _predictions_frame(self.data, rows, probs)
+        metrics = classification_metrics(frame["label"].to_numpy(), probs.numpy().astype(np.float64),
+                                         self.config.auc_average)
+        metrics["loss"] = loss
+        return frame, metrics
+
+    # -- one phase --------------------------------------------------------------------------
+
+    def run_phase(self, phase: TrainingPhase, resume: dict[str, Any] | None, best: BestSnapshot) -> int:
+        """Train one phase to early stopping; leave the best weights in the model. Returns best epoch."""
+        c = self.config
+        optimizer = KerasAdam(phase.trainable(self.model), lr=phase.lr, betas=(c.beta1, c.beta2), eps=c.eps)
+        stopper, start = phase.stopper(), 0
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            stopper = EarlyStopping.from_state(resume["stopper"])
+            start = resume["epoch"]
+        last_save = time.monotonic()
+        for epoch in range(start, phase.epochs):
+            if stopper.should_stop:
+                break
+            began = time.perf_counter()
+            phase.train_mode(self.model)
+            train_loss, train_acc = train_epoch(self.model, optimizer, self.data.pixels, self.data.labels,
+                                                self.data.index["train"], c.batch_size, self.setup, self.shuffle,
+                                                self.augment_rng, head_only=phase.head_only)
+            val_loss, val_acc, val_auc = self.validate()
+            if stopper.step(val_acc if phase.monitor == "val_accuracy" else val_loss):
+                best.take(self.model)
+            self.history.append({"phase": phase.name, "epoch": epoch, "train_loss": train_loss,
+                                 "train_accuracy": train_acc, "val_loss": val_loss, "val_accuracy": val_acc,
+                                 "val_auc": val_auc, "seconds": time.perf_counter() - began})
+            self.write_history()
+            self.sinks.epoch(dict(self.history[-1]))
+            finished = stopper.should_stop or epoch + 1 == phase.epochs
+            due = time.monotonic() - last_save >= c.checkpoint_every_s
+            # a finished probe is recorded by the phase transition; a finished fine-tune by DONE
+            if (due and not finished) or (finished and phase.name == FINETUNE and c.keep_last):
+                self.checkpoint(phase.name, epoch + 1, optimizer, stopper, best)
+                last_save = time.monotonic()
+        if best.state is not None:
+            self.model.load_state_dict(best.state)
+        return stopper.best_epoch
 
     def finish_probe(self, best_epoch: int) -> dict[str, Any]:
-        frame, metrics = _evaluate_test(self.model, self.data, self.setup, self.eval_batch, self.config)
+        """Write the probe's predictions, head and metrics; its test metrics."""
+        frame, metrics = self.evaluate_test()
         metrics["best_epoch"] = best_epoch
-        probe = self.directory / "probe"
-        _write_text(probe / "predictions.csv", frame.to_csv(index=False))
-        save_probe(probe / PROBE_FILE, self.model, self.meta(phase="probe", best_epoch=best_epoch),
-                   load=self.config.source, seed=self.config.seed, source_digests=self.source_digests)
-        _write_text(probe / "metrics.json", json.dumps(_json_safe(metrics), indent=2))
+        write_text_atomic(self.dir.probe_predictions, frame.to_csv(index=False))
+        save_probe(self.dir.probe_head, self.model, self.meta(phase=PROBE, best_epoch=best_epoch),
+                   load=self.given.source, seed=self.config.seed, source_digests=self.source_digests)
+        write_text_atomic(self.dir.probe_metrics, json.dumps(_json_safe(metrics), indent=2))
         return metrics
 
     # -- the whole run ----------------------------------------------------------------------
@@ -265,59 +288,59 @@ class _Run:
 
         began = time.perf_counter()
         self.write_inputs()
-        found = ckpt.read_checkpoint(self.checkpoints)
-        phases = self.phases()
-        start_phase, resume, best = 0, None, None
+        phases = TrainingPhase.plan(self.config)
+        names = [p.name for p in phases]
+        start, resume, best = 0, None, BestSnapshot()
+        found = ckpt.read_checkpoint(self.dir.checkpoints)
         if found is not None:
             state, best = found
             self.model.load_state_dict(state["model"])
             ckpt.restore_rng(state["rng"], self.shuffle, self.augment_rng)
             self.history = list(state["history"])
             self.write_history()
-            start_phase = phases.index(state["phase"])
+            start = names.index(state["phase"])
             resume = state if state["optimizer"] is not None else None
             self.resumed = True
-        self.sinks.start(RunStart(self.config.run_id, self.directory, self.config.model_dump(mode="json"),
+        self.sinks.start(RunStart(self.config.run_id, self.dir.path, self.given.model_dump(mode="json"),
                                   phase_plan(self.config), [dict(r) for r in self.history], self.resumed))
-        probe_metrics = None
-        best_epoch = -1
-        for i in range(start_phase, len(phases)):
-            phase = phases[i]
-            best_epoch = self.run_phase(phase, resume if i == start_phase else None, best if i == start_phase else None)
-            if phase == "probe":
+        probe_metrics, best_epoch = None, -1
+        for i, phase in enumerate(phases[start:], start):
+            best_epoch = self.run_phase(phase, resume if i == start else None, best if i == start else BestSnapshot())
+            if phase.name == PROBE:
                 probe_metrics = self.finish_probe(best_epoch)
-                # phase 2 starts from the probe: record that, so a kill does not redo phase 1
-                self.checkpoint("finetune", 0, None, None, None, None, False)
-        if probe_metrics is None and (self.directory / "probe" / "metrics.json").exists():
-            probe_metrics = json.loads((self.directory / "probe" / "metrics.json").read_text())
-        frame, metrics = _evaluate_test(self.model, self.data, self.setup, self.eval_batch, self.config)
-        finetune = [row for row in self.history if row["phase"] == "finetune"]
-        metrics.update(best_epoch=best_epoch, epochs=len(finetune), seconds=time.perf_counter() - began,
+                self.checkpoint(FINETUNE, 0)  # phase 2 starts from the probe: a kill does not redo phase 1
+        if probe_metrics is None and self.dir.probe_metrics.exists():
+            probe_metrics = self.dir.read_metrics(probe=True)
+        frame, metrics = self.evaluate_test()
+        epochs = sum(row["phase"] == FINETUNE for row in self.history)
+        metrics.update(best_epoch=best_epoch, epochs=epochs, seconds=time.perf_counter() - began,
                        resumed=self.resumed, device=str(self.device), threads=torch.get_num_threads())
-        _write_text(self.directory / "predictions.csv", frame.to_csv(index=False))
-        _write_text(self.directory / "metrics.json", json.dumps(_json_safe(metrics), indent=2))
-        save_checkpoint(self.checkpoints / "best.pt", self.model, self.meta(phase="finetune", best_epoch=best_epoch))
+        write_text_atomic(self.dir.predictions, frame.to_csv(index=False))
+        write_text_atomic(self.dir.metrics, json.dumps(_json_safe(metrics), indent=2))
+        save_checkpoint(self.dir.best, self.model, self.meta(phase=FINETUNE, best_epoch=best_epoch))
         self.sinks.finish(_json_safe(metrics), probe_metrics)
-        _write_text(self.directory / DONE, json.dumps({"finished": time.time()}))
+        self.dir.write_done()
         if not self.config.keep_last:
-            (self.checkpoints / ckpt.LAST).unlink(missing_ok=True)
-        ckpt.remove_stale_snapshots(self.checkpoints, keep=None)
-        return RunResult(self.directory, metrics, probe_metrics, self.resumed, history=self.history)
+            self.dir.last.unlink(missing_ok=True)
+        ckpt.remove_stale_snapshots(self.dir.checkpoints, keep=None)
+        return RunResult(self.dir.path, metrics, probe_metrics, self.resumed, history=self.history)
 
 
 def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None) -> RunResult:
-    """Train (or resume, or skip if ``DONE``) one run into ``out_dir``; returns its test metrics.
+    """Train (or resume, or read if ``DONE``) one run into ``out_dir``; returns its test metrics.
 
     ``sinks`` (:class:`medtransfer.tracking.Sinks`) observe the run: its start, each history row,
     its end; they cannot change or fail it.
 
     Seeds the run's own generators and the global torch RNG (dropout) from ``config.seed``
-    inside ``torch.random.fork_rng``, so the caller's random state is left untouched.
+    inside ``torch.random.fork_rng``, so the caller's random state is left untouched. Relative
+    paths of ``config`` are relative to the study directory when ``out_dir`` lies in one
+    (:attr:`RunDir.base`), else to the working directory.
     """
-    directory = Path(out_dir)
-    if (directory / DONE).exists():
-        return RunResult.read(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = RunDir(Path(out_dir))
+    if directory.is_done():
+        return RunResult.read(directory.path)
+    directory.path.mkdir(parents=True, exist_ok=True)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -331,8 +354,3 @@ def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-
-
-def clear_run(directory: str | Path) -> None:
-    """Delete a run directory (to redo it from scratch)."""
-    shutil.rmtree(directory, ignore_errors=True)

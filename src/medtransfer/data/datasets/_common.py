@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medtransfer.data.manifest import ProblemLog
-from medtransfer.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"})
 JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -34,14 +33,3 @@ def image_files(folder: Path, log: ProblemLog | None = None, recursive: bool = F
             yield path
         elif log is not None:
             log.exclude(path, "not an image file (expected " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
-
-
-def find_root(root: Path, marker: str, names: tuple[str, ...]) -> Path:
-    """``root`` itself when it holds ``marker``, else the first of ``root/<name>`` that does.
-
-    Lets ``--root`` point at the dataset folder or at the folder the archive was unpacked into.
-    """
-    for candidate in (root, *(root / n for n in names)):
-        if (candidate / marker).exists():
-            return candidate
-    raise DataError(f"{root}: expected {marker!r} inside it (or inside {'/'.join(names[:1])}/)")

@@ -1,0 +1,378 @@
+"""The run directory: its layout, its markers and its typed record - the one owner of all three.
+
+A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone run) holds
+
+====================================  ==========================================================
+``config.json``                       the :class:`RunConfig` as given (never rewritten)
+``facts.json``                        what the run learnt: :class:`RunFacts` (classes, ...)
+``folds.csv``                         the fold's ``image_id, fold, split`` rows
+``history.csv``                       one row per epoch (:data:`HISTORY_COLUMNS`)
+``checkpoints/best.pt``               the fine-tuned model (``last.pt`` while unfinished)
+``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
+``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
+``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`) / the error
+``DONE``                              written last: finish time and the sha256 and size of every
+                                      file in :data:`SEALED` that the run wrote
+====================================  ==========================================================
+
+Only this module joins a run directory's paths or parses its JSON: training writes through
+:class:`RunDir`, the study's status and runner and the analysis read :class:`RunRecord` via
+:func:`read_record`. Other per-run files (a progress file, an ownership claim) belong here too.
+
+Paths in a study's run configs are relative to the study directory (``folds/{target}.csv``,
+``sources/{name}.pt``), so a study can be moved or copied; :meth:`RunDir.base` is that directory
+(``None`` outside a study: relative paths are then relative to the working directory).
+
+Integrity: :meth:`RunDir.check` compares what is on disk with ``DONE``'s digests. ``quick``
+checks presence and sizes (cheap enough for ``status`` on hundreds of runs), ``full`` also the
+sha256 (``run`` and ``analyze``). A ``DONE`` without digests (runs written before digests
+existed) is accepted as *unverified*: :attr:`RunRecord.verified` is ``False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medtransfer.atomic import write_text_atomic
+from medtransfer.errors import DataError
+from medtransfer.training.config import RunConfig
+from medtransfer.vocabulary import FREEZE, SourceRef
+
+RUNS = "runs"
+CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
+PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
+CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
+PROBE, PROBE_HEAD = "probe", "head.pt"
+DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
+HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
+                   "seconds"]
+# what a finished run wrote for good, relative to its directory (each digested in DONE if present)
+SEALED = (CONFIG, FACTS, FOLDS, METRICS, PREDICTIONS, f"{CHECKPOINTS}/{BEST}",
+          f"{PROBE}/{PROBE_HEAD}", f"{PROBE}/{PREDICTIONS}", f"{PROBE}/{METRICS}")
+CHUNK = 1 << 20
+Check = Literal["full", "quick", "none"]
+
+
+def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
+    """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    return f"{target}/{source}-{strategy}/fold{fold}{suffix}"
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """``{"sha256": hex, "bytes": size}`` of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            h.update(chunk)
+    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+
+
+def file_problem(path: Path, expected: dict[str, Any], check: Check = "full") -> str | None:
+    """Why ``path`` is not the file ``expected`` (:func:`file_digest`) describes, or ``None``."""
+    if check == "none":
+        return None
+    if not path.is_file():
+        return f"{path} is missing"
+    size = path.stat().st_size
+    if size != expected.get("bytes"):
+        return f"{path} has {size} bytes, {expected.get('bytes')} were written"
+    if check == "full" and file_digest(path)["sha256"] != expected.get("sha256"):
+        return f"{path} differs from what was written (sha256)"
+    return None
+
+
+def seal_file(path: Path) -> Path:
+    """Record ``path``'s digest beside it (``{name}.sha256.json``); returns that file."""
+    sidecar = path.with_name(path.name + ".sha256.json")
+    write_text_atomic(sidecar, json.dumps(file_digest(path)))
+    return sidecar
+
+
+def sealed_file_problem(path: Path, check: Check = "full") -> str | None:
+    """Why a file sealed by :func:`seal_file` is damaged, or ``None`` (also ``None`` if never sealed)."""
+    sidecar = path.with_name(path.name + ".sha256.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        expected = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return f"{sidecar} is not readable JSON"
+    return file_problem(path, expected, check)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the run's {what} ({error.strerror or error})") from None
+    except ValueError as error:
+        raise DataError(f"{path}: the run's {what} is not valid JSON ({error})") from None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run learns while it starts: the class names (label order), the input normalisation
+    mode its source uses, and the device it trained on."""
+
+    classes: list[str]
+    normalization: str | None
+    device: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"classes": list(self.classes), "normalization": self.normalization,
+                           "device": self.device}, indent=2)
+
+
+class DamagedRunError(DataError):
+    """A finished run whose files differ from what it wrote; ``problems`` names each file."""
+
+    def __init__(self, directory: Path, problems: list[str]) -> None:
+        self.directory = Path(directory)
+        self.problems = problems
+        super().__init__(f"run {directory} is damaged: " + "; ".join(problems)
+                         + " - `medtransfer run` recomputes it")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run directory (nothing is read or created until asked)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def in_study(cls, study_dir: str | os.PathLike, config: RunConfig) -> RunDir:
+        """The directory of ``config``'s run in a study directory: ``DIR/runs/{run id}``."""
+        return cls(Path(study_dir) / RUNS / config.run_id)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        """A file of the run by its name relative to the run directory (e.g. ``probe/head.pt``)."""
+        return self.path / name
+
+    config_file = property(lambda self: self.path / CONFIG)
+    facts_file = property(lambda self: self.path / FACTS)
+    folds = property(lambda self: self.path / FOLDS)
+    history = property(lambda self: self.path / HISTORY)
+    predictions = property(lambda self: self.path / PREDICTIONS)
+    metrics = property(lambda self: self.path / METRICS)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    best = property(lambda self: self.path / CHECKPOINTS / BEST)
+    last = property(lambda self: self.path / CHECKPOINTS / LAST)
+    probe = property(lambda self: self.path / PROBE)
+    probe_head = property(lambda self: self.path / PROBE / PROBE_HEAD)
+    probe_predictions = property(lambda self: self.path / PROBE / PREDICTIONS)
+    probe_metrics = property(lambda self: self.path / PROBE / METRICS)
+    done = property(lambda self: self.path / DONE)
+    running = property(lambda self: self.path / RUNNING)
+    failed = property(lambda self: self.path / FAILED)
+
+    @property
+    def base(self) -> Path | None:
+        """The study directory this run lies in (``DIR`` of ``DIR/runs/{run id}``), else ``None``."""
+        for parent in self.path.parents:
+            if parent.name == RUNS:
+                return parent.parent
+        return None
+
+    def resolve(self, config: RunConfig) -> RunConfig:
+        """``config`` with its study-relative paths (folds file, source file) made usable here."""
+        base = self.base
+        if base is None:
+            return config
+        update: dict[str, Any] = {}
+        if config.folds_file and not Path(config.folds_file).is_absolute():
+            update["folds_file"] = str(base / config.folds_file)
+        source = SourceRef.of(config.source)
+        if source.is_file and not Path(source.text).is_absolute():
+            update["source"] = source.resolve(base)
+        return config.model_copy(update=update) if update else config
+
+    # -- what the run writes ----------------------------------------------------------------
+
+    def write_config(self, config: RunConfig) -> None:
+        """Write ``config.json`` (the config as given)."""
+        write_text_atomic(self.config_file, config.to_json())
+
+    def read_config_data(self) -> dict[str, Any] | None:
+        """``config.json`` as a mapping (``None`` when absent)."""
+        if not self.config_file.exists():
+            return None
+        data = _read_json(self.config_file, "config")
+        if not isinstance(data, dict):
+            raise DataError(f"{self.config_file}: expected a JSON object with the run's config")
+        return data
+
+    def read_config(self) -> RunConfig:
+        """The run's :class:`RunConfig`."""
+        data = self.read_config_data()
+        if data is None:
+            raise DataError(f"{self.config_file}: missing (not a run directory)")
+        return RunConfig.parse(data, where=str(self.config_file))
+
+    def write_facts(self, facts: RunFacts) -> None:
+        write_text_atomic(self.facts_file, facts.to_json())
+
+    def read_facts(self, config: RunConfig) -> RunFacts:
+        """``facts.json``; older runs recorded the same facts inside ``config.json``."""
+        if not self.facts_file.exists():
+            return RunFacts(list(config.classes or []), config.normalization)
+        data = _read_json(self.facts_file, "facts")
+        try:
+            return RunFacts([str(c) for c in data["classes"]], data.get("normalization"), data.get("device"))
+        except (KeyError, TypeError):
+            raise DataError(f"{self.facts_file}: expected classes, normalization and device") from None
+
+    def read_metrics(self, probe: bool = False) -> dict[str, Any]:
+        """``metrics.json`` (or the probe's) as a mapping."""
+        path = self.probe_metrics if probe else self.metrics
+        data = _read_json(path, "metrics")
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected a JSON object of metrics")
+        return data
+
+    def write_done(self) -> None:
+        """Write ``DONE`` (last), with the digest of every sealed file the run wrote."""
+        files = {name: file_digest(self.file(name)) for name in SEALED if self.file(name).is_file()}
+        write_text_atomic(self.done, json.dumps({"finished": time.time(), "files": files}, indent=2))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def is_done(self) -> bool:
+        return self.done.exists()
+
+    def digests(self) -> dict[str, dict[str, Any]] | None:
+        """The digests ``DONE`` recorded, ``None`` when it recorded none (older runs)."""
+        try:
+            data = json.loads(self.done.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return None
+        files = data.get("files") if isinstance(data, dict) else None
+        return files if isinstance(files, dict) else None
+
+    def check(self, check: Check = "full") -> list[str]:
+        """Problems of a finished run's files (empty: intact, or unverifiable - see :meth:`digests`)."""
+        digests = self.digests()
+        if digests is None or check == "none":
+            return []
+        found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()]
+        return [p for p in found if p]
+
+    def write_failed(self, message: str) -> None:
+        """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
+        write_text_atomic(self.failed, message, fsync=True)
+
+    def history_rows(self) -> list[list[str]]:
+        """``history.csv``'s rows as strings (header dropped); empty if absent or unreadable."""
+        try:
+            lines = self.history.read_text(encoding="utf-8", errors="replace").strip().splitlines()[1:]
+        except OSError:
+            return []
+        return [line.split(",") for line in lines]
+
+    def failure(self) -> str:
+        """The last line of ``FAILED`` (the error), or ``""``."""
+        try:
+            lines = self.failed.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def clear(self) -> None:
+        """Delete the run directory (to recompute it from scratch)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run, typed: its directory, its config as given and the facts it learnt.
+
+    ``verified`` says whether ``DONE`` carried digests that the files matched when read.
+    """
+
+    dir: RunDir
+    config: RunConfig = field(hash=False, compare=False)
+    facts: RunFacts = field(hash=False, compare=False)
+    verified: bool = True
+
+    # grid coordinates
+    target = property(lambda self: self.config.target_label)
+    source = property(lambda self: self.config.source_label)
+    strategy = property(lambda self: self.config.strategy)
+    fold = property(lambda self: self.config.fold)
+    seed = property(lambda self: self.config.seed)
+    run_id = property(lambda self: self.config.run_id)
+    path = property(lambda self: self.dir.path)
+    # files
+    checkpoint = property(lambda self: self.dir.best)
+    predictions = property(lambda self: self.dir.predictions)
+    probe_predictions = property(lambda self: self.dir.probe_predictions)
+
+    @property
+    def resolved(self) -> RunConfig:
+        """The config with its study-relative paths resolved where the study now is."""
+        return self.dir.resolve(self.config)
+
+    @property
+    def source_ref(self) -> SourceRef:
+        """What the run started from, resolved (a name, or a file that exists here if it can)."""
+        return SourceRef.of(self.resolved.source)
+
+    @property
+    def load_string(self) -> str:
+        """The string that rebuilds the run's initialisation with ``load_source``."""
+        return self.source_ref.text
+
+    @property
+    def is_random(self) -> bool:
+        return self.source_ref.is_random
+
+    @property
+    def is_freeze(self) -> bool:
+        return self.config.strategy == FREEZE
+
+    @property
+    def normalization(self) -> str | None:
+        return self.facts.normalization
+
+    @property
+    def classes(self) -> list[str]:
+        return self.facts.classes
+
+    def metrics(self, probe: bool = False) -> dict[str, Any]:
+        return self.dir.read_metrics(probe)
+
+
+def read_record(directory: str | os.PathLike | RunDir, check: Check = "full") -> RunRecord:
+    """The :class:`RunRecord` of a finished run directory.
+
+    Raises:
+        DataError: not finished (no ``DONE``), or its config is unreadable.
+        DamagedRunError: a file differs from what the run wrote (names each file).
+    """
+    run = directory if isinstance(directory, RunDir) else RunDir(Path(directory))
+    if not run.is_done():
+        raise DataError(f"{run.path}: the run has not finished (no {DONE} marker)")
+    problems = run.check(check)
+    if problems:
+        raise DamagedRunError(run.path, problems)
+    config = run.read_config()
+    return RunRecord(run, config, run.read_facts(config), verified=run.digests() is not None and check != "none")
+
+
+def find_run_dirs(study_dir: str | os.PathLike) -> list[RunDir]:
+    """Every run directory under ``DIR/runs/`` (those with a ``config.json``), sorted by path."""
+    runs = Path(study_dir) / RUNS
+    found = [p.parent for p in sorted(runs.glob(f"**/{CONFIG}")) if p.parent.name != PROBE]
+    return [RunDir(p) for p in found]

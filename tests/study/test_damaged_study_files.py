@@ -1,0 +1,50 @@
+"""Damaged study files give a message naming the file, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from medtransfer.data.folds import read_folds
+from medtransfer.errors import ConfigError, DataError
+from medtransfer.study.runner import _check_unchanged
+from medtransfer.study.store import run_status
+from medtransfer.training.config import RunConfig
+
+
+def test_truncated_fold_file_is_named_with_its_line(tmp_path):
+    path = tmp_path / "thyroid.csv"
+    path.write_text("image_id,fold,split\na.png,0,train\nb.png,0,test\nc.png,")
+    with pytest.raises(DataError, match=r"thyroid\.csv:4: fold empty is not an integer \(a truncated"):
+        read_folds(path)
+    path.write_text("image_id,fold,split\na.png,0,train\nb.png,1")
+    with pytest.raises(DataError, match=r"thyroid\.csv:3: empty split \(a truncated"):
+        read_folds(path)
+    path.write_text("image_id,fold,split\na.png,0.5,train\n")
+    with pytest.raises(DataError, match=r"thyroid\.csv:2: fold '0\.5' is not an integer"):
+        read_folds(path)
+
+
+def test_truncated_config_json_is_named(tmp_path):
+    config = RunConfig(target="thyroid")
+    text = config.to_json()
+    (tmp_path / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ConfigError, match=r"config\.json is damaged .*delete that run directory"):
+        _check_unchanged(config, tmp_path)
+    (tmp_path / "config.json").write_text(text)
+    _check_unchanged(config, tmp_path)  # intact and unchanged: nothing to say
+
+
+def test_status_reads_a_history_with_bad_bytes(tmp_path):
+    (tmp_path / "history.csv").write_bytes(b"phase,epoch\nfinetune,1\nfinetune,\xff\xfe2\n")
+    status = run_status(tmp_path, "r")
+    assert status.epochs_done == 2 and status.phase == "finetune"
+
+
+def test_a_pretraining_source_that_cannot_make_its_folds_is_named(tmp_path):
+    from medtransfer.study.config import SourceSpec
+    from medtransfer.study.pretrain import pretrain_source
+
+    spec = SourceSpec(name="tiny", pretrain={"dataset": "synthetic", "options": {"n_patients": 2, "size": 8},
+                                             "size": 8, "batch_size": 2, "epochs": 1})
+    with pytest.raises(DataError, match=r"^source tiny \(pretraining on synthetic\): .*fold"):
+        pretrain_source(spec, tmp_path, {"device": "cpu"})
