@@ -43,10 +43,10 @@ def _source_tasks(study: StudyConfig, out: Path) -> list[Task]:
     """A pretraining task for each source the study makes itself and has not made yet."""
     tasks = []
     for source in study.sources:
-        if source.pretrain is None or publish_source(source_run_dir(source, out), source_file(source, out)):
+        if source.pretrain is None or publish_source(source_run_dir(source, out), source_file(out, source.name)):
             continue
         tasks.append(Task.make(pretrain_config(source, study.training), source_run_dir(source, out),
-                               publish=str(source_file(source, out))))
+                               publish=str(source_file(out, source.name))))
     return tasks
 
 
