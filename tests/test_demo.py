@@ -50,6 +50,9 @@ def test_demo_runs_the_whole_study_and_resumes(tmp_path):
     assert set(similarity.layer) == {"conv1", "block1", "block2", "block3", "block4"}
     assert {"ft_vs_init", "ft_vs_ft", "init_vs_init", "random_vs_random"} <= set(similarity.kind)
     assert similarity["mean"].dropna().between(0.0, 1.0 + 1e-9).all()
+    # every score with enough images carries its image-bootstrap interval and permutation null
+    enough = similarity[similarity["images"] >= 2]
+    assert len(enough) and enough[["ci_low", "ci_high", "null_p95", "p_value"]].notna().all().all()
     # as in the paper: fine-tuned vs its initialisation, similarity falls with depth
     order = ["conv1", "block1", "block2", "block3", "block4"]
     for measure in ("cca", "cka"):

@@ -46,7 +46,7 @@ def test_h5_with_damaged_values_is_refused_naming_file_and_tensor(keras_referenc
 
 
 def _port_copy(arrays) -> dict[str, torch.Tensor]:
-    """A port state dict of its own (port_state's tensors share memory with the session's arrays)."""
+    """A port state dict of its own (port_state's tensors share memory with the shared fixture's arrays)."""
     return {k: v.clone() for k, v in port_state(arrays).items()}
 
 
