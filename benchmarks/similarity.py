@@ -3,6 +3,7 @@
     python benchmarks/similarity.py                      # the three sizes of issue 2, float64, CPU
     python benchmarks/similarity.py --sizes 20000x64 --repeats 7
     python benchmarks/similarity.py --device cuda        # also time cca on torch tensors on that device
+    python benchmarks/similarity.py --bootstrap          # 1000 image resamples vs one estimate (issue 12's bar)
 
 For each size n x p, x and y are both (n, p), y a noisy linear map of x (well conditioned, so the
 reference is valid). Reference and cca run alternately in the same process, ``--repeats`` times;
@@ -14,6 +15,14 @@ Each timed call starts after ``--pause`` seconds of idle (default 0.3 s): numpy 
 bundle an OpenBLAS whose idle threads spin for about 0.1 s after a call, so without the pause each
 function is timed partly against the other one's spinning threads.
 On a shared machine the times are noisy: compare ratios, not absolute numbers.
+
+``--bootstrap``: for CCA and linear CKA at 10000 x 64 and 10000 x 256 (``--bootstrap-sizes``), the
+median time of one estimate (``cca(x, y)`` / ``linear_cka(x, y)``) against the median time of
+1000 image-bootstrap resamples from sufficient statistics (``image_bootstrap``: the per-image
+blocks, one weighted sum for all resamples, the batched c x c problems), and their ratio, for two
+layouts of the 10000 rows: 16 images x 625 positions (the paper's sampling at a 25 x 25 layer) and
+100 images x 100 positions (the spread sampling). The weighted sum costs about ``R m / n`` estimates
+(R resamples, m images, n rows), the batched CCA algebra about ``5 R c / (4 n)``.
 """
 
 from __future__ import annotations
@@ -122,6 +131,38 @@ def bench_device(x, y, rho_cpu, repeats, device):
     return out
 
 
+def bench_bootstrap(n: int, c: int, images: int, resamples: int, repeats: int) -> dict[str, float]:
+    """Median seconds of one estimate and of ``resamples`` image resamples, per measure, same data."""
+    from medtransfer.similarity import image_bootstrap, linear_cka
+
+    x, y = make_data(n, c)
+    one = {"cca": lambda: cca(x, y), "cka": lambda: linear_cka(x, y)}
+    out = {}
+    for name, estimate in one.items():
+        single, boot = [], []
+        for r in range(repeats):
+            single.append(timed(estimate)[0])
+            boot.append(timed(lambda: image_bootstrap(x, y, n // images, name, resamples=resamples, seed=r))[0])
+        out[f"{name}_one_s"] = float(np.median(single))
+        out[f"{name}_boot_s"] = float(np.median(boot))
+        out[f"{name}_ratio"] = out[f"{name}_boot_s"] / out[f"{name}_one_s"]
+    return out
+
+
+def report_bootstrap(args: argparse.Namespace) -> None:
+    print(f"image bootstrap ({args.resamples} resamples) vs one estimate, median of {args.repeats}, same process")
+    for size in args.bootstrap_sizes:
+        n, c = (int(v) for v in size.lower().split("x"))
+        for images in (16, 100):
+            row = bench_bootstrap(n, c, images, args.resamples, args.repeats)
+            text = "   ".join(
+                f"{m}: one {row[f'{m}_one_s'] * 1e3:7.1f} ms, {args.resamples} resamples {row[f'{m}_boot_s'] * 1e3:8.1f} ms, "
+                f"ratio {row[f'{m}_ratio']:5.1f}x"
+                for m in ("cca", "cka")
+            )
+            print(f"{n:>6} x {c:<4} {images:>3} images x {n // images:>4} positions   {text}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["20000x64", "50000x512", "50000x2048"])
@@ -129,16 +170,25 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="also time torch tensors on this device (e.g. cuda)")
     parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)")
     parser.add_argument("--pause", type=float, default=0.3, help="idle seconds before each timed call")
+    parser.add_argument("--bootstrap", action="store_true", help="time image-bootstrap resamples against one estimate")
+    parser.add_argument("--bootstrap-sizes", nargs="+", default=["10000x64", "10000x256"])
+    parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
     global PAUSE_S
     PAUSE_S = args.pause
-    print(f"cca vs covariance-inverse reference, float64, median of {args.repeats} (same process, alternating)")
     limit = contextlib.nullcontext()
     if args.threads is not None:
         from threadpoolctl import threadpool_limits
 
         limit = threadpool_limits(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
     with limit:
+        if args.bootstrap:
+            report_bootstrap(args)
+            return
+        print(f"cca vs covariance-inverse reference, float64, median of {args.repeats} (same process, alternating)")
         for size in args.sizes:
             report(size, args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -38,12 +39,35 @@ def test_demo_runs_the_whole_study_and_resumes(tmp_path):
         ("random", "no-freeze"),
     }
     assert auc.auc.between(0.0, 1.0).all()
+    # transfer is visible: every pretrained cell beats random init by more than the fold spread
+    cells = auc.groupby(["source", "strategy"])["auc"].agg(["mean", "std"])
+    random = cells.loc[("random", "no-freeze")]
+    for (source, strategy), cell in cells.drop(index=("random", "no-freeze")).iterrows():
+        assert cell["mean"] - random["mean"] > max(cell["std"], random["std"]), (source, strategy, cells)
 
     similarity = pd.read_csv(out / "analysis" / "similarity.csv")
     assert set(similarity.measure) == {"cca", "cka"}
     assert set(similarity.layer) == {"conv1", "block1", "block2", "block3", "block4"}
     assert {"ft_vs_init", "ft_vs_ft", "init_vs_init", "random_vs_random"} <= set(similarity.kind)
     assert similarity["mean"].dropna().between(0.0, 1.0 + 1e-9).all()
+    # every score with enough images carries its image-bootstrap interval and permutation null
+    enough = similarity[similarity["images"] >= 2]
+    assert len(enough) and enough[["ci_low", "ci_high", "null_p95", "p_value"]].notna().all().all()
+    # as in the paper: fine-tuned vs its initialisation, similarity falls with depth
+    order = ["conv1", "block1", "block2", "block3", "block4"]
+    for measure in ("cca", "cka"):
+        rows = similarity[(similarity.kind == "ft_vs_init") & (similarity.measure == measure)]
+        by_layer = rows.groupby("layer")["mean"].mean().reindex(order).to_numpy()
+        assert by_layer[0] > 0.9 and by_layer[-1] < by_layer[0] - 0.3, (measure, by_layer)
+        assert (np.diff(by_layer) < 0.02).all(), (measure, by_layer)
+    # the sources' conv1 filters moved towards oriented (Gabor-like) detectors
+    from medtransfer.models import load_source
+    from medtransfer.models.filters import conv1_filters, gabor_similarity
+
+    random_match = gabor_similarity(conv1_filters(load_source("random").model)).mean()
+    for name in ("synth_a", "synth_b"):
+        source = load_source(str(out / "sources" / f"{name}.pt")).model
+        assert gabor_similarity(conv1_filters(source)).mean() > random_match + 0.01, name
 
     html = (out / "report.html").read_text()
     assert "Table 2" in html
@@ -58,3 +82,4 @@ def test_demo_runs_the_whole_study_and_resumes(tmp_path):
     again = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "15 already done, 0 now" in again.output
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results" / "auc.csv"), auc)

@@ -82,3 +82,9 @@ def test_a_failing_sink_warns_once_and_never_changes_the_run(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain" / "history.csv").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "observed" / "history.csv").drop(columns="seconds"))
     assert json.loads((tmp_path / "observed" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_run_that_fails_before_it_starts_leaves_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Sinks([RunProgress(LineView(io.StringIO()))]).fail("OSError: no data")

@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import importlib  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -43,8 +44,19 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """medtransfer's own warnings as one ``warning:`` line for the user; others as Python shows them."""
+    if category.__module__.startswith("medtransfer"):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def main() -> None:
     """Entry point: run the app, turning medtransfer's input errors into one clear line."""
+    warnings.formatwarning = _format_warning
     try:
         # Without standalone mode click returns (not raises) the code of a command's typer.Exit.
         result = app(standalone_mode=False)

@@ -184,7 +184,9 @@ class RunProgress:
             self.view.finished(self.state)
 
     def fail(self, error: str) -> None:
-        """The run raised."""
+        """The run raised (before it started: nothing to record, the store's FAILED marker says it)."""
+        if not self.state:
+            return
         self._update(state="failed", error=error)
         if self.view is not None:
             self.view.failed(self.state)

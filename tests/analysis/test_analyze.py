@@ -132,3 +132,18 @@ def test_report_holds_every_table_and_figure_and_matches_stored_probabilities(an
     stats = pd.read_csv(study_dir / "analysis" / "correlation.csv")
     assert set(stats["source"]) == {"alpha", "beta"}
     assert "What was missing" in text
+
+
+def test_similarity_csv_and_report_carry_intervals_and_the_null(analysed, study_dir):
+    report, _ = analysed
+    sim = pd.read_csv(study_dir / "analysis" / "similarity.csv")
+    assert {"ci_low", "ci_high", "null_mean", "null_p95", "p_value", "images"} <= set(sim.columns)
+    many = sim[sim["images"] >= 2]
+    assert many["p_value"].notna().all() and many["ci_low"].notna().all()
+    assert ((many["ci_low"] <= many["mean"] + 1e-9) & (many["mean"] <= many["ci_high"] + 1e-9)).all()
+    same = many[(many["pair"] == "alpha-FT vs alpha") & (many["strategy"] == "freeze")]
+    assert np.allclose(same["ci_low"], 1.0, atol=1e-6) and np.allclose(same["ci_high"], 1.0, atol=1e-6)
+    assert np.allclose(same["p_value"], 1 / 21)  # 20 permutations, none reaches an identical network's 1
+    text = report.read_text()
+    assert text.count("pair-layer scores exceed their permutation null") == 4  # one sentence per layer-wise figure (alt text + caption)
+    assert "image-bootstrap intervals" in text

@@ -34,40 +34,57 @@ def test_seeded_and_tasks_differ():
     assert np.abs(a1.astype(int) - c.astype(int)).mean() > 5
 
 
-def _fit_probe(features, labels, train):
-    from sklearn.linear_model import LogisticRegression
+def _primitive_table(task, n_classes):
+    from medtransfer.data.datasets.synthetic import _primitives
 
-    clf = LogisticRegression(max_iter=2000).fit(features[train], labels[train])
-    return clf.score(features[~train], labels[~train])
+    labels = np.repeat(np.arange(n_classes), 50)
+    angle, period, hue = _primitives(task, labels, n_classes, np.random.default_rng(0))
+    return labels, np.rint(np.degrees(angle)).astype(int), np.asarray(period), hue
 
 
-def _orientation_features(images):
-    """Energy of the image gradient along 4 orientations, as a hand-made 'target' feature."""
+def test_tasks_combine_the_same_primitives_differently():
+    """Target: orientation j of 2n with j mod n = class; the sources: class = 2 * orientation group
+    + hue (source-a) or period (source-b), with the target's orientation groups for n = 4."""
+    from medtransfer.data.datasets.synthetic import PERIODS, TARGET_PERIOD
+
+    labels, angle, period, hue = _primitive_table("target", 2)
+    assert set(angle[labels == 0]) == {0, 90} and set(angle[labels == 1]) == {45, 135}
+    assert set(period) == {TARGET_PERIOD} and hue.min() < 0.05 and hue.max() > 0.95
+    labels, angle, period, hue = _primitive_table("source-a", 4)
+    for k in range(4):
+        assert set(angle[labels == k]) == ({0, 90} if k // 2 == 0 else {45, 135})
+        low = 0.5 * (k % 2)
+        assert low <= hue[labels == k].min() and hue[labels == k].max() < low + 0.25
+    assert set(period) == {PERIODS[0]} == {TARGET_PERIOD}
+    labels, angle, period, hue = _primitive_table("source-b", 4)
+    for k in range(4):
+        assert set(angle[labels == k]) == ({0, 90} if k // 2 == 0 else {45, 135})
+        assert set(period[labels == k]) == {PERIODS[k % 2]}
+    labels, angle, _, _ = _primitive_table("target", 3)  # 6 orientations, 30 degrees apart
+    assert set(angle[labels == 1]) == {30, 120}
+    for task in ("source-a", "source-b"):
+        with pytest.raises(DataError, match="even"):
+            generate(n_patients=4, n_classes=3, task=task)
+
+
+def _diagonal_energy(images):
+    """|mean(gx * gy)| / mean(gx^2 + gy^2): high for diagonal stripes, ~0 for axis-aligned ones."""
     g = images.astype(np.float32).mean(axis=3)
     gy, gx = np.gradient(g, axis=(1, 2))
-    return np.stack([(gx**2).mean((1, 2)), (gy**2).mean((1, 2)), (gx * gy).mean((1, 2)),
-                     ((gx + gy) ** 2).mean((1, 2))], axis=1)
+    return np.abs((gx * gy).mean((1, 2))) / (gx**2 + gy**2).mean((1, 2))
 
 
-def _colour_features(images):
-    """Spread of the channel differences (a coloured lesion widens them)."""
+def _colour_spread(images):
     x = images.reshape(len(images), -1, 3).astype(np.float32)
-    diffs = np.stack([x[..., 0] - x[..., 1], x[..., 1] - x[..., 2], x[..., 2] - x[..., 0]], axis=2)
-    centred = diffs - np.median(diffs, axis=1, keepdims=True)
-    return np.concatenate([np.percentile(centred, 97, axis=1), np.percentile(centred, 3, axis=1)], axis=1)
+    return (x.max(axis=2) - x.min(axis=2)).std(axis=1)
 
 
-@pytest.mark.parametrize("task", ["target", "source-a"])
-def test_each_task_has_its_own_signal(task):
-    """The target's class is in orientation (not colour spread); source-a's in colour."""
-    x, y, p = generate(n_patients=80, images_per_patient=2, size=32, seed=0, task=task)
-    train = p < 60
-    orient = _fit_probe(_orientation_features(x), y, train)
-    colour = _fit_probe(_colour_features(x), y, train)
-    if task == "target":
-        assert orient > 0.8 and colour < 0.75
-    else:
-        assert colour > 0.8
+def test_target_class_is_in_the_orientation_not_the_colour():
+    from sklearn.metrics import roc_auc_score
+
+    x, y, _ = generate(n_patients=100, images_per_patient=1, size=32, seed=0, task="target")
+    assert roc_auc_score(y, _diagonal_energy(x)) > 0.85
+    assert abs(roc_auc_score(y, _colour_spread(x)) - 0.5) < 0.15
 
 
 def test_bad_options():

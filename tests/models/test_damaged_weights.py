@@ -45,14 +45,19 @@ def test_h5_with_damaged_values_is_refused_naming_file_and_tensor(keras_referenc
     assert result.exit_code == 1 and "loads: no" in result.output and layer in result.output
 
 
+def _port_copy(arrays) -> dict[str, torch.Tensor]:
+    """A port state dict of its own (port_state's tensors share memory with the shared fixture's arrays)."""
+    return {k: v.clone() for k, v in port_state(arrays).items()}
+
+
 def test_pth_with_nan_is_refused_naming_file_and_tensor(keras_reference, tmp_path):
-    state = port_state(keras_reference.arrays)
+    state = _port_copy(keras_reference.arrays)
     key = next(k for k in state if k.endswith("running_var"))
     state[key][0] = -1.0
     torch.save(state, tmp_path / "negative.pth")
     with pytest.raises(WeightsError, match=r"negative\.pth: BatchNorm variance .*running_var has 1 negative"):
         load_torch_port(tmp_path / "negative.pth", ResNet50())
-    state = port_state(keras_reference.arrays)
+    state = _port_copy(keras_reference.arrays)
     key = next(k for k in state if k.endswith("weight"))
     state[key].view(-1)[0] = float("nan")
     torch.save(state, tmp_path / "nan.pth")

@@ -31,10 +31,10 @@ def port_state(arrays: dict[str, list[np.ndarray]]) -> dict[str, torch.Tensor]:
     """Keras arrays under the PyTorch port's key names (Warvito/radimagenet-models), built directly."""
     def conv(prefix, name):
         kernel, bias = arrays[name]
-        return {f"{prefix}.weight": torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()), f"{prefix}.bias": torch.from_numpy(bias)}
+        return {f"{prefix}.weight": torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()), f"{prefix}.bias": torch.from_numpy(bias.copy())}
 
     def bn(prefix, name):
-        gamma, beta, mean, var = (torch.from_numpy(a) for a in arrays[name])
+        gamma, beta, mean, var = (torch.from_numpy(a.copy()) for a in arrays[name])  # copies: callers damage them
         return {f"{prefix}.weight": gamma, f"{prefix}.bias": beta, f"{prefix}.running_mean": mean,
                 f"{prefix}.running_var": var, f"{prefix}.num_batches_tracked": torch.tensor(0)}
 

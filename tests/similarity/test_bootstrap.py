@@ -141,3 +141,15 @@ def test_bad_arguments_refused():
         image_bootstrap(x, x, 2, ci=95)
     with pytest.raises(MedtransferError, match="sampling"):
         layer_similarity(x, x, sampling="random")
+
+
+def test_cka_block_form_matches_the_gram_form():
+    rng = np.random.default_rng(9)
+    x, y = clustered(rng, images=12, positions=5, c=4)
+    blocks = boot.image_blocks(x, y, 5)
+    weights = np.vstack([np.ones(12), boot.bootstrap_weights(12, 30, rng)])
+    spec = get("cka")
+    block_form = boot.weighted_values(blocks, weights, spec)
+    gxx, gyy, gxy = boot.weighted_grams(blocks, weights)
+    np.testing.assert_allclose(block_form, spec.from_grams(gxx, gyy, gxy).numpy(), atol=1e-10)
+    assert block_form[0] == pytest.approx(linear_cka(x, y), abs=1e-10)

@@ -146,3 +146,13 @@ def test_ray_gpus_on_a_cpu_cluster(tmp_path):
     with pytest.raises(ConfigError, match=r"executor.gpus_per_run: 1 GPU\(s\) per run, but the Ray cluster has no GPUs"):
         executor.run([_task(tmp_path)])
     assert time.monotonic() - began < LIMIT_S
+
+
+def test_detach_needs_slurm(tmp_path):
+    from medtransfer.study.executors import LocalExecutor
+    from medtransfer.study.runner import run_study
+
+    from .conftest import tiny_study
+
+    with pytest.raises(ConfigError, match=r"--detach .* --executor slurm"):
+        run_study(tiny_study(tmp_path), tmp_path / "out", executor=LocalExecutor([]), detach=True)

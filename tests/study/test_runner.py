@@ -62,3 +62,45 @@ def test_cli_run_reports_a_bad_study_clearly(tmp_path):
     assert "targets.0.sise: unknown key" in str(result.exception) and str(bad) in str(result.exception)
     result = CliRunner().invoke(app, ["run", "no-such-study", "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, ConfigError) and "no shipped study" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
+    from medtransfer.study.executors import LocalExecutor
+
+    pretrain = {"dataset": "synthetic", "options": {"n_patients": 12, "images_per_patient": 2, "size": 32,
+                                                    "task": "source-a", "seed": 1},
+                "size": 32, "batch_size": 8, "epochs": 1}
+    study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], training={"epochs": 1},
+                       sources=[{"name": "mine", "pretrain": pretrain}])
+    seen = []
+
+    class Recording(LocalExecutor):
+        def run(self, tasks):
+            seen.append([t.run_id for t in tasks])
+            return super().run(tasks)
+
+    out = tmp_path / "out"
+    report = run_study(study, out, executor=Recording([]))
+    assert report.finished == 1 and not report.failed
+    assert seen == [["synthetic/pretrain-mine-no-freeze/fold0"], ["synth/mine-no-freeze/fold0"]]
+    assert (out / "sources" / "mine.pt").exists() and (out / "sources" / "mine-run" / "DONE").exists()
+    seen.clear()
+    assert run_study(study, out, executor=Recording([])).skipped == 1 and seen == []
+
+
+@pytest.mark.slow
+def test_detach_on_local_runs_the_driver_in_the_background(finished_study, tmp_path):
+    import time
+
+    study, out = finished_study
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(study.to_yaml())
+    log = out / "driver.log"
+    log.unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(out), "--detach"])
+    assert result.exit_code == 0 and "driver started in the background" in result.output, result.output
+    deadline = time.monotonic() + 120
+    while "2 already done" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "2 runs: 2 already done, 0 finished now" in log.read_text()

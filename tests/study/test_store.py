@@ -40,5 +40,6 @@ def test_states_from_markers(tmp_path):
     assert not (failed / "RUNNING").exists()
 
     counts = count_states([run_status(d, "r") for d in (done, running, gone, failed, tmp_path / "x")])
-    assert counts == {"done": 1, "damaged": 0, "running": 1, "interrupted": 1, "failed": 1, "pending": 1}
+    assert counts == {"done": 1, "damaged": 0, "running": 1, "queued": 0, "interrupted": 1, "failed": 1,
+                      "pending": 1}
     assert os.getpid() > 0

@@ -202,3 +202,52 @@ def test_tracking_without_mlflow_installed_is_a_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(ConfigError, match=r"medtransfer\[mlflow\]"):
         open_study_tracking(TrackingSpec(), tmp_path, "x")
+
+
+@pytest.mark.slow
+def test_a_sigkilled_tracked_study_resumes_into_the_same_mlflow_runs(tmp_path):
+    """A real SIGKILL of the driver while a tracked run trains: the rerun logs into the same MLflow
+    run (one per fine-tuning run), with one value per epoch equal to the run's history."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.study.conftest import write_yaml
+
+    study = tiny_study(tmp_path, tracking={"kind": "mlflow"}, training={"epochs": 3, "checkpoint_every_s": 0})
+    study_file = write_yaml(tmp_path / "study.yaml", study)
+    out = tmp_path / "study"
+    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
+    command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file),
+               "--out", str(out)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+
+    def logged_an_epoch() -> bool:  # a run has its MLflow run and a checkpoint past epoch 1
+        for history in out.glob("runs/**/history.csv"):
+            directory = history.parent
+            if (directory / RUN_FILE).exists() and len(history.read_text().splitlines()) >= 2 \
+                    and (directory / "checkpoints" / "last.pt").exists() and not (directory / "DONE").exists():
+                return True
+        return False
+
+    while process.poll() is None and not logged_an_epoch() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the study ended before it could be killed: " + process.stderr.read().decode()[-1000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = {p.parent: json.loads(p.read_text())["run_id"] for p in out.glob("runs/**/" + RUN_FILE)}
+    assert killed
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    client = _client(out)
+    experiment = client.get_experiment_by_name(study.name)
+    children, parents = _children(client, experiment.experiment_id)
+    assert len(parents) == 1
+    assert len(children) == 2  # one per fine-tuning run, the killed one not duplicated
+    for directory, run_id in killed.items():
+        assert json.loads((directory / RUN_FILE).read_text())["run_id"] == run_id
+    for run in children:
+        assert run.info.status == "FINISHED"
+        _assert_history_logged(client, run.info.run_id, out / "runs" / run.data.tags["medtransfer.run_id"])

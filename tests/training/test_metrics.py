@@ -151,3 +151,22 @@ def test_predict_returns_float64_probabilities_that_keep_their_distance_from_one
     assert (probs[:, 0] > 0).all() and (probs[:, 1] < 1).sum() >= 7  # float32 would give 1.0 from a gap of ~17
     scores = binary_scores(probs.numpy())
     assert (np.diff(scores) > 0).all()
+
+
+def test_binary_auc_of_probabilities_that_underflowed_to_zero():
+    """A diverged network's softmax gives p_0 = 0 exactly (logit gap > 745): the AUC is still the
+    ranking's, with the saturated images tied above every other one (was: scikit-learn's
+    'Input contains infinity')."""
+    import torch
+
+    from medtransfer.training.metrics import auc_binary, classification_metrics, softmax_probabilities
+
+    logits = torch.tensor([[0.0, 900.0], [0.0, 1000.0], [0.0, 2.0], [0.0, -1.0], [800.0, 0.0], [0.0, 0.5]])
+    labels = np.array([1, 0, 1, 0, 0, 1])
+    probs = softmax_probabilities(logits).numpy()
+    assert probs[0, 0] == 0.0 and probs[4, 1] == 0.0  # really underflowed
+    # ranking: {0, 1} tied on top, then 2, 5, 3, then 4 at the bottom
+    scores = np.array([1000.0, 1000.0, 2.0, -1.0, -1000.0, 0.5])
+    assert auc_binary(labels, probs) == roc_auc_score(labels, scores)
+    metrics = classification_metrics(labels, probs, "macro")
+    assert metrics["auc"] == auc_binary(labels, probs)

@@ -3,7 +3,8 @@ of a layer's representation survives fine-tuning?
 
 x = CCA between a fine-tuned model and its initialisation at one layer (``ft_vs_init`` rows of
 ``similarity.csv``); y = relative AUC gain over the random-init run of the same target and fold,
-(AUC_FT - AUC_random) / AUC_random. One point per target and fold. For each source, strategy
+(AUC_FT - AUC_random) / AUC_random. One point per target and fold; ``ci_low``/``ci_high`` carry
+the point's CCA image-bootstrap interval. For each source, strategy
 (and both strategies pooled, ``"all"``) and layer: Pearson r and Spearman rho with their p-values
 (scipy) and percentile bootstrap 95% confidence intervals (points resampled in pairs).
 """
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain"]
+GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain", "ci_low", "ci_high"]
 STAT_COLUMNS = [
     "source", "strategy", "layer", "n",
     "pearson_r", "pearson_p", "pearson_low", "pearson_high",
@@ -38,6 +39,9 @@ def gain_points(similarity: pd.DataFrame, aucs: pd.DataFrame, random: str | None
     merged = merged.merge(base, on=["target", "fold"])
     merged["gain"] = (merged["auc"] - merged["auc_random"]) / merged["auc_random"]
     merged = merged.rename(columns={"mean": "cca"})
+    for column in ("ci_low", "ci_high"):  # the CCA's image-bootstrap interval, where similarity.csv has it
+        if column not in merged:
+            merged[column] = np.nan
     return merged[GAIN_COLUMNS].reset_index(drop=True)
 
 

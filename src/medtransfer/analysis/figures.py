@@ -100,6 +100,16 @@ def fold_summary(similarity: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), folds="count").reset_index()
 
 
+def summary_with_uncertainty(similarity: pd.DataFrame) -> pd.DataFrame:
+    """:func:`fold_summary` plus the fold means of the interval and null columns (where present)."""
+    keys = ["target", "kind", "pair", "strategy", "layer", "measure"]
+    summary = fold_summary(similarity)
+    extra = [c for c in ("ci_low", "ci_high", "null_mean", "null_p95", "p_value") if c in similarity]
+    if not extra:
+        return summary
+    return summary.merge(similarity.groupby(keys, sort=False)[extra].mean().reset_index(), on=keys, how="left")
+
+
 def _pair_source(similarity: pd.DataFrame, pair: str) -> str:
     """The single source a pair belongs to ('' for pairs of two sources and baselines)."""
     if "source" not in similarity.columns:
@@ -127,6 +137,8 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
             line = line.set_index("layer").reindex(layers)
             label = pair if strategy == "-" else f"{pair} ({strategy})"
             ax.errorbar(x, line["mean"], yerr=line["std"], label=label, capsize=3, **style)
+            interval_band(ax, x, uncertainty_line(sub, pair, strategy, layers), style.get("color"))
+        null_band(ax, x, sub[sub["kind"].isin(kinds)], layers)
         ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
         ax.set_title(title, fontsize=10)
         ax.set_ylim(0, 1.02)
@@ -134,8 +146,35 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
         ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     axes[0].set_ylabel(f"{measure.upper()} similarity")
     folds = sub["fold"].nunique()
-    fig.suptitle(f"Layer-wise {measure.upper()} similarity on {target} (mean ± std over {folds} fold(s))")
+    fig.suptitle(f"Layer-wise {measure.upper()} similarity on {target} (mean ± std over {folds} fold(s); "
+                 "shaded: 95% image-bootstrap interval; grey: permutation null, mean to 95% point)")
     return save(fig, out_dir, f"layerwise_{target}_{measure}")
+
+
+def uncertainty_line(similarity: pd.DataFrame, pair: str, strategy: str, layers: list[str]) -> pd.DataFrame:
+    """Per layer (in ``layers`` order) of one pair: fold means of ``ci_low``, ``ci_high``,
+    ``null_mean``, ``null_p95`` (NaN where a fold lacks them)."""
+    columns = ["ci_low", "ci_high", "null_mean", "null_p95"]
+    sub = similarity[(similarity["pair"] == pair) & (similarity["strategy"] == strategy)]
+    if sub.empty or not set(columns) <= set(sub.columns):
+        return pd.DataFrame(index=layers, columns=columns, dtype=float)
+    return sub.groupby("layer")[columns].mean().reindex(layers)
+
+
+def interval_band(ax: plt.Axes, x: np.ndarray, line: pd.DataFrame, color) -> None:
+    """Shade one line's image-bootstrap interval (fold means of its ends) in its own colour."""
+    if line["ci_low"].notna().any():
+        ax.fill_between(x, line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), color=color, alpha=0.18,
+                        linewidth=0)
+
+
+def null_band(ax: plt.Axes, x: np.ndarray, part: pd.DataFrame, layers: list[str]) -> None:
+    """Grey band per layer from the lowest null mean to the highest null 95% point of the panel's pairs."""
+    if part.empty or "null_p95" not in part or not part["null_p95"].notna().any():
+        return
+    by_layer = part.groupby("layer").agg(low=("null_mean", "min"), high=("null_p95", "max")).reindex(layers)
+    ax.fill_between(x, by_layer["low"].to_numpy(float), by_layer["high"].to_numpy(float), color="0.5", alpha=0.25,
+                    hatch="//", linewidth=0, label="permutation null (mean to 95% point)")
 
 
 def filters_figure(filters: dict[str, tuple[np.ndarray, bool]], out_dir: Path) -> Path | None:
@@ -200,6 +239,22 @@ def _coef(value: float) -> str:
     return f"{value:+.2f}" if np.isfinite(value) else "n/a"
 
 
+def correlation_label(r) -> str:
+    """``block1: r=+0.12 [-0.40, +0.58] ρ=... (n=7)``: both coefficients with their bootstrap 95% CIs."""
+    return (f"{r.layer}: r={_coef(r.pearson_r)} [{_coef(r.pearson_low)}, {_coef(r.pearson_high)}] "
+            f"ρ={_coef(r.spearman_rho)} [{_coef(r.spearman_low)}, {_coef(r.spearman_high)}] (n={r.n})")
+
+
+def point_intervals(ax: plt.Axes, points: pd.DataFrame, color) -> None:
+    """Horizontal bars: each point's image-bootstrap interval of its CCA (where known)."""
+    if "ci_low" not in points or not points["ci_low"].notna().any():
+        return
+    x = points["cca"].to_numpy(float)
+    err = np.vstack([x - points["ci_low"].to_numpy(float), points["ci_high"].to_numpy(float) - x])
+    ax.errorbar(x, points["gain"], xerr=np.clip(np.nan_to_num(err), 0, None), fmt="none", ecolor=color, alpha=0.5,
+                lw=0.8)
+
+
 def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers: list[str]) -> Path | None:
     """Figure 6: a panel per pretrained source; colour = layer, marker = strategy."""
     if points.empty:
@@ -217,10 +272,11 @@ def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers
                     continue
                 ax.scatter(p["cca"], p["gain"], color=cmap(j), marker=marker, s=28,
                            label=f"{layer} ({strategy})", alpha=0.85)
+                point_intervals(ax, p, cmap(j))
         pooled = stats[(stats["source"] == source) & (stats["strategy"] == "all")] if not stats.empty else stats
         if pooled.empty and not stats.empty:
             pooled = stats[stats["source"] == source]
-        text = "\n".join(f"{r.layer}: r={_coef(r.pearson_r)} ρ={_coef(r.spearman_rho)} (n={r.n})" for r in pooled.itertuples())
+        text = "\n".join(correlation_label(r) for r in pooled.itertuples())
         if text:
             ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", fontsize=7, family="monospace")
         ax.axhline(0, color="gray", lw=0.8)

@@ -26,6 +26,7 @@ then a state dict loaded into it strictly), or a TorchScript file.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from torch import nn
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
 from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
 from medtransfer.analysis.settings import AnalysisSettings
-from medtransfer.errors import ConfigError, WeightsError
+from medtransfer.errors import ConfigError, MedtransferError, WeightsError
 from medtransfer.models.hooks import tap
 
 COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", *UNCERTAINTY, "layer_a", "layer_b"]
@@ -108,6 +109,9 @@ def resolve_model(spec: str, *, state_dict: str | Path | None = None, normalizat
             if bad:
                 raise WeightsError(f"{state_dict}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
                                    f"{origin} expects {tuple(expected[bad[0]].shape)}")
+            from medtransfer.models.report import check_finite_state
+
+            check_finite_state(state, str(state_dict))
             module.load_state_dict(state)
             origin += f" with {state_dict}"
         return Model(module.eval(), Normalization.coerce(normalization, "torch"), origin)
@@ -219,8 +223,37 @@ def compare_modules(
     out = []
     for label, a, b in zip(labels, names_a, names_b):
         p = plan_a.layers[label]
+        for k, name in enumerate((a, b)):
+            _require_finite(acts[k][label], sides[k].origin, name)
         for j, m in enumerate(settings.measures):
-            scores = score_layer(acts[0][label], acts[1][label], p, m, len(pool), uncertainty, settings.seed + j)
+            try:
+                scores = score_layer(acts[0][label], acts[1][label], p, m, len(pool), uncertainty, settings.seed + j)
+            except MedtransferError as error:
+                if not _too_few_rows(error):
+                    raise
+                warnings.warn(f"layer {label}, {m}: skipped, {p.rows} rows for {len(p.channels[0])} channels are "
+                              f"too few ({error}); more images (--images, or the whole dataset) or fewer channels "
+                              "(--channels) measure it", SimilarityWarning, stacklevel=2)
+                continue
             out.append({"layer": label, "measure": m, "rows": p.rows, "channels": len(p.channels[0]), **scores,
                         "layer_a": a, "layer_b": b})
     return pd.DataFrame(out, columns=COLUMNS), log
+
+
+class SimilarityWarning(UserWarning):
+    """A layer-wise score that could not be computed and was left out of the table."""
+
+
+def _too_few_rows(error: MedtransferError) -> bool:
+    text = str(error)
+    return "data points" in text or ("at least" in text and "rows" in text)
+
+
+def _require_finite(samples: list, origin: str, layer: str) -> None:
+    """Refuse NaN/inf activations naming the network and the layer (not just "x")."""
+    for sample in samples:
+        finite = torch.isfinite(sample).all() if torch.is_tensor(sample) else np.isfinite(sample).all()
+        if not bool(finite):
+            raise MedtransferError(f"{origin}: layer {layer} gives NaN or infinite activations on these images; "
+                                   "check the network's weights (`medtransfer weights info FILE`) and its input "
+                                   "normalisation")

@@ -50,6 +50,74 @@ class ReportContent:
     notes: list[str] = field(default_factory=list)
 
 
+def auc_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of a Table 2 mean over ``n`` folds (std with ddof=1); NaNs for one fold."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(std):
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
+    return mean - half, mean + half
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
+
+
+def layerwise_findings(similarity: pd.DataFrame, target: str, measure: str, higher_is_similar: bool = True) -> str:
+    """One sentence for a layer-wise figure: which scores exceed their permutation null, and which
+    differences between pairs at the same layer exceed both intervals (the intervals do not overlap).
+
+    Scores and interval ends are fold means; "exceeds the null" means the score is beyond the fold
+    mean of the null's 95% point (above for a similarity, below for a distance).
+    """
+    sub = similarity[(similarity["target"] == target) & (similarity["measure"] == measure)]
+    if sub.empty:
+        return ""
+    cols = ["mean", "ci_low", "ci_high", "null_p95"]
+    present = [c for c in cols if c in sub.columns]
+    lines = sub.groupby(["pair", "strategy", "layer"], sort=False)[present].mean().reset_index()
+    for c in cols:
+        if c not in lines:
+            lines[c] = np.nan
+    label = lines["pair"].where(lines["strategy"] == "-", lines["pair"] + " (" + lines["strategy"] + ")")
+    lines = lines.assign(label=label)
+    with_null = lines[lines["null_p95"].notna() & lines["mean"].notna()]
+    beyond = with_null["mean"] > with_null["null_p95"] if higher_is_similar else with_null["mean"] < with_null["null_p95"]
+    parts = [f"{target}, {measure}:"]
+    if len(with_null):
+        failing = with_null[~beyond.to_numpy()]
+        text = f"{int(beyond.sum())} of {len(with_null)} pair-layer scores exceed their permutation null's 95% point"
+        if len(failing):
+            shown = ", ".join(f"{r.label} at {r.layer}" for r in failing.head(3).itertuples())
+            text += f" (not: {shown}{', ...' if len(failing) > 3 else ''})"
+        parts.append(text + ";")
+    else:
+        parts.append("no permutation null was computed;")
+    with_ci = lines[lines["ci_low"].notna()]
+    separated, total, best = 0, 0, None
+    for layer, group in with_ci.groupby("layer", sort=False):
+        rows = list(group.itertuples())
+        for i, a in enumerate(rows):
+            for b in rows[i + 1:]:
+                total += 1
+                lo, hi = (a, b) if a.mean <= b.mean else (b, a)
+                gap = lo.ci_high < hi.ci_low
+                separated += gap
+                if gap and (best is None or hi.ci_low - lo.ci_high > best[0]):
+                    best = (hi.ci_low - lo.ci_high, layer, hi, lo)
+    if total:
+        text = f"{separated} of {total} same-layer differences between pairs exceed both image-bootstrap intervals"
+        if best is not None:
+            _, layer, hi, lo = best
+            text += (f", the clearest at {layer}: {hi.label} {_fmt(hi.mean)} [{_fmt(hi.ci_low)}, {_fmt(hi.ci_high)}] vs "
+                     f"{lo.label} {_fmt(lo.mean)} [{_fmt(lo.ci_low)}, {_fmt(lo.ci_high)}]")
+        parts.append(text + ".")
+    else:
+        parts.append("no image-bootstrap intervals were computed (too few images per repeat, or a measure without one).")
+    return " ".join(parts)
+
+
 def image_tag(png: Path, alt: str) -> str:
     """An ``<img>`` with the PNG embedded as a data URI."""
     data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
@@ -73,7 +141,9 @@ def table2_html(table: pd.DataFrame) -> str:
                 cells.append("<td>–</td>")
                 continue
             row = sub.loc[col]
-            text = html.escape(format_cell(row["mean"], row["std"]))
+            low, high = auc_interval(float(row["mean"]), float(row["std"]), int(row["n"]))
+            interval = f" [{low:.1f}, {high:.1f}]" if np.isfinite(low) else ""
+            text = html.escape(format_cell(row["mean"], row["std"]) + interval)
             cls = ' class="best"' if bool(row["best"]) else ""
             cells.append(f'<td{cls} title="{int(row["n"])} fold(s)">{text}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -113,7 +183,8 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         f"<h1>{html.escape(content.title)}</h1>",
         "<h2>Table 2: test AUC</h2>",
         '<p class="note">Mean ± std (both ×100, std over folds with ddof=1) of the test AUC recomputed from each '
-        "run's stored probabilities; underlined: highest mean per target.</p>",
+        "run's stored probabilities, with the 95% Student-t interval of the mean over folds in brackets; "
+        "underlined: highest mean per target.</p>",
         table2_html(content.table2),
         "<h2>Figures</h2>",
     ]

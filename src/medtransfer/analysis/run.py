@@ -24,10 +24,11 @@ from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
-from medtransfer.analysis.report import Figure, ReportContent, write_report
+from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity.registry import get as get_measure
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
@@ -200,7 +201,8 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
             if png is not None:
                 figures.append(Figure(png, f"Layer-wise {m.upper()} similarity on {target} (paper Figures 3, 7-12): "
                                       "(a) each network before vs after fine-tuning; (b) between networks and random baselines. "
-                                      "Mean ± std over folds."))
+                                      "Mean ± std over folds; shaded: 95% image-bootstrap interval; grey: permutation null. "
+                                      + layerwise_findings(sim, target, m, get_measure(m).higher_is_similar)))
     filters, gabor, lacking = conv1_filters(study, role_map)
     missing.extend(lacking)
     png = figs.filters_figure(filters, fig_dir)
@@ -221,7 +223,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         f"{int(passes.max()) if len(passes) else 0} time(s) per fold over {sum(log.images.values())} images in all; "
         f"analysis took {time.perf_counter() - started:.1f} s on {dev}."
     )
-    summary = figs.fold_summary(sim) if not sim.empty else pd.DataFrame()
+    summary = figs.summary_with_uncertainty(sim) if not sim.empty else pd.DataFrame()
     pred_summary = (
         pred.groupby(["target", "comparison", "strategy"], sort=False)[["observed", "baseline"]]
         .agg(["mean", "std", "count"]).reset_index() if not pred.empty else pd.DataFrame()
@@ -243,7 +245,9 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
             ("conv1 filters: resemblance to Gabor filters (Figure 4)",
              "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
              "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),
-            ("Layer-wise similarity, over folds", "mean and std (ddof=0) over folds of the per-fold means over repeats.", summary),
+            ("Layer-wise similarity, over folds", "mean and std (ddof=0) over folds of the per-fold means over repeats; "
+             "ci_low/ci_high, null_mean/null_p95 and p_value: fold means of the image-bootstrap interval and "
+             "permutation null (similarity.csv has them per fold).", summary),
             ("Per-run test AUC recomputed from predictions.csv", "", aucs),
         ],
         missing=missing,

@@ -87,7 +87,8 @@ OPTIONS: dict[str, dict[str, str]] = {
         "size": "image side in pixels",
         "seed": "seed of the generator",
         "n_classes": "number of classes",
-        "task": "target, source-a or source-b: which combination of stripe orientation and period is the class",
+        "task": "target, source-a or source-b: which combination of stripe orientation, period and lesion hue "
+                "is the class",
         "signal": "scales the stripes' contrast",
     },
 }

@@ -30,7 +30,7 @@ from torch import nn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
-from medtransfer.models.report import LoadReport, copy_state_
+from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import ResNet50
 
 PORT_FORMAT = "medtransfer-port"
@@ -212,5 +212,6 @@ def _check_and_copy(path: Path, model: nn.Module, spec, tensors: dict[str, torch
             head = f"loaded ({width} -> {model.num_classes})"
         else:
             head = f"not loaded: file head has shape {shape}, the model's is {(model.num_classes, width)}"
+    check_finite_state(tensors, str(path))
     copy_state_(model, tensors, str(path))
     return head

@@ -26,6 +26,7 @@ similarity (``<=`` for a distance).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ from medtransfer.similarity.registry import Measure, get
 
 #: Resamples of Gram blocks held at once (bounds memory to about this many x (p + q)^2 x 8 bytes).
 MAX_BATCH_BYTES = 1 << 27
+#: Image-block forms (cubic in the weights) are used up to this many images.
+MAX_IMAGES_FOR_BLOCK_FORMS = 128
+#: Batched problems up to this size (p + q) run on one torch CPU thread.
+SMALL_PROBLEM = 128
 #: A bootstrap interval needs at least this many images per repeat (fewer: NaN interval).
 MIN_IMAGES = 2
 
@@ -75,6 +80,21 @@ def _split_images(x: Any, y: Any, rows_per_image: int) -> tuple[Any, Any, int]:
     return _as_torch(x), _as_torch(y), n // k
 
 
+@contextmanager
+def small_problem_threads(d: int):
+    """One torch CPU thread while batched problems of size ``d`` run (threads only add spin-waits
+    on small batched LAPACK calls; measured 2-3x slower with 2 threads on a busy 2-core machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if d <= SMALL_PROBLEM and previous > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def image_blocks(x: Any, y: Any, rows_per_image: int) -> ImageBlocks:
     """Per-image Gram blocks of the rows ``x (m * k, p)``, ``y (m * k, q)``; ``k = rows_per_image``."""
     import torch
@@ -102,9 +122,18 @@ def weighted_grams(blocks: ImageBlocks, weights: Any) -> tuple[Any, Any, Any]:
 
 
 def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.ndarray:
-    """``measure`` for each row of ``weights (R, m)``, numpy ``(R,)``, in memory-bounded batches."""
+    """``measure`` for each row of ``weights (R, m)``, numpy ``(R,)``, in memory-bounded batches.
+
+    Measures with a form on the image blocks themselves (``Measure.from_blocks``, linear CKA) use it
+    while there are at most ``MAX_IMAGES_FOR_BLOCK_FORMS`` images: polynomials in the weights whose
+    cost does not grow with the number of neurons."""
     if measure.from_grams is None:
         raise MedtransferError(f"{measure.name} has no form on Gram matrices: no image bootstrap")
+    if measure.from_blocks is not None and blocks.images <= MAX_IMAGES_FOR_BLOCK_FORMS:
+        import torch
+
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=blocks.gram.device)
+        return measure.from_blocks(blocks, w).cpu().numpy()
     d = blocks.gram.shape[1]
     batch = max(1, MAX_BATCH_BYTES // (8 * d * d * 3))
     out = []
@@ -112,6 +141,38 @@ def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.n
         gxx, gyy, gxy = weighted_grams(blocks, weights[start : start + batch])
         out.append(measure.from_grams(gxx, gyy, gxy).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def cka_from_blocks(blocks: ImageBlocks, w: Any) -> Any:
+    """Linear CKA of each weighting ``w (R, m)`` as polynomials in the weights, ``(R,)``.
+
+    With per-image cross block ``A_i`` and column sums ``u_i`` (x) and ``v_i`` (y), a weighting's
+    centred cross Gram is ``A(w) - u(w) v(w)^T / N(w)``, so its squared Frobenius norm is
+    ``w^T K w - 2 T[w, w, w] / N + (w^T U w)(w^T V w) / N^2`` with the image-by-image tables
+    ``K_ij = <A_i, A_j>``, ``T_ijk = u_i^T A_j v_k``, ``U_ij = u_i . u_j``; likewise for both Gram
+    matrices. The tables cost ``m^2 c^2 + m^3 c`` once; each resample then costs ``O(m^3)``.
+    """
+    import torch
+
+    p = blocks.p
+    g, s = blocks.gram, blocks.sums
+    n = w.sum(dim=1) * blocks.rows_per_image
+
+    def squared_norm(a, left, right):  # ||A(w) - left(w) right(w)^T / n||_F^2 for every weighting
+        k = torch.einsum("ipq,jpq->ij", a, a)
+        t = torch.einsum("ip,jpk->ijk", left, torch.einsum("jpq,kq->jpk", a, right))
+        m = t.shape[0]
+        cubic = torch.einsum("rj,rjk,rk->r", w, (w @ t.reshape(m, m * m)).reshape(-1, m, m), w)
+        lw, rw = w @ left, w @ right
+        quad = ((w @ k) * w).sum(dim=1)
+        return quad - 2.0 * cubic / n + (lw * lw).sum(1) * (rw * rw).sum(1) / (n * n)
+
+    sx, sy = s[:, :p], s[:, p:]
+    xy = squared_norm(g[:, :p, p:], sx, sy)
+    xx = squared_norm(g[:, :p, :p], sx, sx)
+    yy = squared_norm(g[:, p:, p:], sy, sy)
+    out = xy / torch.sqrt(xx * yy)
+    return torch.where((xx > 0) & (yy > 0), out, torch.full_like(out, float("nan")))
 
 
 def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -195,7 +256,12 @@ def permutation_values(x: Any, y: Any, rows_per_image: int, measure: str, permut
     yc = ty - ty.mean(dim=0, keepdim=True)
     gxx, gyy = xc.T @ xc, yc.T @ yc
     yb = yc.reshape(m, k, -1)
-    cross = torch.stack([xc.T @ yb[torch.as_tensor(pi, device=ty.device)].reshape(m * k, -1) for pi in perms])
+    index = torch.as_tensor(perms, device=ty.device)
+    batch = max(1, MAX_BATCH_BYTES // (8 * yc.numel()))
+    cross = torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
+        torch.matmul(xc.T, yb[index[start : start + batch]].reshape(-1, m * k, yc.shape[1]))
+        for start in range(0, len(perms), batch)
+    ])
     count = len(perms)
     return spec.from_grams(gxx.expand(count, -1, -1), gyy.expand(count, -1, -1), cross).cpu().numpy()
 

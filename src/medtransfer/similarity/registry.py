@@ -49,6 +49,8 @@ class Measure:
             bootstrap interval (one weighted sum of per-image statistics per resample); their
             permutation null is cheap too. Others get the null by recomputation, and no interval.
         reference: where the definition comes from.
+        from_blocks: optional faster batched form on the per-image blocks and the weights
+            (:func:`medtransfer.similarity.bootstrap.cka_from_blocks`), used for few images.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Measure:
     symmetric: bool
     from_grams: Callable[[Any, Any, Any], Any] | None
     reference: str
+    from_blocks: Callable[[Any, Any], Any] | None = None
 
     @property
     def higher_is_similar(self) -> bool:
@@ -142,6 +145,12 @@ def _knn_jaccard(x, y):
     return knn_jaccard(x, y)
 
 
+def _cka_blocks(blocks, weights):
+    from medtransfer.similarity.bootstrap import cka_from_blocks
+
+    return cka_from_blocks(blocks, weights)
+
+
 def _batched(name: str) -> Callable:
     def call(gxx, gyy, gxy):
         from medtransfer.similarity import batched
@@ -166,7 +175,7 @@ MEASURES: dict[str, Measure] = {
                 False, None,
                 "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
         Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
-                "Kornblith et al. 2019; linear kernels, biased HSIC"),
+                "Kornblith et al. 2019; linear kernels, biased HSIC", _cka_blocks),
         Measure("cka_debiased", _cka_debiased, "linear CKA (debiased)", "similarity", -1.0, 1.0, _ORTHO, True, None,
                 "Kornblith et al. 2019 with the unbiased HSIC of Song et al. 2012"),
         Measure("procrustes", _procrustes, "Procrustes distance", "distance", 0.0, 2.0, _ORTHO, True,

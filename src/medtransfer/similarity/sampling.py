@@ -174,6 +174,14 @@ def score_repeats(
         "rows": int(xs[0].shape[0]), "channels": int(xs[0].shape[1]), "images": int(len(images[0])),
     }
     rng = np.random.default_rng(seed)
+    with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
+        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, permutations, rng)
+    return LayerSimilarity(**out)
+
+
+def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, permutations, rng) -> None:
+    """Add the interval and null entries of :func:`score_repeats` to ``out``."""
+    mean = out["mean"]
     if ci is not None:
         level = boot.check_level(ci)
         n_pool = int(n_images if n_images is not None else max(int(np.max(i)) for i in images) + 1)
@@ -194,7 +202,6 @@ def score_repeats(
         ]).mean(axis=0)
         summary = boot.null_summary(null, mean, spec.higher_is_similar)
         out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value)
-    return LayerSimilarity(**out)
 
 
 def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray, positions: np.ndarray | None = None) -> Any:

@@ -81,9 +81,10 @@ def read(directory: Path) -> dict[str, Any] | None:
 
 
 def is_mine(info: dict[str, Any]) -> bool:
-    """Whether ``info`` is a claim of this very process (or one for this process's SLURM job)."""
-    if info.get("job") and str(info["job"]) in own_job_ids():
-        return True
+    """Whether ``info`` is a claim of this very process, or one for this process's SLURM job (a
+    claim handed to a job belongs to the job, even when this process made it)."""
+    if info.get("job"):
+        return str(info["job"]) in own_job_ids()
     return info.get("host") == socket.gethostname() and info.get("pid") == os.getpid()
 
 
@@ -108,6 +109,20 @@ def alive(info: dict[str, Any] | None, directory: Path | None = None, stale_afte
     files = [p for p in Path(directory).rglob("*") if p.is_file()]
     newest = max((p.stat().st_mtime for p in files), default=0.0)
     return time.time() - newest < stale_after_s
+
+
+def queued(info: dict[str, Any] | None) -> bool:
+    """Whether claim ``info`` is a SLURM job still waiting to start (or to restart, requeued)."""
+    from medtransfer.errors import ConfigError
+    from medtransfer.study import slurm
+
+    if not info or not info.get("job") or info.get("host") is None:
+        return False
+    try:
+        entry = slurm.lookup(slurm.queue([str(info["job"])]), str(info["job"]))
+    except ConfigError:
+        return False
+    return entry is not None and entry[0] == "PENDING"
 
 
 def _link_new(path: Path, info: dict[str, Any]) -> bool:

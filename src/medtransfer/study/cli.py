@@ -71,6 +71,24 @@ def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]: 
     return progress["counts"]
 
 
+def _detach_driver(study: str, out: Path, executor: str | None, device: str | None, track: str | None,
+                   console) -> None:  # noqa: ANN001 - a rich Console
+    """Start this same `run` (without --detach) as a background process logging to ``out/driver.log``."""
+    import subprocess
+    import sys
+
+    args = ["run", study, "--out", str(out)]
+    for name, value in (("--executor", executor), ("--device", device), ("--track", track)):
+        args += [name, value] if value else []
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "driver.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-c", "from medtransfer.cli import main; main()", *args],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    console.print(f"driver started in the background (pid {process.pid}, log {out / 'driver.log'}); "
+                  f"`medtransfer status {out}` shows progress", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``run`` and ``status`` to the root app."""
 
@@ -82,6 +100,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1)."),
         track: str = typer.Option(None, "--track", help="mlflow: track the runs (the study's tracking: section, "
                                   "else a store in DIR/mlflow); off: do not track."),
+        detach: bool = typer.Option(False, "--detach", help="Submit and return (SLURM); local/ray: run the "
+                                    "driver in the background. `status` shows progress, a later `run` collects."),
     ) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
@@ -97,7 +117,15 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--track {track!r}: expected mlflow or off")
             tracking = None if track == "off" else (config.tracking or TrackingSpec()).model_dump()
             config = StudyConfig.parse({**config.model_dump(), "tracking": tracking}, "--track")
-        report = run_study(config, out)
+        if detach and config.executor.kind != "slurm":
+            _detach_driver(study, out, executor, device, track, console)
+            return
+        report = run_study(config, out, detach=detach)
+        if detach:
+            console.print(f"{report.total} runs: {report.skipped} already done, {report.submitted} submitted as SLURM "
+                          f"jobs; `medtransfer status {out}` shows them, `medtransfer run` with the same --out "
+                          "collects the results", highlight=False)
+            return
         for run_id in report.recomputed:
             console.print(f"[yellow]recomputed[/] {run_id}: its files differed from what it wrote", highlight=False)
         console.print(f"{report.total} runs: {report.skipped} already done, {report.finished} finished now, "

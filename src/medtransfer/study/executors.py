@@ -59,11 +59,12 @@ class Task:
     config_json: str
     directory: str
     tracking: str = ""
+    publish: str = ""  # a pretraining run: where its best.pt goes once DONE (a study's source file)
 
     @classmethod
-    def make(cls, config: RunConfig, directory: Path, tracking: str = "") -> "Task":
+    def make(cls, config: RunConfig, directory: Path, tracking: str = "", publish: str = "") -> "Task":
         """A task for ``config`` in ``directory``."""
-        return cls(config.run_id, config.model_dump_json(), str(directory), tracking)
+        return cls(config.run_id, config.model_dump_json(), str(directory), tracking, publish)
 
 
 @dataclass
@@ -91,6 +92,7 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
 
     directory = Path(task.directory)
     if (directory / DONE).exists():
+        _publish(task)
         return Outcome(task.run_id, "skipped")
     config = RunConfig.model_validate_json(task.config_json)
     if device and config.device == "auto":
@@ -111,8 +113,16 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     except BaseException:  # interrupted: leave it resumable
         _leave_resumable(directory)
         raise
+    _publish(task)
     clear_running(directory)
     return Outcome(task.run_id, "done", auc=result.metrics.get("auc"))
+
+
+def _publish(task: Task) -> None:
+    if task.publish:
+        from medtransfer.study.pretrain import publish_source
+
+        publish_source(Path(task.directory), Path(task.publish))
 
 
 def _leave_resumable(directory: Path) -> None:
@@ -468,7 +478,8 @@ def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm:
     if kind == "slurm":
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
-        return SlurmExecutor(out / "slurm", cluster=cluster, default_cpus=threads, **options)
+        poll_s = float(options.pop("poll_s", 10.0))  # how often the driver asks squeue, in seconds
+        return SlurmExecutor(out / "slurm", cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
     if kind == "ray":
         return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
                            cpus_per_run=threads or 1)

@@ -37,6 +37,29 @@ def source_file(out: Path, name: str) -> Path:
     return Path(out) / "sources" / f"{name}.pt"
 
 
+def source_run_dir(spec: SourceSpec, out: Path) -> Path:
+    """The run directory of the pretraining run that makes ``spec``."""
+    return Path(out) / "sources" / f"{spec.name}-run"
+
+
+def publish_source(run_dir: Path, target: Path) -> bool:
+    """Whether source file ``target`` is there intact, after moving a finished pretraining run's
+    ``best.pt`` to it (and sealing it). A damaged ``target`` is deleted with its run, to be made
+    again."""
+    run = RunDir(Path(run_dir))
+    if target.exists():
+        if sealed_file_problem(target) is None:
+            return True
+        target.unlink()
+        run.clear()
+        return False
+    best = run.path / CHECKPOINTS / BEST
+    if run.is_done() and best.exists():
+        os.replace(best, target)  # the run is DONE: its best.pt moves
+        seal_file(target)
+    return target.exists()
+
+
 def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> Path:
     """Make ``out/sources/{name}.pt`` unless it exists intact (resuming an interrupted pretraining
     run; a damaged file is made again from scratch)."""

@@ -11,7 +11,8 @@ from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
-from medtransfer.study.pretrain import EXECUTION_FIELDS, pretrain_source
+from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
+                                        source_run_dir)
 from medtransfer.study.results import write_results
 from medtransfer.study.store import DONE, STUDY_FILE, clear_claim, write_atomic
 from medtransfer.training.config import RunConfig
@@ -35,6 +36,41 @@ class StudyReport:
     failed: list[Outcome] = field(default_factory=list)
     elsewhere: int = 0
     recomputed: list[str] = field(default_factory=list)
+    submitted: int = 0  # --detach: jobs submitted and left running
+
+
+def _source_tasks(study: StudyConfig, out: Path) -> list[Task]:
+    """A pretraining task for each source the study makes itself and has not made yet."""
+    tasks = []
+    for source in study.sources:
+        if source.pretrain is None or publish_source(source_run_dir(source, out), source_file(out, source.name)):
+            continue
+        tasks.append(Task.make(pretrain_config(source, study.training), source_run_dir(source, out),
+                               publish=str(source_file(out, source.name))))
+    return tasks
+
+
+def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  # noqa: ANN001
+    """Submit the pretraining jobs, then the fine-tuning array (started once every source job
+    succeeded: ``afterok``); returns how many jobs were submitted. Runs already owned elsewhere
+    (an earlier driver's jobs) are not submitted again."""
+    from medtransfer.study.executors import SlurmExecutor
+
+    if not isinstance(executor, SlurmExecutor):
+        raise ConfigError("run --detach submits SLURM jobs and returns: use it with --executor slurm "
+                          "(for local and ray the command line runs the whole driver in the background)")
+    executor.check()
+    submitted = 0
+    if sources:
+        mine, _ = executor.submit_claimed(sources)
+        submitted += len(mine)
+    jobs = sorted({str((claims.read(Path(t.directory)) or {}).get("job") or "").split("_")[0] for t in sources} - {""})
+    if jobs and tasks:
+        executor.parameters["slurm_dependency"] = "afterok:" + ":".join(jobs)
+    if tasks:
+        mine, _ = executor.submit_claimed(tasks)
+        submitted += len(mine)
+    return submitted
 
 
 def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
@@ -122,13 +158,15 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                   "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
 
 
-def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport:  # noqa: ANN001
+def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
-    damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch.
-    ``executor`` defaults to the study's ``executor`` section. Raises ConfigError when ``out``
-    holds runs made with different settings.
+    damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
+    live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
+    Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
+    the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
+    section. Raises ConfigError when ``out`` holds runs made with different settings.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,9 +182,6 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
     warn_collapsed_stages(configs)
     write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
-    for source in study.sources:
-        if source.pretrain is not None:
-            pretrain_source(source, out, study.training)
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
@@ -164,6 +199,18 @@ def run_study(study: StudyConfig, out: str | Path, executor=None) -> StudyReport
             clear_claim(run.path)
         else:
             tasks.append(Task.make(config, run.path, tracking))
+    sources = _source_tasks(study, out)
+    if detach:
+        submitted = _submit_detached(executor, sources, tasks)
+        return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)
+    made, made_elsewhere = _execute(executor, sources)
+    if any(o.state == "failed" for o in made):  # the runs need their sources
+        if tracking:
+            from medtransfer.tracking.mlflow_sink import close_study_tracking
+
+            close_study_tracking(tracking, False)
+        return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
+                           recomputed)
     outcomes, elsewhere = _execute(executor, tasks)
     if tracking:
         from medtransfer.tracking.mlflow_sink import close_study_tracking

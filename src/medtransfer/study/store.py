@@ -24,7 +24,7 @@ from medtransfer.training.record import DONE, FAILED, RUNNING, Check, RunDir
 __all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
            "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
 
-STATES = ("done", "damaged", "running", "interrupted", "failed", "pending")
+STATES = ("done", "damaged", "running", "queued", "interrupted", "failed", "pending")
 STUDY_FILE = "study.yaml"
 
 
@@ -94,6 +94,8 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check
     elif run.running.exists():
         alive = claims.alive(claims.read(run.path), run.path, stale_after_s)
         state = "running" if alive else "interrupted"
+        if state == "running" and claims.queued(claims.read(run.path)):
+            state = "queued"  # a SLURM job that waits to start (or to restart, requeued)
     elif run.failed.exists():
         state, error = "failed", run.failure()
     elif run.last.exists():

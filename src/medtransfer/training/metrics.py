@@ -55,10 +55,16 @@ def binary_scores(probs: np.ndarray) -> np.ndarray:
     """Log-odds of the positive class, ``log p_1 - log p_0`` (n,) float64, for ``probs (n, 2)``.
 
     Monotone in the logit difference as long as neither probability underflows to 0 (a logit gap
-    beyond about 745), even where the larger probability has rounded to exactly 1.0.
+    beyond about 745), even where the larger probability has rounded to exactly 1.0; beyond that,
+    the saturated images rank above (below) every other one and tie with each other.
     """
     with np.errstate(divide="ignore"):
-        return np.log(probs[:, 1]) - np.log(probs[:, 0])
+        scores = np.log(probs[:, 1]) - np.log(probs[:, 0])
+    # a probability that underflowed to 0 gives +-inf: still the right rank (beyond every finite
+    # score, tied with the other saturated ones), but scikit-learn refuses infinities
+    finite = scores[np.isfinite(scores)]
+    top = float(np.abs(finite).max()) + 1.0 if finite.size else 1.0
+    return np.nan_to_num(scores, nan=np.nan, posinf=top, neginf=-top)
 
 
 def auc_binary(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -1,0 +1,211 @@
+"""On a real single-node SLURM started by the tests (skipped where slurmctld is not installed)
+and a real local Ray: byte-identical results across engines, preemption (SIGTERM then USR2, as
+submitit simulates it) at seeded random moments ends in requeue and resume, a rerun driver never
+duplicates a job that still runs, and mistakes are errors within 60 s."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from medtransfer.errors import ConfigError
+from medtransfer.study import claims
+from medtransfer.study.executors import RayExecutor, make_executor
+from medtransfer.study.runner import run_study
+
+from .conftest import tiny_study, write_yaml
+from .slurm_cluster import SlurmCluster, unavailable
+
+WHY = unavailable()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=f"no real SLURM here: {WHY}")
+SLURM = {"cpus_per_task": 1, "timeout_min": 60, "poll_s": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    try:
+        started = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    except (RuntimeError, OSError) as error:  # installed but cannot run here (a container without root powers)
+        pytest.skip(f"SLURM is installed but did not start: {error}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = started.env["SLURM_CONF"]
+    yield started
+    started.stop()
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+def _slurm_study(tmp_path, **overrides):
+    study = tiny_study(tmp_path, **overrides)
+    return study.model_copy(update={"executor": study.executor.model_copy(update={"kind": "slurm", "slurm": SLURM})})
+
+
+def _job_dirs(out):
+    """The SLURM jobs submitted for a study: submitit's folder per job (``ID`` or ``ARRAY_TASK``)."""
+    import re
+
+    return sorted(p.name for p in (out / "slurm").iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name))
+
+
+@pytest.mark.slow
+def test_local_slurm_and_ray_give_byte_identical_auc_csv(cluster, finished_study, tmp_path):
+    _, reference = finished_study
+    report = run_study(_slurm_study(tmp_path), tmp_path / "slurm")
+    assert report.finished == 2 and not report.failed, report
+    assert {"_0", "_1"} <= {n[-2:] for n in _job_dirs(tmp_path / "slurm")}  # ran as SLURM array tasks
+    ray = RayExecutor(cpus_per_run=1, num_cpus=2, include_dashboard=False, log_to_driver=False,
+                      _node_ip_address="127.0.0.1")
+    report = run_study(tiny_study(tmp_path), tmp_path / "ray", executor=ray)
+    assert report.finished == 2 and not report.failed, report
+    want = (reference / "results" / "auc.csv").read_bytes()
+    assert (tmp_path / "slurm" / "results" / "auc.csv").read_bytes() == want
+    assert (tmp_path / "ray" / "results" / "auc.csv").read_bytes() == want
+
+
+def _owner(run, not_pid, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = claims.read(run)
+        if info and info.get("pid") not in (None, os.getpid(), not_pid) and info.get("job"):
+            return info
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.slow
+def test_preemption_at_random_moments_requeues_and_resumes(cluster, finished_study, tmp_path):
+    _, reference = finished_study
+    study = _slurm_study(tmp_path, folds=[0])
+    out = tmp_path / "out"
+    run = out / "runs" / "synth" / "random-no-freeze" / "fold0"
+    moments = [random.Random(seed).uniform(0.0, 4.0) for seed in (1, 2, 3)]
+    sent = []
+
+    def preempt():
+        last = None
+        for moment in moments:
+            info = _owner(run, last)
+            if info is None or (run / "DONE").exists():
+                return
+            while not (run / "history.csv").exists() and not (run / "DONE").exists():
+                time.sleep(0.01)
+            time.sleep(moment)
+            if (run / "DONE").exists():
+                return
+            job = str(info["job"])
+            cluster.run("scancel", "--signal=TERM", job)
+            time.sleep(0.1)
+            cluster.run("scancel", "--signal=USR2", job)
+            sent.append((round(moment, 2), job))
+            last = info["pid"]
+            _start_requeued_now(job)
+
+    def _start_requeued_now(job):
+        # SLURM holds a requeued job for about two minutes (BeginTime); let it start at once
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = cluster.run("squeue", "--noheader", f"--jobs={job}", "--format=%T|%r").stdout.strip()
+            if state.startswith("PENDING"):
+                cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+                return
+            time.sleep(0.2)
+
+    import threading
+
+    signaller = threading.Thread(target=preempt, daemon=True)
+    signaller.start()
+    report = run_study(study, out)
+    signaller.join(timeout=10)
+    assert not report.failed and report.finished == 1, report
+    print(f"preemptions sent (moment s, job): {sent}")
+    assert sent, "no preemption was sent"
+    assert not (run / "FAILED").exists()
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*.err"))
+    assert logs.count("this job is preempted") >= 1, logs[-3000:]
+    assert len(_job_dirs(out)) == 1  # one array task, requeued: never resubmitted
+    got = pd.read_csv(out / "results" / "auc.csv")
+    want = pd.read_csv(reference / "results" / "auc.csv")
+    pd.testing.assert_frame_equal(got, want[want["fold"] == 0].reset_index(drop=True))
+    print(f"preemptions sent (moment s, job): {sent}; requeues logged: {logs.count('this job is preempted')}")
+
+
+@pytest.mark.slow
+def test_a_rerun_driver_waits_for_running_jobs_instead_of_resubmitting(cluster, finished_study, tmp_path):
+    _, reference = finished_study
+    study_file = write_yaml(tmp_path / "study.yaml", _slurm_study(tmp_path))
+    out = tmp_path / "out"
+    code = "from medtransfer.cli import main; main()"
+    command = [sys.executable, "-c", code, "run", str(study_file), "--out", str(out)]
+    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("runs/**/RUNNING"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    while not all((claims.read(p.parent) or {}).get("job") for p in out.glob("runs/**/RUNNING")):
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)  # the driver dies; its jobs run on
+    first.wait()
+    jobs = _job_dirs(out) or sorted(str(claims.read(p.parent)["job"]) for p in out.glob("runs/**/RUNNING"))
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "0 finished now" in second.stdout and "2 finished by another owner" in second.stdout, second.stdout
+    arrays = {name.split("_")[0] for name in _job_dirs(out)}
+    assert len(arrays) == 1 and set(_job_dirs(out)) >= set(jobs), _job_dirs(out)  # nothing resubmitted
+    assert (out / "results" / "auc.csv").read_bytes() == (reference / "results" / "auc.csv").read_bytes()
+    assert not list(out.glob("runs/**/FAILED"))
+
+
+def test_mistakes_on_a_real_cluster(cluster, tmp_path):
+    began = time.monotonic()
+    with pytest.raises(ConfigError, match=r"no partition 'gpu' on this cluster.*partitions: debug\*"):
+        make_executor("slurm", tmp_path, slurm={"partition": "gpu"}).check()
+    with pytest.raises(ConfigError, match=rf"cpus_per_task: 999 CPUs per run, but the largest node of "
+                                          rf"partition 'debug' has {cluster.cpus}"):
+        make_executor("slurm", tmp_path, slurm={"cpus_per_task": 999}).check()
+    with pytest.raises(ConfigError, match=r"gpus_per_node: 1 GPU\(s\) per run, but partition 'debug' has no GPUs"):
+        make_executor("slurm", tmp_path, slurm={"gpus_per_node": 1}).check()
+    make_executor("slurm", tmp_path, slurm={}, threads=1).check()  # the bare defaults fit
+    assert time.monotonic() - began < 60
+    cluster.stop_controller()
+    try:
+        began = time.monotonic()
+        with pytest.raises(ConfigError, match=r"slurmctld"):
+            make_executor("slurm", tmp_path, slurm={}).check()
+        assert time.monotonic() - began < 60
+    finally:
+        cluster.start_controller()
+        deadline = time.monotonic() + 60
+        while cluster.run("sinfo", "--noheader", "--format=%T").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_detach_submits_pretraining_and_runs_as_jobs_and_a_later_run_collects(cluster, tmp_path):
+    from medtransfer.study.store import count_states, status
+
+    pretrain = {"dataset": "synthetic", "options": {"n_patients": 12, "images_per_patient": 2, "size": 32,
+                                                    "task": "source-a", "seed": 1},
+                "size": 32, "batch_size": 8, "epochs": 1}
+    study = _slurm_study(tmp_path, folds=[0], strategies=["no-freeze"], training={"epochs": 1},
+                         sources=[{"name": "mine", "pretrain": pretrain}])
+    out = tmp_path / "out"
+    began = time.monotonic()
+    report = run_study(study, out, detach=True)
+    assert report.submitted == 2 and time.monotonic() - began < 60  # returns at once
+    assert count_states(status(out))["pending"] == 0  # the fine-tuning job is queued (or already running)
+    # the fine-tuning job waits for the pretraining job: afterok dependency
+    fine_tune = str(claims.read(out / "runs" / "synth" / "mine-no-freeze" / "fold0")["job"])
+    shown = cluster.run("scontrol", "show", "job", fine_tune.split("_")[0]).stdout
+    assert "Dependency=afterok:" in shown or "JobState=RUNNING" in shown or "JobState=COMPLETED" in shown, shown
+    collected = run_study(study, out)  # the same process: the claims it made belong to the jobs now
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*.err"))
+    assert collected.finished == 0 and collected.elsewhere == 1 and not collected.failed, (collected, logs[-3000:])
+    assert (out / "sources" / "mine.pt").exists()
+    assert len(pd.read_csv(out / "results" / "auc.csv")) == 1
