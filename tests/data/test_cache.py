@@ -92,3 +92,21 @@ def test_default_cache_folder_follows_medtransfer_cache(tmp_path, monkeypatch):
     cache = PixelCache.build(m, 8, "nearest", workers=1)
     assert (tmp_path / "mine" / "pixels").is_dir()
     assert str(tmp_path / "mine" / "pixels") in str(cache.pixels.filename)
+
+
+def test_synthetic_cache_follows_the_generated_images_not_just_the_options(tmp_path, monkeypatch):
+    """The same options from a changed generator (a new release) must not reuse the old cache."""
+    from medtransfer.data.datasets import synthetic
+
+    options = dict(n_patients=4, images_per_patient=2, size=16)
+    first = PixelCache.build(load_manifest("synthetic", None, **options), 16, cache_dir=tmp_path)
+    real = synthetic.generate
+
+    def changed(**kwargs):
+        images, labels, patient = real(**kwargs)
+        return 255 - images, labels, patient
+
+    monkeypatch.setattr(synthetic, "generate", changed)
+    second = PixelCache.build(load_manifest("synthetic", None, **options), 16, cache_dir=tmp_path)
+    assert second.path != first.path
+    np.testing.assert_array_equal(np.asarray(second.pixels), 255 - np.asarray(first.pixels))

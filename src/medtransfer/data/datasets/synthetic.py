@@ -148,6 +148,7 @@ def load(root: object = None, *, n_patients: int = 60, images_per_patient: int =
             "label": labels, "group": groups}
     import pandas as pd
 
-    key = "synthetic|" + "|".join(f"{k}={v}" for k, v in sorted(options.items()))
+    # the pixel cache is keyed by the images themselves (no key): a generator that changes what the
+    # same options draw must never be served a cache built by the old one
     return make_manifest(pd.DataFrame(rows), [f"class{k}" for k in range(n_classes)], "synthetic",
-                         reader=ArrayReader(images, key=key), options=options)
+                         reader=ArrayReader(images), options=options)
