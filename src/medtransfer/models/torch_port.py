@@ -164,10 +164,7 @@ def load_torch_port(path: str | os.PathLike, model: nn.Module) -> LoadReport:
             f"{path} is not a ResNet50 state dict: none of its keys maps to conv1/bn1/layer1..4 "
             f"(first keys: {', '.join(list(source)[:5])})"
         )
-    head = _check_and_copy(path, model, spec, tensors, backbone, expected)
-    if ignored:
-        notes.append(f"ignored keys: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
-    return LoadReport(path=str(path), layout="torch-port", layers=len(model.keras_layers()), head=head, notes=notes)
+    return _copy_and_report(path, model, spec, tensors, backbone, expected, ignored, notes)
 
 
 def _load_plain(path: Path, model: nn.Module, spec, source: dict[str, torch.Tensor], notes: list[str]) -> LoadReport:
@@ -180,6 +177,12 @@ def _load_plain(path: Path, model: nn.Module, spec, source: dict[str, torch.Tens
             f"{path} is not a {spec.keras_name} state dict of medtransfer's Keras layout: none of its keys is one "
             f"of {', '.join(backbone[:3])}, ... (first keys: {', '.join(list(source)[:5])})"
         )
+    return _copy_and_report(path, model, spec, tensors, backbone, expected, ignored, notes)
+
+
+def _copy_and_report(path: Path, model: nn.Module, spec, tensors: dict[str, torch.Tensor], backbone: list[str],
+                     expected: dict[str, torch.Tensor], ignored: list[str], notes: list[str]) -> LoadReport:
+    """Copy the mapped tensors into ``model`` and say what was loaded and what was ignored."""
     head = _check_and_copy(path, model, spec, tensors, backbone, expected)
     if ignored:
         notes.append(f"ignored keys: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}")
