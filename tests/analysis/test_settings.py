@@ -19,7 +19,13 @@ def test_study_yaml_section_and_overrides():
 
 
 @pytest.mark.parametrize("section, field", [({"rowz": 1}, "rowz"), ({"rows": 0}, "rows"), ({"measures": ["nope"]}, "measures"),
-                                            ({"split": "holdout"}, "split"), ({"auc_average": "median"}, "auc_average")])
+                                            ({"split": "holdout"}, "split"), ({"auc_average": "median"}, "auc_average"),
+                                            ({"ci_method": "quadratic"}, "ci_method")])
 def test_bad_settings_name_the_field(section, field):
     with pytest.raises(ConfigError, match=field):
         AnalysisSettings.from_mapping(section)
+
+
+def test_interval_method_is_linear_unless_asked():
+    assert AnalysisSettings().ci_method == "linear"
+    assert AnalysisSettings.from_mapping({"ci_method": "exact"}).ci_method == "exact"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
 
 
@@ -59,6 +60,8 @@ def register(app: typer.Typer) -> None:
         measures: str = typer.Option("cca,cka", help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)}."),
         ci: float = typer.Option(0.95, help="Image-bootstrap interval level; 0 for none."),
         resamples: int = typer.Option(1000, help="Bootstrap resamples."),
+        ci_method: str = typer.Option(DEFAULT_INTERVAL_METHOD, help=f"Resample values, one of {', '.join(INTERVAL_METHODS)}: "
+                                      "linear (first order in the image weights, fast) or exact (each resample's own value)."),
         permutations: int = typer.Option(20, help="Permutation-null draws (0: no null)."),
         sampling: str = typer.Option("paper", help="paper (all positions of few images) or spread."),
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
         settings = AnalysisSettings().override(layers=_split(layers), rows=rows, channels=channels,
                                                repeats=repeats, measures=_split(measures), resamples=resamples,
-                                               permutations=permutations, sampling=sampling)
+                                               ci_method=ci_method, permutations=permutations, sampling=sampling)
         settings = replace(settings, ci=ci if ci else None)
         size, origin = resolve_size(size, model_a, model_b)
         frame, _ = compare_models(model_a, model_b, target, root, size=size, images=images, settings=settings,

@@ -22,6 +22,7 @@ from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, Sam
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.errors import MedtransferError
 from medtransfer.progress import track
+from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -34,12 +35,14 @@ UNCERTAINTY = ["ci_low", "ci_high", "null_mean", "null_p95", "p_value"]
 
 @dataclass(frozen=True)
 class Uncertainty:
-    """What each layer-wise score carries: interval level (None: none), resamples, permutations."""
+    """What each layer-wise score carries: interval level (None: none), resamples, permutations,
+    seed, and how resample values are computed (``ci_method``, :mod:`medtransfer.similarity.bootstrap`)."""
 
     ci: float | None = 0.95
     resamples: int = 1000
     permutations: int = 20
     seed: int = 0
+    ci_method: str = DEFAULT_INTERVAL_METHOD
 
 
 def measure(x: np.ndarray, y: np.ndarray, name: str) -> float:
@@ -58,7 +61,7 @@ def score_layer(
 
     u = uncertainty or Uncertainty(ci=None, permutations=0)
     result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
-                           resamples=u.resamples, permutations=u.permutations, seed=seed)
+                           resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)
     return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "ci_low": result.ci_low,
             "ci_high": result.ci_high, "null_mean": result.null_mean, "null_p95": result.null_p95,
             "p_value": result.p_value, "images": result.images}

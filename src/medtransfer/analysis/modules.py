@@ -180,7 +180,7 @@ def compare_modules(
     from medtransfer.models import Normalization
 
     settings = settings or AnalysisSettings()
-    uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations)
+    uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations, ci_method=settings.ci_method)
     dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
     sides = [m if isinstance(m, Model) else Model(m, Normalization("torch"), type(m).__name__) for m in (model_a, model_b)]
     names_a = list(layers_a) if layers_a else list(sides[0].default_layers)

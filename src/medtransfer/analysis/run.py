@@ -88,7 +88,7 @@ def layerwise_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
-                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed),
+                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed, settings.ci_method),
             )
             missing.extend(problems)
             frames.append(frame)

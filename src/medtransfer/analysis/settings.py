@@ -11,6 +11,7 @@ section, overridden by explicit arguments.
       measures: [cca, cka]   # any of medtransfer.similarity.registry's names (docs/measures.md)
       ci: 0.95           # image-bootstrap interval of every layer-wise score (null: none)
       resamples: 1000    # bootstrap resamples of that interval
+      ci_method: linear  # resample values: linear (first order in the image weights) or exact
       permutations: 20   # permutation-null draws per layer-wise score (0: no null)
       sampling: paper    # paper (all positions of few images) or spread (positions per image)
       positions: 16      # positions per image of the spread sampling
@@ -31,6 +32,7 @@ from typing import Any
 from medtransfer.errors import ConfigError
 from medtransfer.vocabulary import AUC_AVERAGES
 
+from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS  # noqa: E402
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES  # noqa: E402
 from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES  # noqa: E402
 
@@ -53,6 +55,7 @@ class AnalysisSettings:
     threads: int | None = None
     ci: float | None = 0.95
     resamples: int = 1000
+    ci_method: str = DEFAULT_INTERVAL_METHOD
     permutations: int = 20
     sampling: str = "paper"
     positions: int = 16
@@ -63,6 +66,8 @@ class AnalysisSettings:
             raise ConfigError(f"analysis.threads must be a positive integer or null, got {self.threads!r}")
         if self.ci is not None and not (isinstance(self.ci, float) and 0.0 < self.ci < 1.0):
             raise ConfigError(f"analysis.ci must be a confidence level in (0, 1) or null, got {self.ci!r}")
+        if self.ci_method not in INTERVAL_METHODS:
+            raise ConfigError(f"analysis.ci_method must be one of {', '.join(INTERVAL_METHODS)}, got {self.ci_method!r}")
         if self.sampling not in ("paper", "spread"):
             raise ConfigError(f"analysis.sampling must be 'paper' or 'spread', got {self.sampling!r}")
         if not isinstance(self.permutations, int) or isinstance(self.permutations, bool) or self.permutations < 0:

@@ -64,7 +64,9 @@ def _rho_sum(m: Any) -> Any:
     import torch
 
     small = m.transpose(-1, -2) @ m if m.shape[-1] <= m.shape[-2] else m @ m.transpose(-1, -2)
-    return torch.linalg.eigvalsh(small).clamp(min=0.0).sqrt().clamp(max=1.0).sum(-1)
+    # The floor (not 0) keeps the derivative of the root finite where an eigenvalue is 0 (the
+    # linearised bootstrap differentiates this); it moves a value by at most 1e-150.
+    return torch.linalg.eigvalsh(small).clamp(min=1e-300).sqrt().clamp(max=1.0).sum(-1)
 
 
 def _eigen_whitener(c: Any) -> tuple[Any, Any]:

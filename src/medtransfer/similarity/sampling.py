@@ -87,6 +87,7 @@ def layer_similarity(
     positions: int | None = None,
     ci: float | None = None,
     resamples: int = 1000,
+    ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
     permutations: int = 0,
 ) -> LayerSimilarity:
     """Similarity of two models' activations of one layer on the same stimuli (paper protocol).
@@ -105,6 +106,8 @@ def layer_similarity(
         positions: positions per image for ``"spread"`` (default 16, at most h * w).
         ci: confidence level of the image-bootstrap interval (e.g. 0.95); None: no interval.
         resamples: bootstrap resamples.
+        ci_method: ``"linear"`` (first-order resample values, cheap) or ``"exact"`` (each
+            resample's own value); see :mod:`medtransfer.similarity.bootstrap`.
         permutations: permutations of the null (0: no null; at least 20 is sensible).
     """
     spec = get(measure)
@@ -143,7 +146,7 @@ def layer_similarity(
         ys.append(activation_rows(b, picked, ch_b, where))
         images.append(picked)
     result = score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
-                           permutations=permutations, seed=int(rng.integers(2**63)))
+                           ci_method=ci_method, permutations=permutations, seed=int(rng.integers(2**63)))
     return result
 
 
@@ -157,6 +160,7 @@ def score_repeats(
     n_images: int | None = None,
     ci: float | None = None,
     resamples: int = 1000,
+    ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
     permutations: int = 0,
     seed: int = 0,
 ) -> LayerSimilarity:
@@ -167,6 +171,7 @@ def score_repeats(
     A repeat whose measure fails (MedtransferError) raises; callers that tolerate it catch it.
     """
     spec: Measure = get(measure)
+    boot.check_method(ci_method)
     values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
     mean = float(values.mean())
     out = {
@@ -175,11 +180,11 @@ def score_repeats(
     }
     rng = np.random.default_rng(seed)
     with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
-        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, permutations, rng)
+        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng)
     return LayerSimilarity(**out)
 
 
-def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, permutations, rng) -> None:
+def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng) -> None:
     """Add the interval and null entries of :func:`score_repeats` to ``out``."""
     mean = out["mean"]
     if ci is not None:
@@ -188,7 +193,7 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
         if spec.from_grams is not None and min(len(i) for i in images) >= boot.MIN_IMAGES:
             pool_weights = boot.bootstrap_weights(n_pool, resamples, rng)
             per_repeat = np.stack([
-                boot.weighted_values(boot.image_blocks(x, y, rows_per_image), pool_weights[:, img], spec)
+                boot.resample_values(x, y, rows_per_image, pool_weights[:, img], spec, ci_method)
                 for x, y, img in zip(xs, ys, images)
             ])
             means = per_repeat.mean(axis=0)
