@@ -102,3 +102,10 @@ def test_a_fold_spec_that_cannot_cut_its_folds_is_refused_when_the_study_is_pars
     assert hint.problem() is None and StudyConfig.parse({**base, "k_folds": 3, "training": {
         "split_fractions": [round(f, 7) for f in hint.fractions]}}).fold_spec.k == 3
     assert DEFAULT_FOLDS.with_k(DEFAULT_FOLDS.k).fractions == pytest.approx(DEFAULT_FOLDS.fractions)
+
+
+def test_one_device_resolver():
+    """`auto` becomes a device in one place (training.run.resolve_device): training and analysis alike."""
+    found = [path.relative_to(SRC).as_posix() for path in sorted(SRC.rglob("*.py"))
+             if re.search(r"""["']cuda["'] if torch\.cuda\.is_available\(\)""", path.read_text())]
+    assert found == ["training/run.py"]

@@ -107,6 +107,23 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
 
 
+def test_study_relative_paths_resolve_where_the_study_is(tmp_path):
+    """A run config's relative folds file, source file and pixel cache are relative to its study
+    directory (a fine-tuning run in DIR/runs/, a pretraining run in DIR/sources/), wherever it is."""
+    from medtransfer.training.config import RunConfig
+
+    config = RunConfig(target="synthetic", folds_file="folds/t.csv", cache_dir="cache", source="sources/a.pt")
+    study = tmp_path / "study"
+    resolved = RunDir.in_study(study, config).resolve(config)
+    assert (resolved.folds_file, resolved.cache_dir, resolved.source) == (
+        str(study / "folds" / "t.csv"), str(study / "cache"), str(study / "sources" / "a.pt"))
+    assert RunDir(study / "sources" / "a-run").base == study and RunDir(study / "sources" / "a-run").resolve(
+        config).cache_dir == str(study / "cache")
+    assert RunDir(tmp_path / "lone").resolve(config) == config  # outside a study: the working directory's
+    absolute = config.model_copy(update={"cache_dir": str(tmp_path / "elsewhere")})
+    assert RunDir.in_study(study, absolute).resolve(absolute).cache_dir == str(tmp_path / "elsewhere")
+
+
 @pytest.mark.parametrize("how", ["mv", "cp"])
 def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study, tmp_path, how):
     study, out = finished_study

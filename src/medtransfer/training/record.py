@@ -243,20 +243,26 @@ class RunDir:
 
     @property
     def base(self) -> Path | None:
-        """The study directory this run lies in (``DIR`` of ``DIR/runs/{run id}``), else ``None``."""
+        """The study directory this run lies in (``DIR`` of ``DIR/runs/{run id}``, or of a
+        pretraining run's ``DIR/sources/{name}-run``), else ``None``."""
+        if self.path.parent.name == SOURCES:
+            return self.path.parent.parent
         for parent in self.path.parents:
             if parent.name == RUNS:
                 return parent.parent
         return None
 
     def resolve(self, config: RunConfig) -> RunConfig:
-        """``config`` with its study-relative paths (folds file, source file) made usable here."""
+        """``config`` with its study-relative paths (folds file, source file, pixel cache) made
+        usable here."""
         base = self.base
         if base is None:
             return config
         update: dict[str, Any] = {}
-        if config.folds_file and not Path(config.folds_file).is_absolute():
-            update["folds_file"] = str(base / config.folds_file)
+        for key in ("folds_file", "cache_dir"):
+            value = getattr(config, key)
+            if value and not Path(value).expanduser().is_absolute():
+                update[key] = str(base / value)
         source = SourceRef.of(config.source)
         if source.is_file and not Path(source.text).is_absolute():
             update["source"] = source.resolve(base)
