@@ -133,3 +133,9 @@ def test_with_overrides_changes_only_what_the_command_line_gives():
     assert study.training == {"lr": 1e-4}
     with pytest.raises(ConfigError, match="executor.kind"):
         study.with_overrides(executor="mpi")
+    tracked = study.with_overrides(track="mlflow")
+    assert tracked.tracking is not None and tracked.tracking.kind == "mlflow" and study.tracking is None
+    assert tracked.with_overrides(track="off").tracking is None
+    assert tracked.with_overrides().tracking == tracked.tracking
+    with pytest.raises(ConfigError, match="--track 'neptune'"):
+        study.with_overrides(track="neptune")

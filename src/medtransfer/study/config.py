@@ -261,13 +261,19 @@ class StudyConfig(_Strict):
         """(train, val, test) fractions of every fold (:attr:`fold_spec`)."""
         return self.fold_spec.fractions
 
-    def with_overrides(self, *, executor: str | None = None, device: str | None = None) -> "StudyConfig":
-        """A copy with the command line's choices (``None`` keeps the study's), validated again."""
+    def with_overrides(self, *, executor: str | None = None, device: str | None = None,
+                       track: str | None = None) -> "StudyConfig":
+        """A copy with the command line's choices (``None`` keeps the study's), validated again.
+        ``track``: ``mlflow`` (the study's ``tracking:`` section, else the defaults) or ``off``."""
         data = self.model_dump(mode="json")
         if executor is not None:
             data["executor"]["kind"] = executor
         if device is not None:
             data["training"]["device"] = device
+        if track is not None:
+            if track not in ("mlflow", "off"):
+                raise ConfigError(f"--track {track!r}: expected mlflow or off")
+            data["tracking"] = None if track == "off" else (self.tracking or TrackingSpec()).model_dump(mode="json")
         return StudyConfig.parse(data, where="command line")
 
     @property
