@@ -94,7 +94,8 @@ def test_the_default_fold_spec_is_written_once_in_src():
 
 def test_a_fold_spec_that_cannot_cut_its_folds_is_refused_when_the_study_is_parsed():
     base = {"targets": [{"name": "t"}], "sources": [{"name": "random"}]}
-    with pytest.raises(ConfigError, match=r"k_folds: train fraction 0.8 with k=3.*e\.g\. \[0\.6666667, 0\.0833333, 0\.25\]"):
+    with pytest.raises(ConfigError, match=r"k_folds: train fraction 0.8 with k=3.*"
+                                          r"e\.g\. \[0\.6666667, 0\.0833333, 0\.25\]"):
         StudyConfig.parse({**base, "k_folds": 3})
     with pytest.raises(ConfigError, match=r"study: training: k_folds/split_fractions: train fraction 0.75 with k=3"):
         StudyConfig.parse({**base, "k_folds": 3, "training": {"split_fractions": [0.75, 0.1, 0.15]}})

@@ -220,7 +220,7 @@ def test_no_module_outside_the_record_joins_a_run_path_or_reads_config_json():
                 found += [f"{module}:{node.lineno}: imports {a.name}" for a in node.names if a.name in RUN_CONSTANTS]
             elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
                 for side in (node.left, node.right):
-                    name = side.id if isinstance(side, ast.Name) else side.attr if isinstance(side, ast.Attribute) else ""
+                    name = getattr(side, "id", None) or getattr(side, "attr", "")
                     if name in RUN_CONSTANTS:
                         found.append(f"{module}:{node.lineno}: joins {name}")
                 if isinstance(node.left, ast.Attribute) and node.left.attr in RUN_DIR_FOLDERS:

@@ -121,8 +121,9 @@ def folds(
                                            "labels (--no-check-labels imports them anyway, e.g. the authors' knee "
                                            "validation files, whose labels come from the wrong CSV)"),
 ) -> None:
-    """Write patient-grouped, stratified folds of a dataset (train (k-1)/k; the held-out fold 1:3
-    validation : test, 80/5/15 for k = 5), or import the authors'."""
+    """Write patient-grouped, stratified folds of a dataset (the default fold spec of
+    medtransfer.data.folds with k folds: train (k-1)/k, the held-out block split into validation
+    and test in the default's proportion), or import the authors'."""
     from medtransfer.data.folds import import_author_splits, write_folds
     from medtransfer.data.registry import dataset_folds, load_manifest
 

@@ -3,11 +3,11 @@
 Layout of a fold table (long format, one row per image and fold): columns ``image_id``, ``fold``
 (0..k-1), ``split`` ("train" | "val" | "test").
 
-How ``make_folds`` splits (defaults :data:`DEFAULT_FOLDS`: k = 5, fractions 80/5/15 as in the paper): the images are first cut
-into k held-out blocks of ~1/k each with scikit-learn's ``StratifiedGroupKFold`` (no group in two
-blocks, class proportions kept as far as groups allow). In fold f, block f is held out and cut
-again, by group and class, into validation (val / (val + test) of it) and test; all other blocks
-train. So every image is held out (validation or test) in exactly one fold, test parts of
+How ``make_folds`` splits (defaults :data:`DEFAULT_FOLDS`: k = 5, fractions 80/5/15 as in the
+paper): the images are first cut into k held-out blocks of ~1/k each with scikit-learn's
+``StratifiedGroupKFold`` (no group in two blocks, class proportions kept as far as groups allow).
+In fold f, block f is held out and cut again, by group and class, into validation (val / (val +
+test) of it) and test; all other blocks train. So every image is held out (validation or test) in exactly one fold, test parts of
 different folds are disjoint, and no group ever spans two parts of one fold. With 80/5/15 three
 quarters of the images are tested once and one quarter validates once.
 """

@@ -132,7 +132,8 @@ class PretrainSpec(_Strict):
     @field_validator("training")
     @classmethod
     def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
-        refused = {**dict.fromkeys(PRETRAIN_FIELDS, "set by the pretrain section's own size, batch_size, epochs and lr"),
+        own = "set by the pretrain section's own size, batch_size, epochs and lr"
+        refused = {**dict.fromkeys(PRETRAIN_FIELDS, own),
                    **dict.fromkeys(STUDY_FIELDS, "a pretraining run trains on fold 0 of the default fold spec"),
                    **dict.fromkeys(PROBE_FIELDS, "a pretraining run is no-freeze: it has no probe phase")}
         return _check_training(values, refused)
