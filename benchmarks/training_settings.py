@@ -26,12 +26,13 @@ import yaml
 def main(argv: list[str]) -> None:
     from medtransfer.demo import demo_study
     from medtransfer.study.expand import run_config
+    from medtransfer.training.record import RunDir
     from medtransfer.training.run import train_run
 
     demo = Path(argv[0])
     changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in argv[1:])}
     cells = str(changes.pop("cells", "synth_a,random")).split(",")
-    study = demo_study(demo)
+    study = demo_study()
     study = study.model_copy(update={"training": {**study.training, "threads": 1, **changes}})
     target = study.targets[0]
     if "size" in changes:
@@ -46,6 +47,7 @@ def main(argv: list[str]) -> None:
             aucs, began = [], time.process_time()
             for fold in study.fold_list:
                 config = run_config(study, target, sources[name], strategy, fold, 0, demo.resolve())
+                config = RunDir.in_study(demo.resolve(), config).resolve(config)  # the demo's folds and cache
                 aucs.append(train_run(config, work / f"{name}-{strategy}-{fold}").metrics["auc"])
             print(f"{' '.join(a for a in argv[1:] if not a.startswith('cells=')) or 'demo settings'}: {name} {strategy}: AUC x 100 "
                   f"{100 * np.mean(aucs):.1f} +- {100 * np.std(aucs, ddof=1):.1f} "

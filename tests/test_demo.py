@@ -1,6 +1,13 @@
-"""``medtransfer demo`` end to end: the similarity showcase, the study, the analysis and the report."""
+"""``medtransfer demo`` end to end: the similarity showcase, the study, the analysis and the report;
+the demo directory's files readable by others, and the directory movable and copyable."""
 
 from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,12 +31,23 @@ def test_showcase_matches_known_answers():
     assert rows["X vs independent noise"][1] < 0.02
 
 
-@pytest.mark.slow
-def test_demo_runs_the_whole_study_and_resumes(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``medtransfer demo`` run once under the common umask 022: (directory, its console output)."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    previous = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    finally:
+        os.umask(previous)
     assert result.exit_code == 0, result.output
-    assert "0 failed" in result.output
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_study_and_resumes(demo):
+    out, output = demo
+    assert "0 failed" in output
 
     auc = pd.read_csv(out / "results" / "auc.csv")
     # 3 folds x (2 pretrained sources x 2 strategies + random no-freeze)
@@ -83,3 +101,48 @@ def test_demo_runs_the_whole_study_and_resumes(tmp_path):
     assert again.exit_code == 0, again.output
     assert "15 already done, 0 now" in again.output
     pd.testing.assert_frame_equal(pd.read_csv(out / "results" / "auc.csv"), auc)
+
+
+@pytest.mark.slow
+def test_every_file_of_the_demo_is_readable_by_group_and_others_under_umask_022(demo):
+    out, _ = demo
+    files = [p for p in out.rglob("*") if p.is_file()]
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    assert len(files) > 150  # runs, sources, folds, results, analysis, figures, report, pixel cache
+    assert [str(p.relative_to(out)) for p in files if stat.S_IMODE(p.stat().st_mode) & 0o044 != 0o044] == []
+    assert [str(p.relative_to(out)) for p in folders if stat.S_IMODE(p.stat().st_mode) & 0o055 != 0o055] == []
+
+
+def _report(out: Path) -> dict[str, bytes]:
+    """What `analyze` writes that a moved study must reproduce: the tables and the report (but for
+    the time the analysis took, which the report notes)."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "analysis").glob("*.csv"))}
+    files["report.html"] = re.sub(rb"analysis took [0-9.]+ s", b"analysis took - s", (out / "report.html").read_bytes())
+    return files
+
+
+@pytest.mark.slow
+def test_a_moved_and_a_copied_demo_are_done_and_analyse_to_the_same_report(demo, tmp_path):
+    """`mv` and `cp -r` of the finished demo: `run` finds every run done (nothing recomputed) and
+    `analyze` writes the same tables and report as the original, from the directory's own files
+    (the original is gone from its place while they are read)."""
+    out, _ = demo
+    reference = _report(out)
+    assert len(reference) >= 5 and b"Table 2" in reference["report.html"]
+    copy, moved = tmp_path / "copy", tmp_path / "elsewhere" / "demo"
+    shutil.copytree(out, copy, symlinks=True)  # cp -r
+    moved.parent.mkdir()
+    shutil.move(out, moved)  # mv
+    try:
+        for where in (copy, moved):
+            result = CliRunner().invoke(app, ["run", str(where / "study.yaml"), "--out", str(where)])
+            assert result.exit_code == 0, result.output
+            assert "15 runs: 15 already done, 0 finished now, 0 failed" in " ".join(result.output.split())
+            shutil.rmtree(where / "analysis")
+            (where / "report.html").unlink()
+            result = CliRunner().invoke(app, ["analyze", str(where)])
+            assert result.exit_code == 0, result.output
+            assert _report(where) == reference, where
+        assert not out.exists()  # nothing was written where the original was
+    finally:
+        shutil.move(moved, out)

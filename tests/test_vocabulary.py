@@ -1,13 +1,22 @@
-"""The shared vocabulary: each word defined once, and SourceRef's one answer to "is it a file"."""
+"""The shared vocabulary: each word defined once (and the default fold spec), and SourceRef's one
+answer to "is it a file"."""
 
+import ast
 import re
 from pathlib import Path
 
 import pytest
 
+from medtransfer.data.folds import DEFAULT_FOLDS
+from medtransfer.errors import ConfigError
+from medtransfer.similarity.registry import PAPER_MEASURES
+from medtransfer.study.config import StudyConfig
+from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import (
     AUC_AVERAGES,
+    FINETUNE,
     NORMALIZATION_MODES,
+    PROBE,
     SOURCE_NAMES,
     STRATEGIES,
     WEIGHT_SUFFIXES,
@@ -45,17 +54,59 @@ def test_source_ref_resolves_relative_files_only(tmp_path):
     assert SourceRef("sources/a.pt").resolve(None) == "sources/a.pt"
 
 
+def _listed(values) -> str:
+    return r"\s*,\s*".join(f'"{re.escape(v)}"' for v in values)
+
+
 def test_each_vocabulary_word_is_defined_once_in_src():
-    """The strategy, normalisation and AUC-average names appear as a definition only in
-    vocabulary.py: no other module writes their Literal or tuple again."""
-    words = {"strategy": STRATEGIES, "normalization": tuple(NORMALIZATION_MODES), "auc": AUC_AVERAGES,
-             "source": SOURCE_NAMES}
-    for path in SRC.rglob("*.py"):
-        if path.name == "vocabulary.py":
-            continue
+    """The strategy, phase, normalisation, AUC-average and source names appear as a definition
+    only in vocabulary.py (the paper's measures only in the similarity registry): no other module
+    writes their Literal or tuple again, and the owner writes it exactly once."""
+    words = {"strategy": STRATEGIES, "phase": (PROBE, FINETUNE), "normalization": tuple(NORMALIZATION_MODES),
+             "auc": AUC_AVERAGES, "source": SOURCE_NAMES}
+    owners = {kind: SRC / "vocabulary.py" for kind in words}
+    words["measures"], owners["measures"] = PAPER_MEASURES, SRC / "similarity" / "registry.py"
+    found = {kind: [] for kind in words}
+    for path in sorted(SRC.rglob("*.py")):
         text = path.read_text()
         for kind, values in words.items():
-            listed = r"\s*,\s*".join(f'"{re.escape(v)}"' for v in values)
-            assert not re.search(listed, text), (path, kind)
+            found[kind] += [path] * len(re.findall(_listed(values), text))
+    assert found == {kind: [owner] for kind, owner in owners.items()}
     for suffix in WEIGHT_SUFFIXES:
         assert suffix.startswith(".")
+
+
+def test_the_default_fold_spec_is_written_once_in_src():
+    """The default fractions (80/5/15) are a literal only in data/folds.py's FoldSpec: RunConfig, the
+    study file and `data folds` take them from DEFAULT_FOLDS."""
+    fractions = tuple(DEFAULT_FOLDS.fractions)
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Constant) for e in node.elts):
+                if tuple(e.value for e in node.elts) == fractions:
+                    found.append(path.relative_to(SRC).as_posix())
+    assert found == ["data/folds.py"]
+    assert RunConfig(target="x").fold_spec == DEFAULT_FOLDS
+    study = StudyConfig.parse({"targets": [{"name": "t"}], "sources": [{"name": "random"}]})
+    assert study.fold_spec == DEFAULT_FOLDS and study.split_fractions == DEFAULT_FOLDS.fractions
+
+
+def test_a_fold_spec_that_cannot_cut_its_folds_is_refused_when_the_study_is_parsed():
+    base = {"targets": [{"name": "t"}], "sources": [{"name": "random"}]}
+    with pytest.raises(ConfigError, match=r"k_folds: train fraction 0.8 with k=3.*"
+                                          r"e\.g\. \[0\.6666667, 0\.0833333, 0\.25\]"):
+        StudyConfig.parse({**base, "k_folds": 3})
+    with pytest.raises(ConfigError, match=r"study: training: k_folds/split_fractions: train fraction 0.75 with k=3"):
+        StudyConfig.parse({**base, "k_folds": 3, "training": {"split_fractions": [0.75, 0.1, 0.15]}})
+    hint = DEFAULT_FOLDS.with_k(3)
+    assert hint.problem() is None and StudyConfig.parse({**base, "k_folds": 3, "training": {
+        "split_fractions": [round(f, 7) for f in hint.fractions]}}).fold_spec.k == 3
+    assert DEFAULT_FOLDS.with_k(DEFAULT_FOLDS.k).fractions == pytest.approx(DEFAULT_FOLDS.fractions)
+
+
+def test_one_device_resolver():
+    """`auto` becomes a device in one place (training.run.resolve_device): training and analysis alike."""
+    found = [path.relative_to(SRC).as_posix() for path in sorted(SRC.rglob("*.py"))
+             if re.search(r"""["']cuda["'] if torch\.cuda\.is_available\(\)""", path.read_text())]
+    assert found == ["training/run.py"]

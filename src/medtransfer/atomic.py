@@ -33,6 +33,14 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+TEMP_GLOB = ".*.tmp"  # what write_atomic's temporary files look like (".{name}.{random}.tmp")
+
+
+def temp_files(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files of :func:`write_atomic` in ``folder`` (a live writer's, or left by a kill)."""
+    return sorted(Path(folder).glob(TEMP_GLOB))
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, fsync: bool = False) -> Path:
     """Call ``write(handle)`` on a temporary binary file beside ``path``, then rename it over ``path``.
 

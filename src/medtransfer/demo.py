@@ -42,12 +42,13 @@ def similarity_showcase(seed: int = 0) -> list[tuple[str, str, float, float]]:
     return [(name, expected, cca(x, y).mean, linear_cka(x, y)) for name, expected, y in cases]
 
 
-def demo_study(out: Path):  # noqa: ANN201 - a StudyConfig
-    """The shipped demo study, with its pixel cache inside ``out``."""
+def demo_study():  # noqa: ANN201 - a StudyConfig
+    """The shipped demo study, with its pixel cache inside the study directory (``cache/``, a path
+    relative to it, so that the demo directory can be moved or copied)."""
     from medtransfer.study.config import StudyConfig, shipped_config
 
     study = StudyConfig.from_yaml(shipped_config("demo"))
-    return study.model_copy(update={"training": {**study.training, "cache_dir": str(out / "cache")}})
+    return study.model_copy(update={"training": {**study.training, "cache_dir": "cache"}})
 
 
 def study_stage(out: Path, console: Console) -> None:
@@ -55,7 +56,7 @@ def study_stage(out: Path, console: Console) -> None:
     from medtransfer.study.results import table2
     from medtransfer.study.runner import run_study
 
-    study = demo_study(out)
+    study = demo_study()
     console.print(f"[bold]Fine-tuning[/]: {study.description}")
     began = time.perf_counter()
     report = run_study(study, out)

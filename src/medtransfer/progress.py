@@ -28,8 +28,6 @@ from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
-PROGRESS_FILE = "progress.json"
-
 
 def quiet() -> bool:
     """``MEDTRANSFER_QUIET=1``: no progress output at all."""
@@ -130,10 +128,16 @@ def remaining_seconds(summary: dict[str, Any], plan: list[dict[str, Any]], expec
     return total
 
 
+def _progress_file(directory: Path) -> Path:
+    from medtransfer.training.record import RunDir  # here: the data layer imports this module
+
+    return RunDir(directory).progress
+
+
 def read_progress(directory: Path) -> dict[str, Any] | None:
     """A run's ``progress.json``, or None when it is missing or unreadable (being replaced)."""
     try:
-        return json.loads((Path(directory) / PROGRESS_FILE).read_text())
+        return json.loads(_progress_file(directory).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -151,7 +155,7 @@ class RunProgress:
         from medtransfer.atomic import write_text_atomic
 
         self.state["updated"] = time.time()
-        write_text_atomic(self.directory / PROGRESS_FILE, json.dumps(self.state, indent=1))
+        write_text_atomic(_progress_file(self.directory), json.dumps(self.state, indent=1))
 
     def _update(self, **extra: Any) -> None:
         self.state.update(summarize(self.history, self.state["plan"]), **extra)

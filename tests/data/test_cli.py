@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from medtransfer.cli import app
@@ -54,6 +55,12 @@ def test_folds_command(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert len(table) == 5 * 160 and set(table["split"]) == {"train", "val", "test"}
+    # another k keeps train (k-1)/k and the default's validation : test proportion (it used to be refused)
+    result = runner.invoke(app, ["data", "folds", "synthetic", "--out", str(out), "--k", "4", "-o", "n_patients=40",
+                                 "-o", "size=8"])
+    assert result.exit_code == 0, result.output
+    share = pd.read_csv(out).groupby("split").size() / (4 * 160)
+    assert share["train"] == pytest.approx(0.75) and share["test"] / share["val"] == pytest.approx(3, rel=0.5)
 
 
 def test_cache_command(tmp_path):

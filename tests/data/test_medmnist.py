@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from medtransfer.data import load_manifest
+from medtransfer.data.folds import FoldSpec
 from medtransfer.data.registry import dataset_folds, single_fold
 from medtransfer.errors import DataError
 
@@ -30,13 +31,13 @@ def test_official_split_is_one_fold(tmp_path):
     path = _npz(tmp_path / "breastmnist.npz")
     m = load_manifest("medmnist", path, split="official")
     assert single_fold("medmnist", {"split": "official"}) and not single_fold("medmnist", {})
-    folds = dataset_folds(m, 5, (0.8, 0.05, 0.15), 0)
+    folds = dataset_folds(m, FoldSpec(5, (0.8, 0.05, 0.15), 0))
     assert set(folds["fold"]) == {0} and len(folds) == len(m) == 24
     counts = folds["split"].value_counts().to_dict()
     assert counts == SIZES
     assert folds.loc[folds["split"] == "test", "image_id"].str.startswith("test_").all()
     # k-fold (the default) cuts its own folds over all images
-    kfold = dataset_folds(load_manifest("medmnist", path), 4, (0.75, 0.1, 0.15), 0)
+    kfold = dataset_folds(load_manifest("medmnist", path), FoldSpec(4, (0.75, 0.1, 0.15), 0))
     assert set(kfold["fold"]) == {0, 1, 2, 3}
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from medtransfer.study import claims
 from medtransfer.study.store import run_status
 from medtransfer.training.checkpoints import remove_stale_snapshots
+from medtransfer.training.record import RunDir
 
 from .conftest import tiny_study, write_yaml
 from .fake_slurm import fake_slurm
@@ -100,12 +102,26 @@ def test_a_slurm_jobs_claim_lives_while_squeue_lists_it(tmp_path, monkeypatch):
     claims.release(run)
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_a_claim_is_readable_as_the_umask_allows(tmp_path, umask, mode):
+    """A colleague's `medtransfer status` reads the claim of a running run (mkstemp alone makes 0600)."""
+    previous = os.umask(umask)
+    try:
+        assert claims.claim(tmp_path / "run")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(RunDir(tmp_path / "run").running.stat().st_mode) == mode
+    claims.release(tmp_path / "run")
+
+
 def test_stale_snapshot_cleanup_spares_a_young_temp_file(tmp_path):
-    young, old = tmp_path / ".last.pt.abc.tmp", tmp_path / ".last.pt.def.tmp"
+    run = RunDir(tmp_path)
+    run.checkpoints.mkdir()
+    young, old = run.checkpoints / ".last.pt.abc.tmp", run.checkpoints / ".last.pt.def.tmp"
     young.write_bytes(b"being written")
     old.write_bytes(b"left by a kill")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    remove_stale_snapshots(tmp_path, keep=None)
+    remove_stale_snapshots(run, keep=None)
     assert young.exists() and not old.exists()
 
 

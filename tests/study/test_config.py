@@ -93,6 +93,10 @@ def test_seeds_and_yaml_roundtrip(tmp_path):
      "split_fractions"),
     ({"sources": [{"name": "own", "pretrain": {"dataset": "synthetic", "training": {"epochs": 9}}}]},
      "sources.0.pretrain.training", "epochs"),
+    ({"sources": [{"name": "own", "pretrain": {"dataset": "synthetic", "training": {"probe_lr": 1e-3}}}]},
+     "sources.0.pretrain.training", "no probe phase"),
+    ({"targets": [{"name": "chest", "size": 64, "training": {"size": 32}}]}, "targets.0", "['size'] given both"),
+    ({"targets": [{"name": "chest", "hflip": True, "training": {"hflip": False}}]}, "targets.0", "['hflip']"),
     ({"training": {"target_name": "x"}}, "training", "set by the grid"),
     ({"analysis": {"rowz": 100}}, "analysis", "rowz"),
     ({"analysis": {"auc_average": "median"}}, "analysis", "auc_average"),
@@ -129,3 +133,9 @@ def test_with_overrides_changes_only_what_the_command_line_gives():
     assert study.training == {"lr": 1e-4}
     with pytest.raises(ConfigError, match="executor.kind"):
         study.with_overrides(executor="mpi")
+    tracked = study.with_overrides(track="mlflow")
+    assert tracked.tracking is not None and tracked.tracking.kind == "mlflow" and study.tracking is None
+    assert tracked.with_overrides(track="off").tracking is None
+    assert tracked.with_overrides().tracking == tracked.tracking
+    with pytest.raises(ConfigError, match="--track 'neptune'"):
+        study.with_overrides(track="neptune")

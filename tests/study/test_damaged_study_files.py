@@ -28,7 +28,8 @@ def test_truncated_config_json_is_named(tmp_path):
     config = RunConfig(target="thyroid")
     text = config.to_json()
     (tmp_path / "config.json").write_text(text[: len(text) // 2])
-    with pytest.raises(ConfigError, match=r"config\.json is damaged .*delete that run directory"):
+    with pytest.raises(ConfigError, match=r"config\.json: the run's config is not valid JSON .*damaged: delete that "
+                                          r"run directory"):
         _check_unchanged(config, tmp_path)
     (tmp_path / "config.json").write_text(text)
     _check_unchanged(config, tmp_path)  # intact and unchanged: nothing to say

@@ -8,6 +8,7 @@ import pytest
 from medtransfer.study.executors import LocalExecutor, RayExecutor, SlurmExecutor, Task, execute_task
 from medtransfer.study.expand import expand
 from medtransfer.study.store import run_dir
+from medtransfer.training.record import RunDir
 
 from .conftest import tiny_study
 
@@ -42,6 +43,22 @@ def test_failure_is_recorded_and_done_is_skipped(tmp_path):
     assert "WeightsError" in (run_dir_of(task) / "FAILED").read_text()
     (run_dir_of(task) / "DONE").write_text("{}")
     assert LocalExecutor([]).run([task])[0].state == "skipped"
+
+
+def test_a_run_finished_by_this_jobs_preempted_incarnation_counts_as_done(tmp_path, monkeypatch):
+    """Preempted after DONE but before releasing its claim, a requeued SLURM job finds the run done
+    under its own claim: it finished the run (done, with its AUC), nobody else did (skipped)."""
+    (task,) = _tasks(tmp_path)
+    run = RunDir(run_dir_of(task))
+    run.path.mkdir(parents=True)
+    (run.path / "metrics.json").write_text(json.dumps({"auc": 0.75}))
+    run.write_done()
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    run.running.write_text(json.dumps({"host": "node1", "pid": 1, "job": "4242", "token": "t"}))
+    outcome = execute_task(task)
+    assert (outcome.state, outcome.auc) == ("done", 0.75) and not run.running.exists()
+    run.running.write_text(json.dumps({"host": "node1", "pid": 1, "job": "99", "token": "t"}))  # another job's
+    assert execute_task(task).state == "skipped" and run.running.exists()
 
 
 @pytest.mark.slow

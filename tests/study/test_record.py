@@ -1,15 +1,20 @@
 """The run record of a finished study: digests catch damage, files are readable by others, and
 a study directory can be moved or copied."""
 
+import ast
 import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import medtransfer
 from medtransfer.analysis.inventory import read_study
 from medtransfer.analysis.run import analyze
 from medtransfer.cli import app
@@ -17,6 +22,7 @@ from medtransfer.errors import DataError
 from medtransfer.study.results import AUC_COLUMNS
 from medtransfer.study.runner import run_study
 from medtransfer.study.store import status
+from medtransfer.training import record
 from medtransfer.training.record import DamagedRunError, RunDir, read_record
 
 
@@ -101,6 +107,23 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
 
 
+def test_study_relative_paths_resolve_where_the_study_is(tmp_path):
+    """A run config's relative folds file, source file and pixel cache are relative to its study
+    directory (a fine-tuning run in DIR/runs/, a pretraining run in DIR/sources/), wherever it is."""
+    from medtransfer.training.config import RunConfig
+
+    config = RunConfig(target="synthetic", folds_file="folds/t.csv", cache_dir="cache", source="sources/a.pt")
+    study = tmp_path / "study"
+    resolved = RunDir.in_study(study, config).resolve(config)
+    assert (resolved.folds_file, resolved.cache_dir, resolved.source) == (
+        str(study / "folds" / "t.csv"), str(study / "cache"), str(study / "sources" / "a.pt"))
+    assert RunDir(study / "sources" / "a-run").base == study and RunDir(study / "sources" / "a-run").resolve(
+        config).cache_dir == str(study / "cache")
+    assert RunDir(tmp_path / "lone").resolve(config) == config  # outside a study: the working directory's
+    absolute = config.model_copy(update={"cache_dir": str(tmp_path / "elsewhere")})
+    assert RunDir.in_study(study, absolute).resolve(absolute).cache_dir == str(tmp_path / "elsewhere")
+
+
 @pytest.mark.parametrize("how", ["mv", "cp"])
 def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study, tmp_path, how):
     study, out = finished_study
@@ -118,7 +141,7 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
     report = run_study(study, moved)
     assert (report.total, report.skipped, report.finished, report.recomputed) == (2, 2, 0, [])
     result = CliRunner().invoke(app, ["status", str(moved)])
-    assert result.exit_code == 0 and "2/2 runs done" in result.output
+    assert result.exit_code == 0 and "2/2 runs done" in " ".join(result.output.split())  # rich wraps long paths
     pd.testing.assert_frame_equal(pd.read_csv(moved / "results" / "auc.csv"), pd.read_csv(out / "results" / "auc.csv"))
     records = read_study(moved).runs
     for record in records:
@@ -134,3 +157,94 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
     again = {p.name: p.read_bytes() for p in (moved / "analysis").glob("*.csv")}
     assert again == reference and len(pd.read_csv(moved / "analysis" / "similarity.csv")) > 0
     assert list(pd.read_csv(moved / "results" / "auc.csv").columns) == AUC_COLUMNS
+
+
+# -- one owner: only the run record spells, joins and parses a run directory's files ------------
+
+SRC = Path(medtransfer.__file__).resolve().parent
+RECORD = SRC / "training" / "record.py"
+FOLDERS = (record.RUNS, record.CHECKPOINTS, record.PROBE)  # names of folders: also ordinary words
+FILES = tuple(n for n in record.LAYOUT if n not in FOLDERS) + (record.STUDY_FILE, record.SNAPSHOT_GLOB)
+# the record's constants naming something inside a run directory (the study-level STUDY_FILE,
+# SOURCES and FOLDS_DIR name the study's own files and may be joined to a study directory)
+RUN_CONSTANTS = {name for name, value in vars(record).items()
+                 if name.isupper() and isinstance(value, str) and value in record.LAYOUT + (record.RUNS,)}
+RUN_DIR_FOLDERS = ("path", "checkpoints", "probe")  # RunDir attributes that are folders
+
+
+def _modules():
+    """(path relative to src/medtransfer, syntax tree) of every module but the record."""
+    for path in sorted(SRC.rglob("*.py")):
+        if path != RECORD:
+            yield path.relative_to(SRC).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _code_strings(tree):
+    """(line, text) of every string constant that is code, not a docstring (f-string parts included)."""
+    bodies = [node.body for node in ast.walk(tree) if isinstance(getattr(node, "body", None), list)]
+    docs = {id(stmt.value) for body in bodies for stmt in body
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
+
+
+def test_the_layout_lists_every_name_the_record_defines():
+    own = {node.id for node in ast.walk(ast.parse(RECORD.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}  # not imported ones
+    names = {value for name, value in vars(record).items() if name in own and name.isupper() and isinstance(value, str)
+             and name not in ("SNAPSHOT", "SNAPSHOT_GLOB", "STUDY_FILE", "SOURCES", "FOLDS_DIR", "RUNS")}
+    assert names == set(record.LAYOUT) and len(set(record.LAYOUT)) == len(record.LAYOUT)
+    assert {"config.json", "DONE", "RUNNING", "FAILED", "history.csv", "mlflow.json", "progress.json",
+            "last.pt", "best.pt"} <= names
+
+
+def test_run_directory_names_are_spelt_only_in_the_record():
+    """No code string outside record.py is (or has as a path component) a run directory's file or
+    marker name: the other modules take paths from RunDir."""
+    found = []
+    for module, tree in _modules():
+        for line, text in _code_strings(tree):
+            parts = text.split("/")
+            named = [n for n in FILES if n in parts]
+            named += [n for n in FOLDERS if len(parts) > 1 and n in parts]
+            if named:
+                found.append(f"{module}:{line}: {text!r} names {named}")
+    assert found == []
+
+
+def test_no_module_outside_the_record_joins_a_run_path_or_reads_config_json():
+    found = []
+    for module, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "medtransfer.training.record":
+                found += [f"{module}:{node.lineno}: imports {a.name}" for a in node.names if a.name in RUN_CONSTANTS]
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                for side in (node.left, node.right):
+                    name = getattr(side, "id", None) or getattr(side, "attr", "")
+                    if name in RUN_CONSTANTS:
+                        found.append(f"{module}:{node.lineno}: joins {name}")
+                if isinstance(node.left, ast.Attribute) and node.left.attr in RUN_DIR_FOLDERS:
+                    found.append(f"{module}:{node.lineno}: joins a path to .{node.left.attr}")
+            elif isinstance(node, ast.Attribute) and node.attr == "config_file":
+                found.append(f"{module}:{node.lineno}: uses config_file (read it with RunDir.read_config)")
+            elif isinstance(node, ast.Call) and (ast.unparse(node.func) == "os.path.join"
+                                                 or getattr(node.func, "attr", "") == "joinpath"):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
+def test_the_record_imports_nothing_above_it():
+    """record.py sits below the study, the tracking sinks, the progress reader and the analysis:
+    they import it, it imports none of them, not even through its package (no import cycle)."""
+    tree = ast.parse(RECORD.read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    ours = sorted(m for m in imported if m.startswith("medtransfer"))
+    assert ours == ["medtransfer.atomic", "medtransfer.errors", "medtransfer.training.config",
+                    "medtransfer.vocabulary"]
+    code = ("import sys, medtransfer.training.record; "
+            "print(sorted(m for m in sys.modules if m.startswith(('medtransfer.study', 'medtransfer.tracking.', "
+            "'medtransfer.analysis'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(SRC.parent)})
+    assert done.stdout.strip() == "[]", done.stdout

@@ -33,7 +33,7 @@ def test_rerun_does_nothing_and_status(finished_study):
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/**/metrics.json")} == stamps
     assert [s.state for s in status(out)] == ["done", "done"]
     result = CliRunner().invoke(app, ["status", str(out)])
-    assert result.exit_code == 0 and "2/2 runs done" in result.output
+    assert result.exit_code == 0 and "2/2 runs done" in " ".join(result.output.split())  # rich wraps long paths
 
 
 def test_rerun_clears_a_claim_left_by_a_kill_after_done(finished_study):

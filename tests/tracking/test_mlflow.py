@@ -11,8 +11,9 @@ import pytest
 from medtransfer.study.config import TrackingSpec
 from medtransfer.study.runner import run_study
 from medtransfer.tracking import Sinks, TrackingWarning
-from medtransfer.tracking.mlflow_sink import RUN_FILE, MlflowSink, default_uri, open_study_tracking
+from medtransfer.tracking.mlflow_sink import MlflowSink, default_uri, open_study_tracking
 from medtransfer.training import run as run_module
+from medtransfer.training.record import MLFLOW as RUN_FILE
 from medtransfer.training.run import train_run
 from tests.study.conftest import tiny_study
 from tests.training.conftest import tiny_config

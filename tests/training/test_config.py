@@ -2,8 +2,9 @@
 
 import pytest
 
-from medtransfer.errors import ConfigError
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import RunDir
 
 
 def test_paper_defaults():
@@ -27,9 +28,9 @@ def test_unknown_key_and_bad_value_name_the_field(tmp_path):
 
 def test_json_roundtrip(tmp_path):
     c = RunConfig(target="synthetic", target_options={"task": "target"}, strategy="freeze", lr=1e-4)
-    path = tmp_path / "config.json"
-    path.write_text(c.to_json())
-    assert RunConfig.from_json(path) == c
-    path.write_text("{")
-    with pytest.raises(ConfigError, match="config.json"):
-        RunConfig.from_json(path)
+    run = RunDir(tmp_path)
+    run.write_config(c)
+    assert run.read_config() == c
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(DataError, match="config.json"):
+        run.read_config()

@@ -6,7 +6,6 @@ import torch
 from medtransfer.errors import WeightsError
 from medtransfer.models import ResNet50, load_source, save_checkpoint
 from medtransfer.training.probe import (
-    FILE,
     combine_digests,
     load_probe,
     read_probe_file,
@@ -14,6 +13,7 @@ from medtransfer.training.probe import (
     state_digest,
     tensor_digests,
 )
+from medtransfer.training.record import PROBE_HEAD as FILE
 
 META = {"normalization": "caffe", "classes": ["a", "b", "c"], "phase": "probe"}
 

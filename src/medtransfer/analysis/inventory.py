@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.training.record import RUNS, RunRecord, find_run_dirs, read_record, sealed_file_problem
+from medtransfer.training.record import (SOURCES, STUDY_FILE, RunRecord, find_run_dirs, read_record, runs_folder,
+                                         sealed_file_problem)
 from medtransfer.vocabulary import RANDOM, STRATEGIES
 
 __all__ = ["RANDOM", "STRATEGIES", "Run", "Study", "read_study"]
@@ -96,7 +97,7 @@ def read_study(root: str | Path) -> Study:
         raise DataError(f"{root}: not a study directory (it does not exist)")
     config: dict[str, Any] = {}
     text = ""
-    yaml_path = root / "study.yaml"
+    yaml_path = root / STUDY_FILE
     if yaml_path.is_file():
         text = yaml_path.read_text()
         try:
@@ -104,10 +105,9 @@ def read_study(root: str | Path) -> Study:
         except yaml.YAMLError as error:
             raise ConfigError(f"{yaml_path}: not valid YAML ({error})") from error
         config = loaded if isinstance(loaded, dict) else {}
-    runs_dir = root / RUNS
-    if not runs_dir.is_dir():
+    if not runs_folder(root).is_dir():
         raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer run`")
-    for made in sorted((root / "sources").glob("*.pt")):
+    for made in sorted((root / SOURCES).glob("*.pt")):
         problem = sealed_file_problem(made)
         if problem:
             raise DataError(f"source {made.stem} of the study is damaged: {problem} - `medtransfer run` makes it again")
@@ -115,7 +115,7 @@ def read_study(root: str | Path) -> Study:
     incomplete: list[str] = []
     for run_dir in find_run_dirs(root):
         if not run_dir.is_done():
-            incomplete.append(run_dir.path.relative_to(runs_dir).as_posix())
+            incomplete.append(run_dir.id_in_study)
             continue
         runs.append(read_record(run_dir))  # a damaged run is refused here, naming its files
     unverified = [r.run_id for r in runs if not r.verified]

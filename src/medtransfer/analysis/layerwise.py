@@ -23,6 +23,7 @@ from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.errors import MedtransferError
 from medtransfer.progress import track
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD
+from medtransfer.similarity.registry import PAPER_MEASURES
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -75,7 +76,7 @@ def fold_similarity(
     plan: SamplingPlan,
     load: Callable[[ModelRef], Network],
     labels: dict[str, str],
-    measures: tuple[str, ...] = ("cca", "cka"),
+    measures: tuple[str, ...] = PAPER_MEASURES,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,

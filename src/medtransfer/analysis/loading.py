@@ -12,7 +12,7 @@ import torch
 from medtransfer.analysis.activations import Network
 from medtransfer.analysis.pairs import ModelRef
 from medtransfer.errors import DataError
-from medtransfer.training.record import RunRecord, sealed_file_problem
+from medtransfer.training.record import SOURCES, RunRecord, sealed_file_problem
 from medtransfer.vocabulary import SourceRef
 
 
@@ -26,7 +26,7 @@ def resolve_source(load: str, study_root: Path | None) -> str:
     if not SourceRef.of(load).is_file or study_root is None:
         return load
     found = load if Path(load).exists() else None
-    for candidate in (study_root / load, study_root / "sources" / Path(load).name):
+    for candidate in (study_root / load, study_root / SOURCES / Path(load).name):
         if found is None and candidate.exists():
             found = str(candidate)
     if found is None:

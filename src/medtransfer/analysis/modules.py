@@ -178,10 +178,11 @@ def compare_modules(
         the table (:data:`COLUMNS`; ``layer`` is the pair's label) and the forward log.
     """
     from medtransfer.models import Normalization
+    from medtransfer.training.run import resolve_device
 
     settings = settings or AnalysisSettings()
     uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations, ci_method=settings.ci_method)
-    dev = torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device or None)
     sides = [m if isinstance(m, Model) else Model(m, Normalization("torch"), type(m).__name__) for m in (model_a, model_b)]
     names_a = list(layers_a) if layers_a else list(sides[0].default_layers)
     if not names_a:

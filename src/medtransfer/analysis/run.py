@@ -29,6 +29,7 @@ from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
@@ -36,7 +37,7 @@ FEW_ROWS_PER_CHANNEL = 10
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
     """The study's ``analysis:`` settings (if any) with non-``None`` ``overrides`` applied."""
-    base = AnalysisSettings.from_mapping(study.config.get("analysis"), str(study.root / "study.yaml"))
+    base = AnalysisSettings.from_mapping(study.config.get("analysis"), str(study.root / STUDY_FILE))
     return base.override(**overrides)
 
 

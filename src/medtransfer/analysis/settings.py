@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from medtransfer.errors import ConfigError
+from medtransfer.training.record import STUDY_FILE
 from medtransfer.vocabulary import AUC_AVERAGES
 
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS  # noqa: E402
@@ -103,7 +104,7 @@ class AnalysisSettings:
         return out
 
     @classmethod
-    def from_mapping(cls, section: dict[str, Any] | None, source: str = "study.yaml") -> AnalysisSettings:
+    def from_mapping(cls, section: dict[str, Any] | None, source: str = STUDY_FILE) -> AnalysisSettings:
         """Settings from a ``study.yaml`` ``analysis:`` mapping (unknown keys are an error)."""
         if section is None:
             return cls()

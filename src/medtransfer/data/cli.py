@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 
 data_app = typer.Typer(help="Datasets: check a download, make patient-grouped folds, build the pixel cache.",
@@ -109,8 +110,8 @@ def folds(
     name: str = typer.Argument(..., help="dataset name"),
     out: Path = typer.Option(..., "--out", help="CSV to write (image_id, fold, split)"),
     root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
-    k: int = typer.Option(5, help="number of folds"),
-    seed: int = typer.Option(0, help="seed of the split"),
+    k: int = typer.Option(DEFAULT_FOLDS.k, help="number of folds"),
+    seed: int = typer.Option(DEFAULT_FOLDS.seed, help="seed of the split"),
     authors: Path = typer.Option(None, "--authors", help="folder of the authors' {train,val,test}_fold<k>.csv "
                                                           "to import instead of making new folds"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
@@ -120,7 +121,9 @@ def folds(
                                            "labels (--no-check-labels imports them anyway, e.g. the authors' knee "
                                            "validation files, whose labels come from the wrong CSV)"),
 ) -> None:
-    """Write patient-grouped, stratified folds (80/5/15) of a dataset, or import the authors'."""
+    """Write patient-grouped, stratified folds of a dataset (the default fold spec of
+    medtransfer.data.folds with k folds: train (k-1)/k, the held-out block split into validation
+    and test in the default's proportion), or import the authors'."""
     from medtransfer.data.folds import import_author_splits, write_folds
     from medtransfer.data.registry import dataset_folds, load_manifest
 
@@ -128,7 +131,8 @@ def folds(
     if authors:
         table = import_author_splits(authors, manifest, check_labels=check_labels)
     else:
-        table = dataset_folds(manifest, k, (0.80, 0.05, 0.15), seed)
+        spec = DEFAULT_FOLDS.with_k(k)
+        table = dataset_folds(manifest, FoldSpec(spec.k, spec.fractions, seed))
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")

@@ -3,11 +3,11 @@
 Layout of a fold table (long format, one row per image and fold): columns ``image_id``, ``fold``
 (0..k-1), ``split`` ("train" | "val" | "test").
 
-How ``make_folds`` splits (k = 5, fractions 80/5/15 as in the paper): the images are first cut
-into k held-out blocks of ~1/k each with scikit-learn's ``StratifiedGroupKFold`` (no group in two
-blocks, class proportions kept as far as groups allow). In fold f, block f is held out and cut
-again, by group and class, into validation (val / (val + test) of it) and test; all other blocks
-train. So every image is held out (validation or test) in exactly one fold, test parts of
+How ``make_folds`` splits (defaults :data:`DEFAULT_FOLDS`: k = 5, fractions 80/5/15 as in the
+paper): the images are first cut into k held-out blocks of ~1/k each with scikit-learn's
+``StratifiedGroupKFold`` (no group in two blocks, class proportions kept as far as groups allow).
+In fold f, block f is held out and cut again, by group and class, into validation (val / (val +
+test) of it) and test; all other blocks train. So every image is held out (validation or test) in exactly one fold, test parts of
 different folds are disjoint, and no group ever spans two parts of one fold. With 80/5/15 three
 quarters of the images are tested once and one quarter validates once.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -28,6 +29,40 @@ from medtransfer.data.manifest import Manifest
 from medtransfer.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """How a dataset's images are cut into folds: ``k`` folds, each (train, val, test)
+    ``fractions`` of the images, drawn with ``seed``. The one owner of the defaults (k = 5,
+    80/5/15 as in the paper, seed 0): ``RunConfig``, the study file and ``data folds`` take theirs
+    from :data:`DEFAULT_FOLDS`."""
+
+    k: int = 5
+    fractions: tuple[float, float, float] = (0.80, 0.05, 0.15)
+    seed: int = 0
+
+    def problem(self) -> str | None:
+        """Why these settings cannot make folds, or ``None``: k >= 2, three fractions >= 0 that sum
+        to 1, and train = (k-1)/k (each fold holds out one of k blocks for validation + test)."""
+        if self.k < 2:
+            return f"k={self.k}; expected k >= 2"
+        values = tuple(float(x) for x in self.fractions)
+        if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
+            return f"fractions {tuple(self.fractions)} must be 3 numbers >= 0 that sum to 1 (train, val, test)"
+        if abs(values[0] - (self.k - 1) / self.k) > 1e-6:
+            return (f"train fraction {values[0]} with k={self.k}; expected {(self.k - 1) / self.k:.4f} "
+                    "(each fold holds out one of k blocks for validation + test)")
+        return None
+
+    def with_k(self, k: int) -> "FoldSpec":
+        """The same validation : test proportion of the held-out part with ``k`` folds (train (k-1)/k)."""
+        _, val, test = (float(x) for x in self.fractions)
+        held = 1.0 / k
+        return FoldSpec(k, (1.0 - held, held * val / (val + test), held * test / (val + test)), self.seed)
+
+
+DEFAULT_FOLDS = FoldSpec()
 
 
 def _grouped_blocks(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
@@ -73,21 +108,19 @@ def _at_least_groups(block: np.ndarray, groups: np.ndarray, n_blocks: int, minim
     return block
 
 
-def make_folds(manifest: Manifest, k: int = 5, fractions: tuple[float, float, float] = (0.80, 0.05, 0.15),
-               seed: int = 0) -> pd.DataFrame:
+def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
+               fractions: tuple[float, float, float] = DEFAULT_FOLDS.fractions,
+               seed: int = DEFAULT_FOLDS.seed) -> pd.DataFrame:
     """Grouped, stratified folds of ``manifest``: a table ``image_id, fold, split`` with N*k rows.
 
     ``fractions`` = (train, val, test); train must be (k-1)/k since the held-out part of a fold
-    is one of k blocks. Raises ``DataError`` when there are too few groups to split.
+    is one of k blocks (:meth:`FoldSpec.problem`). Raises ``ConfigError`` for settings that cannot
+    make folds, ``DataError`` when there are too few groups to split.
     """
-    if k < 2:
-        raise ConfigError(f"folds: k={k}; expected k >= 2")
+    problem = FoldSpec(k, fractions, seed).problem()
+    if problem:
+        raise ConfigError(f"folds: {problem}")
     train_f, val_f, test_f = (float(x) for x in fractions)
-    if min(train_f, val_f, test_f) < 0 or abs(train_f + val_f + test_f - 1) > 1e-6:
-        raise ConfigError(f"folds: fractions {fractions} must be >= 0 and sum to 1")
-    if abs(train_f - (k - 1) / k) > 1e-6:
-        raise ConfigError(f"folds: train fraction {train_f} with k={k}; expected {(k - 1) / k:.4f} "
-                          "(each fold holds out one of k blocks for validation + test)")
     labels = manifest.labels
     groups = manifest.groups
     n_groups = len(np.unique(groups))

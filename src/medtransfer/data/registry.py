@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
 from medtransfer.progress import track
@@ -132,9 +133,9 @@ def single_fold(name: str, options: dict[str, Any]) -> bool:
     return bool(getattr(module, "single_fold", lambda _: False)(options))
 
 
-def dataset_folds(manifest: Manifest, k: int, fractions: tuple[float, float, float], seed: int):  # noqa: ANN201
+def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS):  # noqa: ANN201
     """The fold table of ``manifest``: its loader's own single fold when its options ask for one
-    (``official_folds``), else ``make_folds(manifest, k, fractions, seed)``."""
+    (``official_folds``), else ``make_folds(manifest, spec.k, spec.fractions, spec.seed)``."""
     from medtransfer.data.folds import make_folds, validate_folds
 
     module = _module(manifest.name)
@@ -142,7 +143,7 @@ def dataset_folds(manifest: Manifest, k: int, fractions: tuple[float, float, flo
         folds = module.official_folds(manifest)
         validate_folds(folds, manifest, source=f"{manifest.name} official split")
         return folds
-    return make_folds(manifest, k=k, fractions=fractions, seed=seed)
+    return make_folds(manifest, k=spec.k, fractions=spec.fractions, seed=spec.seed)
 
 
 def dataset_names() -> list[str]:

@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from medtransfer.training.record import RUNNING
+from medtransfer.atomic import file_mode
+from medtransfer.training.record import RunDir  # the claim's file name belongs to the run record
 
-CLAIM = RUNNING  # the marker name belongs to the run record
 _BREAK_LOCK_STALE_S = 60.0
 _held: dict[str, str] = {}  # run directory -> token of the claims this process holds
 
@@ -74,7 +74,7 @@ def owner_record(job: str | None = None) -> dict[str, Any]:
 def read(directory: Path) -> dict[str, Any] | None:
     """The claim on ``directory``, or None (no claim, or one being written)."""
     try:
-        info = json.loads((Path(directory) / CLAIM).read_text())
+        info = json.loads(RunDir(directory).running.read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return info if isinstance(info, dict) else None
@@ -129,6 +129,7 @@ def _link_new(path: Path, info: dict[str, Any]) -> bool:
     """Create ``path`` holding ``info`` unless it exists (atomic: link of a complete file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".claim", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # readable as an ordinary file (mkstemp makes 0600): `status` of a colleague
         with os.fdopen(fd, "w") as handle:
             json.dump(info, handle)
             handle.flush()
@@ -160,7 +161,7 @@ def claim(directory: Path, job: str | None = None) -> bool:
     live owner holds it. A dead owner's claim, or one of this process or its job, is taken over."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CLAIM
+    path = RunDir(directory).running
     info = owner_record(job)
     for _ in range(3):
         if _link_new(path, info):
@@ -181,7 +182,7 @@ def claim(directory: Path, job: str | None = None) -> bool:
 
 def _break(path: Path, seen: dict[str, Any], info: dict[str, Any]) -> bool:
     """Replace the claim ``seen`` (dead, or ours) by ``info``, unless someone else got there first."""
-    lock = path.with_name(f"{CLAIM}.break")
+    lock = RunDir(path.parent).claim_lock
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -209,7 +210,7 @@ def update(directory: Path, **fields: Any) -> None:
     current = read(directory)
     if token is None or current is None or current.get("token") != token:
         return
-    _replace(directory / CLAIM, {**current, **fields})
+    _replace(RunDir(directory).running, {**current, **fields})
 
 
 def release(directory: Path) -> None:
@@ -218,7 +219,7 @@ def release(directory: Path) -> None:
     token = _held.pop(str(directory), None)
     current = read(directory)
     if current is not None and (current.get("token") == token or is_mine(current)):
-        (directory / CLAIM).unlink(missing_ok=True)
+        RunDir(directory).running.unlink(missing_ok=True)
 
 
 def held_elsewhere(directory: Path) -> bool:
@@ -227,9 +228,9 @@ def held_elsewhere(directory: Path) -> bool:
     return current is not None and not is_mine(current) and alive(current, directory)
 
 
-def wait_for_owners(directories: list[Path], done: str, poll_s: float = 5.0,
+def wait_for_owners(directories: list[Path], poll_s: float = 5.0,
                     report=None) -> list[Path]:  # noqa: ANN001 - a callable(int)
-    """Wait until each run in ``directories`` has its ``done`` marker or a dead owner.
+    """Wait until each run in ``directories`` is done (its ``DONE`` marker) or has a dead owner.
 
     Returns the directories whose owner died without finishing (to run again). ``report(n)`` is
     called with the number still waited for, after every change.
@@ -239,7 +240,7 @@ def wait_for_owners(directories: list[Path], done: str, poll_s: float = 5.0,
     while waiting:
         still = []
         for directory in waiting:
-            if (directory / done).exists():
+            if RunDir(directory).is_done():
                 continue
             if held_elsewhere(directory):
                 still.append(directory)

@@ -106,17 +106,12 @@ def register(app: typer.Typer) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
 
-        from medtransfer.errors import ConfigError
-        from medtransfer.study.config import StudyConfig, TrackingSpec
+        from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import run_study
 
         console = Console()
-        config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device)
-        if track is not None:
-            if track not in ("mlflow", "off"):
-                raise ConfigError(f"--track {track!r}: expected mlflow or off")
-            tracking = None if track == "off" else (config.tracking or TrackingSpec()).model_dump()
-            config = StudyConfig.parse({**config.model_dump(), "tracking": tracking}, "--track")
+        config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
+                                                                            track=track)
         if detach and config.executor.kind != "slurm":
             _detach_driver(study, out, executor, device, track, console)
             return

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
 from medtransfer.vocabulary import STRATEGIES, NormalizationMode, Strategy
@@ -24,25 +25,34 @@ GRID_FIELDS = frozenset({"target", "target_name", "root", "target_options", "cla
 STUDY_FIELDS = frozenset({"split_fractions"})
 # set by a pretraining source's own keys (size, batch_size, epochs, lr, seed)
 PRETRAIN_FIELDS = frozenset({"size", "batch_size", "epochs", "lr"})
+# the freeze strategy's phase 1: a pretraining run (no-freeze) has none
+PROBE_FIELDS = frozenset({"probe_lr", "probe_epochs", "probe_patience"})
+# a target's own keys that a target's `training:` would repeat
+TARGET_FIELDS = ("size", "batch_size", "hflip")
+_WHOLE_STUDY = "a study-wide setting: give it under the study's 'training'"
 
 
-def _check_training(values: dict[str, Any], refused: frozenset[str] = frozenset(), why: str = "") -> dict[str, Any]:
+def _check_training(values: dict[str, Any], refused: dict[str, str] | None = None,
+                    k_folds: int = DEFAULT_FOLDS.k) -> dict[str, Any]:
+    """``values`` of a ``training:`` mapping, checked as RunConfig fields; ``refused`` maps the
+    fields that would be ignored here to why."""
     clash = sorted(set(values) & GRID_FIELDS)
     if clash:
         raise ValueError(f"{clash} are set by the grid (targets/sources/strategies/folds/seeds), "
                          "not under 'training'")
-    ignored = sorted(set(values) & refused)
+    ignored = sorted(set(values) & set(refused or {}))
     if ignored:
+        why = "; ".join(dict.fromkeys(refused[key] for key in ignored))
         raise ValueError(f"{ignored} cannot be set here ({why}); it would be ignored")
     unknown = sorted(set(values) - set(RunConfig.model_fields))
     if unknown:
         raise ValueError(f"unknown training constant(s) {unknown}; expected RunConfig fields such as lr, "
                          "epochs, patience, batch_size, size")
     try:
-        RunConfig.model_validate({"target": "check", **values})
+        RunConfig.model_validate({"target": "check", "k_folds": k_folds, **values})
     except ValidationError as error:
-        problems = [f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']} (got {item.get('input')!r})"
-                    for item in error.errors()]
+        problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']} (got {item.get('input')!r})"
+                    if item["loc"] else item["msg"].removeprefix("Value error, ") for item in error.errors()]
         raise ValueError("; ".join(problems)) from None
     return values
 
@@ -89,7 +99,15 @@ class TargetSpec(_Strict):
     @field_validator("training")
     @classmethod
     def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return _check_training(values, STUDY_FIELDS, "a study-wide setting: give it under the study's 'training'")
+        return _check_training(values, dict.fromkeys(STUDY_FIELDS, _WHOLE_STUDY))
+
+    @model_validator(mode="after")
+    def _given_once(self) -> "TargetSpec":
+        twice = [key for key in TARGET_FIELDS if getattr(self, key) is not None and key in self.training]
+        if twice:
+            raise ValueError(f"{twice} given both as the target's own key and under its 'training' (the own key "
+                             "would win, the other be ignored): give each once")
+        return self
 
     @property
     def manifest_name(self) -> str:
@@ -114,8 +132,11 @@ class PretrainSpec(_Strict):
     @field_validator("training")
     @classmethod
     def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return _check_training(values, PRETRAIN_FIELDS | STUDY_FIELDS,
-                               "set by the pretrain section's own size, batch_size, epochs and lr")
+        own = "set by the pretrain section's own size, batch_size, epochs and lr"
+        refused = {**dict.fromkeys(PRETRAIN_FIELDS, own),
+                   **dict.fromkeys(STUDY_FIELDS, "a pretraining run trains on fold 0 of the default fold spec"),
+                   **dict.fromkeys(PROBE_FIELDS, "a pretraining run is no-freeze: it has no probe phase")}
+        return _check_training(values, refused)
 
 
 class SourceSpec(_Strict):
@@ -174,9 +195,9 @@ class StudyConfig(_Strict):
     targets: list[TargetSpec] = Field(min_length=1)
     sources: list[SourceSpec] = Field(min_length=1)
     strategies: list[Strategy] = Field(default_factory=lambda: list(STRATEGIES), min_length=1)
-    k_folds: int = Field(5, ge=2)
+    k_folds: int = Field(DEFAULT_FOLDS.k, ge=2)
     folds: list[int] | None = None
-    split_seed: int = 0
+    split_seed: int = DEFAULT_FOLDS.seed
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
     backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
@@ -186,11 +207,18 @@ class StudyConfig(_Strict):
     # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
 
-    _training = field_validator("training")(_check_training)
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
     _seeds = field_validator("seeds")(lambda v: _unique(v, "seeds"))
     _backbones = field_validator("backbones")(lambda v: list(dict.fromkeys(_backbone_name(b) for b in v)))
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, values: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # k_folds is validated first (declared first): given split_fractions must fit it (the default
+        # fractions with another k_folds are refused by _check, naming k_folds)
+        k = info.data.get("k_folds", DEFAULT_FOLDS.k) if "split_fractions" in values else DEFAULT_FOLDS.k
+        return _check_training(values, k_folds=k)
 
     @field_validator("analysis")
     @classmethod
@@ -216,21 +244,37 @@ class StudyConfig(_Strict):
         bad = [f for f in self.folds or [] if not 0 <= f < self.k_folds]
         if bad:
             raise ValueError(f"folds {bad} are outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
+        problem = self.fold_spec.problem()
+        if problem:  # the default fractions with another k_folds (given fractions are checked under training)
+            raise ValueError(f"k_folds: {problem}; give training.split_fractions that fit k_folds={self.k_folds}, "
+                             f"e.g. {[round(f, 7) for f in DEFAULT_FOLDS.with_k(self.k_folds).fractions]}")
         return self
 
     @property
-    def split_fractions(self) -> tuple[float, float, float]:
-        """(train, val, test) fractions of every fold: ``training.split_fractions``, else RunConfig's."""
-        return RunConfig.parse({"target": "check", **{k: v for k, v in self.training.items()
-                                                      if k == "split_fractions"}}).split_fractions
+    def fold_spec(self) -> FoldSpec:
+        """How every target is cut into folds, once for the whole study: ``k_folds``, ``split_seed``
+        and ``training.split_fractions`` (else the default fractions)."""
+        fractions = tuple(self.training.get("split_fractions", DEFAULT_FOLDS.fractions))
+        return FoldSpec(self.k_folds, fractions, self.split_seed)
 
-    def with_overrides(self, *, executor: str | None = None, device: str | None = None) -> "StudyConfig":
-        """A copy with the command line's choices (``None`` keeps the study's), validated again."""
+    @property
+    def split_fractions(self) -> tuple[float, float, float]:
+        """(train, val, test) fractions of every fold (:attr:`fold_spec`)."""
+        return self.fold_spec.fractions
+
+    def with_overrides(self, *, executor: str | None = None, device: str | None = None,
+                       track: str | None = None) -> "StudyConfig":
+        """A copy with the command line's choices (``None`` keeps the study's), validated again.
+        ``track``: ``mlflow`` (the study's ``tracking:`` section, else the defaults) or ``off``."""
         data = self.model_dump(mode="json")
         if executor is not None:
             data["executor"]["kind"] = executor
         if device is not None:
             data["training"]["device"] = device
+        if track is not None:
+            if track not in ("mlflow", "off"):
+                raise ConfigError(f"--track {track!r}: expected mlflow or off")
+            data["tracking"] = None if track == "off" else (self.tracking or TrackingSpec()).model_dump(mode="json")
         return StudyConfig.parse(data, where="command line")
 
     @property

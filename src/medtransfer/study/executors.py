@@ -16,8 +16,9 @@ from typing import Any
 from medtransfer.errors import ConfigError
 from medtransfer.progress import count_finished, run_view
 from medtransfer.study import claims
-from medtransfer.study.store import DONE, clear_running, mark_failed, mark_running
+from medtransfer.study.store import clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import STUDY_FILE, RunDir
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
 MAX_PINNED_THREADS = 8
@@ -39,7 +40,7 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
     if study.training.get("threads") is not None:
         return study
     threads = None
-    recorded = Path(out) / "study.yaml"
+    recorded = Path(out) / STUDY_FILE
     if recorded.exists():
         try:
             threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
@@ -91,8 +92,14 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     from medtransfer.training.run import train_run
 
     directory = Path(task.directory)
-    if (directory / DONE).exists():
+    run = RunDir(directory)
+    if run.is_done():
         _publish(task)
+        held = claims.read(directory)
+        if held is not None and claims.is_mine(held):
+            # this job's earlier incarnation finished the run and was preempted before it let go
+            clear_running(directory)
+            return Outcome(task.run_id, "done", auc=_auc(run))
         return Outcome(task.run_id, "skipped")
     config = RunConfig.model_validate_json(task.config_json)
     if device and config.device == "auto":
@@ -116,6 +123,15 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     _publish(task)
     clear_running(directory)
     return Outcome(task.run_id, "done", auc=result.metrics.get("auc"))
+
+
+def _auc(run: RunDir) -> float | None:
+    from medtransfer.errors import MedtransferError
+
+    try:
+        return run.read_metrics().get("auc")
+    except MedtransferError:
+        return None
 
 
 def _publish(task: Task) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
 from medtransfer.training.config import RunConfig
+from medtransfer.training.record import study_folds_file, study_source_file
 from medtransfer.vocabulary import NO_FREEZE
 
 
@@ -31,7 +32,7 @@ def source_reference(source: SourceSpec, out: Path | None = None, backbone: str 
     from medtransfer.models.sources import source_key
 
     if source.pretrain is not None:
-        return f"sources/{source.name}.pt"
+        return study_source_file(source.name)
     return _outside(source.path) if source.path else source_key(source.name, backbone)
 
 
@@ -50,7 +51,7 @@ def folds_path(target: TargetSpec, out: Path | None) -> str | None:
     directory) unless the target names one; ``None`` without a study directory."""
     if target.folds_file:
         return _outside(target.folds_file)
-    return None if out is None else f"folds/{target.name}.csv"
+    return None if out is None else study_folds_file(target.name)
 
 
 def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:

@@ -12,7 +12,8 @@ from typing import Any
 from medtransfer.errors import MedtransferError
 from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import BEST, CHECKPOINTS, RunDir, seal_file, sealed_file_problem
+from medtransfer.training.record import (RunDir, pretrain_run_dir, seal_file, sealed_file_problem,
+                                         study_source_file)
 from medtransfer.vocabulary import NO_FREEZE, RANDOM
 
 # execution settings of the study that its pretraining runs share
@@ -34,12 +35,12 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
 
 def source_file(out: Path, name: str) -> Path:
     """Where the study keeps the source it pretrained: ``DIR/sources/{name}.pt``."""
-    return Path(out) / "sources" / f"{name}.pt"
+    return Path(out) / study_source_file(name)
 
 
 def source_run_dir(spec: SourceSpec, out: Path) -> Path:
     """The run directory of the pretraining run that makes ``spec``."""
-    return Path(out) / "sources" / f"{spec.name}-run"
+    return Path(out) / pretrain_run_dir(spec.name)
 
 
 def publish_source(run_dir: Path, target: Path) -> bool:
@@ -53,7 +54,7 @@ def publish_source(run_dir: Path, target: Path) -> bool:
         target.unlink()
         run.clear()
         return False
-    best = run.path / CHECKPOINTS / BEST
+    best = run.best
     if run.is_done() and best.exists():
         os.replace(best, target)  # the run is DONE: its best.pt moves
         seal_file(target)
@@ -66,7 +67,7 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
     from medtransfer.training.run import train_run
 
     target = source_file(out, spec.name)
-    run = RunDir(Path(out) / "sources" / f"{spec.name}-run")
+    run = RunDir(source_run_dir(spec, out))
     if target.exists():
         if sealed_file_problem(target) is None:
             return target
@@ -76,6 +77,6 @@ def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> P
         train_run(pretrain_config(spec, execution), run.path)
     except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
         raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
-    os.replace(run.path / CHECKPOINTS / BEST, target)  # the run is DONE: its best.pt moves
+    os.replace(run.best, target)  # the run is DONE: its best.pt moves
     seal_file(target)
     return target

@@ -14,9 +14,9 @@ from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
-from medtransfer.study.store import DONE, STUDY_FILE, clear_claim, write_atomic
+from medtransfer.study.store import clear_claim, write_atomic
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import RunDir
+from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
 
 # fields that may change between two invocations without changing what a run computes
 # (older runs also recorded the derived classes and normalisation in config.json)
@@ -86,7 +86,7 @@ def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa:
         outcomes += [o for o in got if o.state != "busy"]
         elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
         busy += [t for t, o in zip(todo, got) if o.state == "busy"]
-        orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], DONE, poll_s)}
+        orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], poll_s)}
         elsewhere += len(busy) - len(orphans)
         todo = [t for t in busy if t.directory in orphans]
         busy = []
@@ -107,9 +107,9 @@ def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Pat
     study_dir = Path(study_dir) if study_dir is not None else (directory.base or directory.path)
     try:
         saved = directory.read_config_data()
-    except DataError as error:
-        raise ConfigError(f"{directory.config_file} is damaged ({error}): delete that run directory "
-                          f"({directory.path}) to redo the run") from None
+    except DataError as error:  # names the file
+        raise ConfigError(f"run {config.run_id}: {error}; the run directory is damaged: delete that run "
+                          f"directory ({directory.path}) to redo the run") from None
     if saved is None:
         return
     planned = config.model_dump(mode="json")
@@ -128,11 +128,11 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
     from medtransfer.data.registry import dataset_folds
 
     for target in study.targets:
-        path = out / "folds" / f"{target.name}.csv"
+        path = out / study_folds_file(target.name)
         if target.folds_file or path.exists():
             continue
         manifest = load_manifest(target.manifest_name, target.root, **target.options)
-        folds = dataset_folds(manifest, study.k_folds, study.split_fractions, study.split_seed)
+        folds = dataset_folds(manifest, study.fold_spec)
         write_folds(folds, path)  # atomic: a killed study never leaves a half-written fold table
 
 

@@ -19,13 +19,12 @@ from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import DONE, FAILED, RUNNING, Check, RunDir
+from medtransfer.training.record import STUDY_FILE, Check, RunDir
 
-__all__ = ["DONE", "FAILED", "RUNNING", "STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
+__all__ = ["STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
            "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
 
 STATES = ("done", "damaged", "running", "queued", "interrupted", "failed", "pending")
-STUDY_FILE = "study.yaml"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -24,7 +24,6 @@ once and the study runs untracked, and any later error drops the sink after one 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -40,14 +39,13 @@ from typing import Any
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.tracking import RunStart, TrackingWarning
+from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
+from medtransfer.vocabulary import FINETUNE, PROBE
 
 STORE_DIR = "mlflow"  # inside the study directory
-RUN_FILE = "mlflow.json"  # inside a run directory
-STUDY_FILE = "study.json"  # inside DIR/mlflow
+STORE_STATE = "study.json"  # inside DIR/mlflow
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
-PHASE_CODES = {"probe": 0, "finetune": 1}
-ARTIFACTS = ("predictions.csv", "metrics.json", "history.csv", "config.json", "probe/predictions.csv",
-             "probe/metrics.json")
+PHASE_CODES = {PROBE: 0, FINETUNE: 1}
 PROBE_TIMEOUT_S = 3.0
 # our requests fail fast: mlflow's defaults (120 s, 7 retries with backoff) would stall a run
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -179,6 +177,8 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
     try:
         with short_http():
             mlflow_client = client(uri)
+            from mlflow.entities import RunStatus
+
             name = spec.experiment or study_name
             experiment = mlflow_client.get_experiment_by_name(name)
             if experiment is not None:
@@ -186,7 +186,7 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
             else:
                 experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
             study_dir = str(out.resolve())
-            saved = _read_json(out / STORE_DIR / STUDY_FILE)
+            saved = _read_json(out / STORE_DIR / STORE_STATE)
             parent = None
             if saved.get("uri") == uri:
                 parent = _live_run(mlflow_client, saved.get("parent_run_id"), experiment_id)
@@ -195,11 +195,11 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
                 parent = mlflow_client.create_run(experiment_id, run_name=f"{study_name} ({out.name})",
                                                   tags={"medtransfer.study_dir": study_dir,
                                                         "medtransfer.kind": "study"}).info.run_id
-                if (out / "study.yaml").exists():
-                    mlflow_client.log_artifact(parent, str(out / "study.yaml"))
+                if (out / STUDY_FILE).exists():
+                    mlflow_client.log_artifact(parent, str(out / STUDY_FILE))
             else:
-                mlflow_client.update_run(parent, status="RUNNING")
-            write_text_atomic(out / STORE_DIR / STUDY_FILE,
+                mlflow_client.update_run(parent, status=RunStatus.to_string(RunStatus.RUNNING))
+            write_text_atomic(out / STORE_DIR / STORE_STATE,
                               json.dumps({"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent}))
     except Exception as error:  # noqa: BLE001 - a tracking failure never fails the study
         _warn(f"{uri}: {error.__class__.__name__}: {error}")
@@ -215,7 +215,10 @@ def close_study_tracking(tracking: str, finished: bool) -> None:
     spec = json.loads(tracking)
     try:
         with short_http():
-            client(spec["uri"]).set_terminated(spec["parent_run_id"], "FINISHED")
+            mlflow_client = client(spec["uri"])
+            from mlflow.entities import RunStatus
+
+            mlflow_client.set_terminated(spec["parent_run_id"], RunStatus.to_string(RunStatus.FINISHED))
     except Exception as error:  # noqa: BLE001
         warnings.warn(f"tracking: could not close the study's MLflow run ({error})", TrackingWarning, stacklevel=2)
 
@@ -224,12 +227,10 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _folder(run: RunDir, path: Path) -> str | None:
+    """The artifact folder of a run's file: its folder inside the run directory (None at the top)."""
+    folder = Path(run.relative(path)).parent.as_posix()
+    return None if folder == "." else folder
 
 
 class MlflowSink:
@@ -254,13 +255,15 @@ class MlflowSink:
         if problem:
             warnings.warn(f"tracking: {problem}; this run goes on untracked", TrackingWarning, stacklevel=2)
             return
-        self.directory = Path(run.directory)
+        self.run = RunDir(Path(run.directory))
         self.lrs = {p.phase: p.lr for p in run.plan}
         experiment = self.spec["experiment_id"]
-        run_dir = str(self.directory.resolve())
+        run_dir = str(self.run.path.resolve())
         with short_http():
             mlflow_client = client(self.uri)
-            saved = _read_json(self.directory / RUN_FILE)
+            from mlflow.entities import RunStatus
+
+            saved = _read_json(self.run.mlflow)
             run_id = _live_run(mlflow_client, saved.get("run_id"), experiment) if saved.get("uri") == self.uri else None
             run_id = run_id or _find_by_tag(mlflow_client, experiment, "medtransfer.run_dir", run_dir)
             if run_id is None:
@@ -270,11 +273,11 @@ class MlflowSink:
                 run_id = mlflow_client.create_run(experiment, run_name=run.run_id, tags=tags).info.run_id
                 mlflow_client.log_batch(run_id, params=_params(run.config))
             else:
-                mlflow_client.update_run(run_id, status="RUNNING")
+                mlflow_client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
                 for key in (*EPOCH_METRICS, "lr", "phase", "epoch_seconds"):
                     self.logged[key] = {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)}
-            write_text_atomic(self.directory / RUN_FILE, json.dumps({"uri": self.uri, "run_id": run_id,
-                                                                     "experiment_id": experiment}))
+            write_text_atomic(self.run.mlflow, json.dumps({"uri": self.uri, "run_id": run_id,
+                                                           "experiment_id": experiment}))
             self.client, self.run_id = mlflow_client, run_id
             for row in run.history:
                 self.epoch(row)
@@ -303,35 +306,36 @@ class MlflowSink:
         """Log the test metrics and the artifacts; mark the MLflow run FINISHED."""
         if self.client is None:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunStatus
 
         now = int(time.time() * 1000)
         final = [Metric(f"{prefix}{key}", float(value), now, 0)
                  for prefix, values in (("test_", metrics), ("probe_test_", probe_metrics or {}))
                  for key, value in values.items()
                  if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None]
-        best = self.directory / "checkpoints" / "best.pt"
+        run, best = self.run, self.run.best
         with short_http():
             self.client.log_batch(self.run_id, metrics=final)
-            for name in ARTIFACTS:
-                path = self.directory / name
-                if path.exists():
-                    self.client.log_artifact(self.run_id, str(path), str(Path(name).parent) if "/" in name else None)
+            for path in run.artifacts():
+                self.client.log_artifact(self.run_id, str(path), _folder(run, path))
             if best.exists():
                 with tempfile.TemporaryDirectory() as tmp:
                     reference = Path(tmp) / "checkpoint.json"
-                    reference.write_text(json.dumps({"path": str(best.resolve()), "bytes": best.stat().st_size,
-                                                     "sha256": _sha256(best)}, indent=1))
+                    digest = file_digest(best)
+                    reference.write_text(json.dumps({"path": str(best.resolve()), "bytes": digest["bytes"],
+                                                     "sha256": digest["sha256"]}, indent=1))
                     self.client.log_artifact(self.run_id, str(reference))
                 self.client.set_tag(self.run_id, "medtransfer.checkpoint", str(best.resolve()))
                 if self.spec.get("log_weights"):
-                    self.client.log_artifact(self.run_id, str(best), "checkpoints")
-            self.client.set_terminated(self.run_id, "FINISHED")
+                    self.client.log_artifact(self.run_id, str(best), _folder(run, best))
+            self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def fail(self, error: str) -> None:
         """Mark the MLflow run FAILED with the error as a tag."""
         if self.client is None:
             return
+        from mlflow.entities import RunStatus
+
         with short_http():
             self.client.set_tag(self.run_id, "medtransfer.error", error[:5000])
-            self.client.set_terminated(self.run_id, "FAILED")
+            self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from medtransfer.atomic import write_atomic
+from medtransfer.atomic import temp_files, write_atomic
 from medtransfer.errors import MedtransferError
 from medtransfer.interrupts import deferred_signals
-from medtransfer.training.record import LAST  # the run directory's layout
+from medtransfer.training.record import RunDir  # the run directory's layout
 
 TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
 
@@ -55,26 +55,27 @@ class BestSnapshot:
         self.dirty = True
 
 
-def write_checkpoint(directory: Path, state: dict[str, Any], best: BestSnapshot) -> None:
+def write_checkpoint(run: RunDir, state: dict[str, Any], best: BestSnapshot) -> None:
     """Write the best snapshot (if it changed) and then ``last.pt``; remove stale snapshots.
 
     ``state`` must not hold the best weights; its ``best_file`` entry is set here, and ``best``
     records the snapshot file now referenced.
     """
-    if best.state is not None and (best.dirty or best.file is None or not (directory / best.file).exists()):
-        best.file = f"best.{state['phase']}.{state['epoch']:04d}.pt"
-        save_atomic(best.state, directory / best.file)
+    if best.state is not None and (best.dirty or best.file is None or not run.snapshot(best.file).exists()):
+        best.file = run.snapshot_name(state["phase"], state["epoch"])
+        save_atomic(best.state, run.snapshot(best.file))
     best.dirty = False
-    save_atomic(dict(state, best_file=best.file), directory / LAST)
-    remove_stale_snapshots(directory, keep=best.file)
+    save_atomic(dict(state, best_file=best.file), run.last)
+    remove_stale_snapshots(run, keep=best.file)
 
 
-def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
-    """Delete best snapshots other than ``keep`` (left over from a kill between two writes)."""
-    for path in directory.glob("best.*.pt"):
+def remove_stale_snapshots(run: RunDir, keep: str | None) -> None:
+    """Delete best snapshots other than ``keep`` (left over from a kill between two writes), and
+    temporary files under ``checkpoints/`` that no live writer is filling."""
+    for path in run.snapshots():
         if path.name != keep:
             path.unlink(missing_ok=True)
-    for path in directory.glob(".*.tmp"):
+    for path in temp_files(run.checkpoints):
         try:  # a young temp file may be another writer's, still being filled: only old ones are stale
             if time.time() - path.stat().st_mtime > TEMP_STALE_S:
                 path.unlink(missing_ok=True)
@@ -82,20 +83,20 @@ def remove_stale_snapshots(directory: Path, keep: str | None) -> None:
             pass
 
 
-def read_checkpoint(directory: Path) -> tuple[dict[str, Any], BestSnapshot] | None:
+def read_checkpoint(run: RunDir) -> tuple[dict[str, Any], BestSnapshot] | None:
     """``(state, best snapshot)`` from ``last.pt`` and the snapshot it names, or None when there is none."""
-    path = directory / LAST
+    path = run.last
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         best = None
         if state.get("best_file"):
-            best = torch.load(directory / state["best_file"], map_location="cpu", weights_only=True)
+            best = torch.load(run.snapshot(state["best_file"]), map_location="cpu", weights_only=True)
     except Exception as error:
         raise MedtransferError(f"{path}: cannot resume from this checkpoint ({error.__class__.__name__}: {error}); "
                                "delete it to restart the run") from error
-    remove_stale_snapshots(directory, keep=state.get("best_file"))
+    remove_stale_snapshots(run, keep=state.get("best_file"))
     return state, BestSnapshot(best, state.get("best_file") if best is not None else None)
 
 

@@ -8,12 +8,11 @@ validation accuracy with patience 10.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.vocabulary import AucAverage, NormalizationMode, SourceRef, Strategy
 
@@ -89,9 +88,9 @@ class RunConfig(StrictModel):
     strategy: Strategy = "no-freeze"
     # which images
     fold: int = Field(0, ge=0)
-    k_folds: int = Field(5, ge=2)
-    split_fractions: tuple[float, float, float] = (0.80, 0.05, 0.15)
-    split_seed: int = 0
+    k_folds: int = Field(DEFAULT_FOLDS.k, ge=2)
+    split_fractions: tuple[float, float, float] = DEFAULT_FOLDS.fractions
+    split_seed: int = DEFAULT_FOLDS.seed
     folds_file: str | None = None
     seed: int = 0
     size: int = Field(112, ge=8)
@@ -141,11 +140,20 @@ class RunConfig(StrictModel):
     def _check(self) -> "RunConfig":
         if self.fold >= self.k_folds:
             raise ValueError(f"fold {self.fold} is outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")
-        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
-            raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {self.split_fractions}")
+        problem = self.fold_spec.problem()
+        if problem:
+            raise ValueError(f"k_folds/split_fractions: {problem}")
+        if min(self.split_fractions) <= 0:
+            raise ValueError(f"split_fractions {self.split_fractions}: a run needs a train, a validation and a "
+                             "test part (each > 0)")
         check_label(self.target_label, "target name")
         check_label(self.source_label, "source name")
         return self
+
+    @property
+    def fold_spec(self) -> FoldSpec:
+        """How the run's dataset is cut into folds when no ``folds_file`` is given."""
+        return FoldSpec(self.k_folds, self.split_fractions, self.split_seed)
 
     @property
     def target_label(self) -> str:
@@ -179,16 +187,6 @@ class RunConfig(StrictModel):
         except ValidationError as error:
             raise ConfigError(describe_validation_error(error, where)) from None
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "RunConfig":
-        """Read a run's ``config.json``."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read a run config ({error})") from None
-        return cls.parse(data, where=str(path))
-
     def to_json(self) -> str:
-        """Every field, as written to ``config.json``."""
+        """Every field as JSON (what the run record writes; :meth:`RunDir.read_config` reads it back)."""
         return self.model_dump_json(indent=2)

@@ -38,7 +38,7 @@ def fold_table(config: RunConfig, manifest) -> pd.DataFrame:  # noqa: ANN001 - a
     if config.folds_file:
         folds = read_folds(config.folds_file, manifest)
     else:
-        folds = dataset_folds(manifest, config.k_folds, config.split_fractions, config.split_seed)
+        folds = dataset_folds(manifest, config.fold_spec)
     mine = folds[folds["fold"] == config.fold].reset_index(drop=True)
     if mine.empty:
         raise DataError(f"folds{' file ' + config.folds_file if config.folds_file else ''}: no rows for fold "

@@ -29,12 +29,11 @@ from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models import ResNet50, load_source
 from medtransfer.models.checkpoint import plain_meta, read_payload
-from medtransfer.training.record import PROBE, PROBE_HEAD, RunDir
+from medtransfer.training.record import SOURCES, RunDir
 from medtransfer.vocabulary import SourceRef
 
 FORMAT = "medtransfer-probe"
 VERSION = 1
-FILE = PROBE_HEAD
 HEAD_PREFIX = "head."
 
 
@@ -101,8 +100,8 @@ def _candidates(load: str, path: Path) -> list[str]:
     ``path`` (a study directory that was moved)."""
     candidates = [load]
     if SourceRef.of(load).is_file and not Path(load).exists():
-        candidates += [str(parent / "sources" / Path(load).name) for parent in path.resolve().parents
-                       if (parent / "sources" / Path(load).name).is_file()]
+        candidates += [str(parent / SOURCES / Path(load).name) for parent in path.resolve().parents
+                       if (parent / SOURCES / Path(load).name).is_file()]
     return candidates
 
 
@@ -127,8 +126,8 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
             from (content digest differs).
     """
     path = Path(path)
-    if path.is_dir():
-        path = RunDir(path).probe_head if (path / PROBE).is_dir() else path / FILE
+    if path.is_dir():  # a run directory, or its probe/ folder
+        path = RunDir(path).probe_head if RunDir(path).probe.is_dir() else RunDir(path.parent).probe_head
     payload = read_probe_file(path)
     ref = payload["source"]
     tried = []

@@ -7,21 +7,29 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
 ``facts.json``                        what the run learnt: :class:`RunFacts` (classes, ...)
 ``folds.csv``                         the fold's ``image_id, fold, split`` rows
 ``history.csv``                       one row per epoch (:data:`HISTORY_COLUMNS`)
-``checkpoints/best.pt``               the fine-tuned model (``last.pt`` while unfinished)
+``checkpoints/best.pt``               the fine-tuned model (``last.pt`` while unfinished, with the
+                                      best-weights snapshot ``best.{phase}.{epoch}.pt`` it names)
 ``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
-``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`) / the error
+``progress.json``                     the run's progress (:class:`medtransfer.progress.RunProgress`)
+``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
+``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`; ``RUNNING.break``
+                                      while one is broken) / the error
 ``DONE``                              written last: finish time and the sha256 and size of every
                                       file in :data:`SEALED` that the run wrote
 ====================================  ==========================================================
 
-Only this module joins a run directory's paths or parses its JSON: training writes through
-:class:`RunDir`, the study's status and runner and the analysis read :class:`RunRecord` via
-:func:`read_record`. Other per-run files (a progress file, an ownership claim) belong here too.
+Only this module names a run directory's files, joins its paths or parses its JSON: training
+writes through :class:`RunDir`, the study's status and runner and the analysis read
+:class:`RunRecord` via :func:`read_record`, and the per-run files of other modules (progress,
+tracking, the ownership claim) take their paths from :class:`RunDir`. A new per-run file gets
+its name here (and in :data:`LAYOUT`).
 
-Paths in a study's run configs are relative to the study directory (``folds/{target}.csv``,
-``sources/{name}.pt``), so a study can be moved or copied; :meth:`RunDir.base` is that directory
-(``None`` outside a study: relative paths are then relative to the working directory).
+A study directory holds ``study.yaml`` (:data:`STUDY_FILE`), ``folds/{target}.csv``
+(:func:`study_folds_file`), ``sources/{name}.pt`` (:func:`study_source_file`, made by the
+pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``. Paths in a study's run configs
+are relative to the study directory, so a study can be moved or copied; :meth:`RunDir.base` is
+that directory (``None`` outside a study: relative paths are then relative to the working directory).
 
 Integrity: :meth:`RunDir.check` compares what is on disk with ``DONE``'s digests. ``quick``
 checks presence and sizes (cheap enough for ``status`` on hundreds of runs), ``full`` also the
@@ -45,12 +53,19 @@ from medtransfer.errors import DataError
 from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import FREEZE, SourceRef
 
-RUNS = "runs"
+RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.yaml", "folds", "sources"
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
 PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
+CLAIM_LOCK = f"{RUNNING}.break"
+PROGRESS, MLFLOW = "progress.json", "mlflow.json"
+SNAPSHOT = "best.{phase}.{epoch:04d}.pt"  # in checkpoints/, named by last.pt
+SNAPSHOT_GLOB = "best.*.pt"
+# every name in a run directory (files, folders, markers): no other module spells one
+LAYOUT = (CONFIG, FACTS, FOLDS, HISTORY, PREDICTIONS, METRICS, CHECKPOINTS, BEST, LAST, PROBE, PROBE_HEAD, DONE,
+          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW)
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
                    "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
@@ -58,6 +73,21 @@ SEALED = (CONFIG, FACTS, FOLDS, METRICS, PREDICTIONS, f"{CHECKPOINTS}/{BEST}",
           f"{PROBE}/{PROBE_HEAD}", f"{PROBE}/{PREDICTIONS}", f"{PROBE}/{METRICS}")
 CHUNK = 1 << 20
 Check = Literal["full", "quick", "none"]
+
+
+def study_folds_file(target: str) -> str:
+    """The folds table a study cuts for ``target``, relative to the study directory."""
+    return f"{FOLDS_DIR}/{target}.csv"
+
+
+def study_source_file(name: str) -> str:
+    """The weights file of a source the study pretrains itself, relative to the study directory."""
+    return f"{SOURCES}/{name}.pt"
+
+
+def pretrain_run_dir(name: str) -> str:
+    """The run directory of the pretraining run that makes source ``name``, relative to the study."""
+    return f"{SOURCES}/{name}-run"
 
 
 def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
@@ -153,7 +183,7 @@ class RunDir:
     @classmethod
     def in_study(cls, study_dir: str | os.PathLike, config: RunConfig) -> RunDir:
         """The directory of ``config``'s run in a study directory: ``DIR/runs/{run id}``."""
-        return cls(Path(study_dir) / RUNS / config.run_id)
+        return cls(runs_folder(study_dir) / config.run_id)
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -176,24 +206,63 @@ class RunDir:
     probe_metrics = property(lambda self: self.path / PROBE / METRICS)
     done = property(lambda self: self.path / DONE)
     running = property(lambda self: self.path / RUNNING)
+    claim_lock = property(lambda self: self.path / CLAIM_LOCK)
     failed = property(lambda self: self.path / FAILED)
+    progress = property(lambda self: self.path / PROGRESS)
+    mlflow = property(lambda self: self.path / MLFLOW)
+
+    def snapshot(self, name: str) -> Path:
+        """A best-weights snapshot under ``checkpoints/`` by its file name (as ``last.pt`` names it)."""
+        return self.checkpoints / name
+
+    @staticmethod
+    def snapshot_name(phase: str, epoch: int) -> str:
+        """The file name of the best-weights snapshot of ``phase`` taken before ``epoch``."""
+        return SNAPSHOT.format(phase=phase, epoch=epoch)
+
+    def snapshots(self) -> list[Path]:
+        """Every best-weights snapshot under ``checkpoints/`` (normally one; more after a kill)."""
+        return sorted(self.checkpoints.glob(SNAPSHOT_GLOB))
+
+    def artifacts(self) -> list[Path]:
+        """The files a run shares with a tracker, those that exist: test predictions and metrics,
+        history, config (and the probe's predictions and metrics)."""
+        files = (self.predictions, self.metrics, self.history, self.config_file, self.probe_predictions,
+                 self.probe_metrics)
+        return [p for p in files if p.is_file()]
+
+    @property
+    def id_in_study(self) -> str | None:
+        """The run id this directory stands for inside its study (``None`` outside one)."""
+        base = self.base
+        return None if base is None else self.path.relative_to(runs_folder(base)).as_posix()
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, as a POSIX string (``probe/metrics.json``)."""
+        return Path(path).relative_to(self.path).as_posix()
 
     @property
     def base(self) -> Path | None:
-        """The study directory this run lies in (``DIR`` of ``DIR/runs/{run id}``), else ``None``."""
+        """The study directory this run lies in (``DIR`` of ``DIR/runs/{run id}``, or of a
+        pretraining run's ``DIR/sources/{name}-run``), else ``None``."""
+        if self.path.parent.name == SOURCES:
+            return self.path.parent.parent
         for parent in self.path.parents:
             if parent.name == RUNS:
                 return parent.parent
         return None
 
     def resolve(self, config: RunConfig) -> RunConfig:
-        """``config`` with its study-relative paths (folds file, source file) made usable here."""
+        """``config`` with its study-relative paths (folds file, source file, pixel cache) made
+        usable here."""
         base = self.base
         if base is None:
             return config
         update: dict[str, Any] = {}
-        if config.folds_file and not Path(config.folds_file).is_absolute():
-            update["folds_file"] = str(base / config.folds_file)
+        for key in ("folds_file", "cache_dir"):
+            value = getattr(config, key)
+            if value and not Path(value).expanduser().is_absolute():
+                update[key] = str(base / value)
         source = SourceRef.of(config.source)
         if source.is_file and not Path(source.text).is_absolute():
             update["source"] = source.resolve(base)
@@ -371,8 +440,13 @@ def read_record(directory: str | os.PathLike | RunDir, check: Check = "full") ->
     return RunRecord(run, config, run.read_facts(config), verified=run.digests() is not None and check != "none")
 
 
+def runs_folder(study_dir: str | os.PathLike) -> Path:
+    """``DIR/runs``, the folder of a study's run directories."""
+    return Path(study_dir) / RUNS
+
+
 def find_run_dirs(study_dir: str | os.PathLike) -> list[RunDir]:
     """Every run directory under ``DIR/runs/`` (those with a ``config.json``), sorted by path."""
-    runs = Path(study_dir) / RUNS
+    runs = runs_folder(study_dir)
     found = [p.parent for p in sorted(runs.glob(f"**/{CONFIG}")) if p.parent.name != PROBE]
     return [RunDir(p) for p in found]

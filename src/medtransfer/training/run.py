@@ -35,10 +35,10 @@ from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
 from medtransfer.training.probe import save_probe, tensor_digests
 from medtransfer.tracking import PhasePlan, RunStart, Sinks
-from medtransfer.training.record import DONE, HISTORY_COLUMNS, RunDir, RunFacts, read_record
+from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
-__all__ = ["DONE", "HISTORY_COLUMNS", "RunResult", "TrainingPhase", "build_model", "phase_plan", "resolve_amp",
+__all__ = ["RunResult", "TrainingPhase", "build_model", "phase_plan", "resolve_amp",
            "resolve_device", "train_run"]
 
 BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
@@ -208,7 +208,7 @@ class _Run:
                  "optimizer": optimizer.state_dict() if optimizer is not None else None,
                  "stopper": stopper.state_dict() if stopper is not None else None,
                  "history": list(self.history), "rng": ckpt.rng_states(self.shuffle, self.augment_rng)}
-        ckpt.write_checkpoint(self.dir.checkpoints, state, best if best is not None else BestSnapshot())
+        ckpt.write_checkpoint(self.dir, state, best if best is not None else BestSnapshot())
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -291,7 +291,7 @@ class _Run:
         phases = TrainingPhase.plan(self.config)
         names = [p.name for p in phases]
         start, resume, best = 0, None, BestSnapshot()
-        found = ckpt.read_checkpoint(self.dir.checkpoints)
+        found = ckpt.read_checkpoint(self.dir)
         if found is not None:
             state, best = found
             self.model.load_state_dict(state["model"])
@@ -322,7 +322,7 @@ class _Run:
         self.dir.write_done()
         if not self.config.keep_last:
             self.dir.last.unlink(missing_ok=True)
-        ckpt.remove_stale_snapshots(self.dir.checkpoints, keep=None)
+        ckpt.remove_stale_snapshots(self.dir, keep=None)
         return RunResult(self.dir.path, metrics, probe_metrics, self.resumed, history=self.history)
 
 
