@@ -26,6 +26,7 @@ import yaml
 def main(argv: list[str]) -> None:
     from medtransfer.demo import demo_study
     from medtransfer.study.expand import run_config
+    from medtransfer.training.record import RUNS, RunDir
     from medtransfer.training.run import train_run
 
     demo = Path(argv[0])
@@ -46,6 +47,8 @@ def main(argv: list[str]) -> None:
             aucs, began = [], time.process_time()
             for fold in study.fold_list:
                 config = run_config(study, target, sources[name], strategy, fold, 0, demo.resolve())
+                # its folds and source files are relative to the demo directory, the runs lie outside it
+                config = RunDir(demo.resolve() / RUNS / "settings").resolve(config)
                 aucs.append(train_run(config, work / f"{name}-{strategy}-{fold}").metrics["auc"])
             print(f"{' '.join(a for a in argv[1:] if not a.startswith('cells=')) or 'demo settings'}: {name} {strategy}: AUC x 100 "
                   f"{100 * np.mean(aucs):.1f} +- {100 * np.std(aucs, ddof=1):.1f} "
