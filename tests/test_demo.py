@@ -71,14 +71,20 @@ def test_demo_runs_the_whole_study_and_resumes(demo):
     # every score with enough images carries its image-bootstrap interval and permutation null
     enough = similarity[similarity["images"] >= 2]
     assert len(enough) and enough[["ci_low", "ci_high", "null_p95", "p_value"]].notna().all().all()
-    # as in the paper: fine-tuned vs its initialisation, similarity falls with depth
+    # as in the paper: a pretrained source fine-tuned vs its initialisation, similarity falls with
+    # depth (random init is left out: its deep layers barely train in 3 epochs). Measured on one
+    # machine at 1 and 2 threads: CCA falls at every layer (by >= 0.05 up to block3, by only 0.015
+    # at block3 -> block4, a step that float sums on another CPU may undo: 0.02 slack there);
+    # CKA falls from conv1 to block3 by >= 0.18 a layer and may rise again at block4 (1x1 at 32 px)
     order = ["conv1", "block1", "block2", "block3", "block4"]
-    for measure in ("cca", "cka"):
-        rows = similarity[(similarity.kind == "ft_vs_init") & (similarity.measure == measure)]
-        by_layer = rows.groupby("layer")["mean"].mean().reindex(order).to_numpy()
-        assert by_layer[0] > 0.9 and by_layer[-1] < by_layer[0] - 0.3, (measure, by_layer)
-        assert (np.diff(by_layer) < 0.02).all(), (measure, by_layer)
-    # the sources' conv1 filters moved towards oriented (Gabor-like) detectors
+    pretrained = similarity[(similarity.kind == "ft_vs_init") & (similarity.source != "random")]
+    by_layer = {measure: pretrained[pretrained.measure == measure].groupby("layer")["mean"].mean()
+                .reindex(order).to_numpy() for measure in ("cca", "cka")}
+    cca, cka = by_layer["cca"], by_layer["cka"]
+    assert cca[0] > 0.9 and cca[-1] < cca[0] - 0.3 and (np.diff(cca[:4]) < 0).all() and cca[4] < cca[3] + 0.02, cca
+    assert cka[0] > 0.9 and (np.diff(cka[:4]) < 0).all() and max(cka[3:]) < cka[0] - 0.4, cka
+    # the sources' conv1 filters moved towards Gabor-like detectors (measured: +0.017 to +0.027 over
+    # their random initialisation, seed 0, at 1 and 2 threads; ten random seeds span 0.175-0.192)
     from medtransfer.models import load_source
     from medtransfer.models.filters import conv1_filters, gabor_similarity
 
