@@ -59,13 +59,15 @@ def write_checkpoint(directory: Path, state: dict[str, Any], best: BestSnapshot)
     """Write the best snapshot (if it changed) and then ``last.pt``; remove stale snapshots.
 
     ``state`` must not hold the best weights; its ``best_file`` entry is set here, and ``best``
-    records the snapshot file now referenced.
+    records the snapshot file now referenced. A preemption signal that arrives meanwhile lands
+    after both writes: between them it would lose the epoch being saved.
     """
-    if best.state is not None and (best.dirty or best.file is None or not (directory / best.file).exists()):
-        best.file = f"best.{state['phase']}.{state['epoch']:04d}.pt"
-        save_atomic(best.state, directory / best.file)
-    best.dirty = False
-    save_atomic(dict(state, best_file=best.file), directory / LAST)
+    with deferred_signals():
+        if best.state is not None and (best.dirty or best.file is None or not (directory / best.file).exists()):
+            best.file = f"best.{state['phase']}.{state['epoch']:04d}.pt"
+            save_atomic(best.state, directory / best.file)
+        best.dirty = False
+        save_atomic(dict(state, best_file=best.file), directory / LAST)
     remove_stale_snapshots(directory, keep=best.file)
 
 
