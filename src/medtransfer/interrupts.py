@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
-# what a scheduler sends to stop a process: SIGTERM (Ray, Kubernetes, a node drain), USR2 (SLURM, submitit)
+# what schedulers send to stop a process: SIGTERM (Ray, Kubernetes, a node drain), USR2 (SLURM, submitit)
 PREEMPTION = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR2") if hasattr(signal, name))
 _state = threading.local()
 _preempting = threading.Event()

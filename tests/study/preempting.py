@@ -10,10 +10,11 @@ also after the first checkpoint exists, so that every restart is a resume), then
 - ``"write"``: as soon as a checkpoint write begins (its temporary file exists).
 
 So a signal never lands after the first checkpoint write of an incarnation: each preemption lets
-the run progress by at most one epoch, and a run of :data:`EPOCHS` epochs always has work left
-for every one of :data:`PREEMPTIONS` signals (none can land after ``DONE``, whatever the machine's speed). What happened is in
-``sent`` (the moment, where it landed, the epochs done then, the owner) and ``resumes`` (one per
-incarnation that began training after a signal: its epochs restored), or ``error``.
+the run progress by at most one epoch, and a run of :data:`EPOCHS` epochs has work left for each
+of :data:`PREEMPTIONS` signals, however fast the machine (none can land after ``DONE``). What
+happened is in ``sent`` (the moment, where it landed, the epochs done then, the owner) and
+``resumes`` (one per incarnation that began training after a signal: the epochs it restored),
+or ``error``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Preemption (SIGTERM, then USR2, as submitit simulates it) ten times, at seeded random moments
-while the run trains or writes a checkpoint, ends in ten requeues and resumes, never FAILED, with
-the uninterrupted run's results: on submitit's local cluster (jobs are subprocesses it requeues)
-and on a real local Ray (the signals go to the worker). test_real_slurm.py does the same on a
-real SLURM."""
+"""Preemption (SIGTERM, then USR2, as submitit simulates it) at seeded random moments while the
+run trains or writes a checkpoint ends in a requeue and a resume every time, never FAILED, with
+the uninterrupted run's results: ten times on a real local Ray (the signals go to the worker),
+five on submitit's local cluster (jobs are subprocesses it requeues; its controller starts a job
+at most six times). test_real_slurm.py does it ten times on a real SLURM."""
 
 import os
 import signal
@@ -17,6 +17,7 @@ from .conftest import preemption_study
 from .preempting import PREEMPTIONS, Preempter, seeded_moments
 
 RUN = ("runs", "synth", "random-no-freeze", "fold0")
+LOCAL_PREEMPTIONS = 5
 COMPARED = ("results/auc.csv", "runs/synth/random-no-freeze/fold0/predictions.csv")
 
 
@@ -32,11 +33,12 @@ def _kill(owner):
 
 
 def _check(signaller, report, out, reference):
+    n = len(signaller.moments)
     assert signaller.error is None, (signaller.error, signaller.summary())
     assert not report.failed and report.finished == 1, report
-    assert len(signaller.sent) == PREEMPTIONS and len({s["owner"] for s in signaller.sent}) == PREEMPTIONS
+    assert len(signaller.sent) == n and len({s["owner"] for s in signaller.sent}) == n  # a new process each time
     assert any(s["landed"] == "write" for s in signaller.sent), signaller.summary()
-    assert len(signaller.resumes) == PREEMPTIONS and all(r["resumed"] for r in signaller.resumes)
+    assert len(signaller.resumes) == n and all(r["resumed"] for r in signaller.resumes)
     assert not out.joinpath(*RUN, "FAILED").exists() and not out.joinpath(*RUN, "RUNNING").exists()
     for name in COMPARED:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
@@ -46,18 +48,20 @@ def _check(signaller, report, out, reference):
 def test_preemption_at_random_moments_on_submitit_local_jobs(preemption_reference, tmp_path, monkeypatch):
     monkeypatch.delenv("MEDTRANSFER_QUIET", raising=False)  # the jobs log each start and resume
     out = tmp_path / "study"
-    signaller = Preempter(out.joinpath(*RUN), seeded_moments(3), _kill)
+    # submitit's local controller starts a job at most 6 times (Controller.run(max_retry=6))
+    signaller = Preempter(out.joinpath(*RUN), seeded_moments(3, n=LOCAL_PREEMPTIONS), _kill)
     signaller.start()
     executor = SlurmExecutor(out / "slurm", cluster="local", timeout_min=60)
     report = run_study(preemption_study(tmp_path), out, executor=executor)
     signaller.join(timeout=30)
     print(signaller.summary())
     _check(signaller, report, out, preemption_reference)
-    logs = "".join(p.read_text() for p in sorted((out / "slurm").glob("*/*_log.*")))
-    print(f"requeues logged: {logs.count('this job is preempted')}")
-    assert logs.count("this job is preempted") == PREEMPTIONS, logs[-3000:]
-    assert logs.count("Bypassing signal SIGTERM") == PREEMPTIONS
-    assert logs.count(": resumed at finetune epoch") == PREEMPTIONS
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))  # submitit's warnings, run lines
+    starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
+    print(f"requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
+    assert logs.count("this job is preempted") == LOCAL_PREEMPTIONS, logs[-3000:]
+    assert logs.count("Bypassing signal SIGTERM") == LOCAL_PREEMPTIONS
+    assert logs.count(": resumed at finetune epoch") == LOCAL_PREEMPTIONS and starts == LOCAL_PREEMPTIONS + 1
 
 
 @pytest.mark.slow
@@ -97,3 +101,27 @@ def test_signals_during_a_write_are_delivered_after_it(tmp_path):
         assert signal.getsignal(signal.SIGUSR1) is not None and len(list(tmp_path.iterdir())) == 1
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_the_first_preemption_signal_stops_a_process_and_the_rest_are_ignored():
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, sys, time
+from medtransfer import interrupts
+assert interrupts.stop_on_preemption() and not interrupts.preempting()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    sys.exit("not stopped")
+except interrupts.Preempted as stopped:
+    assert interrupts.preempting() and stopped.code == 128 + signal.SIGTERM, stopped.code
+os.kill(os.getpid(), signal.SIGUSR2)  # the rest of the same preemption: ignored, not a second stop
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.05)
+print("stopped once")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0 and done.stdout.strip() == "stopped once", done.stderr[-2000:]
