@@ -66,7 +66,8 @@ def mark_preempting(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], 
 
 
 def preempting() -> bool:
-    """Whether a handler wrapped by :func:`mark_preempting` has run in this process."""
+    """Whether a preemption handler (:func:`mark_preempting`'s, :func:`stop_on_preemption`'s) has run
+    in this process."""
     return _preempting.is_set()
 
 
