@@ -5,7 +5,8 @@ inside ``torch.save``'s write callback; the ``SystemExit`` the handler raises th
 ``RuntimeError`` from torch's zip writer, and the run would look failed. Inside
 :func:`deferred_signals` such signals are only recorded; they are delivered, to the handler
 that was installed, as soon as the block ends. :func:`mark_preempting` wraps a preemption
-handler so that code can ask :func:`preempting` whether the process is being stopped on purpose.
+handler so that code can ask :func:`preempting` whether the process is being stopped on purpose;
+:func:`stop_on_preemption` installs one for a process that runs a single run (a Ray worker).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from contextlib import contextmanager
 from typing import Any
 
 DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+# what schedulers send to stop a process: SIGTERM (Ray, Kubernetes, a node drain), USR2 (SLURM, submitit)
+PREEMPTION = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR2") if hasattr(signal, name))
 _state = threading.local()
 _preempting = threading.Event()
 
@@ -63,5 +66,34 @@ def mark_preempting(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], 
 
 
 def preempting() -> bool:
-    """Whether a handler wrapped by :func:`mark_preempting` has run in this process."""
+    """Whether a preemption handler (:func:`mark_preempting`'s, :func:`stop_on_preemption`'s) has run
+    in this process."""
     return _preempting.is_set()
+
+
+class Preempted(SystemExit):
+    """Raised in the main thread by the handler of :func:`stop_on_preemption`."""
+
+
+def stop_on_preemption(signals: tuple[int, ...] = PREEMPTION) -> bool:
+    """From now on the first of ``signals`` marks this process as preempting and raises
+    :class:`Preempted` (exit code 128 + the signal) where the main thread is; later ones are
+    ignored, since the process is already stopping (a SIGTERM and then a USR2 are one
+    preemption; a second raise could cut short the cleanup of the first).
+
+    Meant for a process that runs one run and then exits: the handlers stay. Resets
+    :func:`preempting`. Returns False (and does nothing) outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    _preempting.clear()
+
+    def preempt(signum: int, frame: Any) -> None:
+        if _preempting.is_set():
+            return
+        _preempting.set()
+        raise Preempted(128 + signum)
+
+    for sig in signals:
+        signal.signal(sig, preempt)
+    return True

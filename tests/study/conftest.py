@@ -52,3 +52,21 @@ def finished_study(tmp_path_factory):
 @pytest.fixture
 def yaml_dump():
     return yaml.safe_dump
+
+
+def preemption_study(tmp_path, **overrides) -> StudyConfig:
+    """The one run (fold 0) that the preemption tests preempt, with an epoch to lose per signal."""
+    from .preempting import EPOCHS
+
+    return tiny_study(tmp_path, folds=[0], training={"epochs": EPOCHS}, **overrides)
+
+
+@pytest.fixture(scope="session")
+def preemption_reference(tmp_path_factory):
+    """:func:`preemption_study` run to the end in this process, never interrupted: its out directory."""
+    from medtransfer.study.runner import run_study
+
+    base = tmp_path_factory.mktemp("preemption-reference")
+    report = run_study(preemption_study(base), base / "study")
+    assert report.total == 1 and report.finished == 1 and not report.failed
+    return base / "study"

@@ -132,9 +132,16 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         return subprocess.run(list(command), capture_output=True, text=True, timeout=60,
                               env={**os.environ, **self.env})
 
-    def stop(self) -> None:
-        """Cancel every job and stop both daemons."""
+    def stop(self, timeout: float = 60.0) -> None:
+        """Cancel every job, wait until none is left (a job still ending when its slurmd stops
+        leaves its slurmstepd behind for good), and stop both daemons."""
         if "slurmctld" in self.processes:
             self.run("scancel", "--full", "--user=root")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                listed = self.run("squeue", "--noheader", "--format=%i %T")
+                if listed.returncode != 0 or not listed.stdout.strip():
+                    break
+                time.sleep(0.5)
         for name in reversed(DAEMONS):
             self._stop(name)

@@ -1,93 +1,84 @@
-"""Preemption as submitit simulates it (SIGTERM, then USR2) at any moment - during a checkpoint
-write too - ends in a requeue and a resume, never FAILED, with the uninterrupted run's results.
-Jobs run on submitit's local cluster (subprocesses it requeues); test_real_slurm.py does the
-same on a real SLURM."""
+"""Preemption (SIGTERM, then USR2, as submitit simulates it) at seeded random moments while the
+run trains or writes a checkpoint ends in a requeue and a resume every time, never FAILED, with
+the uninterrupted run's results: ten times on a real local Ray (the signals go to the worker),
+five on submitit's local cluster (jobs are subprocesses it requeues; its controller starts a job
+at most six times). test_real_slurm.py does it ten times on a real SLURM."""
 
 import os
-import random
 import signal
-import threading
 import time
 
-import pandas as pd
 import pytest
 
-from medtransfer.study import claims
-from medtransfer.study.executors import SlurmExecutor
+from medtransfer.study.executors import RayExecutor, SlurmExecutor
 from medtransfer.study.runner import run_study
 
-from .conftest import tiny_study
+from .conftest import preemption_study
+from .preempting import PREEMPTIONS, Preempter, seeded_moments
+
+RUN = ("runs", "synth", "random-no-freeze", "fold0")
+LOCAL_PREEMPTIONS = 5
+COMPARED = ("results/auc.csv", "runs/synth/random-no-freeze/fold0/predictions.csv")
 
 
-def _owner_pid(directory, not_pid=None, timeout=120.0):
-    """The pid of the process that holds the run's claim (and has installed its signal handlers)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = claims.read(directory)
-        if info and info.get("pid") and info["pid"] not in (os.getpid(), not_pid):
-            return int(info["pid"])
-        time.sleep(0.02)
-    return None
+def _kill(owner):
+    """SIGTERM, then USR2, to the process that holds the run's claim."""
+    pid = int(owner["pid"])
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGUSR2)
+    except ProcessLookupError:  # already gone: the SIGTERM alone stopped it
+        pass
 
 
-def _wait_gone(pid, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-
-
-def preempt(run, moments, log):
-    """Send SIGTERM then USR2 to the run's owner at each moment: "write" (while a checkpoint's
-    temporary file exists) or a delay in seconds after training started."""
-    last = None
-    for moment in moments:
-        pid = _owner_pid(run, not_pid=last)
-        if pid is None:
-            return
-        deadline = time.monotonic() + 120
-        if moment == "write":
-            while not list((run / "checkpoints").glob(".last.pt.*.tmp")) and time.monotonic() < deadline:
-                time.sleep(0.001)
-        else:
-            while not (run / "history.csv").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(moment)
-        try:
-            os.kill(pid, signal.SIGTERM)
-            time.sleep(0.05)
-            os.kill(pid, signal.SIGUSR2)
-            log.append((moment, pid))
-        except ProcessLookupError:
-            return
-        _wait_gone(pid)
-        last = pid
+def _check(signaller, report, out, reference):
+    n = len(signaller.moments)
+    assert signaller.error is None, (signaller.error, signaller.summary())
+    assert not report.failed and report.finished == 1, report
+    assert len(signaller.sent) == n and len({s["owner"] for s in signaller.sent}) == n  # a new process each time
+    assert any(s["landed"] == "write" for s in signaller.sent), signaller.summary()
+    assert len(signaller.resumes) == n and all(r["resumed"] for r in signaller.resumes)
+    assert not out.joinpath(*RUN, "FAILED").exists() and not out.joinpath(*RUN, "RUNNING").exists()
+    for name in COMPARED:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 @pytest.mark.slow
-def test_preemption_during_a_write_and_at_a_random_moment_resumes(finished_study, tmp_path):
-    _, reference = finished_study
-    study = tiny_study(tmp_path, folds=[0])
+def test_preemption_at_random_moments_on_submitit_local_jobs(preemption_reference, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDTRANSFER_QUIET", raising=False)  # the jobs log each start and resume
     out = tmp_path / "study"
-    run = out / "runs" / "synth" / "random-no-freeze" / "fold0"
-    moments = ["write", random.Random(7).uniform(0.0, 2.0)]
-    log = []
-    signaller = threading.Thread(target=preempt, args=(run, moments, log), daemon=True)
+    # submitit's local controller starts a job at most 6 times (Controller.run(max_retry=6))
+    signaller = Preempter(out.joinpath(*RUN), seeded_moments(3, n=LOCAL_PREEMPTIONS), _kill)
     signaller.start()
-    report = run_study(study, out, executor=SlurmExecutor(out / "slurm", cluster="local", timeout_min=60))
-    signaller.join(timeout=5)
-    assert not report.failed and report.finished == 1, report
-    assert log and log[0][0] == "write", log  # at least the write was preempted
-    assert not (run / "FAILED").exists()
-    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*.err"))
-    assert logs.count("this job is preempted") == len(log), logs[-3000:]
-    assert logs.count("Bypassing signal SIGTERM") == len(log)
-    got = pd.read_csv(out / "results" / "auc.csv")
-    want = pd.read_csv(reference / "results" / "auc.csv")
-    pd.testing.assert_frame_equal(got, want[want["fold"] == 0].reset_index(drop=True))
+    executor = SlurmExecutor(out / "slurm", cluster="local", timeout_min=60)
+    report = run_study(preemption_study(tmp_path), out, executor=executor)
+    signaller.join(timeout=30)
+    print(signaller.summary())
+    _check(signaller, report, out, preemption_reference)
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))  # submitit's warnings, run lines
+    starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
+    print(f"requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
+    assert logs.count("this job is preempted") == LOCAL_PREEMPTIONS, logs[-3000:]
+    assert logs.count(": resumed at finetune epoch") == LOCAL_PREEMPTIONS and starts == LOCAL_PREEMPTIONS + 1
+
+
+@pytest.mark.slow
+def test_preemption_at_random_moments_on_ray(preemption_reference, tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("MEDTRANSFER_QUIET", raising=False)  # the driver logs each requeue
+    out = tmp_path / "study"
+    signaller = Preempter(out.joinpath(*RUN), seeded_moments(2), _kill)
+    signaller.start()
+    ray = RayExecutor(cpus_per_run=1, num_cpus=2, include_dashboard=False, log_to_driver=False,
+                      _node_ip_address="127.0.0.1")
+    report = run_study(preemption_study(tmp_path), out, executor=ray)
+    signaller.join(timeout=30)
+    logged = capfd.readouterr().err
+    with capfd.disabled():
+        print(signaller.summary(), f"; requeues logged: {logged.count('preempted; requeued on Ray')}")
+    _check(signaller, report, out, preemption_reference)
+    assert logged.count("synth/random-no-freeze/fold0: preempted; requeued on Ray") == PREEMPTIONS, logged[-3000:]
+    assert f"requeued on Ray ({PREEMPTIONS} so far)" in logged
 
 
 def test_signals_during_a_write_are_delivered_after_it(tmp_path):
@@ -109,3 +100,27 @@ def test_signals_during_a_write_are_delivered_after_it(tmp_path):
         assert signal.getsignal(signal.SIGUSR1) is not None and len(list(tmp_path.iterdir())) == 1
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_the_first_preemption_signal_stops_a_process_and_the_rest_are_ignored():
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, sys, time
+from medtransfer import interrupts
+assert interrupts.stop_on_preemption() and not interrupts.preempting()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    sys.exit("not stopped")
+except interrupts.Preempted as stopped:
+    assert interrupts.preempting() and stopped.code == 128 + signal.SIGTERM, stopped.code
+os.kill(os.getpid(), signal.SIGUSR2)  # the rest of the same preemption: ignored, not a second stop
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.05)
+print("stopped once")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0 and done.stdout.strip() == "stopped once", done.stderr[-2000:]

@@ -1,10 +1,10 @@
 """On a real single-node SLURM started by the tests (skipped where slurmctld is not installed)
 and a real local Ray: byte-identical results across engines, preemption (SIGTERM then USR2, as
-submitit simulates it) at seeded random moments ends in requeue and resume, a rerun driver never
-duplicates a job that still runs, and mistakes are errors within 60 s."""
+submitit simulates it) ten times at seeded random moments ends in ten requeues and resumes with
+the uninterrupted run's results, a rerun driver never duplicates a job that still runs, and
+mistakes are errors within 60 s."""
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from medtransfer.study.executors import RayExecutor, make_executor
 from medtransfer.study.runner import run_study
 
 from .conftest import tiny_study, write_yaml
+from .preempting import EPOCHS, PREEMPTIONS, Preempter, seeded_moments
 from .slurm_cluster import SlurmCluster, unavailable
 
 WHY = unavailable()
@@ -69,71 +70,49 @@ def test_local_slurm_and_ray_give_byte_identical_auc_csv(cluster, finished_study
     assert (tmp_path / "ray" / "results" / "auc.csv").read_bytes() == want
 
 
-def _owner(run, not_pid, timeout=180.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = claims.read(run)
-        if info and info.get("pid") not in (None, os.getpid(), not_pid) and info.get("job"):
-            return info
-        time.sleep(0.05)
-    return None
-
-
 @pytest.mark.slow
-def test_preemption_at_random_moments_requeues_and_resumes(cluster, finished_study, tmp_path):
-    _, reference = finished_study
-    study = _slurm_study(tmp_path, folds=[0])
+def test_preemption_at_random_moments_requeues_and_resumes(cluster, preemption_reference, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDTRANSFER_QUIET", raising=False)  # the jobs log each start and resume
+    study = _slurm_study(tmp_path, folds=[0], training={"epochs": EPOCHS})
     out = tmp_path / "out"
     run = out / "runs" / "synth" / "random-no-freeze" / "fold0"
-    moments = [random.Random(seed).uniform(0.0, 4.0) for seed in (1, 2, 3)]
-    sent = []
 
-    def preempt():
-        last = None
-        for moment in moments:
-            info = _owner(run, last)
-            if info is None or (run / "DONE").exists():
-                return
-            while not (run / "history.csv").exists() and not (run / "DONE").exists():
-                time.sleep(0.01)
-            time.sleep(moment)
-            if (run / "DONE").exists():
-                return
-            job = str(info["job"])
-            cluster.run("scancel", "--signal=TERM", job)
-            time.sleep(0.1)
-            cluster.run("scancel", "--signal=USR2", job)
-            sent.append((round(moment, 2), job))
-            last = info["pid"]
-            _start_requeued_now(job)
-
-    def _start_requeued_now(job):
-        # SLURM holds a requeued job for about two minutes (BeginTime); let it start at once
+    def preempt(owner):
+        job = str(owner["job"])
+        cluster.run("scancel", "--signal=TERM", job)
+        time.sleep(0.1)
+        cluster.run("scancel", "--signal=USR2", job)
+        # SLURM holds a requeued job for about two minutes (BeginTime); let it start sooner, but in a
+        # later second than its kill: slurmd refuses a job credential from that second ("already killed")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            state = cluster.run("squeue", "--noheader", f"--jobs={job}", "--format=%T|%r").stdout.strip()
+            state = cluster.run("squeue", "--noheader", f"--jobs={job}", "--format=%T").stdout.strip()
             if state.startswith("PENDING"):
+                time.sleep(1.5)
                 cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
-    import threading
-
-    signaller = threading.Thread(target=preempt, daemon=True)
+    signaller = Preempter(run, seeded_moments(1), preempt)
     signaller.start()
     report = run_study(study, out)
-    signaller.join(timeout=10)
+    signaller.join(timeout=30)
+    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))  # submitit's warnings, run lines
+    starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
+    print(signaller.summary(), f"; requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
+    assert signaller.error is None, (signaller.error, signaller.summary(), logs[-3000:])
     assert not report.failed and report.finished == 1, report
-    print(f"preemptions sent (moment s, job): {sent}")
-    assert sent, "no preemption was sent"
+    assert len(signaller.sent) == PREEMPTIONS
+    assert any(s["landed"] == "write" for s in signaller.sent), signaller.summary()
+    assert len(signaller.resumes) == PREEMPTIONS and all(r["resumed"] for r in signaller.resumes)
+    assert logs.count("this job is preempted") == PREEMPTIONS, logs[-3000:]
+    assert starts == PREEMPTIONS + 1
+    assert logs.count(": resumed at finetune epoch") == PREEMPTIONS, logs[-3000:]
     assert not (run / "FAILED").exists()
-    logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*.err"))
-    assert logs.count("this job is preempted") >= 1, logs[-3000:]
     assert len(_job_dirs(out)) == 1  # one array task, requeued: never resubmitted
-    got = pd.read_csv(out / "results" / "auc.csv")
-    want = pd.read_csv(reference / "results" / "auc.csv")
-    pd.testing.assert_frame_equal(got, want[want["fold"] == 0].reset_index(drop=True))
-    print(f"preemptions sent (moment s, job): {sent}; requeues logged: {logs.count('this job is preempted')}")
+    assert len({s["owner"] for s in signaller.sent}) == 1  # the same job every time
+    for name in ("results/auc.csv", "runs/synth/random-no-freeze/fold0/predictions.csv"):
+        assert (out / name).read_bytes() == (preemption_reference / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -8,13 +8,14 @@ a study, a requeued SLURM job or a retried Ray task only does the missing work.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import count_finished, run_view
+from medtransfer.progress import count_finished, quiet, run_view
 from medtransfer.study import claims
 from medtransfer.study.store import clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
@@ -71,7 +72,8 @@ class Task:
 @dataclass
 class Outcome:
     """What became of a task: ``state`` "done", "skipped" (already done), "busy" (another live
-    owner holds the run: see :mod:`medtransfer.study.claims`) or "failed" (``error``)."""
+    owner holds the run: see :mod:`medtransfer.study.claims`), "failed" (``error``), or
+    "preempted" (a Ray task stopped by a preemption, left resumable: its executor requeues it)."""
 
     run_id: str
     state: str
@@ -378,14 +380,27 @@ class SlurmExecutor:
 # -- Ray ---------------------------------------------------------------------------------------
 
 RAY_CONNECT_TIMEOUT_S = 10.0
+RAY_RETRIES = 2  # retries of a task whose worker died without being preempted
 
 
 def _ray_body(task: Task) -> Outcome:
+    """One run in a Ray worker of its own (``max_calls=1``). A SIGTERM (Ray's stop, a node drain)
+    or USR2 (SLURM's) to the worker is a preemption: the run stops at once (a checkpoint being
+    written is finished first) and is left resumable, and the outcome says "preempted"."""
     import ray
 
+    from medtransfer import interrupts
+
+    interrupts.stop_on_preemption()
     gpus = ray.get_gpu_ids()
-    # Ray sets CUDA_VISIBLE_DEVICES for the task: its GPU is cuda:0 inside it
-    return execute_task(task, "cuda:0" if gpus else None)
+    try:
+        # Ray sets CUDA_VISIBLE_DEVICES for the task: its GPU is cuda:0 inside it
+        return execute_task(task, "cuda:0" if gpus else None)
+    except BaseException:
+        if not interrupts.preempting():
+            raise
+        _leave_resumable(Path(task.directory))  # also when the signal came before the run began
+        return Outcome(task.run_id, "preempted")
 
 
 def check_ray_address(address: str) -> None:
@@ -410,7 +425,11 @@ class RayExecutor:
     cluster has GPUs, else 0) and ``cpus_per_run`` CPUs (at most a node's). Connects to
     ``address`` (or starts a local instance with ``init_options``) unless Ray is already
     initialised. A request no node can meet (``gpus_per_run: 1`` on a CPU cluster) is an error,
-    not a task waiting forever."""
+    not a task waiting forever.
+
+    Each task runs in a worker process of its own. A preempted task (see :func:`_ray_body`) is
+    requeued, as often as it is preempted, and resumes; a worker that dies otherwise (killed,
+    crashed, its node lost) is retried :data:`RAY_RETRIES` times by Ray."""
 
     name = "ray"
 
@@ -459,23 +478,32 @@ class RayExecutor:
         started = self.connect()
         try:
             gpus, cpus = self.resources()
-            remote = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=2)(_ray_body)
-            refs = [remote.remote(task) for task in tasks]
-            index = {ref: i for i, ref in enumerate(refs)}
+            # one worker process per run: the rest of a preemption (SIGTERM, then USR2) never reaches the next
+            remote = ray.remote(num_gpus=gpus, num_cpus=cpus, max_retries=RAY_RETRIES, max_calls=1)(_ray_body)
+            pending = {remote.remote(task): i for i, task in enumerate(tasks)}
             outcomes: dict[int, Outcome] = {}
-            pending = list(refs)
+            requeued = [0] * len(tasks)
 
-            def finished():  # noqa: ANN202 - a generator of outcomes as they arrive
-                nonlocal pending
+            def finished():  # noqa: ANN202 - indices of the tasks as they end
                 while pending:
-                    ready, pending = ray.wait(pending, num_returns=1)
-                    yield ready[0]
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    i = pending.pop(ready[0])
+                    try:
+                        outcome = ray.get(ready[0])
+                    except Exception as error:  # the worker died, RAY_RETRIES times
+                        outcome = Outcome(tasks[i].run_id, "failed", error=str(error))
+                    if outcome.state == "preempted":
+                        requeued[i] += 1
+                        if not quiet():
+                            print(f"{tasks[i].run_id}: preempted; requeued on Ray ({requeued[i]} so far)",
+                                  file=sys.stderr, flush=True)
+                        pending[remote.remote(tasks[i])] = i
+                        continue
+                    outcomes[i] = outcome
+                    yield i
 
-            for ref in count_finished(finished(), "fine-tuning on Ray", len(refs)):
-                try:
-                    outcomes[index[ref]] = ray.get(ref)
-                except Exception as error:  # the worker died
-                    outcomes[index[ref]] = Outcome(tasks[index[ref]].run_id, "failed", error=str(error))
+            for _ in count_finished(finished(), "fine-tuning on Ray", len(tasks)):
+                pass
             return [outcomes[i] for i in range(len(tasks))]
         finally:
             if started:

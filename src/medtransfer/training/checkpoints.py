@@ -59,13 +59,15 @@ def write_checkpoint(run: RunDir, state: dict[str, Any], best: BestSnapshot) -> 
     """Write the best snapshot (if it changed) and then ``last.pt``; remove stale snapshots.
 
     ``state`` must not hold the best weights; its ``best_file`` entry is set here, and ``best``
-    records the snapshot file now referenced.
+    records the snapshot file now referenced. A preemption signal that arrives meanwhile lands
+    after both writes: between them it would lose the epoch being saved.
     """
-    if best.state is not None and (best.dirty or best.file is None or not run.snapshot(best.file).exists()):
-        best.file = run.snapshot_name(state["phase"], state["epoch"])
-        save_atomic(best.state, run.snapshot(best.file))
-    best.dirty = False
-    save_atomic(dict(state, best_file=best.file), run.last)
+    with deferred_signals():
+        if best.state is not None and (best.dirty or best.file is None or not run.snapshot(best.file).exists()):
+            best.file = run.snapshot_name(state["phase"], state["epoch"])
+            save_atomic(best.state, run.snapshot(best.file))
+        best.dirty = False
+        save_atomic(dict(state, best_file=best.file), run.last)
     remove_stale_snapshots(run, keep=best.file)
 
 
