@@ -34,8 +34,8 @@ def test_mei_replication_and_demo_validate():
     assert any(s.pretrain for s in demo.sources)
     from medtransfer.study.pretrain import pretrain_config
 
-    # the demo's pretraining runs (and only they) start conv1 at a tenth of its random init
-    assert {pretrain_config(s, {}).conv1_init_scale for s in demo.sources if s.pretrain} == {0.1}
+    # the demo's pretraining runs (and only they) start conv1 at 0.3x its random init
+    assert {pretrain_config(s, {}).conv1_init_scale for s in demo.sources if s.pretrain} == {0.3}
     assert {r.conv1_init_scale for r in expand(demo)} == {1.0}
 
 
