@@ -83,15 +83,16 @@ def test_demo_runs_the_whole_study_and_resumes(demo):
     cca, cka = by_layer["cca"], by_layer["cka"]
     assert cca[0] > 0.9 and cca[-1] < cca[0] - 0.3 and (np.diff(cca[:4]) < 0).all() and cca[4] < cca[3] + 0.02, cca
     assert cka[0] > 0.9 and (np.diff(cka[:4]) < 0).all() and max(cka[3:]) < cka[0] - 0.4, cka
-    # the sources' conv1 filters moved towards Gabor-like detectors (measured: +0.017 to +0.027 over
-    # their random initialisation, seed 0, at 1 and 2 threads; ten random seeds span 0.175-0.192)
+    # the sources' conv1 filters (pretrained from 0.3x their random init) moved towards Gabor-like
+    # detectors (measured: +0.18 / +0.19 over random init at 2 threads, +0.16 / +0.19 at 1 thread; ten
+    # random seeds span 0.175-0.192)
     from medtransfer.models import load_source
     from medtransfer.models.filters import conv1_filters, gabor_similarity
 
     random_match = gabor_similarity(conv1_filters(load_source("random").model)).mean()
     for name in ("synth_a", "synth_b"):
         source = load_source(str(out / "sources" / f"{name}.pt")).model
-        assert gabor_similarity(conv1_filters(source)).mean() > random_match + 0.01, name
+        assert gabor_similarity(conv1_filters(source)).mean() > random_match + 0.1, name
 
     html = (out / "report.html").read_text()
     assert "Table 2" in html

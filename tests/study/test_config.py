@@ -32,6 +32,11 @@ def test_mei_replication_and_demo_validate():
     assert {r.target_options.get("empty_tirads") for r in mei} == {"exclude", None}
     demo = StudyConfig.from_yaml(shipped_config("demo"))
     assert any(s.pretrain for s in demo.sources)
+    from medtransfer.study.pretrain import pretrain_config
+
+    # the demo's pretraining runs (and only they) start conv1 at 0.3x its random init
+    assert {pretrain_config(s, {}).conv1_init_scale for s in demo.sources if s.pretrain} == {0.3}
+    assert {r.conv1_init_scale for r in expand(demo)} == {1.0}
 
 
 def _write(tmp_path, data):
@@ -95,6 +100,9 @@ def test_seeds_and_yaml_roundtrip(tmp_path):
      "sources.0.pretrain.training", "epochs"),
     ({"sources": [{"name": "own", "pretrain": {"dataset": "synthetic", "training": {"probe_lr": 1e-3}}}]},
      "sources.0.pretrain.training", "no probe phase"),
+    ({"training": {"conv1_init_scale": 0.1}}, "training", "under a source's 'pretrain: training:'"),
+    ({"targets": [{"name": "chest", "training": {"conv1_init_scale": 0.1}}]}, "targets.0.training",
+     "conv1_init_scale"),
     ({"targets": [{"name": "chest", "size": 64, "training": {"size": 32}}]}, "targets.0", "['size'] given both"),
     ({"targets": [{"name": "chest", "hflip": True, "training": {"hflip": False}}]}, "targets.0", "['hflip']"),
     ({"training": {"target_name": "x"}}, "training", "set by the grid"),

@@ -34,3 +34,12 @@ def test_json_roundtrip(tmp_path):
     (tmp_path / "config.json").write_text("{")
     with pytest.raises(DataError, match="config.json"):
         run.read_config()
+
+
+def test_conv1_init_scale_is_for_random_init_only():
+    assert RunConfig(target="x").conv1_init_scale == 1.0
+    assert RunConfig(target="x", source="random@densenet121", conv1_init_scale=0.1).conv1_init_scale == 0.1
+    with pytest.raises(ConfigError, match=r"conv1_init_scale 0.1 .*random init, not 'imagenet'"):
+        RunConfig.parse({"target": "x", "source": "imagenet", "conv1_init_scale": 0.1})
+    with pytest.raises(ConfigError, match="conv1_init_scale"):
+        RunConfig.parse({"target": "x", "source": "random", "conv1_init_scale": 0})

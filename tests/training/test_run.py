@@ -9,6 +9,7 @@ import torch
 
 from medtransfer.models import load_checkpoint
 from medtransfer.training import run as run_module
+from medtransfer.training.config import RunConfig
 from medtransfer.training.probe import load_probe
 from medtransfer.training.record import read_record
 from medtransfer.training.run import train_run
@@ -135,3 +136,16 @@ def test_freeze_run_resumed_keeps_the_same_probe(tiny, tmp_path, monkeypatch):
         for name, tensor in a.state_dict().items():
             assert torch.equal(b.state_dict()[name], tensor), name
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt"]
+
+
+def test_conv1_init_scale_scales_the_first_conv_alone():
+    from medtransfer.models import load_source
+    from medtransfer.training.run import build_model
+
+    plain = build_model(RunConfig(target="x", source="random"), load_source("random", seed=0), 2).state_dict()
+    scaled = build_model(RunConfig(target="x", source="random", conv1_init_scale=0.1),
+                         load_source("random", seed=0), 2).state_dict()
+    assert torch.allclose(scaled["conv1.weight"], 0.1 * plain["conv1.weight"])
+    assert plain["conv1.weight"].abs().max() > 0.01
+    others = [k for k in plain if k != "conv1.weight"]
+    assert len(others) > 100 and all(torch.equal(plain[k], scaled[k]) for k in others)

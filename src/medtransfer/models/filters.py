@@ -16,12 +16,16 @@ import torch
 from medtransfer.errors import ConfigError
 
 
+def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
+    """The network's first convolution (``conv1``, else the first Conv2d of its Keras layers)."""
+    return model.conv1 if hasattr(model, "conv1") else next(
+        m for m in model.keras_layers().values() if isinstance(m, torch.nn.Conv2d))
+
+
 def conv1_filters(model: torch.nn.Module) -> np.ndarray:
     """The first conv's kernel as float32 ``(out, 3, kh, kw)`` (PyTorch layout, input channel order):
     ResNet50's and DenseNet121's ``(64, 3, 7, 7)``, the Inceptions' ``(32, 3, 3, 3)``."""
-    first = model.conv1 if hasattr(model, "conv1") else next(
-        m for m in model.keras_layers().values() if isinstance(m, torch.nn.Conv2d))
-    return first.weight.detach().float().cpu().numpy()
+    return first_conv(model).weight.detach().float().cpu().numpy()
 
 
 def filter_grid(filters: np.ndarray, count: int = 36, columns: int | None = None, bgr: bool = True, pad: int = 1) -> np.ndarray:

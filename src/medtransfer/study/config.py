@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
-from medtransfer.vocabulary import STRATEGIES, NormalizationMode, Strategy
+from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 
 # fields set by the grid itself; a study may not override them through `training:`
 GRID_FIELDS = frozenset({"target", "target_name", "root", "target_options", "classes", "source", "source_name",
@@ -30,12 +30,19 @@ PROBE_FIELDS = frozenset({"probe_lr", "probe_epochs", "probe_patience"})
 # a target's own keys that a target's `training:` would repeat
 TARGET_FIELDS = ("size", "batch_size", "hflip")
 _WHOLE_STUDY = "a study-wide setting: give it under the study's 'training'"
+# settings of a pretraining run alone (it starts from random init): refused in the study's and a target's `training:`
+PRETRAINING_FIELDS = frozenset({"conv1_init_scale"})
 
 
 def _check_training(values: dict[str, Any], refused: dict[str, str] | None = None,
-                    k_folds: int = DEFAULT_FOLDS.k) -> dict[str, Any]:
+                    k_folds: int = DEFAULT_FOLDS.k, pretraining: bool = False) -> dict[str, Any]:
     """``values`` of a ``training:`` mapping, checked as RunConfig fields; ``refused`` maps the
-    fields that would be ignored here to why."""
+    fields that would be ignored here to why. ``pretraining``: the mapping of a pretraining run
+    (from random init), the only one that may set :data:`PRETRAINING_FIELDS`."""
+    only = sorted(set(values) & PRETRAINING_FIELDS) if not pretraining else []
+    if only:
+        raise ValueError(f"{only} set a pretraining run's random initialisation: give them under a source's "
+                         "'pretrain: training:', not here")
     clash = sorted(set(values) & GRID_FIELDS)
     if clash:
         raise ValueError(f"{clash} are set by the grid (targets/sources/strategies/folds/seeds), "
@@ -49,7 +56,8 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
         raise ValueError(f"unknown training constant(s) {unknown}; expected RunConfig fields such as lr, "
                          "epochs, patience, batch_size, size")
     try:
-        RunConfig.model_validate({"target": "check", "k_folds": k_folds, **values})
+        source = {"source": RANDOM} if pretraining else {}
+        RunConfig.model_validate({"target": "check", "k_folds": k_folds, **source, **values})
     except ValidationError as error:
         problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']} (got {item.get('input')!r})"
                     if item["loc"] else item["msg"].removeprefix("Value error, ") for item in error.errors()]
@@ -136,7 +144,7 @@ class PretrainSpec(_Strict):
         refused = {**dict.fromkeys(PRETRAIN_FIELDS, own),
                    **dict.fromkeys(STUDY_FIELDS, "a pretraining run trains on fold 0 of the default fold spec"),
                    **dict.fromkeys(PROBE_FIELDS, "a pretraining run is no-freeze: it has no probe phase")}
-        return _check_training(values, refused)
+        return _check_training(values, refused, pretraining=True)
 
 
 class SourceSpec(_Strict):

@@ -110,6 +110,10 @@ class RunConfig(StrictModel):
     # (= Keras momentum 0.99). Very short runs (the demo) need a larger value, or the running
     # statistics used at evaluation barely move from their initial values.
     bn_momentum: float | None = Field(None, gt=0, le=1)
+    # factor on the first conv's random initialisation (only for a random-init source). That conv
+    # feeds BatchNorm, so the scale leaves the network's function unchanged; what a short
+    # pretraining learns then outweighs the random filters (docs/training-settings.md, demo sources)
+    conv1_init_scale: float = Field(1.0, gt=0, le=1)
     # freeze phase 1: linear probe
     probe_lr: float = Field(1e-3, gt=0)
     probe_epochs: int = Field(200, ge=1)
@@ -146,6 +150,9 @@ class RunConfig(StrictModel):
         if min(self.split_fractions) <= 0:
             raise ValueError(f"split_fractions {self.split_fractions}: a run needs a train, a validation and a "
                              "test part (each > 0)")
+        if self.conv1_init_scale != 1.0 and not SourceRef.of(self.source).is_random:
+            raise ValueError(f"conv1_init_scale {self.conv1_init_scale} scales a random initialisation: the "
+                             f"source must be random init, not {self.source!r}")
         check_label(self.target_label, "target name")
         check_label(self.source_label, "source name")
         return self

@@ -129,8 +129,14 @@ def phase_plan(config: RunConfig) -> list[PhasePlan]:
 
 def build_model(config: RunConfig, source, num_classes: int) -> torch.nn.Module:  # noqa: ANN001 - a Source
     """The source's network with a fresh seeded head of ``num_classes`` outputs, the config's
-    dropout and BatchNorm momentum (on the CPU; dropout is set before the head is made)."""
+    dropout, BatchNorm momentum and first-conv init scale (on the CPU; dropout is set before the
+    head is made)."""
+    from medtransfer.models.filters import first_conv
+
     model = source.model
+    if config.conv1_init_scale != 1.0:
+        with torch.no_grad():
+            first_conv(model).weight.mul_(config.conv1_init_scale)
     model.dropout = config.dropout
     model.reset_head(num_classes, seed=config.seed)
     if config.bn_momentum is not None:
