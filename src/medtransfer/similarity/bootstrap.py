@@ -191,12 +191,12 @@ def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[fl
         raise MedtransferError(f"{measure.name} has no form on Gram matrices: no image bootstrap")
     tx, ty, m = _split_images(x, y, rows_per_image)
     if m <= JACKKNIFE_MAX_IMAGES:
-        blocks = image_blocks(tx, ty, rows_per_image)
-        value = float(weighted_values(blocks, np.ones((1, m)), measure)[0])
-        # As weightings, not as totals minus one block: subtracting a dominant image's block
-        # leaves rounding noise where the data without it have none (a constant neuron).
-        left_out = weighted_values(blocks, 1.0 - np.eye(m), measure)
-        return value, (m - 1) / m * (value - left_out)
+        # All images, then each left out, in one batch. As weightings, not as totals minus one
+        # block: subtracting a dominant image's block leaves rounding noise where the data without
+        # it have none (a constant neuron).
+        values = weighted_values(image_blocks(tx, ty, rows_per_image), np.vstack([np.ones((1, m)), 1.0 - np.eye(m)]), measure)
+        value = float(values[0])
+        return value, (m - 1) / m * (value - values[1:])
     p = tx.shape[1]
     z = torch.cat([tx, ty], dim=1)
     z = z - z.mean(dim=0, keepdim=True)
