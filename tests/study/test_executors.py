@@ -13,9 +13,9 @@ from medtransfer.training.record import RunDir
 from .conftest import tiny_study
 
 
-def _tasks(tmp_path, folds=(0,)):
-    study = tiny_study(tmp_path, folds=list(folds), training={"epochs": 1})
-    out = tmp_path / "study"
+def _tasks(tmp_path, folds=(0,), out_name="study", **training):
+    study = tiny_study(tmp_path, folds=list(folds), training={"epochs": 1, **training})
+    out = tmp_path / out_name
     # folds made on the fly (no folds file): the executors need nothing prepared
     configs = [c.model_copy(update={"folds_file": None}) for c in expand(study, out)]
     return [Task.make(c, run_dir(out, c)) for c in configs]
@@ -93,3 +93,29 @@ def test_local_pool_one_worker_per_device(tmp_path):
     _check_done(tasks, outcomes)
     devices = {json.loads((run_dir_of(t) / "metrics.json").read_text())["device"] for t in tasks}
     assert devices == {"cpu"}
+
+
+@pytest.mark.slow
+def test_local_workers_train_runs_side_by_side_with_the_sequential_numbers(tmp_path):
+    """``workers: 2`` on a CPU: two runs train at the same time, in worker processes, and give
+    byte-identical predictions to one run after the other (the thread count is pinned)."""
+    side_by_side = _tasks(tmp_path, folds=(0, 1), out_name="workers", threads=1)
+    _check_done(side_by_side, LocalExecutor([], workers=2).run(side_by_side))
+    spans = [json.loads((run_dir_of(t) / "progress.json").read_text()) for t in side_by_side]
+    (a_start, a_end), (b_start, b_end) = [(p["started"], p["updated"]) for p in spans]
+    assert a_start < b_end and b_start < a_end, spans  # their training overlapped in time
+    one_by_one = _tasks(tmp_path, folds=(0, 1), out_name="sequential", threads=1)
+    _check_done(one_by_one, LocalExecutor([]).run(one_by_one))
+    for parallel, sequential in zip(side_by_side, one_by_one):
+        assert (run_dir_of(parallel) / "predictions.csv").read_bytes() == (run_dir_of(sequential) / "predictions.csv").read_bytes()
+
+
+def test_local_worker_slots_cycle_over_the_devices():
+    assert LocalExecutor([], workers=3).slots() == [None, None, None]
+    assert LocalExecutor(["cuda:0", "cuda:1"], workers=3).slots() == ["cuda:0", "cuda:1", "cuda:0"]
+    assert LocalExecutor(["cuda:0", "cuda:1"]).slots() == ["cuda:0", "cuda:1"]
+    assert LocalExecutor([]).slots() == [None]
+    from medtransfer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers 0"):
+        LocalExecutor([], workers=0)

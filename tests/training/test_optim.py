@@ -41,3 +41,19 @@ def test_matches_keras_rule_including_epsilon_and_state_roundtrip():
         plain.grad = torch.tensor(g)
         popt.step()
     assert np.abs(plain.detach().numpy() - ref).max() > 1e-6
+
+
+def test_fused_kernel_is_the_default_on_a_cpu_and_gives_keras_update():
+    """The fused kernel is chosen for CPU float parameters and follows the same Keras rule."""
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal(30).astype(np.float32)
+    grads = [(rng.standard_normal(30) * s).astype(np.float32) for s in np.logspace(-8, 0, 6)]
+    ref = keras_adam_reference(w0.astype(np.float64), [g.astype(np.float64) for g in grads], 1e-3, 0.9, 0.999, 1e-7)
+    w = torch.nn.Parameter(torch.tensor(w0))
+    opt = KerasAdam([{"params": [w]}], lr=1e-3)
+    assert opt.param_groups[0]["fused"] is True
+    for g in grads:
+        w.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(w.detach().double().numpy(), ref, rtol=0, atol=2e-6)
+    assert KerasAdam([torch.nn.Parameter(torch.zeros(3))], foreach=True).param_groups[0]["fused"] in (None, False)

@@ -175,10 +175,17 @@ class SourceSpec(_Strict):
 
 
 class ExecutorSpec(_Strict):
-    """How the runs are executed; the command line's ``--executor`` overrides ``kind``."""
+    """How the runs are executed; the command line's ``--executor`` overrides ``kind``.
+
+    ``devices`` and ``workers`` are the local executor's: the devices its worker processes use
+    (default: every GPU when there are two or more) and how many runs it trains at a time
+    (default: one per device; ``workers: 2`` with ``training: {threads: 1}`` on a 2-core CPU
+    trains two runs side by side). SLURM and Ray schedule runs themselves and ignore both.
+    """
 
     kind: Literal["local", "slurm", "ray"] = "local"
     devices: list[str] | None = None
+    workers: int | None = Field(None, ge=1)
     slurm: dict[str, Any] = Field(default_factory=dict)
     ray_address: str | None = None
     gpus_per_run: float | None = Field(None, ge=0)

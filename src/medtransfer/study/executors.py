@@ -164,23 +164,37 @@ def _execute_on_worker_device(task: Task) -> Outcome:
 
 
 class LocalExecutor:
-    """Runs tasks on this machine: sequentially in this process, or with several ``devices``
-    (default: every visible GPU when there are two or more) one worker process per device."""
+    """Runs tasks on this machine: sequentially in this process, or in ``workers`` worker
+    processes, worker ``i`` on ``devices[i % len(devices)]`` (the run config's own device where
+    ``devices`` is empty). Defaults: one worker per entry of ``devices``, which defaults to every
+    visible GPU when there are two or more.
+
+    On a CPU, several single-thread workers use the cores better than one multi-thread run: a
+    small network's steps are too short for torch's threads (the demo runs 2 at 1 thread each).
+    """
 
     name = "local"
 
-    def __init__(self, devices: list[str] | None = None) -> None:
+    def __init__(self, devices: list[str] | None = None, workers: int | None = None) -> None:
         if devices is None:
             import torch
 
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             devices = [f"cuda:{i}" for i in range(count)] if count > 1 else []
+        if workers is not None and workers < 1:
+            raise ConfigError(f"executor workers {workers}: expected 1 or more")
         self.devices = list(devices)
+        self.workers = workers if workers is not None else max(len(self.devices), 1)
+
+    def slots(self) -> list[str | None]:
+        """Each worker's device (None: the run config's own)."""
+        return [self.devices[i % len(self.devices)] if self.devices else None for i in range(self.workers)]
 
     def run(self, tasks: list[Task]) -> list[Outcome]:
         """Execute ``tasks``; returns one outcome per task, in order."""
-        if len(self.devices) <= 1 or len(tasks) <= 1:
-            device = self.devices[0] if self.devices else None
+        slots = self.slots()
+        if len(slots) <= 1 or len(tasks) <= 1:
+            device = slots[0] if slots else None
             with run_view(len(tasks)):
                 return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
@@ -188,10 +202,10 @@ class LocalExecutor:
 
         context = mp.get_context("spawn")
         queue = context.Manager().Queue()
-        for device in self.devices:
+        for device in slots:
             queue.put(device)
         outcomes: dict[int, Outcome] = {}
-        with ProcessPoolExecutor(len(self.devices), mp_context=context, initializer=_claim_device,
+        with ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device,
                                  initargs=(queue,)) as pool:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
             for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
@@ -512,13 +526,14 @@ class RayExecutor:
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
                   ray_address: str | None = None, gpus_per_run: float | None = None,
-                  threads: int | None = None):  # noqa: ANN201
+                  threads: int | None = None, workers: int | None = None):  # noqa: ANN201
     """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
 
-    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray.
+    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray;
+    ``workers`` is the local executor's number of runs at a time.
     """
     if kind == "local":
-        return LocalExecutor(devices)
+        return LocalExecutor(devices, workers)
     if kind == "slurm":
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)

@@ -185,7 +185,7 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
-                                 study.training["threads"])
+                                 study.training["threads"], spec.workers)
     tracking = ""
     if study.tracking is not None:
         from medtransfer.tracking.mlflow_sink import open_study_tracking
