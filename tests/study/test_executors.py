@@ -119,3 +119,45 @@ def test_local_worker_slots_cycle_over_the_devices():
 
     with pytest.raises(ConfigError, match="workers 0"):
         LocalExecutor([], workers=0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_study_with_workers_and_the_rerun_finishes_it(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while two workers train: no queued run
+    starts, the interrupted runs are left resumable, and a rerun finishes every run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.study.conftest import write_yaml
+
+    study = tiny_study(tmp_path, folds=[0, 1, 2, 3], seeds=[0, 1], training={"epochs": 6}, executor={"workers": 2})
+    study_file = write_yaml(tmp_path / "study.yaml", study)
+    out = tmp_path / "study"
+    command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file), "--out", str(out)]
+    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
+
+    def default_sigint() -> None:  # a shell runs background jobs with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=default_sigint)
+    deadline = time.monotonic() + 180
+
+    def training() -> int:  # runs with an epoch behind them and not finished
+        return sum(1 for h in out.glob("runs/**/history.csv")
+                   if len(h.read_text().splitlines()) >= 2 and not (h.parent / "DONE").exists())
+
+    while process.poll() is None and training() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the study ended before it could be interrupted: " + process.stderr.read().decode()[-1000:]
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) != 0
+    done = list(out.glob("runs/**/DONE"))
+    assert len(done) <= 8 - 2, "the runs went on after Ctrl-C"
+    assert not list(out.glob("runs/**/RUNNING")), "an interrupted run kept its claim"
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=300, preexec_fn=default_sigint)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert len(list(out.glob("runs/**/DONE"))) == 8

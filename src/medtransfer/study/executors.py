@@ -205,11 +205,17 @@ class LocalExecutor:
         for device in slots:
             queue.put(device)
         outcomes: dict[int, Outcome] = {}
-        with ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device,
-                                 initargs=(queue,)) as pool:
+        pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device, initargs=(queue,))
+        try:
             futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
             for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
-                outcomes[futures[future]] = future.result()
+                outcomes[futures[future]] = future.result()  # a worker's interrupt is raised here
+        except BaseException:
+            # Ctrl-C (in this process or a worker): start no queued run. A worker that got the
+            # signal has left its run resumable; one that did not finishes its run first.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return [outcomes[i] for i in range(len(tasks))]
 
 
