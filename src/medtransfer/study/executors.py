@@ -198,7 +198,7 @@ class LocalExecutor:
             with run_view(len(tasks)):
                 return [execute_task(task, device) for task in tasks]
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         context = mp.get_context("spawn")
         queue = context.Manager().Queue()
@@ -206,13 +206,29 @@ class LocalExecutor:
             queue.put(device)
         outcomes: dict[int, Outcome] = {}
         pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device, initargs=(queue,))
+        queued = iter(enumerate(tasks))
+        running: dict = {}  # future -> task index; a task is submitted only when a worker is free
+
+        def submit_next() -> None:
+            item = next(queued, None)
+            if item is not None:
+                running[pool.submit(_execute_on_worker_device, item[1])] = item[0]
+
+        def finished():  # noqa: ANN202 - futures as they finish, each replaced by the next task
+            for _ in slots:
+                submit_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future
+                    submit_next()
+
         try:
-            futures = {pool.submit(_execute_on_worker_device, task): i for i, task in enumerate(tasks)}
-            for future in count_finished(as_completed(futures), "fine-tuning", len(futures)):
-                outcomes[futures[future]] = future.result()  # a worker's interrupt is raised here
+            for future in count_finished(finished(), "fine-tuning", len(tasks)):
+                outcomes[running.pop(future)] = future.result()  # a worker's interrupt is raised here
         except BaseException:
-            # Ctrl-C (in this process or a worker): start no queued run. A worker that got the
-            # signal has left its run resumable; one that did not finishes its run first.
+            # an interrupt (here or in a worker): no further run starts; a worker that got the
+            # signal has left its run resumable, one that did not finishes its run first
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
