@@ -15,7 +15,7 @@ from medtransfer.data import (
     read_folds,
     write_folds,
 )
-from medtransfer.data.folds import validate_folds
+from medtransfer.data.folds import _grouped_blocks, validate_folds
 from medtransfer.errors import ConfigError, DataError
 
 from .helpers import manifest_from
@@ -41,6 +41,14 @@ def grouped_data(draw):
 def test_fold_properties(data):
     labels, groups, seed = data
     m = manifest_from(labels, groups)
+    holders = pd.Series(groups).groupby(labels).nunique()
+    if holders.min() < 5:  # a class too small to stratify 5 folds is refused, naming it and its count
+        with pytest.raises(DataError, match="too few to stratify 5 folds") as refused:
+            make_folds(m, k=5, seed=seed)
+        for c, g in holders.items():
+            named = f"class 'c{c}' has {int((labels == c).sum())} image(s) in {g} group(s)" in str(refused.value)
+            assert named == (g < 5), str(refused.value)
+        return
     folds = make_folds(m, k=5, seed=seed)
     validate_folds(folds, m)  # ids known, one split per image and fold, groups unsplit, tests disjoint
     assert len(folds) == 5 * len(m)
@@ -223,8 +231,12 @@ def test_author_class_aliases_indices_and_duplicated_rows(tmp_path):
 
 def test_one_large_group_does_not_fill_a_fold_alone():
     # found by test_fold_properties: 12 groups, one of 3 images; StratifiedGroupKFold put it alone in a fold
-    labels = np.array([0, 1] + [0] * 12)
+    # (these labels: block 0 gets one group from StratifiedGroupKFold, as the original [0, 1] + [0] * 12
+    # did, whose single image of class 1 is now refused as too small to stratify)
+    labels = np.array([0, 0, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 0])
     groups = np.array(list(range(12)) + [11, 11])
+    blocks = _grouped_blocks(labels, groups, 5, 0)
+    assert min(len(np.unique(groups[blocks == f])) for f in range(5)) == 1  # the case the fix is for
     m = manifest_from(labels, groups)
     folds = make_folds(m, k=5, seed=0)
     validate_folds(folds, m)

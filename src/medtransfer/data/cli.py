@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
+from medtransfer.data.folds import DEFAULT_FOLDS, EXCLUDED, FoldSpec
 from medtransfer.errors import ConfigError
 
 data_app = typer.Typer(help="Datasets: check a download, make patient-grouped folds, build the pixel cache.",
@@ -136,6 +136,9 @@ def folds(
     write_folds(table, out)
     counts = table.groupby(["fold", "split"]).size().unstack(fill_value=0)
     typer.echo(f"wrote {out}\n{counts.to_string()}")
+    if EXCLUDED in counts:
+        typer.echo(f"{int((counts[EXCLUDED] > 0).sum())} fold(s) leave images of {name} out (split '{EXCLUDED}': "
+                   "in no part of that fold; the authors' files do not list them)")
 
 
 @data_app.command("cache")

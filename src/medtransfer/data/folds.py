@@ -1,7 +1,9 @@
 """Patient-grouped, class-stratified k-fold splits into train / validation / test, and their CSVs.
 
 Layout of a fold table (long format, one row per image and fold): columns ``image_id``, ``fold``
-(0..k-1), ``split`` ("train" | "val" | "test").
+(0..k-1), ``split`` ("train" | "val" | "test" | "excluded"). A fold table covers its dataset:
+every image of the manifest has a row in every fold; an image left out of a fold on purpose has
+the split "excluded" there (:func:`validate_folds` refuses a table that leaves images out silently).
 
 How ``make_folds`` splits (defaults :data:`DEFAULT_FOLDS`: k = 5, fractions 80/5/15 as in the
 paper): the images are first cut into k held-out blocks of ~1/k each with scikit-learn's
@@ -29,6 +31,9 @@ from medtransfer.data.manifest import Manifest
 from medtransfer.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+#: The split of an image a fold table leaves out of a fold on purpose (in no part of it).
+EXCLUDED = "excluded"
+_EXAMPLE_IDS = 10
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,21 @@ def _at_least_groups(block: np.ndarray, groups: np.ndarray, n_blocks: int, minim
     return block
 
 
+def _require_stratifiable(manifest: Manifest, k: int) -> None:
+    """Refuse a class held by fewer than ``k`` groups: some fold could not hold out any of its
+    images (no test images of it there), so the folds could not be stratified by class."""
+    counts = manifest.class_counts()
+    by_class = manifest.frame.groupby("label")["group"].nunique()
+    small = [(name, counts[name], int(by_class.get(label, 0))) for label, name in enumerate(manifest.classes)
+             if 0 < by_class.get(label, 0) < k]
+    if small:
+        shown = "; ".join(f"class {name!r} has {n} image(s) in {g} group(s)" for name, n, g in small)
+        raise DataError(f"{manifest.name}: {shown}: too few to stratify {k} folds; expected at least {k} "
+                        f"groups (patients, or images where there are none) with images of each class, one "
+                        "per held-out block. Add images, merge or leave out the class (e.g. the loader "
+                        "option classes), or use fewer folds")
+
+
 def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
                fractions: tuple[float, float, float] = DEFAULT_FOLDS.fractions,
                seed: int = DEFAULT_FOLDS.seed) -> pd.DataFrame:
@@ -115,7 +135,8 @@ def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
 
     ``fractions`` = (train, val, test); train must be (k-1)/k since the held-out part of a fold
     is one of k blocks (:meth:`FoldSpec.problem`). Raises ``ConfigError`` for settings that cannot
-    make folds, ``DataError`` when there are too few groups to split.
+    make folds, ``DataError`` when there are too few groups to split or a class is held by fewer
+    than k groups (too small to stratify).
     """
     problem = FoldSpec(k, fractions, seed).problem()
     if problem:
@@ -125,6 +146,7 @@ def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
     groups = manifest.groups
     n_groups = len(np.unique(groups))
     n_sub = int(round((val_f + test_f) / val_f)) if val_f > 0 else 0
+    _require_stratifiable(manifest, k)
     if n_groups < k * max(1, min(n_sub, 2)):
         raise DataError(f"{manifest.name}: {n_groups} groups cannot make {k} folds with a validation "
                         f"part; expected at least {k * max(1, min(n_sub, 2))} groups")
@@ -153,13 +175,14 @@ def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
 
 def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "folds") -> None:
     """Raise ``DataError`` unless ``folds`` fits ``manifest``: known image ids, one split per image
-    and fold, no group in two splits of one fold, test parts disjoint across folds."""
+    and fold, every image of the manifest in every fold (split "excluded" where a fold leaves it
+    out on purpose), no group in two splits of one fold, test parts disjoint across folds."""
     missing = {"image_id", "fold", "split"} - set(folds.columns)
     if missing:
         raise DataError(f"{source}: missing columns {sorted(missing)}; expected image_id, fold, split")
-    bad_split = set(folds["split"]) - set(SPLITS)
+    bad_split = set(folds["split"]) - {*SPLITS, EXCLUDED}
     if bad_split:
-        raise DataError(f"{source}: split values {sorted(bad_split)}; expected one of {list(SPLITS)}")
+        raise DataError(f"{source}: split values {sorted(bad_split)}; expected one of {[*SPLITS, EXCLUDED]}")
     known = set(manifest.image_ids)
     unknown = folds.loc[~folds["image_id"].isin(known), "image_id"]
     if len(unknown):
@@ -169,8 +192,10 @@ def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "fo
     if dup.any():
         row = folds[dup].iloc[0]
         raise DataError(f"{source}: image {row.image_id!r} appears twice in fold {row.fold}")
+    _require_coverage(folds, manifest, source)
     group_of = dict(zip(manifest.image_ids, manifest.groups))
-    g = folds.assign(group=folds["image_id"].map(group_of))
+    g = folds[folds["split"] != EXCLUDED]
+    g = g.assign(group=g["image_id"].map(group_of))
     spans = g.groupby(["fold", "group"])["split"].nunique()
     if (spans > 1).any():
         fold, group = spans[spans > 1].index[0]
@@ -179,6 +204,19 @@ def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "fo
     twice = tests["image_id"].duplicated()
     if twice.any():
         raise DataError(f"{source}: image {tests[twice].iloc[0].image_id!r} is in the test part of two folds")
+
+
+def _require_coverage(folds: pd.DataFrame, manifest: Manifest, source: object) -> None:
+    """Raise ``DataError`` naming the images of ``manifest`` that some fold of ``folds`` does not list."""
+    ids = pd.Index(manifest.image_ids)
+    for fold, rows in folds.groupby("fold", sort=True):
+        absent = ids[~ids.isin(rows["image_id"])]
+        if len(absent):
+            shown = ", ".join(repr(i) for i in absent[:_EXAMPLE_IDS]) + (
+                f" and {len(absent) - _EXAMPLE_IDS} more" if len(absent) > _EXAMPLE_IDS else "")
+            raise DataError(f"{source}: fold {fold} leaves out {len(absent)} of the {len(ids)} images of dataset "
+                            f"{manifest.name!r} ({shown}); expected every image in every fold - list an image "
+                            f"left out on purpose with split '{EXCLUDED}' (image_id,fold,{EXCLUDED})")
 
 
 def write_folds(folds: pd.DataFrame, path: str | Path) -> Path:
@@ -340,12 +378,23 @@ def check_author_labels(table: pd.DataFrame, rows: np.ndarray, manifest: Manifes
                     "anyway: medtransfer data folds --authors DIR --no-check-labels)")
 
 
+def _with_excluded(folds: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """``folds`` plus a row ``(image, fold, "excluded")`` for each image of ``ids`` a fold does not list."""
+    extra = []
+    for fold, rows in folds.groupby("fold", sort=True):
+        absent = ids[~pd.Index(ids).isin(rows["image_id"])]
+        if len(absent):
+            extra.append(pd.DataFrame({"image_id": absent, "fold": fold, "split": EXCLUDED}))
+    return pd.concat([folds, *extra], ignore_index=True) if extra else folds
+
+
 def import_author_splits(directory: str | Path, manifest: Manifest,
                          conflicts: str = "error", check_labels: bool = True) -> pd.DataFrame:
     """Map the authors' ``{train,val,test}_fold{k}.csv`` files (columns ``path,class[,pid]``) onto
     ``manifest`` by path suffix (file name first, then parent folders to break ties).
 
-    Returns a fold table (folds renumbered 0..k-1 in the order of the files' fold numbers).
+    Returns a fold table (folds renumbered 0..k-1 in the order of the files' fold numbers); an
+    image of the manifest that a fold's files do not list is in that fold with split "excluded".
     Raises ``DataError`` naming the file and rows that match no local image or several.
     An image listed twice in one split counts once (the authors' CBIS-DDSM rows are abnormalities);
     an image in two splits of one fold is an error, or with ``conflicts="test-wins"`` is kept in
@@ -406,4 +455,5 @@ def import_author_splits(directory: str | Path, manifest: Manifest,
         order = folds["split"].map({"test": 0, "val": 1, "train": 2})
         folds = folds.assign(_o=order).sort_values(["fold", "image_id", "_o"], kind="stable")
         folds = folds.drop_duplicates(["image_id", "fold"]).drop(columns="_o")
+    folds = _with_excluded(folds, ids)
     return folds.sort_values(["fold", "split", "image_id"], kind="stable").reset_index(drop=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -27,12 +28,22 @@ INTERPOLATIONS = {
 }
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
+#: The most pixels (width x height) an image file may have: 2**26 = 67,108,864, e.g. 8192 x 8192.
+#: The paper's largest images (CBIS-DDSM mammograms) have about 40 million; a file that claims more
+#: is refused before it is decoded (a decompression bomb: a small PNG that inflates to gigabytes).
+#: It lies below Pillow's own limit (``Image.MAX_IMAGE_PIXELS``), so Pillow never warns first.
+MAX_PIXELS = 2**26
+# Pillow warns of images above its own limit while opening them; ours is lower and refuses them
+# right after, with the file named, so its warning would only repeat that on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 def to_rgb(array: np.ndarray, source: object = "<array>") -> np.ndarray:
     """(h, w), (h, w, 1), (h, w, 3) or (h, w, 4) pixels -> (h, w, 3) uint8.
 
     Grayscale is replicated to 3 channels, alpha dropped. Integer images wider than 8 bits and
-    float images are rescaled from their own min..max to 0..255.
+    float images are rescaled from their own min..max to 0..255. A float image with a NaN or
+    infinite pixel is refused (``DataError`` naming ``source``): it would decode to all black.
     """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -43,6 +54,10 @@ def to_rgb(array: np.ndarray, source: object = "<array>") -> np.ndarray:
         raise DataError(f"{source}: expected a 2-D grayscale or (h, w, 3) image, got shape {a.shape}")
     if a.dtype != np.uint8:
         a = a.astype(np.float64)
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise DataError(f"{source}: {int(a.size - finite.sum())} of {a.size} pixel values are not finite "
+                            "(NaN or infinity); expected finite numbers")
         lo, hi = float(np.min(a)), float(np.max(a))
         a = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
         a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
@@ -70,9 +85,13 @@ def decode_dicom(path: Path) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(path)
+        check_pixel_count(int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+                          * int(ds.get("NumberOfFrames", 1) or 1), path)
         pixels = ds.pixel_array
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
             pixels = apply_voi_lut(pixels, ds)
+    except DataError:
+        raise
     except Exception as error:  # pydicom raises many types for broken files
         raise DataError(f"{path}: unreadable DICOM ({type(error).__name__}: {error})") from error
     pixels = np.asarray(pixels, dtype=np.float64) if pixels.dtype != np.uint8 else pixels
@@ -83,16 +102,29 @@ def decode_dicom(path: Path) -> np.ndarray:
     return to_rgb(pixels, path)
 
 
+def _too_many_pixels(source: object, pixels: str) -> DataError:
+    return DataError(f"{source}: the image has {pixels} pixels, more than the limit of {MAX_PIXELS:,} (8192 x 8192) "
+                     "an image may have (a decompression bomb, or not an image of a dataset); expected a smaller image")
+
+
+def check_pixel_count(pixels: int, source: object) -> None:
+    """Raise ``DataError`` when an image of ``pixels`` pixels exceeds :data:`MAX_PIXELS`."""
+    if pixels > MAX_PIXELS:
+        raise _too_many_pixels(source, f"{pixels:,}")
+
+
 def decode_file(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file (JPEG, PNG, TIFF, BMP, ... or DICOM) -> (h, w, 3) uint8 RGB.
 
-    Raises ``DataError`` naming the file when it is missing, truncated or not an image.
+    Raises ``DataError`` naming the file when it is missing, truncated, not an image, larger than
+    :data:`MAX_PIXELS` (checked from the header, before decoding) or has non-finite pixels.
     """
     path = Path(path)
     if is_dicom(path):
         return decode_dicom(path)
     try:
         with Image.open(path) as img:
+            check_pixel_count(img.width * img.height, path)
             img.load()  # decodes fully: truncated files raise here
             if img.mode in ("RGB", "L"):
                 return to_rgb(np.asarray(img), path)
@@ -101,6 +133,10 @@ def decode_file(path: str | os.PathLike) -> np.ndarray:
             return to_rgb(np.asarray(img.convert("RGB")), path)
     except FileNotFoundError as error:
         raise DataError(f"{path}: image file not found") from error
+    except DataError:
+        raise
+    except Image.DecompressionBombError:  # beyond twice Pillow's limit: raised by Image.open itself
+        raise _too_many_pixels(path, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: unreadable or truncated image ({error})") from error
 
@@ -149,6 +185,17 @@ class FileReader:
     def read(self, ref: str) -> np.ndarray:
         return decode_file(ref)
 
+    def digest(self, ref: str) -> str | None:
+        """BLAKE2b of the file's bytes (None when it is not a readable file)."""
+        h = hashlib.blake2b(digest_size=16)
+        try:
+            with open(ref, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except (OSError, ValueError):
+            return None
+        return h.hexdigest()
+
     def fingerprint(self, refs: Sequence[str]) -> str:
         return _hash_lines([_stat_line(r) for r in refs])
 
@@ -177,6 +224,16 @@ class ArrayReader:
         if not index.isdigit() or int(index) >= len(self.array):
             raise DataError(f"reference {ref!r}: expected '<name>:<row>' with row < {len(self.array)}")
         return to_rgb(self.array[int(index)], ref)
+
+    def digest(self, ref: str) -> str | None:
+        """BLAKE2b of the row's pixels (with their shape and dtype)."""
+        index = ref.rpartition(":")[2]
+        if not index.isdigit() or int(index) >= len(self.array):
+            return None
+        row = np.ascontiguousarray(self.array[int(index)])
+        h = hashlib.blake2b(f"{row.shape}{row.dtype}".encode(), digest_size=16)
+        h.update(row.tobytes())
+        return h.hexdigest()
 
     def fingerprint(self, refs: Sequence[str]) -> str:
         key = self.key

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medtransfer.data.copies import conflicting_copies, content_digests, group_copies
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
@@ -133,9 +133,10 @@ def single_fold(name: str, options: dict[str, Any]) -> bool:
     return bool(getattr(module, "single_fold", lambda _: False)(options))
 
 
-def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS):  # noqa: ANN201
+def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS, workers: int = 4):  # noqa: ANN201
     """The fold table of ``manifest``: its loader's own single fold when its options ask for one
-    (``official_folds``), else ``make_folds(manifest, spec.k, spec.fractions, spec.seed)``."""
+    (``official_folds``), else ``make_folds(manifest, spec.k, spec.fractions, spec.seed)`` with
+    identical images in one group (compared with ``workers`` threads, see :mod:`medtransfer.data.copies`)."""
     from medtransfer.data.folds import make_folds, validate_folds
 
     module = _module(manifest.name)
@@ -143,6 +144,7 @@ def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS):  # noqa: 
         folds = module.official_folds(manifest)
         validate_folds(folds, manifest, source=f"{manifest.name} official split")
         return folds
+    manifest = group_copies(manifest, content_digests(manifest, workers))
     return make_folds(manifest, k=spec.k, fractions=spec.fractions, seed=spec.seed)
 
 
@@ -214,35 +216,6 @@ def require_two_classes(manifest: Manifest, refuse_empty: bool = True) -> None:
         )
 
 
-def _file_digest(ref: str) -> str | None:
-    """BLAKE2b digest of the file ``ref`` (None when ``ref`` is not a plain file, e.g. an array index)."""
-    path = Path(ref)
-    try:
-        if not path.is_file():
-            return None
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    except (OSError, ValueError):
-        return None
-
-
-def _conflicting_copies(manifest: Manifest, digests: list[str | None]) -> dict[int, str]:
-    """Rows whose file has the same bytes as a file of another class: row -> reason."""
-    labels, refs, classes = manifest.labels, manifest.frame["ref"].to_numpy(), manifest.classes
-    rows_of: dict[str, list[int]] = {}
-    for i, digest in enumerate(digests):
-        if digest is not None:
-            rows_of.setdefault(digest, []).append(i)
-    reasons: dict[int, str] = {}
-    for rows in rows_of.values():
-        if len({int(labels[i]) for i in rows}) < 2:
-            continue
-        for i in rows:
-            others = ", ".join(f"{refs[j]} ({classes[labels[j]]})" for j in rows if j != i)
-            reasons[i] = (f"identical bytes to {others}, but labelled {classes[labels[i]]}: the same image "
-                          "in two classes")
-    return reasons
-
-
 def _check_one(manifest: Manifest, i: int) -> str | None:
     try:
         image = manifest.read_image(i)
@@ -256,17 +229,19 @@ def _check_one(manifest: Manifest, i: int) -> str | None:
 def verify_images(manifest: Manifest, *, skip_bad: bool = False, workers: int = 4) -> Manifest:
     """Decode every image; raise ``DataError`` naming the unreadable ones and the files whose
     bytes are identical but labelled differently (the same image in two classes), or
-    (``skip_bad``) return the manifest without them, listed in ``skipped``."""
+    (``skip_bad``) return the manifest without them, listed in ``skipped``. Identical images of
+    one class are grouped together (:func:`~medtransfer.data.copies.group_copies`, counted in
+    the notes)."""
     n = len(manifest)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         errors = list(track(pool.map(lambda i: _check_one(manifest, i), range(n)),
                             f"checking {manifest.name} images", total=n))
-        digests = list(pool.map(lambda i: _file_digest(manifest.frame["ref"].iat[i]), range(n)))
-    for i, reason in _conflicting_copies(manifest, digests).items():
+    digests = content_digests(manifest, workers)
+    for i, reason in conflicting_copies(manifest, digests).items():
         errors[i] = errors[i] or reason
     bad = [i for i, e in enumerate(errors) if e is not None]
     if not bad:
-        return manifest
+        return group_copies(manifest, digests)
     refs = manifest.frame["ref"].to_numpy()
     problems = [SkippedFile(refs[i], errors[i], True) for i in bad]
     if not skip_bad:
@@ -274,4 +249,5 @@ def verify_images(manifest: Manifest, *, skip_bad: bool = False, workers: int = 
     keep = np.ones(n, dtype=bool)
     keep[bad] = False
     kept = manifest.subset(keep)
+    kept = group_copies(kept, [d for d, k in zip(digests, keep) if k])
     return replace(kept, skipped=[*manifest.skipped, *problems])

@@ -31,15 +31,17 @@ class RunData:
 
 
 def fold_table(config: RunConfig, manifest) -> pd.DataFrame:  # noqa: ANN001 - a medtransfer.data.Manifest
-    """The rows of ``config.fold``: from ``config.folds_file`` if given, else ``make_folds``."""
+    """The rows of ``config.fold``: from ``config.folds_file`` if given, else ``make_folds``; the
+    images the fold leaves out on purpose (split "excluded") are not among them."""
     from medtransfer.data import read_folds
+    from medtransfer.data.folds import EXCLUDED
     from medtransfer.data.registry import dataset_folds
 
     if config.folds_file:
         folds = read_folds(config.folds_file, manifest)
     else:
         folds = dataset_folds(manifest, config.fold_spec)
-    mine = folds[folds["fold"] == config.fold].reset_index(drop=True)
+    mine = folds[(folds["fold"] == config.fold) & (folds["split"] != EXCLUDED)].reset_index(drop=True)
     if mine.empty:
         raise DataError(f"folds{' file ' + config.folds_file if config.folds_file else ''}: no rows for fold "
                         f"{config.fold} of target {config.target!r}")

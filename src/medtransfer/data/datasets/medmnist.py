@@ -5,8 +5,11 @@
 suffix, 64, 128, 224). Keys ``{train,val,test}_images`` ((N, H, W) gray or (N, H, W, 3) RGB) and
 ``{train,val,test}_labels`` ((N, 1) or (N,) integers; multi-label sets are refused). The images
 of the chosen ``splits`` are kept in memory (refs ``<split>:<row>``); image ids ``train_000012``;
-no patient ids, so each image is its own group. Class names for the stand-ins of the paper's
-targets are built in; ``classes`` overrides them.
+no patient ids, so each image is its own group. The classes each 2-D single-label MedMNIST set
+declares are built in (:data:`KNOWN_CLASSES`, by the file's stem); ``classes`` overrides them. A
+label outside the declared classes is refused. A file of another set declares none: its classes
+are 0..max label, and a label value that no image uses in between (a phantom class) is refused.
+Float images with a NaN or infinite pixel are refused naming the file, the array and an image.
 
 Option ``split``: ``"kfold"`` (default) lets a study cut its own k folds from the images of
 ``splits``; ``"official"`` makes the file's own train/val/test parts the one and only fold
@@ -30,15 +33,32 @@ from medtransfer.data.images import ArrayReader
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
 
+# The classes each MedMNIST 2-D single-label set declares (MedMNIST's INFO: index = label); a
+# file of one of these sets (by its stem) must keep its labels in 0..len - 1.
+_ORGANS = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
+           "lung-right", "pancreas", "spleen"]
 KNOWN_CLASSES = {
     "breastmnist": ["malignant", "normal, benign"],
     "pneumoniamnist": ["normal", "pneumonia"],
     "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
                    "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
                    "vascular lesions"],
+    "pathmnist": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+                  "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"],
+    "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+    "retinamnist": ["0", "1", "2", "3", "4"],
+    "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte",
+                   "neutrophil", "platelet"],
+    "tissuemnist": ["collecting duct, connecting tubule", "distal convoluted tubule",
+                    "glomerular endothelial cells", "interstitial endothelial cells", "leukocytes", "podocytes",
+                    "proximal tubule segments", "thick ascending limb"],
+    "organamnist": _ORGANS,
+    "organcmnist": _ORGANS,
+    "organsmnist": _ORGANS,
 }
 SPLITS = ("train", "val", "test")
 FOLD_SPLITS = ("kfold", "official")
+MAX_LABEL = 100_000  # no classification set has this many classes: a larger label is damage
 
 
 def _file(root: Path, flag: str | None, size: int) -> Path:
@@ -88,7 +108,47 @@ def _labels(y: np.ndarray, path: Path, split: str) -> np.ndarray:
                             f"at row {int(np.flatnonzero(bad)[0])}; expected integer class indices")
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: {key} holds negative label {y.min().item()!r}; expected class indices 0..k-1")
+    if len(y) and y.max() >= MAX_LABEL:
+        raise DataError(f"{path}: {key} holds label {y.max().item()!r} at row {int(np.argmax(y))}; expected class "
+                        f"indices 0..k-1 with k at most {MAX_LABEL:,}")
     return y.astype(np.int64)
+
+
+def _check_finite(images: np.ndarray, path: Path, split: str) -> None:
+    """Refuse float ``{split}_images`` holding NaN or infinity, naming the images (it would decode black)."""
+    if not np.issubdtype(images.dtype, np.floating):
+        return
+    bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(f"{split}_{r:06d}" for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        raise DataError(f"{path}: {split}_images holds NaN or infinite pixel values in {len(rows)} image(s): {shown}; "
+                        "expected finite pixels")
+
+
+def _class_names(path: Path, label: np.ndarray, image_id: np.ndarray, classes: list[str] | None) -> list[str]:
+    """The class names of the file (``classes``, else the set's declared ones, else 0..max label),
+    after checking every label against them: ``DataError`` naming the file, the label and an image."""
+    declared = list(classes) if classes else KNOWN_CLASSES.get(path.stem.split("_")[0])
+    top = int(label.max())
+    if declared is not None:
+        if top >= len(declared):
+            row = int(np.argmax(label))
+            where = "given with the option classes" if classes else f"MedMNIST declares for {path.stem.split('_')[0]}"
+            raise DataError(f"{path}: label {top} of image {image_id[row]} is outside the {len(declared)} classes "
+                            f"{where} ({declared[:10]}{' ...' if len(declared) > 10 else ''}); expected labels "
+                            f"0..{len(declared) - 1}")
+        return declared
+    used = np.unique(label)  # sorted; never a list as long as the largest label (a huge label would hang)
+    if len(used) != top + 1:
+        present = set(used.tolist())
+        gaps = [v for v in range(min(top, len(used) + 5)) if v not in present][:5]  # the first unused values
+        raise DataError(f"{path}: labels run up to {top} but only {len(used)} distinct value(s) occur "
+                        f"({used[:10].tolist()}{' ...' if len(used) > 10 else ''})"
+                        + f"; no image has label {gaps}{' ...' if top + 1 - len(used) > len(gaps) else ''}"
+                        + "; each unused value would be a class that never occurs. Expected labels 0..k-1 "
+                        "that all occur, or the class names with the option classes (-o \"classes=[a, b]\")")
+    return [str(i) for i in range(top + 1)]
 
 
 def load(root: Path, *, skip_bad: bool = False, flag: str | None = None, size: int = 28,
@@ -124,6 +184,7 @@ def load(root: Path, *, skip_bad: bool = False, flag: str | None = None, size: i
                             "(or leave the split out with the option splits)")
         if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
             raise DataError(f"{path}: {name}_images has dtype {images.dtype}; expected uint8 pixels")
+        _check_finite(images, path, name)
         arrays.append(images)
         labels.append(y)
         ids.append(np.char.add(f"{name}_", np.char.zfill(np.arange(len(y)).astype(str), 6)))
@@ -132,11 +193,8 @@ def load(root: Path, *, skip_bad: bool = False, flag: str | None = None, size: i
         raise DataError(f"{path}: the splits' images differ in shape {sorted(shapes)}; expected one image shape")
     pixels = np.concatenate(arrays)
     label = np.concatenate(labels)
-    stem = path.stem.split("_")[0]
-    k = int(label.max()) + 1
-    names = classes or KNOWN_CLASSES.get(stem) or [str(i) for i in range(k)]
-    if len(names) < k:
-        raise DataError(f"{path}: labels go up to {k - 1} but {len(names)} class names were given")
+    image_id = np.concatenate(ids)
+    names = _class_names(path, label, image_id, classes)
     image_id = np.concatenate(ids)
     frame = pd.DataFrame({"image_id": image_id, "ref": np.char.add("medmnist:", np.arange(len(label)).astype(str)),
                           "label": label, "group": image_id})
