@@ -19,7 +19,9 @@ import warnings  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
+from medtransfer.atomic import storage_error  # noqa: E402
 from medtransfer.errors import MedtransferError  # noqa: E402
 
 app = typer.Typer(
@@ -67,6 +69,10 @@ def main() -> None:
         sys.exit(done.exit_code)
     except typer.Abort:
         sys.exit(1)
+    except OSError as error:  # a full disk, a read-only or foreign folder met where no code expected it
+        message = storage_error(error.filename or "(no file named)", error, "")
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+        sys.exit(2)
     except Exception as error:
         # Usage errors (unknown command, bad option) arrive here in non-standalone mode; typer
         # vendors its own click, so they are recognised by their interface, not their class.

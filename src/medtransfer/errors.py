@@ -20,3 +20,8 @@ class WeightsError(MedtransferError):
 
 class ConfigError(MedtransferError):
     """A study or run configuration has a wrong key or value."""
+
+
+class StorageError(MedtransferError):
+    """A file or folder cannot be written or read: the disk is full, the folder is read-only or
+    belongs to someone else. The message names the path and the system's reason."""

@@ -135,11 +135,35 @@ def _progress_file(directory: Path) -> Path:
 
 
 def read_progress(directory: Path) -> dict[str, Any] | None:
-    """A run's ``progress.json``, or None when it is missing or unreadable (being replaced)."""
+    """A run's ``progress.json``, or None when it is missing, unreadable (being replaced) or not
+    what :class:`RunProgress` writes (damaged: the caller then summarises ``history.csv``)."""
     try:
-        return json.loads(_progress_file(directory).read_text())
-    except (OSError, json.JSONDecodeError):
+        state = json.loads(_progress_file(directory).read_text())
+    except (OSError, ValueError):
         return None
+    return state if _is_progress(state) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_PROGRESS_KEYS = ("plan", "phase", "phase_index", "epoch", "epochs", "epochs_done", "seconds_per_epoch", "last")
+
+
+def _is_progress(state: Any) -> bool:
+    """Whether ``state`` is what :class:`RunProgress` writes (its plan and :func:`summarize`'s
+    keys, of the types the readers use)."""
+    if not isinstance(state, dict) or any(key not in state for key in _PROGRESS_KEYS):
+        return False
+    counts, speeds, plan = state["epochs_done"], state["seconds_per_epoch"], state["plan"]
+    return (isinstance(state["phase"], str) and isinstance(plan, list) and isinstance(state["last"], dict)
+            and all(isinstance(state[key], int) and not isinstance(state[key], bool) and state[key] >= 0
+                    for key in ("phase_index", "epoch", "epochs"))
+            and state["phase_index"] < max(1, len(plan))
+            and isinstance(counts, dict) and all(isinstance(k, str) and isinstance(v, int) for k, v in counts.items())
+            and isinstance(speeds, dict) and all(isinstance(k, str) and _is_number(v) for k, v in speeds.items())
+            and (state.get("best_val_auc") is None or _is_number(state.get("best_val_auc"))))
 
 
 class RunProgress:
@@ -362,9 +386,11 @@ def _history_rows(directory: Path) -> list[dict[str, Any]]:
     from medtransfer.training.record import RunDir
 
     try:
-        return pd.read_csv(RunDir(directory).history).to_dict("records")
+        rows = pd.read_csv(RunDir(directory).history).to_dict("records")
     except (OSError, ValueError):
         return []
+    # a damaged line (cut short, overwritten) has no phase or no epoch number
+    return [row for row in rows if isinstance(row.get("phase"), str) and _finite(row.get("epoch")) is not None]
 
 
 def study_progress(out: str | Path) -> dict[str, Any]:

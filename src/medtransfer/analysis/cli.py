@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from medtransfer.analysis.run import analyze as run_analysis
+        from medtransfer.atomic import check_folder
 
+        check_folder(study_dir, write=True, what="the study folder")
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
                             measures=_split(measures), split=split, threads=threads, device=device,
                             formats=_split(formats))
@@ -50,9 +52,9 @@ def register(app: typer.Typer) -> None:
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
-        size: int = typer.Option(None, help="Image size in pixels (default: the size the checkpoints were trained "
-                                 "at, else 112)."),
-        images: int = typer.Option(None, help="Use this many images of the dataset (default: all)."),
+        size: int = typer.Option(None, help="Image size in pixels, 8 to 1024 (default: the size the checkpoints "
+                                 "were trained at, else 112)."),
+        images: int = typer.Option(None, help="Use this many images of the dataset, at least 2 (default: all)."),
         layers: str = typer.Option(None, help="Comma-separated layers, or 'all' (default: the paper's five)."),
         rows: int = typer.Option(20000, help="Rows sampled per layer and repeat."),
         channels: int = typer.Option(64, help="Channels sampled per layer and repeat."),
@@ -66,7 +68,8 @@ def register(app: typer.Typer) -> None:
         sampling: str = typer.Option("paper", help="paper (all positions of few images) or spread."),
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
-        out: Path = typer.Option(None, help="Also write the table to this CSV file."),
+        out: Path = typer.Option(None, help="Also write the table to this CSV file (a new file, or one this "
+                                 "command wrote: no other file is overwritten)."),
         layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position [the same names]."),
         state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
         state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
@@ -82,10 +85,12 @@ def register(app: typer.Typer) -> None:
 
         from dataclasses import replace
 
-        from medtransfer.analysis.compare import compare_models, resolve_size
+        from medtransfer.analysis.compare import check_options, compare_models, resolve_size
         from medtransfer.analysis.settings import AnalysisSettings
+        from medtransfer.atomic import write_text_atomic
         from medtransfer.data.cli import parse_options
 
+        check_options(size=size, images=images, threads=threads, device=device, out=out)
         if threads is not None:
             torch.set_num_threads(threads)
 
@@ -107,4 +112,4 @@ def register(app: typer.Typer) -> None:
                           f"{r.null_mean:.3f}/{r.null_p95:.3f}", f"{r.p_value:.2f}", f"{r.rows}x{r.channels}")
         Console().print(table)
         if out is not None:
-            frame.to_csv(out, index=False)
+            write_text_atomic(out, frame.to_csv(index=False))

@@ -4,6 +4,7 @@ study (``medtransfer similarity``); the comparison itself is :mod:`medtransfer.a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,57 @@ from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.modules import COLUMNS, Model, compare_modules, resolve_model
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.errors import ConfigError
+from medtransfer.training.run import resolve_device
 
 DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
+#: The largest image side ``medtransfer similarity`` accepts, in pixels: the paper trains at 112-224
+#: px, and a ResNet50's first stage alone holds 64 x (side/2)^2 floats per image (256 MiB at 1024 px).
+MAX_SIZE = 1024
+MIN_SIZE = 8  # the smallest side the networks take (RunConfig.size)
+MIN_IMAGES = 2  # CCA and CKA centre over images: one image has no variance to compare
+#: The first columns of the table ``medtransfer similarity --out`` writes: a file whose header does
+#: not start with them was not written by medtransfer, and is never replaced.
+OUT_HEADER = ",".join(COLUMNS[:4])
+
+
+def check_options(*, size: int | None = None, images: int | None = None, threads: int | None = None,
+                  device: str | None = None, out: Path | None = None) -> None:
+    """Refuse the options of a comparison before anything is loaded or computed: a size outside
+    :data:`MIN_SIZE`..:data:`MAX_SIZE`, fewer than :data:`MIN_IMAGES` images, fewer than one
+    thread, a device this machine does not have, an ``out`` that is a folder or a file that
+    medtransfer did not write (:data:`OUT_HEADER`) or that cannot be written. ``ConfigError``
+    naming the option and what it expects."""
+    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+        raise ConfigError(f"--size {size}: expected an image side of {MIN_SIZE} to {MAX_SIZE} pixels")
+    if images is not None and images < MIN_IMAGES:
+        raise ConfigError(f"--images {images}: expected at least {MIN_IMAGES} images (similarity is measured "
+                          "across images)")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: expected at least 1 thread")
+    if device is not None:
+        resolve_device(device)
+    if out is not None:
+        check_out_file(Path(out))
+
+
+def check_out_file(out: Path) -> None:
+    """Refuse ``out`` as the table's CSV unless it is new (in a folder that can be written) or a
+    table medtransfer wrote before: ``ConfigError`` naming the file."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected the path of a CSV file to write")
+    if out.exists():
+        try:
+            with open(out, encoding="utf-8", errors="replace") as handle:
+                first = handle.readline().strip()
+        except OSError as error:
+            raise ConfigError(f"--out {out}: cannot be read ({error.strerror}); expected a new file") from None
+        if not first.startswith(OUT_HEADER):
+            raise ConfigError(f"--out {out}: exists and is not a similarity table medtransfer wrote (its first "
+                              f"line is not '{OUT_HEADER},...'); medtransfer never overwrites other files: "
+                              "give a new file name")
+    folder = next((p for p in (out.absolute().parent, *out.absolute().parents) if p.exists()), None)
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: the folder {folder} cannot be written (permission denied)")
 
 
 def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
@@ -87,6 +137,7 @@ def compare_models(
     """
     from medtransfer.data import PixelCache, load_manifest
 
+    check_options(size=size, images=images, device=device)
     settings = settings or AnalysisSettings()
     size, _ = resolve_size(size, model_a, model_b)
     manifest = load_manifest(target, root, **(target_options or {}))

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from medtransfer.atomic import write_atomic  # noqa: E402
 from medtransfer.vocabulary import STRATEGIES  # noqa: E402
 
 PANEL_A = ("ft_vs_init",)
@@ -81,12 +82,15 @@ def pair_style(kind: str, source: str, strategy: str) -> dict[str, str]:
 
 def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     """Save ``fig`` as ``name.png`` (150 dpi) and the other configured formats (vector PDF and SVG)
-    in ``out_dir``; close it; return the PNG path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    in ``out_dir``, each atomically (a killed or failed save never leaves a truncated figure); close
+    it; return the PNG path."""
     png = out_dir / f"{name}.png"
-    for fmt in _formats:
-        fig.savefig(out_dir / f"{name}.{fmt}", dpi=150 if fmt == "png" else None, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        for fmt in _formats:
+            write_atomic(out_dir / f"{name}.{fmt}", lambda handle, fmt=fmt: fig.savefig(
+                handle, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return png
 
 

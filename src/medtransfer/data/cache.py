@@ -8,6 +8,7 @@ so a changed, added or removed source file, or another size or interpolation, bu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.atomic import write_text_atomic, writing
 from medtransfer.data.images import INTERPOLATIONS, resize
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
@@ -125,15 +127,16 @@ class PixelCache:
                 shutil.rmtree(path, ignore_errors=True)  # a broken cache is rebuilt
         elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        with writing(root):
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
         try:
             _fill(manifest, tmp / "pixels.npy", size, interpolation, workers)
             meta = {"name": manifest.name, "size": size, "interpolation": interpolation, "key": key,
                     "version": CACHE_VERSION, "image_ids": manifest.frame["image_id"].tolist()}
-            (tmp / "meta.json").write_text(json.dumps(meta))
+            write_text_atomic(tmp / "meta.json", json.dumps(meta))
             try:
                 tmp.rename(path)
             except OSError:  # built concurrently by another process: keep theirs
@@ -144,9 +147,25 @@ class PixelCache:
         return cls.open(path)
 
 
+def _reserve(file: Path) -> None:
+    """Allocate the blocks of ``file`` (made sparse by ``open_memmap``) now: a full disk then fails
+    here with a ``StorageError`` naming it, instead of killing the process with SIGBUS when a page
+    of the memory map is first written."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with writing(file), open(file, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without it
+                raise
+
+
 def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers: int) -> None:
     n = len(manifest)
-    out = np.lib.format.open_memmap(file, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    with writing(file):
+        out = np.lib.format.open_memmap(file, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    _reserve(file)
     chunk = max(1, min(256, n // (8 * max(1, workers)) or 1))
     starts = range(0, n, chunk)
 

@@ -106,9 +106,11 @@ def register(app: typer.Typer) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
 
+        from medtransfer.atomic import check_folder
         from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import run_study
 
+        check_folder(out, write=True, what="the study folder (--out)")
         console = Console()
         config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
                                                                             track=track)

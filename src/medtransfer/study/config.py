@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
-from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
+from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 
 # fields set by the grid itself; a study may not override them through `training:`
@@ -59,7 +59,8 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
         source = {"source": RANDOM} if pretraining else {}
         RunConfig.model_validate({"target": "check", "k_folds": k_folds, **source, **values})
     except ValidationError as error:
-        problems = [f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']} (got {item.get('input')!r})"
+        problems = [(f"{'.'.join(str(p) for p in item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+                     + ("" if item["type"] == "value_error" else f" (got {item.get('input')!r})"))
                     if item["loc"] else item["msg"].removeprefix("Value error, ") for item in error.errors()]
         raise ValueError("; ".join(problems)) from None
     return values
@@ -189,6 +190,11 @@ class ExecutorSpec(_Strict):
     slurm: dict[str, Any] = Field(default_factory=dict)
     ray_address: str | None = None
     gpus_per_run: float | None = Field(None, ge=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else [check_device(v) for v in values]
 
 
 class TrackingSpec(_Strict):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtransfer.atomic import write_text_atomic
+from medtransfer.atomic import check_folder, write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
@@ -108,6 +108,7 @@ def read_study_file(out: Path):
     """The study recorded in ``DIR/study.yaml``."""
     from medtransfer.study.config import StudyConfig
 
+    check_folder(out, write=False, what="the study folder")
     path = Path(out) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")

@@ -8,6 +8,7 @@ validation accuracy with patience 10.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -60,11 +61,33 @@ class StrictModel(BaseModel):
         return value
 
 
+#: The longest target or source name, in bytes of UTF-8: a name is part of a directory name of the
+#: run store (``{source}-{strategy}``), and file systems allow 255 bytes per name.
+MAX_LABEL_BYTES = 100
+
+#: The devices a run or a command may name: auto (CUDA when there is one, else the CPU), cpu,
+#: cuda, cuda:N (GPU N) or mps (Apple).
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
 def check_label(label: str, what: str) -> str:
-    """A name used as a directory of the run store: not empty, no ``/``, not ``.`` or ``..``."""
+    """A name used as a directory of the run store: not empty, no ``/``, not ``.`` or ``..``, at
+    most :data:`MAX_LABEL_BYTES` bytes."""
     if not label or "/" in label or "\\" in label or set(label) == {"."}:
         raise ValueError(f"{what} {label!r} cannot name a directory (no '/', not '.' or '..')")
+    size = len(label.encode("utf-8", "surrogateescape"))
+    if size > MAX_LABEL_BYTES:
+        raise ValueError(f"{what} {label[:40]!r}... is {size} bytes long; expected at most {MAX_LABEL_BYTES} "
+                         "(it names a folder of the study directory; give a shorter name)")
     return label
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device :data:`DEVICE_PATTERN` accepts, else ``ValueError`` saying which are."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
+        raise ValueError(f"{name!r} is not a device; expected auto, cpu, cuda, cuda:N (N: a GPU's index) "
+                         "or mps")
+    return name
 
 
 class RunConfig(StrictModel):
@@ -139,6 +162,8 @@ class RunConfig(StrictModel):
     cache_dir: str | None = None
     checkpoint_every_s: float = Field(120.0, ge=0)
     keep_last: bool = False
+
+    _device = field_validator("device")(check_device)
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":

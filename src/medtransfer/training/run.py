@@ -27,7 +27,8 @@ import torch
 from medtransfer.atomic import write_text_atomic
 from medtransfer.training import checkpoints as ckpt
 from medtransfer.training.checkpoints import BestSnapshot
-from medtransfer.training.config import RunConfig
+from medtransfer.errors import ConfigError
+from medtransfer.training.config import RunConfig, check_device
 from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
@@ -64,10 +65,28 @@ class RunResult:
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or ``None``) -> the first CUDA device when there is one, else the CPU."""
+    """``auto`` (or ``None``) -> the first CUDA device when there is one, else the CPU. A name that
+    is not a device (:data:`~medtransfer.training.config.DEVICE_PATTERN`), or a GPU this machine
+    does not have, raises ``ConfigError`` before any work starts."""
+    if isinstance(name, torch.device):
+        return name
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        check_device(name)
+    except ValueError as error:
+        raise ConfigError(f"device {error}") from None
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine (torch.cuda.is_available() "
+                              "is False); expected cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS (Apple GPU) is not available on this machine; expected cpu or auto")
+    return device
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:

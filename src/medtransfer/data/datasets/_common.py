@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from medtransfer.data.manifest import ProblemLog
+from medtransfer.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm"})
 JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -33,3 +37,13 @@ def image_files(folder: Path, log: ProblemLog | None = None, recursive: bool = F
             yield path
         elif log is not None:
             log.exclude(path, "not an image file (expected " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+
+
+def read_table(path: Path, expected: str, **options: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, **options)``, or a ``DataError`` naming the file, what is wrong (a row
+    with more fields than the header, bad bytes, nothing in it) and ``expected`` (its layout)."""
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as error:
+        reason = " ".join(str(error).split()).removeprefix("Error tokenizing data. C error: ")
+        raise DataError(f"{path}: not a readable CSV table ({reason}); expected {expected}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.data.datasets._common import image_files
+from medtransfer.data.datasets._common import image_files, read_table
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
 
@@ -37,21 +37,28 @@ def load(root: Path, *, skip_bad: bool = False, lesion_groups: bool = True) -> M
     images_dir = next((p for p in sorted(root.rglob("*Task3_Training_Input")) if p.is_dir()), None)
     if images_dir is None:
         raise DataError(f"{root}: missing the ISIC2018_Task3_Training_Input/ image folder")
-    table = pd.read_csv(truth, dtype={"image": str})
+    header = f"image,{','.join(CLASSES)} with one 1.0 per row"
+    table = read_table(truth, header, dtype={"image": str})
     missing = {"image", *CLASSES} - set(table.columns)
     if missing:
         raise DataError(f"{truth}: missing columns {sorted(missing)}; expected image,{','.join(CLASSES)}")
-    onehot = table[CLASSES].to_numpy(dtype=np.float64)
+    numbers = table[CLASSES].apply(pd.to_numeric, errors="coerce")
+    not_numbers = (numbers.isna() & table[CLASSES].notna()).any(axis=1).to_numpy()
+    onehot = numbers.fillna(0.0).to_numpy(dtype=np.float64)
     ones = (onehot == 1.0).sum(axis=1)
     labels = dict(zip(table["image"], onehot.argmax(axis=1)))
-    for line in np.flatnonzero(ones != 1):
-        log.add(f"{truth}:{line + 2}", f"image {table['image'].iat[line]}: {ones[line]} classes marked 1; expected exactly one")
+    for line in np.flatnonzero((ones != 1) | not_numbers):
+        values = ", ".join(f"{c}={table[c].iat[line]!r}" for c in CLASSES if not_numbers[line]
+                           and pd.isna(numbers[c].iat[line]) and pd.notna(table[c].iat[line]))
+        log.add(f"{truth}:{line + 2}", f"image {table['image'].iat[line]}: " + (
+            f"{values} not a number; expected 1.0 or 0.0" if not_numbers[line]
+            else f"{ones[line]} classes marked 1; expected exactly one"))
         labels.pop(table["image"].iat[line], None)
-    bad_rows = set(table["image"][ones != 1])
+    bad_rows = set(table["image"][(ones != 1) | not_numbers])
     groups: dict[str, str] = {}
     grouping = _find(root, "*LesionGroupings.csv") if lesion_groups else None
     if grouping is not None:
-        g = pd.read_csv(grouping, dtype=str)
+        g = read_table(grouping, "columns image,lesion_id", dtype=str)
         if not {"image", "lesion_id"} <= set(g.columns):
             raise DataError(f"{grouping}: expected columns image,lesion_id")
         groups = dict(zip(g["image"], g["lesion_id"]))

@@ -21,9 +21,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from medtransfer.data.datasets._common import image_files
+from medtransfer.data.datasets._common import image_files, read_table
 from medtransfer.data.images import NpySliceReader
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
@@ -42,7 +41,8 @@ def read_labels(root: Path) -> tuple[dict[str, int], dict[str, int]]:
                             "header-less 'case,label' CSVs)")
         labels: dict[str, int] = {}
         for f in files:
-            table = pd.read_csv(f, header=None, names=["case", "label"], dtype=str)
+            table = read_table(f, "MRNet's header-less 'case,label' lines (0000,1)", header=None,
+                               names=["case", "label"], dtype=str)
             bad = ~table["label"].isin(["0", "1"])
             if bad.any():
                 raise DataError(f"{f}: line {int(np.flatnonzero(bad)[0]) + 1}: label "
@@ -90,10 +90,14 @@ def _volumes(root: Path, acl: dict, meniscus: dict, slices: int, both: str, log:
             continue
         label = 1 if acl[case] and both != "meniscus" else 2 if meniscus[case] else 1 if acl[case] else 0
         try:
-            depth = np.load(path, mmap_mode="r").shape[0]
-        except (OSError, ValueError) as error:
+            shape = np.load(path, mmap_mode="r").shape
+        except (OSError, ValueError, EOFError) as error:
             log.add(path, f"unreadable .npy volume ({error})")
             continue
+        if len(shape) not in (3, 4) or 0 in shape:
+            log.add(path, f"holds an array of shape {shape}; expected a volume (slices, height, width)")
+            continue
+        depth = shape[0]
         start = max(0, depth // 2 - slices // 2)
         for k in range(start, min(depth, start + slices)):
             rows.append({"image_id": f"{case}_sagittal_{k}", "ref": f"{path}::{k}", "label": label, "group": case})

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from medtransfer.data.datasets._common import IMAGE_SUFFIXES, JUNK_DIRS
+from medtransfer.data.datasets._common import IMAGE_SUFFIXES, JUNK_DIRS, read_table
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
 
@@ -45,7 +45,7 @@ def read_descriptions(files: list[Path], log: ProblemLog) -> dict[str, dict]:
     for path in files:
         try:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             log.add(path, f"unreadable CSV ({error})")
             continue
         table.columns = [c.strip().lower() for c in table.columns]
@@ -92,7 +92,8 @@ def _walk(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]], lis
 def _kaggle_paths(infos: list[Path], root: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for info in infos:
-        table = pd.read_csv(info, dtype=str, keep_default_na=False)
+        table = read_table(info, "the Kaggle release's dicom_info.csv (image_path, PatientID, SeriesDescription)",
+                           dtype=str, keep_default_na=False)
         if not {"image_path", "PatientID", "SeriesDescription"} <= set(table.columns):
             continue
         full = table[table["SeriesDescription"].str.strip().str.lower() == "full mammogram images"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.datasets._common import read_table
 from medtransfer.data.images import H5Reader
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
 from medtransfer.errors import DataError
@@ -89,7 +90,7 @@ def load(root: Path, *, skip_bad: bool = False, subset: int | None = None, seed:
         groups = np.char.add(f"{split}_", index.astype(str))
         meta = root / f"{PREFIX}{split}_meta.csv"
         if meta.is_file():
-            table = pd.read_csv(meta)
+            table = read_table(meta, "PCam's meta CSV with a 'wsi' column, one row per patch")
             if "wsi" in table.columns and len(table) == len(labels):
                 groups = table["wsi"].astype(str).to_numpy()
             else:
