@@ -181,3 +181,25 @@ def test_the_command_line_turns_a_stray_os_error_into_one_line(tmp_path, monkeyp
     assert exited.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err == f"error: Read-only file system: {tmp_path / 'x.csv'} (choose a folder on a writable disk)"
+
+
+def test_a_full_disk_while_unpacking_pcam_names_the_copy_not_the_download(tmp_path, monkeypatch):
+    import shutil
+
+    from medtransfer.data.datasets import pcam
+    from tests.data.test_loaders_arrays import _pcam
+
+    _pcam(tmp_path / "gz", n=8, gz=True)
+
+    def full(src, dst, length=0):
+        dst.write(src.read(100))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real = shutil.copyfileobj
+    monkeypatch.setattr(pcam.shutil, "copyfileobj", full)
+    with pytest.raises(StorageError, match=rf"^No space left on device: cannot write {tmp_path / 'unpacked'}/"
+                                           r"camelyonpatch_level_2_split_train_x-\d+-\d+\.h5 \(free some space"):
+        load_manifest("pcam", tmp_path / "gz", unpack_dir=tmp_path / "unpacked")
+    assert list((tmp_path / "unpacked").iterdir()) == []  # no half-unpacked file left
+    monkeypatch.setattr(pcam.shutil, "copyfileobj", real)
+    assert len(load_manifest("pcam", tmp_path / "gz", unpack_dir=tmp_path / "unpacked")) == 12

@@ -10,6 +10,7 @@ CSV when present, else the patch. ``pcam-small`` = ``subset=10000``: a seeded ra
 
 from __future__ import annotations
 
+import errno
 import gzip
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.atomic import storage_error, writing
 from medtransfer.data.datasets._common import read_table
 from medtransfer.data.images import H5Reader
 from medtransfer.data.manifest import Manifest, ProblemLog, make_manifest
@@ -31,6 +33,9 @@ def default_unpack_dir() -> Path:
     return Path.home() / ".cache" / "medtransfer" / "pcam"
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
 def _h5(root: Path, split: str, kind: str, unpack_dir: Path) -> Path | None:
     """The .h5 file of (split, x|y); a .h5.gz is unpacked into ``unpack_dir`` once."""
     plain = root / f"{PREFIX}{split}_{kind}.h5"
@@ -42,13 +47,16 @@ def _h5(root: Path, split: str, kind: str, unpack_dir: Path) -> Path | None:
     st = packed.stat()
     target = unpack_dir / f"{plain.stem}-{st.st_size}-{st.st_mtime_ns}.h5"
     if not target.is_file():
-        unpack_dir.mkdir(parents=True, exist_ok=True)
+        with writing(unpack_dir):
+            unpack_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         try:
             with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 22)
         except (OSError, EOFError) as error:
             tmp.unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.errno in _DISK_ERRNOS:  # the disk of the copy
+                raise storage_error(target, error) from error
             raise DataError(f"{packed}: cannot unpack ({error})") from error
         tmp.replace(target)
     return target
