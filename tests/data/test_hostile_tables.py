@@ -48,7 +48,8 @@ def test_ragged_isic_ground_truth_is_named_with_its_line(tmp_path):
 
 def test_isic_one_hot_values_that_are_not_numbers_are_named(tmp_path):
     truth = _isic(tmp_path, [GOOD[0], "ISIC_0000001,0.0,yes,0.0,0.0,0.0,0.0,0.0", *GOOD[2:]])
-    with pytest.raises(DataError, match=rf"{truth}:3: image ISIC_0000001: NV='yes' not a number; expected 1\.0 or 0\.0"):
+    with pytest.raises(DataError, match=rf"{truth}:3: image ISIC_0000001: NV='yes' not a number; "
+                                        r"expected 1\.0 or 0\.0"):
         load_manifest("isic", tmp_path)
     manifest = load_manifest("isic", tmp_path, skip_bad=True)
     assert "ISIC_0000001" not in set(manifest.image_ids) and len(manifest) == 3
@@ -58,7 +59,8 @@ def test_ragged_lesion_groupings_are_named(tmp_path):
     _isic(tmp_path, GOOD)
     grouping = tmp_path / "ISIC2018_Task3_Training_LesionGroupings.csv"
     grouping.write_text("image,lesion_id\nISIC_0000000,L1\nISIC_0000001,L2,x,y\n")
-    with pytest.raises(DataError, match=rf"{grouping}: not a readable CSV table \(Expected 2 fields in line 3, saw 4\); "
+    with pytest.raises(DataError, match=rf"{grouping}: not a readable CSV table \(Expected 2 fields in line 3, "
+                                        r"saw 4\); "
                                         "expected columns image,lesion_id"):
         load_manifest("isic", tmp_path)
 

@@ -217,7 +217,7 @@ def test_nan_in_a_medmnist_float_array_is_refused_naming_the_image(tmp_path):
 
 
 def _png_header_only(path, width: int, height: int):
-    """A PNG that claims ``width`` x ``height`` 1-bit pixels with a few bytes of data (a decompression bomb's header)."""
+    """A PNG claiming ``width`` x ``height`` 1-bit pixels, with a few bytes of data (a decompression bomb's header)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

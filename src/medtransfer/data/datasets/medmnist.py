@@ -121,7 +121,8 @@ def _check_finite(images: np.ndarray, path: Path, split: str) -> None:
     bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        shown = ", ".join(f"{split}_{r:06d}" for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        shown = ", ".join(f"{split}_{r:06d}" for r in rows[:5])
+        shown += f" and {len(rows) - 5} more" if len(rows) > 5 else ""
         raise DataError(f"{path}: {split}_images holds NaN or infinite pixel values in {len(rows)} image(s): {shown}; "
                         "expected finite pixels")
 
