@@ -97,8 +97,9 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 
 
 class _Recorded:
-    """A binary file that remembers the first ``OSError`` of a write: libraries that write through
-    a callback (``torch.save``) replace it with their own vaguer error ("unexpected pos")."""
+    """A binary file that remembers the first ``OSError`` of a write: a library that writes through
+    a callback may replace it with a vaguer error of its own (torch.save's zip writer: "unexpected
+    pos"), or swallow it."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self._handle = handle
@@ -133,8 +134,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, 
     path = Path(path)
     with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-    with writing(path):
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # named after the file being written, not the temporary one
+        raise storage_error(path, error) from error
     handle = None
     try:
         os.fchmod(fd, file_mode())
