@@ -7,7 +7,7 @@ import pytest
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.correlation import correlation_table
 from medtransfer.analysis.report import Figure, ReportContent, render, write_report
-from medtransfer.analysis.tables import table2
+from medtransfer.study.table2 import table2
 
 LAYERS = ["conv1", "block1", "block2", "block3", "block4"]
 

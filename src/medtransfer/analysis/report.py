@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.analysis.tables import format_cell
+from medtransfer.study.table2 import INTERVAL, format_cell
 from medtransfer.atomic import write_text_atomic
 
 STYLE = """
@@ -48,16 +48,6 @@ class ReportContent:
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def auc_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a Table 2 mean over ``n`` folds (std with ddof=1); NaNs for one fold."""
-    from scipy import stats
-
-    if n < 2 or not np.isfinite(std):
-        return float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
-    return mean - half, mean + half
 
 
 def _fmt(value: float) -> str:
@@ -141,9 +131,7 @@ def table2_html(table: pd.DataFrame) -> str:
                 cells.append("<td>–</td>")
                 continue
             row = sub.loc[col]
-            low, high = auc_interval(float(row["mean"]), float(row["std"]), int(row["n"]))
-            interval = f" [{low:.1f}, {high:.1f}]" if np.isfinite(low) else ""
-            text = html.escape(format_cell(row["mean"], row["std"]) + interval)
+            text = html.escape(format_cell(row["mean"], row["std"], row["low"], row["high"]))
             cls = ' class="best"' if bool(row["best"]) else ""
             cells.append(f'<td{cls} title="{int(row["n"])} fold(s)">{text}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -183,7 +171,7 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         f"<h1>{html.escape(content.title)}</h1>",
         "<h2>Table 2: test AUC</h2>",
         '<p class="note">Mean ± std (both ×100, std over folds with ddof=1) of the test AUC recomputed from each '
-        "run's stored probabilities, with the 95% Student-t interval of the mean over folds in brackets; "
+        f"run's stored probabilities, with the {INTERVAL} in brackets (inside [0, 100]); "
         "underlined: highest mean per target.</p>",
         table2_html(content.table2),
         "<h2>Figures</h2>",

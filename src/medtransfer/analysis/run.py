@@ -26,9 +26,10 @@ from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
 from medtransfer.analysis.settings import AnalysisSettings
-from medtransfer.analysis.tables import run_aucs, table2, write_table2
+from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.study.table2 import table2, write_table2
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
