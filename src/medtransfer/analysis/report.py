@@ -45,6 +45,7 @@ class ReportContent:
     settings: dict
     table2: pd.DataFrame
     figures: list[Figure]
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # analysis/claims.csv's rows
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -141,6 +142,26 @@ def table2_html(table: pd.DataFrame) -> str:
     )
 
 
+CLAIM_SHOWN = ["claim", "target", "strategy", "layer", "measure", "statistic", "low", "high", "p_value", "p_adjusted",
+               "test", "n", "verdict", "sentence"]
+
+
+def claims_html(claims: pd.DataFrame) -> list[str]:
+    """The report's first section: each of the paper's claims as a test (analysis/claims.csv)."""
+    parts = ["<h2>Claims</h2>",
+             '<p class="note">The paper\'s claims (sections 5.1-5.4), each as a test at its unit of independence: '
+             "statistic with its 95% interval, p-value, Holm-adjusted p-value within the family named in the sentence, "
+             "and a verdict at alpha 0.05 (supported / contradicted / inconclusive, or n too small). The tests, units "
+             "and assumptions: docs/protocol.md. All rows: analysis/claims.csv.</p>"]
+    if claims.empty:
+        return parts + ["<p>No claim could be tested (see What was missing).</p>"]
+    shown = claims[[c for c in CLAIM_SHOWN if c in claims.columns]]
+    for name, group in shown.groupby("claim", sort=False):
+        parts.append(f"<h3>{html.escape(str(name))}</h3>")
+        parts.append(frame_html(group.drop(columns="claim")))
+    return parts
+
+
 def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
     """A DataFrame as an HTML table, floats rounded to ``digits``."""
     if frame.empty:
@@ -169,6 +190,7 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(content.title)}</h1>",
+        *claims_html(content.claims),
         "<h2>Table 2: test AUC</h2>",
         '<p class="note">Mean ± std (both ×100, std over folds with ddof=1) of the test AUC recomputed from each '
         f"run's stored probabilities, with the {INTERVAL} in brackets (inside [0, 100]); "
