@@ -222,6 +222,7 @@ def _sentence(row: dict) -> tuple[str, str]:
         word, sign = f"{a} and {b} ({row['strategy']}) agree on mistakes more than independent models", 1
     else:
         word, sign = (f"higher CCA({a}-FT, {a}) at {row['layer']} goes with less AUC gain ({row['strategy']})", -1)
+    word += f" [{row['test']}]"
     v = verdict(row["statistic"], p, sign, note)
     control = row.get("correction", "")
     if v == "n too small":
