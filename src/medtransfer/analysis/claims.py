@@ -122,6 +122,7 @@ def source_claim(study: Study, aucs: pd.DataFrame, a: str, b: str) -> list[dict]
         per_target = []
         for target in dict.fromkeys(aucs["target"]):
             sub = aucs[(aucs["target"] == target) & (aucs["strategy"] == strategy)]
+            sub = sub.groupby(["source", "fold"], as_index=False)["auc"].mean()  # several seeds: one value per fold
             pair = sub[sub["source"] == a].merge(sub[sub["source"] == b], on="fold", suffixes=("_a", "_b"))
             if pair.empty:
                 continue

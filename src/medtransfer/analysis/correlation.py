@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer import stats
+from medtransfer.errors import MedtransferError
 
 GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain", "ci_low", "ci_high"]
 STAT_COLUMNS = [
@@ -86,7 +87,7 @@ def correlation_table(points: pd.DataFrame, permutations: int = 9999, seed: int 
     ``"all"``, over strategies) or ``"fold"`` (one point per target and fold: not independent, see
     the module notes)."""
     if by not in UNITS:
-        raise ValueError(f"by must be one of {sorted(UNITS)}, got {by!r}")
+        raise MedtransferError(f"analysis.correlation_points must be one of {sorted(UNITS)}, got {by!r}")
     rows = []
     if points.empty:
         return pd.DataFrame(columns=STAT_COLUMNS)

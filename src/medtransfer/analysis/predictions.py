@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer import stats
 from medtransfer.analysis.inventory import Study
 from medtransfer.analysis.pairs import Roles
 from medtransfer.analysis.tables import read_predictions
-from medtransfer import stats
 from medtransfer.errors import DataError
 from medtransfer.vocabulary import STRATEGIES
 
