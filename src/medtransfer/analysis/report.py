@@ -142,7 +142,7 @@ def table2_html(table: pd.DataFrame) -> str:
     )
 
 
-CLAIM_SHOWN = ["claim", "target", "strategy", "layer", "measure", "statistic", "low", "high", "p_value", "p_adjusted",
+CLAIM_SHOWN = ["claim", "target", "strategy", "layer", "measure", "statistic", "unit", "low", "high", "p_value", "p_adjusted",
                "test", "n", "verdict", "sentence"]
 
 
