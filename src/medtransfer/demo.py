@@ -54,7 +54,7 @@ def demo_study():  # noqa: ANN201 - a StudyConfig
 
 def study_stage(out: Path, console: Console) -> None:
     """Stage two: fine-tune every run of the demo study and print its Table 2."""
-    from medtransfer.study.results import table2
+    from medtransfer.study.table2 import table2, table2_wide
     from medtransfer.study.runner import run_study
 
     study = demo_study()
@@ -68,12 +68,12 @@ def study_stage(out: Path, console: Console) -> None:
         console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
     import pandas as pd
 
-    table = table2(pd.read_csv(out / "results" / "auc.csv"))
+    table = table2_wide(table2(pd.read_csv(out / "results" / "auc.csv")), mark_best=False)
     # no vertical rules and no wrapping: five "78.0 ± 13.1" cells fit an 80-column terminal
     summary = Table(title="Test AUC x 100, mean ± std over folds (paper Table 2 layout)", box=box.SIMPLE_HEAD)
     summary.add_column("target", no_wrap=True)
     for column in table.columns:
-        summary.add_column(str(column).replace(" ", "\n", 1), no_wrap=True)
+        summary.add_column(str(column).replace(" / ", "\n", 1), no_wrap=True)
     for target, row in table.iterrows():
         summary.add_row(str(target), *row.tolist())
     console.print(summary)

@@ -147,3 +147,24 @@ def test_similarity_csv_and_report_carry_intervals_and_the_null(analysed, study_
     text = report.read_text()
     assert text.count("pair-layer scores exceed their permutation null") == 4  # one sentence per layer-wise figure (alt text + caption)
     assert "image-bootstrap intervals" in text
+
+
+def test_claims_csv_has_the_four_claims_inside_their_ranges_and_opens_the_report(analysed, study_dir):
+    from medtransfer.analysis.claims import CLAIMS
+
+    report, _ = analysed
+    claims = pd.read_csv(study_dir / "analysis" / "claims.csv")
+    assert set(claims["claim"]) == set(CLAIMS.values())
+    p = claims[["p_value", "p_adjusted"]].to_numpy(float)
+    assert (p[np.isfinite(p)] > 0).all() and (p[np.isfinite(p)] <= 1).all()
+    for r in claims.itertuples():
+        if np.isfinite(r.low):
+            assert r.low <= r.high
+        bound = {"5.1 sources": 100.0, "5.3 similar mistakes": 1.0, "5.4 similarity vs gain": 1.0}.get(r.claim, 1.0)
+        assert -bound <= r.low <= bound or np.isnan(r.low)
+        assert -bound <= r.high <= bound or np.isnan(r.high)
+    # one target and one fold: the across-target and over-fold tests say so instead of computing
+    assert claims.loc[claims["target"] == "all targets", "verdict"].eq("n too small").all()
+    assert (claims["verdict"] != "").all() and claims["sentence"].str.len().gt(10).all()
+    text = report.read_text()
+    assert text.index("<h2>Claims</h2>") < text.index("<h2>Table 2") == text.index("<h2>", text.index("<h2>Claims") + 1)

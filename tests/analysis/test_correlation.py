@@ -6,30 +6,41 @@ from scipy import stats
 from medtransfer.analysis.correlation import correlation, correlation_table, gain_points
 
 
-def test_coefficients_match_scipy_and_cis_contain_them():
+def test_coefficients_match_scipy_and_p_values_are_permutation_ones():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(40)
-    y = 0.6 * x + rng.standard_normal(40)
-    res = correlation(x, y, resamples=1000, seed=1)
+    y = 2.0 * x + rng.standard_normal(40)
+    res = correlation(x, y, permutations=999, seed=1)
     assert res["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert res["spearman_rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
     assert res["pearson_low"] < res["pearson_r"] < res["pearson_high"]
     assert res["spearman_low"] < res["spearman_rho"] < res["spearman_high"]
-    assert res["pearson_p"] == pytest.approx(stats.pearsonr(x, y).pvalue) and res["n"] == 40
+    assert res["pearson_p"] == pytest.approx(1 / 1000) and res["n"] == 40  # Monte Carlo: never 0
 
 
-def test_monotone_data_gives_rank_correlation_one_and_independent_data_covers_zero():
-    x = np.linspace(0, 1, 12)
-    res = correlation(x, np.exp(3 * x), resamples=500)
-    assert res["spearman_rho"] == pytest.approx(1.0) and res["spearman_low"] == pytest.approx(1.0)
-    rng = np.random.default_rng(5)
-    res = correlation(rng.standard_normal(200), rng.standard_normal(200), resamples=1000)
-    assert res["pearson_low"] < 0 < res["pearson_high"]
+def test_three_perfectly_ranked_points_give_p_one_third_and_no_interval():
+    res = correlation([0.1, 0.5, 0.7], [0.2, 0.3, 0.9])
+    assert res["spearman_rho"] == pytest.approx(1.0) and res["spearman_p"] == pytest.approx(1 / 3)
+    assert np.isnan(res["spearman_low"]) and np.isnan(res["pearson_low"]) and "n too small" in res["note"]
 
 
 def test_too_few_or_constant_points_give_nan_not_errors():
     assert np.isnan(correlation([1, 2], [3, 4])["pearson_r"])
     assert np.isnan(correlation([1, 1, 1, 1], [1, 2, 3, 4])["spearman_rho"])
+
+
+def test_points_are_per_target_means_by_default_and_per_fold_only_when_asked():
+    rng = np.random.default_rng(3)
+    rows = [{"target": t, "fold": f, "source": "a", "strategy": s, "layer": "conv1", "cca": rng.random(),
+             "gain": rng.random()} for t in ("t1", "t2", "t3", "t4") for f in range(3) for s in ("no-freeze", "freeze")]
+    points = pd.DataFrame(rows)
+    table = correlation_table(points, permutations=99).set_index("strategy")
+    assert table.loc["no-freeze", "n"] == 4 and table.loc["all", "n"] == 4  # one point per target
+    means = points[points["strategy"] == "freeze"].groupby("target")[["cca", "gain"]].mean()
+    assert table.loc["freeze", "pearson_r"] == pytest.approx(np.corrcoef(means["cca"], means["gain"])[0, 1])
+    assert table["unit"].str.startswith("target").all()
+    folds = correlation_table(points, permutations=99, by="fold").set_index("strategy")
+    assert folds.loc["no-freeze", "n"] == 12 and folds["unit"].str.contains("NOT independent").all()
 
 
 def test_gain_points_use_the_random_run_of_the_same_fold():
@@ -44,5 +55,5 @@ def test_gain_points_use_the_random_run_of_the_same_fold():
     points = gain_points(sim, aucs, "random")
     assert points["gain"].tolist() == pytest.approx([0.1 / 0.8, 0.35 / 0.5])
     assert points["cca"].tolist() == [0.9, 0.8]
-    table = correlation_table(points, resamples=10)
-    assert table["n"].tolist() == [2]
+    table = correlation_table(points, permutations=10)
+    assert table["n"].tolist() == [1]  # one target: one point

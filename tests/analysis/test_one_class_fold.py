@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medtransfer.analysis.tables import table2, table2_wide, warn_undefined_auc
 from medtransfer.study.results import AUC_COLUMNS, write_results
-from medtransfer.study.results import table2 as run_table2
+from medtransfer.study.table2 import table2, table2_wide, warn_undefined_auc
 
 
 def _aucs(values):
@@ -27,7 +26,7 @@ def test_analysis_table2_counts_the_folds_used():
 
 def test_run_table2_counts_the_folds_used_and_warns(capsys):
     auc = _aucs([0.5, None, 0.7]).reindex(columns=AUC_COLUMNS)
-    assert run_table2(auc).loc["thyroid", "imagenet freeze"] == "60.0 ± 14.1 (2 of 3 runs)"
+    assert table2_wide(table2(auc)).loc["thyroid", "imagenet / freeze"] == "**60.0 ± 14.1** (2 of 3 runs)"
     messages = warn_undefined_auc(auc)
     err = capsys.readouterr().err
     assert len(messages) == 1 and "thyroid / imagenet freeze fold 1 seed 0: test AUC undefined" in err

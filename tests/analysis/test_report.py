@@ -7,7 +7,7 @@ import pytest
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.correlation import correlation_table
 from medtransfer.analysis.report import Figure, ReportContent, render, write_report
-from medtransfer.analysis.tables import table2
+from medtransfer.study.table2 import table2
 
 LAYERS = ["conv1", "block1", "block2", "block3", "block4"]
 
@@ -46,7 +46,7 @@ def test_every_figure_is_written_as_png_and_pdf_and_embedded_in_one_self_contain
                                                         ("before fine-tuning", "freeze"))])
     points = pd.DataFrame([dict(target="knee", fold=f, source="a", strategy="no-freeze", layer=layer,
                                 cca=0.5 + 0.1 * f + 0.01 * i, gain=0.05 * f) for f in range(3) for i, layer in enumerate(LAYERS)])
-    stats = correlation_table(points, resamples=50)
+    stats = correlation_table(points, permutations=50, by="fold")
     fig_dir = tmp_path / "figures"
     pngs = [
         figs.layerwise_figure(sim, "knee", "cca", fig_dir, LAYERS),

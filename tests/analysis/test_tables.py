@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from medtransfer.analysis.inventory import read_study
-from medtransfer.analysis.tables import auc_from_probs, read_predictions, run_aucs, table2, table2_wide, write_table2
+from medtransfer.analysis.tables import auc_from_probs, read_predictions, run_aucs
+from medtransfer.study.table2 import table2, table2_wide, write_table2
 from tests.analysis.fake_study import make_study
 
 

@@ -3,26 +3,40 @@ of a layer's representation survives fine-tuning?
 
 x = CCA between a fine-tuned model and its initialisation at one layer (``ft_vs_init`` rows of
 ``similarity.csv``); y = relative AUC gain over the random-init run of the same target and fold,
-(AUC_FT - AUC_random) / AUC_random. One point per target and fold; ``ci_low``/``ci_high`` carry
-the point's CCA image-bootstrap interval. For each source, strategy
-(and both strategies pooled, ``"all"``) and layer: Pearson r and Spearman rho with their p-values
-(scipy) and percentile bootstrap 95% confidence intervals (points resampled in pairs).
+(AUC_FT - AUC_random) / AUC_random. ``gain_points.csv`` holds one point per target and fold
+(``ci_low``/``ci_high``: the point's CCA image-bootstrap interval).
+
+The correlation (``correlation.csv``) is across targets: the unit of independence is the target,
+so by default each target contributes one point, its means of x and y over folds (and, for
+``strategy = "all"``, over both strategies). Folds of one target share their data and most of
+their training images: per-fold points (``points="fold"``) are offered only as an explicit option,
+labelled not independent in the ``unit`` column, and their p-values are not valid tests. For each
+source, strategy and layer: Pearson r and Spearman rho, each with a two-sided permutation p-value
+(exact over all n! orderings up to :data:`medtransfer.stats.EXACT_PERMUTATION_MAX_N` points, Monte
+Carlo above; never 0) and a Fisher-z 95% interval from
+:data:`medtransfer.stats.MIN_N_CORRELATION_INTERVAL` points on (below, NaN and a note saying "n too
+small"). With 3 points a perfect rank correlation has p = 1/3.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from medtransfer import stats
+from medtransfer.errors import MedtransferError
 
 GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain", "ci_low", "ci_high"]
 STAT_COLUMNS = [
     "source", "strategy", "layer", "n",
     "pearson_r", "pearson_p", "pearson_low", "pearson_high",
-    "spearman_rho", "spearman_p", "spearman_low", "spearman_high",
+    "spearman_rho", "spearman_p", "spearman_low", "spearman_high", "test", "unit", "note",
 ]
+#: What one point of the correlation is, per ``points`` option (the ``unit`` column).
+UNITS = {
+    "target": "target (mean over folds)",
+    "fold": "fold (NOT independent: folds of one target share data; p-values are not valid tests)",
+}
 
 
 def gain_points(similarity: pd.DataFrame, aucs: pd.DataFrame, random: str | None, measure: str = "cca") -> pd.DataFrame:
@@ -45,53 +59,35 @@ def gain_points(similarity: pd.DataFrame, aucs: pd.DataFrame, random: str | None
     return merged[GAIN_COLUMNS].reset_index(drop=True)
 
 
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of ``x``, ``y`` (B, n); NaN where a row is constant."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    den = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (xc * yc).sum(axis=1) / den
-    return np.where(den > 0, r, np.nan)
-
-
-def correlation(x: np.ndarray, y: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
-    """Pearson and Spearman correlation of paired samples ``x``, ``y`` (n,), with bootstrap CIs.
-
-    Returns keys ``n, pearson_r, pearson_p, pearson_low, pearson_high, spearman_rho, spearman_p,
-    spearman_low, spearman_high``; NaN where undefined (n < 3 or a constant variable). The CI is
-    the percentile interval of ``resamples`` paired bootstrap resamples (constant resamples dropped).
-    """
+def correlation(x: np.ndarray, y: np.ndarray, permutations: int = 9999, seed: int = 0, level: float = 0.95) -> dict:
+    """Pearson and Spearman correlation of paired points ``x``, ``y`` (n,) with permutation p-values
+    and Fisher-z intervals (:func:`medtransfer.stats.permutation_correlation`); the keys of
+    :data:`STAT_COLUMNS` from ``n`` to ``note``. NaN where undefined (n < 3, a constant variable)
+    and, for the intervals, below :data:`medtransfer.stats.MIN_N_CORRELATION_INTERVAL` points."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = len(x)
-    out = {k: float("nan") for k in STAT_COLUMNS[4:]}
-    out["n"] = n
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pr = stats.pearsonr(x, y)
-        sr = stats.spearmanr(x, y)
-    out["pearson_r"], out["pearson_p"] = float(pr.statistic), float(pr.pvalue)
-    out["spearman_rho"], out["spearman_p"] = float(sr.statistic), float(sr.pvalue)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
-    xs, ys = x[idx], y[idx]
-    boot_p = _pearson_rows(xs, ys)
-    boot_s = _pearson_rows(stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1))
-    tail = 100 * (1 - level) / 2
-    for name, boot in (("pearson", boot_p), ("spearman", boot_s)):
-        finite = boot[np.isfinite(boot)]
-        if len(finite):
-            out[f"{name}_low"], out[f"{name}_high"] = (float(v) for v in np.percentile(finite, [tail, 100 - tail]))
-    return out
+    pr = stats.permutation_correlation(x[keep], y[keep], "pearson", permutations, seed, level)
+    sr = stats.permutation_correlation(x[keep], y[keep], "spearman", permutations, seed, level)
+    return {"n": int(keep.sum()), "pearson_r": pr.statistic, "pearson_p": pr.p_value, "pearson_low": pr.low,
+            "pearson_high": pr.high, "spearman_rho": sr.statistic, "spearman_p": sr.p_value, "spearman_low": sr.low,
+            "spearman_high": sr.high, "test": "permutation (exact up to "
+            f"{stats.EXACT_PERMUTATION_MAX_N} points, else Monte Carlo); Fisher-z interval", "note": sr.note}
 
 
-def correlation_table(points: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Statistics per (source, strategy, layer) and per (source, ``"all"``, layer)."""
+def target_means(points: pd.DataFrame) -> pd.DataFrame:
+    """One point per (target, source, strategy, layer): the means of ``cca`` and ``gain`` over folds."""
+    keys = ["target", "source", "strategy", "layer"]
+    return points.groupby(keys, sort=False)[["cca", "gain"]].mean().reset_index()
+
+
+def correlation_table(points: pd.DataFrame, permutations: int = 9999, seed: int = 0, by: str = "target") -> pd.DataFrame:
+    """Statistics (:data:`STAT_COLUMNS`) per (source, strategy, layer) and per (source, ``"all"``,
+    layer). ``by``: ``"target"`` (default: one point per target, means over folds and, for
+    ``"all"``, over strategies) or ``"fold"`` (one point per target and fold: not independent, see
+    the module notes)."""
+    if by not in UNITS:
+        raise MedtransferError(f"analysis.correlation_points must be one of {sorted(UNITS)}, got {by!r}")
     rows = []
     if points.empty:
         return pd.DataFrame(columns=STAT_COLUMNS)
@@ -100,12 +96,14 @@ def correlation_table(points: pd.DataFrame, resamples: int = 2000, seed: int = 0
         sub = points[points["source"] == source]
         groups = [(st, sub[sub["strategy"] == st]) for st in dict.fromkeys(sub["strategy"])]
         if len(groups) > 1:
-            groups.append(("all", sub))
+            groups.append(("all", sub.assign(strategy="all")))
         for strategy, group in groups:
+            if by == "target":
+                group = target_means(group)
             for layer in layers:
                 g = group[group["layer"] == layer]
                 if g.empty:
                     continue
-                res = correlation(g["cca"].to_numpy(), g["gain"].to_numpy(), resamples, seed)
-                rows.append({"source": source, "strategy": strategy, "layer": layer, **res})
+                res = correlation(g["cca"].to_numpy(), g["gain"].to_numpy(), permutations, seed)
+                rows.append({"source": source, "strategy": strategy, "layer": layer, **res, "unit": UNITS[by]})
     return pd.DataFrame(rows, columns=STAT_COLUMNS)

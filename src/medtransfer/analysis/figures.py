@@ -244,7 +244,8 @@ def _coef(value: float) -> str:
 
 
 def correlation_label(r) -> str:
-    """``block1: r=+0.12 [-0.40, +0.58] ρ=... (n=7)``: both coefficients with their bootstrap 95% CIs."""
+    """``block1: r=+0.12 [-0.40, +0.58] ρ=... (n=7)``: both coefficients with their 95% intervals
+    (``n/a`` below the number of points that has one, analysis/correlation.py)."""
     return (f"{r.layer}: r={_coef(r.pearson_r)} [{_coef(r.pearson_low)}, {_coef(r.pearson_high)}] "
             f"ρ={_coef(r.spearman_rho)} [{_coef(r.spearman_low)}, {_coef(r.spearman_high)}] (n={r.n})")
 

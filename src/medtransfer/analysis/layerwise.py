@@ -81,6 +81,7 @@ def fold_similarity(
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,
     uncertainty: Uncertainty | None = None,
+    keep: dict[str, dict[str, list[np.ndarray]]] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Similarity rows (:data:`COLUMNS`) of every pair at every planned layer, and problems met.
 
@@ -89,6 +90,8 @@ def fold_similarity(
         load: builds a :class:`Network` for a model reference (called once per distinct model).
         labels: Keras layer name -> label written in the ``layer`` column (``conv1_relu`` -> ``conv1``).
         uncertainty: interval and null settings (None: neither; the columns are NaN).
+        keep: if given, receives the sampled activations (model key -> layer -> per-repeat
+            matrices) for paired statistics on the same stimuli (:mod:`medtransfer.analysis.divergence`).
 
     A network that fails to load (e.g. weights not available) is reported and its pairs skipped.
     """
@@ -103,6 +106,8 @@ def fold_similarity(
             continue
         samples[key] = sample_activations(network, pool, plan, batch_size, device, log, key)
         del network
+    if keep is not None:
+        keep.update(samples)
     rows = []
     refused: dict[tuple[str, str], str] = {}
     seed = (uncertainty.seed if uncertainty is not None else 0) + 7919 * fold

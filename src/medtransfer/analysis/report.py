@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.analysis.tables import format_cell
+from medtransfer.study.table2 import INTERVAL, format_cell
 from medtransfer.atomic import write_text_atomic
 
 STYLE = """
@@ -45,19 +45,10 @@ class ReportContent:
     settings: dict
     table2: pd.DataFrame
     figures: list[Figure]
+    claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # analysis/claims.csv's rows
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def auc_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a Table 2 mean over ``n`` folds (std with ddof=1); NaNs for one fold."""
-    from scipy import stats
-
-    if n < 2 or not np.isfinite(std):
-        return float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
-    return mean - half, mean + half
 
 
 def _fmt(value: float) -> str:
@@ -141,9 +132,7 @@ def table2_html(table: pd.DataFrame) -> str:
                 cells.append("<td>–</td>")
                 continue
             row = sub.loc[col]
-            low, high = auc_interval(float(row["mean"]), float(row["std"]), int(row["n"]))
-            interval = f" [{low:.1f}, {high:.1f}]" if np.isfinite(low) else ""
-            text = html.escape(format_cell(row["mean"], row["std"]) + interval)
+            text = html.escape(format_cell(row["mean"], row["std"], row["low"], row["high"]))
             cls = ' class="best"' if bool(row["best"]) else ""
             cells.append(f'<td{cls} title="{int(row["n"])} fold(s)">{text}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -151,6 +140,26 @@ def table2_html(table: pd.DataFrame) -> str:
         "<table><thead><tr><th rowspan=2>target</th>" + head1 + "</tr><tr>" + head2 + "</tr></thead><tbody>"
         + "".join(body) + "</tbody></table>"
     )
+
+
+CLAIM_SHOWN = ["claim", "target", "strategy", "layer", "measure", "statistic", "unit", "low", "high", "p_value", "p_adjusted",
+               "test", "n", "verdict", "sentence"]
+
+
+def claims_html(claims: pd.DataFrame) -> list[str]:
+    """The report's first section: each of the paper's claims as a test (analysis/claims.csv)."""
+    parts = ["<h2>Claims</h2>",
+             '<p class="note">The paper\'s claims (sections 5.1-5.4), each as a test at its unit of independence: '
+             "statistic with its 95% interval, p-value, Holm-adjusted p-value within the family named in the sentence, "
+             "and a verdict at alpha 0.05 (supported / contradicted / inconclusive, or n too small). The tests, units "
+             "and assumptions: docs/protocol.md. All rows: analysis/claims.csv.</p>"]
+    if claims.empty:
+        return parts + ["<p>No claim could be tested (see What was missing).</p>"]
+    shown = claims[[c for c in CLAIM_SHOWN if c in claims.columns]]
+    for name, group in shown.groupby("claim", sort=False):
+        parts.append(f"<h3>{html.escape(str(name))}</h3>")
+        parts.append(frame_html(group.drop(columns="claim")))
+    return parts
 
 
 def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -181,9 +190,10 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(content.title)}</h1>",
+        *claims_html(content.claims),
         "<h2>Table 2: test AUC</h2>",
         '<p class="note">Mean ± std (both ×100, std over folds with ddof=1) of the test AUC recomputed from each '
-        "run's stored probabilities, with the 95% Student-t interval of the mean over folds in brackets; "
+        f"run's stored probabilities, with the {INTERVAL} in brackets (inside [0, 100]); "
         "underlined: highest mean per target.</p>",
         table2_html(content.table2),
         "<h2>Figures</h2>",

@@ -1,8 +1,10 @@
 """``analyze(study_dir)``: every table, figure and statistic of the paper for one study directory.
 
-Writes under ``DIR/analysis/``: ``auc.csv`` (per run, recomputed from probabilities), ``table2.csv``
-and ``table2.md``, ``similarity.csv``, ``prediction_similarity.csv``, ``gain_points.csv``,
-``correlation.csv``, ``figures/*.{png,pdf,svg}``; and ``DIR/report.html``.
+Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests,
+:mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
+``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
+differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
+``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ import torch
 
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
+from medtransfer.analysis.claims import claims_table
 from medtransfer.analysis.correlation import correlation_table, gain_points
+from medtransfer.analysis.divergence import FoldDivergence, combine, fold_divergence
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
-from medtransfer.analysis.predictions import prediction_table
+from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
 from medtransfer.analysis.settings import AnalysisSettings
-from medtransfer.analysis.tables import run_aucs, table2, write_table2
+from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.study.table2 import table2, write_table2
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
@@ -47,11 +52,13 @@ def layerwise_similarity(
     settings: AnalysisSettings,
     device: torch.device,
     log: ForwardLog,
-) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """similarity.csv's frame for every target and fold, the missing pieces, and notes."""
+) -> tuple[pd.DataFrame, list[str], list[str], list[FoldDivergence]]:
+    """similarity.csv's frame for every target and fold, the missing pieces, notes, and claim 5.2's
+    per-fold paired differences (:func:`medtransfer.analysis.divergence.fold_divergence`)."""
     layers = settings.resolved_layers()
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
+    divergences: list[FoldDivergence] = []
     few: dict[tuple[str, str], tuple[int, int]] = {}
     shapes_by_size: dict[tuple[int, str], dict] = {}
     inits: dict[str, Network] = {}  # initialisations are the same networks in every fold: load once
@@ -85,19 +92,24 @@ def layerwise_similarity(
                 if layer.rows < FEW_ROWS_PER_CHANNEL * len(layer.channels[0]):
                     key, seen = (target, labels[name]), few.get((target, labels[name]), (layer.rows, 0))
                     few[key] = (min(seen[0], layer.rows), len(layer.channels[0]))
+            kept: dict = {}
             frame, problems = fold_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
                 Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed, settings.ci_method),
+                keep=kept,
             )
+            divergences += fold_divergence(target, fold, pairs, kept, plan, labels, settings.measures,
+                                           settings.resamples, settings.seed + 6007 * fold, settings.ci_method)
+            del kept
             missing.extend(problems)
             frames.append(frame)
     for (target, label), (n_rows, n_channels) in few.items():
         notes.append(f"{target}, {label}: as few as {n_rows} rows for {n_channels} channels (the stimulus pool is small); "
                      "CCA is biased towards 1 when rows are few per channel - read this layer with care")
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SIM_COLUMNS)
-    return frame, missing, notes
+    return frame, missing, notes, divergences
 
 
 def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, tuple[np.ndarray, bool]], pd.DataFrame, list[str]]:
@@ -177,22 +189,30 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out)
 
-    pred, lacking = prediction_table(study, role_map)
+    images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
+    pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
     pred.to_csv(out / "prediction_similarity.csv", index=False)
 
     log = ForwardLog()
-    sim, lacking, sim_notes = layerwise_similarity(study, role_map, settings, dev, log)
+    sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log)
     missing.extend(lacking)
     notes.extend(sim_notes)
     sim.to_csv(out / "similarity.csv", index=False)
+    divergence = combine(fold_divergences)
+    divergence.to_csv(out / "divergence.csv", index=False)
 
     points = gain_points(sim, aucs, role_map.random)
-    stats = correlation_table(points, settings.bootstrap, settings.seed)
+    stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
     points.to_csv(out / "gain_points.csv", index=False)
     stats.to_csv(out / "correlation.csv", index=False)
     if role_map.random is None:
         missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
+
+    claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
+                                   settings.bootstrap, settings.seed)
+    missing.extend(lacking)
+    claims.to_csv(out / "claims.csv", index=False)
 
     layer_labels = list(settings.resolved_layers())
     figures: list[Figure] = []
@@ -236,13 +256,17 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         config_text=study.config_text,
         settings={**asdict(settings), "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
         table2=t2,
+        claims=claims,
         figures=figures,
         sections=[
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",
-             "Pearson r and Spearman ρ with p-values and percentile bootstrap 95% CIs over points "
-             f"(one per target and fold; {settings.bootstrap} resamples). strategy 'all' pools both strategies.", stats),
+             "Pearson r and Spearman ρ across targets with two-sided permutation p-values (exact up to 10 points) and "
+             "Fisher-z 95% intervals from 10 points on; the unit column says what a point is (by default one target: "
+             "its means over folds). strategy 'all' averages both strategies per target.", stats),
             ("Prediction similarity (Figure 5), over folds",
-             "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy.", pred_summary),
+             "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy; "
+             "prediction_similarity.csv has per fold the excess over the baseline with its image-bootstrap interval "
+             "and a permutation p-value (b's correctness permuted within class).", pred_summary),
             ("conv1 filters: resemblance to Gabor filters (Figure 4)",
              "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
              "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),

@@ -20,7 +20,9 @@ section, overridden by explicit arguments.
       seed: 0            # seed of the row/channel sampling
       sources: [imagenet, radimagenet]   # which two pretrained sources play the paper's roles
       auc_average: macro # multiclass AUC of Table 2: "macro", "weighted" or "micro" (as RunConfig.auc_average)
-      bootstrap: 2000    # bootstrap resamples for the correlation confidence intervals
+      bootstrap: 2000    # resamples of the claims' bootstrap intervals and Monte Carlo permutation tests
+      correlation_points: target  # Figure 6's correlation: one point per target (mean over folds), or
+                         # "fold" (one per target and fold: NOT independent, labelled so in correlation.csv)
       threads: null      # torch CPU threads during the analysis (1 is fastest on a busy machine)
 """
 
@@ -60,6 +62,7 @@ class AnalysisSettings:
     permutations: int = 20
     sampling: str = "paper"
     positions: int = 16
+    correlation_points: str = "target"
 
     def __post_init__(self) -> None:
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
@@ -69,6 +72,8 @@ class AnalysisSettings:
             raise ConfigError(f"analysis.ci must be a confidence level in (0, 1) or null, got {self.ci!r}")
         if self.ci_method not in INTERVAL_METHODS:
             raise ConfigError(f"analysis.ci_method must be one of {', '.join(INTERVAL_METHODS)}, got {self.ci_method!r}")
+        if self.correlation_points not in ("target", "fold"):
+            raise ConfigError(f"analysis.correlation_points must be 'target' or 'fold', got {self.correlation_points!r}")
         if self.sampling not in ("paper", "spread"):
             raise ConfigError(f"analysis.sampling must be 'paper' or 'spread', got {self.sampling!r}")
         if not isinstance(self.permutations, int) or isinstance(self.permutations, bool) or self.permutations < 0:

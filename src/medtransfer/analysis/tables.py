@@ -1,23 +1,18 @@
-"""AUC per run recomputed from stored probabilities, and the paper's Table 2 layout.
-
-Table 2: one row per target, one column per (source, strategy) in role order, each cell the mean
-and sample standard deviation (ddof=1) over folds of the test AUC, both x100, the highest mean per
-target marked ``best``.
+"""AUC per run recomputed from stored probabilities (``analysis/auc.csv``), checked against what
+the runs stored. Table 2 itself is :mod:`medtransfer.study.table2`'s.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
+from medtransfer.study.table2 import warn_undefined_auc
 from medtransfer.training import metrics
-from medtransfer.vocabulary import STRATEGIES
 
 AUC_TOLERANCE = 1e-6
 
@@ -46,18 +41,7 @@ def read_predictions(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     return frame["image_id"], labels.astype(np.int64), probs
 
 
-def auc_from_probs(labels: np.ndarray, probs: np.ndarray, average: str = "macro") -> float:
-    """Test AUC with the training run's own definitions (``medtransfer.training.metrics``), so
-    that recomputed and stored values are comparable: binary = ROC AUC of column 1; multiclass =
-    one-vs-rest ROC AUC, ``average`` "macro" or "weighted", or flattened "micro".
-
-    ``labels`` (n,) ints, ``probs`` (n, k). NaN when fewer than two classes occur.
-    """
-    if probs.shape[1] == 2:
-        return metrics.auc_binary(labels, probs)
-    if average == "micro":
-        return metrics.auc_micro(labels, probs)
-    return metrics.auc_ovr(labels, probs, average)
+auc_from_probs = metrics.headline_auc  # the runs' own rule, so recomputed and stored AUCs compare
 
 
 def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[str]]:
@@ -110,104 +94,3 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
         else:
             problems.append(f"{stored_path}: lacks columns {keys + ['auc']}; AUCs were not cross-checked")
     return frame, problems
-
-
-def undefined_note(used: int, runs: int) -> str:
-    """The Table 2 cell suffix saying how many runs' AUCs a mean is over, when some are undefined
-    (a test fold with one class only): ``" (4 of 5 runs)"``; empty when all are used."""
-    return f" ({used} of {runs} runs)" if used < runs else ""
-
-
-def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list[str]:
-    """Say on stderr (``stream``) which runs have no test AUC (NaN/empty: their test fold holds one
-    class only), so that a Table 2 mean over the other folds is not mistaken for all of them.
-    ``aucs``: a frame with columns ``target, source, strategy, fold, auc`` (and optionally
-    ``seed``). Returns the messages."""
-    undefined = aucs[pd.to_numeric(aucs["auc"], errors="coerce").isna()] if len(aucs) else aucs
-    messages = []
-    for row in undefined.itertuples(index=False):
-        seed = f" seed {row.seed}" if "seed" in aucs.columns else ""
-        messages.append(f"warning: {row.target} / {row.source} {row.strategy} fold {row.fold}{seed}: test AUC "
-                        "undefined (its test fold holds one class only); Table 2 averages the other runs "
-                        "and says how many")
-    for message in messages:
-        print(message, file=stream or sys.stderr)
-    return messages
-
-
-def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> list[tuple[str, str]]:
-    """Table 2's columns: each pretrained source (no-freeze, freeze), then random (no-freeze)."""
-    present = set(zip(frame["source"], frame["strategy"]))
-    order = [(s, st) for s in pretrained for st in STRATEGIES]
-    if random is not None:
-        order += [(random, "no-freeze"), (random, "freeze")]
-    order += sorted(present - set(order))
-    return [c for c in order if c in present]
-
-
-def table2(aucs: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> pd.DataFrame:
-    """Mean and std (ddof=1) over folds of AUC x100 per target and (source, strategy).
-
-    Returns a long frame ``target, source, strategy, mean, std, n, runs, best``: ``n`` runs with a
-    defined AUC of ``runs`` (a test fold with one class has none), ``best`` the highest mean of
-    its target, ties all marked; columns in Table 2's order, targets in first-seen order.
-    """
-    columns = ["target", "source", "strategy", "mean", "std", "n", "runs", "best"]
-    if aucs.empty:
-        return pd.DataFrame(columns=columns)
-    order = column_order(aucs, pretrained, random)
-    rows = []
-    for target in dict.fromkeys(aucs["target"]):
-        sub = aucs[aucs["target"] == target]
-        for source, strategy in order:
-            values = 100.0 * sub[(sub["source"] == source) & (sub["strategy"] == strategy)]["auc"].to_numpy(np.float64)
-            runs = len(values)
-            values = values[np.isfinite(values)]
-            if len(values) == 0:
-                continue
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-            rows.append([target, source, strategy, float(np.mean(values)), std, len(values), runs, False])
-    table = pd.DataFrame(rows, columns=columns)
-    for target, sub in table.groupby("target", sort=False):
-        best = sub["mean"].max()
-        table.loc[sub.index, "best"] = np.isclose(sub["mean"], best, rtol=0, atol=1e-12)
-    return table
-
-
-def format_cell(mean: float, std: float) -> str:
-    """``"64.9 ± 7.2"`` (one decimal, std omitted for one fold)."""
-    return f"{mean:.1f}" if not np.isfinite(std) else f"{mean:.1f} ± {std:.1f}"
-
-
-def table2_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 as printed: targets x ``source / strategy`` columns of formatted cells; best in ``**``."""
-    if table.empty:
-        return pd.DataFrame()
-    cells = table.assign(
-        column=table["source"] + " / " + table["strategy"],
-        cell=[(("**" + format_cell(m, s) + "**") if b else format_cell(m, s)) + undefined_note(n, r)
-              for m, s, b, n, r in zip(table["mean"], table["std"], table["best"], table["n"], table["runs"])],
-    )
-    order = list(dict.fromkeys(cells["column"]))
-    wide = cells.pivot(index="target", columns="column", values="cell")
-    wide = wide.reindex(index=list(dict.fromkeys(cells["target"])), columns=order).fillna("–")
-    wide.index.name = "target"
-    wide.columns.name = None
-    return wide
-
-
-def write_table2(table: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``table2.csv`` (long, numeric) and ``table2.md`` (wide, best in bold) into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "table2.csv", out_dir / "table2.md"
-    table.to_csv(csv_path, index=False)
-    wide = table2_wide(table)
-    lines = ["Mean AUC ± std (both x100) over folds; best mean per target in bold.", ""]
-    if not wide.empty:
-        header = ["target", *wide.columns]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        for target, row in wide.iterrows():
-            lines.append("| " + " | ".join([str(target), *row.tolist()]) + " |")
-    md_path.write_text("\n".join(lines) + "\n")
-    return csv_path, md_path

@@ -3,7 +3,8 @@
 from medtransfer.study.config import StudyConfig, shipped_config
 from medtransfer.study.executors import LocalExecutor, RayExecutor, SlurmExecutor, Task, make_executor
 from medtransfer.study.expand import expand
-from medtransfer.study.results import table2, write_results
+from medtransfer.study.results import write_results
+from medtransfer.study.table2 import table2
 from medtransfer.study.runner import StudyReport, run_study
 from medtransfer.study.store import count_states, status
 

@@ -1,17 +1,15 @@
 """Results tables of a study: one row per finished run (``results/auc.csv``) and the paper's
-Table 2 layout (``results/table2.{csv,md}``: mean +- std of test AUC x 100 per target, source
-and strategy)."""
+Table 2 (``results/table2.{csv,md}``, written by :mod:`medtransfer.study.table2`)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from medtransfer.analysis.tables import undefined_note, warn_undefined_auc
 from medtransfer.study.store import write_atomic
+from medtransfer.study.table2 import table2, warn_undefined_auc, write_table2
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import RunDir, read_record
 
@@ -38,54 +36,13 @@ def collect(out: Path, configs: list[RunConfig]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=AUC_COLUMNS)
 
 
-def table2(auc: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
-    """Mean and sample standard deviation (ddof=1) x 100 of ``metric`` over folds and seeds.
-
-    Returns a frame indexed by target (first-seen order) with one column per ``source strategy``
-    (first-seen order) holding strings ``"mean ± std"`` (one decimal; std ``-`` for one run).
-    """
-    if auc.empty:
-        return pd.DataFrame()
-    targets = list(dict.fromkeys(auc["target"]))
-    cells = list(dict.fromkeys(zip(auc["source"], auc["strategy"])))
-    grouped = auc.groupby(["target", "source", "strategy"], sort=False)[metric]
-    stats = grouped.agg(["mean", "std", "count", "size"])
-    table = pd.DataFrame(index=pd.Index(targets, name="target"))
-    for source, strategy in cells:
-        values = []
-        for target in targets:
-            key = (target, source, strategy)
-            if key not in stats.index:
-                values.append("")
-                continue
-            mean, std, count, size = stats.loc[key]
-            spread = "-" if count < 2 or np.isnan(std) else f"{100 * std:.1f}"
-            values.append(f"{100 * mean:.1f} ± {spread}" + undefined_note(int(count), int(size)))
-        table[f"{source} {strategy}"] = values
-    return table
-
-
-def to_markdown(table: pd.DataFrame, title: str = "Test AUC x 100, mean ± std over folds") -> str:
-    """A GitHub-flavoured Markdown table, the best mean per target in bold."""
-    if table.empty:
-        return f"{title}\n\n(no finished runs)\n"
-    header = ["target", *table.columns]
-    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for target, row in table.iterrows():
-        means = [float(v.split(" ")[0]) if v else -math.inf for v in row]
-        best = max(means)
-        cells = [f"**{v}**" if v and m == best else v for v, m in zip(row, means)]
-        lines.append("| " + " | ".join([str(target), *cells]) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def write_results(out: Path, configs: list[RunConfig]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``results/auc.csv``, ``results/table2.csv`` and ``results/table2.md``; return both frames."""
+    """Write ``results/auc.csv``, ``results/table2.csv`` and ``results/table2.md``; return the
+    per-run frame and Table 2's long frame (:func:`medtransfer.study.table2.table2`)."""
     out = Path(out)
     auc = collect(out, configs)
     warn_undefined_auc(auc)
     table = table2(auc)
     write_atomic(out / "results" / "auc.csv", auc.to_csv(index=False))
-    write_atomic(out / "results" / "table2.csv", table.to_csv())
-    write_atomic(out / "results" / "table2.md", to_markdown(table))
+    write_table2(table, out / "results")
     return auc, table

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from medtransfer.errors import MedtransferError
+from medtransfer.vocabulary import AUC_AVERAGES
 
 
 def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +141,19 @@ def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.sum((probs - _one_hot(labels, probs.shape[1])) ** 2, axis=1)))
 
 
+def headline_auc(labels: np.ndarray, probs: np.ndarray, average: str = "macro") -> float:
+    """The test AUC a run reports and Table 2 averages (the one owner of this rule): for two
+    classes the binary AUC of column 1 (:func:`auc_binary`), else the one-vs-rest ``average``
+    "macro" or "weighted" (:func:`auc_ovr`) or the flattened "micro" (:func:`auc_micro`).
+    ``labels (n,)`` ints, ``probs (n, k)``; NaN when fewer than two classes occur."""
+    labels, probs = _check(labels, probs)
+    if average not in AUC_AVERAGES:
+        raise MedtransferError(f"headline AUC: expected one of {sorted(AUC_AVERAGES)}, got {average!r}")
+    if probs.shape[1] == 2:
+        return auc_binary(labels, probs)
+    return auc_micro(labels, probs) if average == "micro" else auc_ovr(labels, probs, average)
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, headline: str = "macro") -> dict[str, float]:
     """Every metric of a run: ``auc`` (binary AUC for two classes, else the one-vs-rest
     ``headline`` average: "macro", "weighted" or "micro"), ``auc_macro``, ``auc_weighted``,
@@ -148,13 +162,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, headline: str 
     macro = auc_ovr(labels, probs, "macro")
     weighted = auc_ovr(labels, probs, "weighted")
     micro = auc_micro(labels, probs)
-    if probs.shape[1] == 2:
-        headline_value = auc_binary(labels, probs)
-    else:
-        options = {"macro": macro, "weighted": weighted, "micro": micro}
-        if headline not in options:
-            raise MedtransferError(f"headline AUC: expected one of {sorted(options)}, got {headline!r}")
-        headline_value = options[headline]
+    headline_value = headline_auc(labels, probs, headline)
     return {
         "auc": headline_value,
         "auc_macro": macro,
