@@ -178,8 +178,9 @@ def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[fl
     """``(f, g)``: the measure on ``x (m * k, p)``, ``y (m * k, q)`` and each image's influence
     ``g (m,)``, so that ``f(w) ~ f + g . (w - 1)`` for image weights ``w`` (module notes).
 
-    Up to ``JACKKNIFE_MAX_IMAGES`` images, ``g_i = (m - 1) / m * (f - f_(-i))`` from the ``m``
-    leave-one-image-out values: a finite difference at the scale of a bootstrap perturbation, which
+    The influences sum to zero (see :func:`_centred`). Up to ``JACKKNIFE_MAX_IMAGES`` images,
+    ``g_i = (m - 1) / m * (mean_j f_(-j) - f_(-i))`` from the ``m`` leave-one-image-out values: a
+    finite difference at the scale of a bootstrap perturbation, which
     keeps the nonlinearity that few images bring (measured: coverage 91-99% where derivatives give
     57-87%, see docs/protocol.md). Above, ``g_i = df/dw_i`` at ``w = 1``: with rows centred by
     their mean, ``dG/dw_i = S_i``, so ``g_i = sum over image i's rows r of z_r^T Gamma z_r`` with
@@ -196,7 +197,7 @@ def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[fl
         # it have none (a constant neuron).
         values = weighted_values(image_blocks(tx, ty, rows_per_image), np.vstack([np.ones((1, m)), 1.0 - np.eye(m)]), measure)
         value = float(values[0])
-        return value, (m - 1) / m * (value - values[1:])
+        return value, _centred((m - 1) / m * (values[1:].mean() - values[1:]))
     p = tx.shape[1]
     z = torch.cat([tx, ty], dim=1)
     z = z - z.mean(dim=0, keepdim=True)
@@ -207,7 +208,20 @@ def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[fl
             return float("nan"), np.full(m, np.nan)
         (gamma,) = torch.autograd.grad(value.sum(), gram)
     per_row = ((z @ gamma) * z).sum(dim=1)
-    return float(value.detach()[0]), per_row.reshape(m, -1).sum(dim=1).cpu().numpy()
+    return float(value.detach()[0]), _centred(per_row.reshape(m, -1).sum(dim=1).cpu().numpy())
+
+
+def _centred(g: np.ndarray) -> np.ndarray:
+    """Influences ``g (m,)`` shifted to sum to zero.
+
+    Every measure with a Gram form is unchanged when all image weights are multiplied by one
+    factor, so its exact first-order expansion has ``sum g = 0`` (Euler's theorem for functions
+    homogeneous of degree 0). Raw jackknife differences ``f - f_(-i)`` do not sum to zero (their
+    mean is the jackknife bias), and a resample whose weights do not total m - a repeat's images
+    picked out of a larger pool's multinomial draw, whose count varies - would turn that mean into
+    spurious spread: measured 0.0125 instead of 0.0041 for the resample SD of CCA at 16 images x
+    200 positions x 64 channels from a pool of 400 (``exact``: 0.0045)."""
+    return g - g.mean() if np.isfinite(g).all() else g
 
 
 def resample_values(x: Any, y: Any, rows_per_image: int, weights: Any, measure: Measure,
