@@ -170,11 +170,28 @@ def test_independent_gaussian_null():
 
 def test_rows_below_neurons_refused():
     rng = np.random.default_rng(9)
-    with pytest.raises(MedtransferError, match="n - 1"):
+    with pytest.raises(MedtransferError, match=r"p = 9 .* q = 2 .* n = 10 .*2 canonical correlations are exactly 1"):
         cca(rng.standard_normal((10, 9)), rng.standard_normal((10, 2)))
-    with pytest.raises(MedtransferError, match="y has 10 neurons"):
+    with pytest.raises(MedtransferError, match=r"p = 2 .* q = 10 .* n = 10"):
         cca(rng.standard_normal((10, 2)), rng.standard_normal((10, 10)))
-    assert cca(rng.standard_normal((10, 8)), rng.standard_normal((10, 2))).rho.size == 2
+    assert cca(rng.standard_normal((10, 7)), rng.standard_normal((10, 2))).rho.size == 2
+
+
+def test_forced_canonical_correlations_refused_for_cca_svcca_and_pwcca():
+    """With p + q > n - 1 the column spaces must share p + q - (n - 1) directions: that many
+    correlations are exactly 1 whatever the data. Exactly at p + q = n - 1 none is forced."""
+    rng = np.random.default_rng(19)
+    x, y = rng.standard_normal((80, 64)), rng.standard_normal((80, 64))
+    with pytest.raises(MedtransferError, match=r"CCA .*p = 64 .*q = 64 .*n = 80.* 49 canonical"):
+        cca(x, y)
+    with pytest.raises(MedtransferError, match=r"PWCCA .*p = 64 .*q = 64 .*n = 80"):
+        pwcca(x, y)
+    with pytest.raises(MedtransferError, match=r"SVCCA after reduction .*n = 50"):
+        svcca(rng.standard_normal((50, 200)), rng.standard_normal((50, 150)))
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        rho = cca(r.standard_normal((80, 40)), r.standard_normal((80, 39))).rho
+        assert rho.max() < 1 - 1e-6  # p + q = n - 1: no direction shared by construction
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -118,7 +118,8 @@ def cca(x: Any, y: Any, rtol: float | None = None, precision: str = "float64") -
         :class:`CCAResult`; ``rho`` has ``min(rank_x, rank_y)`` entries (see the module notes).
 
     Raises:
-        MedtransferError: shapes differ in n, ``p >= n - 1`` or ``q >= n - 1``, NaN/inf (the
+        MedtransferError: shapes differ in n, ``p + q > n - 1`` (then ``p + q - (n - 1)``
+            correlations are 1 whatever the data; the message names n, p, q), NaN/inf (the
             message names x or y), or a side with no varying neuron.
     """
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
@@ -146,7 +147,9 @@ def svcca(x: Any, y: Any, keep: float = 0.99, rtol: float | None = None) -> CCAR
     if not 0.0 < float(keep) <= 1.0:
         raise MedtransferError(f"keep must be a fraction of variance in (0, 1], got {keep}")
     x, y = as_pair(x, y, min_rows=3)
-    return cca(_top_directions(x, keep, "x"), _top_directions(y, keep, "y"), rtol=rtol)
+    rx, ry = _top_directions(x, keep, "x"), _top_directions(y, keep, "y")
+    check_cca_shape(rx, ry, f"SVCCA after reduction to the directions explaining {keep:g} of the variance")
+    return cca(rx, ry, rtol=rtol)
 
 
 def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
@@ -157,7 +160,7 @@ def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
     fewer independent directions (x on a tie), normalised to sum to 1. Returns a python float.
     """
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
-    check_cca_shape(x, y)
+    check_cca_shape(x, y, "PWCCA")
     canonical = _canonical(x, y, rtol)
     u, rho, vt = sla.svd(la.to_numpy(canonical.m), full_matrices=False, check_finite=False)
     rho = np.clip(rho, 0.0, 1.0)
