@@ -63,7 +63,8 @@ def test_invertible_map_gives_one_up_to_condition_1e10(condition):
     x = rng.standard_normal((n, p))
     a = matrix_with_condition(rng, p, condition)
     result = cca(x, x @ a + rng.standard_normal(p))
-    assert result.rho.size == p
+    if condition <= 1e3:  # beyond, directions of y fall under the shared rank cutoff and are absent
+        assert result.rho.size == p
     assert result.rho.min() > 1 - 1e-8
     assert result.mean == pytest.approx(1.0, abs=1e-10)
 
@@ -259,7 +260,7 @@ def test_property_invertible_maps_give_one(p, log_condition, log_scale, seed):
     x = rng.standard_normal((60 + 10 * p, p))
     a = matrix_with_condition(rng, p, 10.0**log_condition) * 10.0**log_scale
     result = cca(x, x @ a)
-    assert result.rho.size == p
+    assert result.rho.size == (p if log_condition <= 3 else result.rank_y) <= p  # shared rank cutoff
     assert result.mean == pytest.approx(1.0, abs=1e-8)
 
 
@@ -525,3 +526,26 @@ def test_gram_lower_only_matches_the_full_gram_below_the_diagonal():
     x, y = rng.standard_normal((40, 5)), np.asfortranarray(rng.standard_normal((40, 3)))
     np.testing.assert_allclose(_linalg.cross(x, y), x.T @ y, rtol=1e-12)
     np.testing.assert_allclose(_linalg.cross(y, x[:, ::2]), y.T @ x[:, ::2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-4, 3e-6, 1e-6, 1e-8])
+def test_one_rank_rule_for_cca_and_the_gram_form_of_the_bootstrap_and_null(eps):
+    """A near-duplicate neuron (x_7 = x_1 + eps * noise) on the side with fewer neurons: above the
+    shared cutoff both cca() and the batched Gram form keep it, below both drop it, and the two
+    means agree (they disagreed by 0.03 when each form had its own rule)."""
+    import torch
+
+    from medtransfer.similarity.batched import cca_mean_from_grams
+
+    rng = np.random.default_rng(int(-np.log10(eps) * 10))
+    n = 2000
+    x = rng.standard_normal((n, 6))
+    y = 0.5 * np.hstack([x, x[:, :2]]) + rng.standard_normal((n, 8))
+    x = np.hstack([x, x[:, :1] + eps * rng.standard_normal((n, 1))])
+    result = cca(x, y)
+    z = np.hstack([x, y])
+    z = z - z.mean(axis=0)
+    g = torch.as_tensor(z.T @ z)[None]
+    gram_form = float(cca_mean_from_grams(g[:, :7, :7], g[:, 7:, 7:], g[:, :7, 7:])[0])
+    assert result.rank_x == (7 if eps >= 1e-4 else 6)
+    assert gram_form == pytest.approx(result.mean, abs=1e-7)

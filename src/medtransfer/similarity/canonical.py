@@ -24,7 +24,8 @@ How the canonical correlations are computed (no covariance matrix is ever invert
    maps with condition numbers up to 1e10 and beyond): Householder QR of the scaled data of each
    side, an SVD of the small triangular factor, and a rank cutoff: directions whose singular
    value is below ``rtol`` times the largest one are numerically absent (default
-   ``rtol = max(n, p) * machine epsilon``). The canonical correlations are the singular values of
+   ``sqrt(RANK_RTOL)`` = 1e-5, the rule shared with the image bootstrap and the null,
+   :mod:`medtransfer.similarity._rank`). The canonical correlations are the singular values of
    ``U_x^T Q_x^T Q_y U_y`` over the retained directions.
 
 Rank and the number of correlations: constant neurons, duplicated neurons and any other linear
@@ -43,11 +44,9 @@ import scipy.linalg as sla
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import _linalg as la
+from medtransfer.similarity._rank import MAX_TRACE_INV, RANK_RTOL
 from medtransfer.similarity._validation import as_pair, check_cca_shape, is_tensor
 
-#: The fast (Cholesky) path is used while trace(C^-1) of each correlation matrix stays below this,
-#: i.e. lambda_min(C) >= 1e-6; measured, rounding in the Gram route then moves rho by under 1e-12.
-MAX_TRACE_INV = 1e6
 #: The float32 path (``precision="float32"``) keeps its products only while trace(C^-1) of both
 #: correlation matrices stays below this. Its rounding is amplified by about 1/lambda_min(C):
 #: measured max |drho| 4e-7 at trace 517, 5.7e-5 at trace 7.6e4, 0.058 at 9.5e6 (50000 x 512).
@@ -105,8 +104,9 @@ def cca(x: Any, y: Any, rtol: float | None = None, precision: str = "float64") -
     Args:
         x, y: activations, rows = the same n data points, columns = neurons; numpy or torch
             (any device). A 1-D input is a single neuron.
-        rtol: rank cutoff of the robust path, relative to the largest singular value of the
-            centred, unit-norm-scaled data; default ``max(n, p) * eps``.
+        rtol: rank cutoff, relative to the largest singular value of the centred data with
+            unit-norm neurons; default ``sqrt(RANK_RTOL)`` = 1e-5, the rule the image bootstrap
+            and the null share (:mod:`medtransfer.similarity._rank`).
         precision: ``"float64"`` (default) or ``"float32"``: the products over the n rows in
             float32, for GPUs whose float64 is slow. They are used only while both correlation
             matrices pass a stricter conditioning check (``MAX_TRACE_INV_FLOAT32``); otherwise
@@ -336,7 +336,7 @@ def _orthonormal_basis(
     n, k = a.shape
     q, r = la.scaled_centred_qr(a, scale)
     u, s, vt = sla.svd(r, check_finite=False)
-    cutoff = (max(n, k) * np.finfo(np.float64).eps if rtol is None else float(rtol)) * s[0]
+    cutoff = (np.sqrt(RANK_RTOL) if rtol is None else float(rtol)) * s[0]
     rank = max(1, int(np.count_nonzero(s > cutoff)))
     coordinates = (s[:rank, None] * vt[:rank]) / scale
     return q, u[:, :rank], _embed(coordinates, index, p)
