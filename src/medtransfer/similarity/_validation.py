@@ -14,6 +14,11 @@ import numpy as np
 from medtransfer.errors import MedtransferError
 
 
+#: Largest number of rows (data points) of the measures that build n x n matrices (RSA's
+#: dissimilarities, k-NN's similarities); the layer protocol subsamples whole images down to it.
+MAX_PAIRWISE_ROWS = 5000
+
+
 def is_tensor(a: Any) -> bool:
     """True for a torch tensor (without importing torch when it is not loaded yet)."""
     torch = _torch_if_loaded()

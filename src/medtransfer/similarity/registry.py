@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity._validation import MAX_PAIRWISE_ROWS
 
 INVARIANCE_WORDS = (
     "translation", "permutation", "isotropic scale", "orthogonal", "invertible linear",
@@ -51,6 +52,8 @@ class Measure:
         reference: where the definition comes from.
         from_blocks: optional faster batched form on the per-image blocks and the weights
             (:func:`medtransfer.similarity.bootstrap.cka_from_blocks`), used for few images.
+        max_rows: the most rows the measure takes (None: any number); the layer protocol
+            subsamples whole images down to it (:func:`~medtransfer.similarity.score_repeats`).
     """
 
     name: str
@@ -64,6 +67,7 @@ class Measure:
     from_grams: Callable[[Any, Any, Any], Any] | None
     reference: str
     from_blocks: Callable[[Any, Any], Any] | None = None
+    max_rows: int | None = None
 
     @property
     def higher_is_similar(self) -> bool:
@@ -184,14 +188,16 @@ MEASURES: dict[str, Measure] = {
                 _shape_grams, "Williams et al. 2021, generalized shape metric with alpha = 1 (angular Procrustes), radians"),
         Measure("rsa_spearman", _rsa_spearman, "RSA (Spearman)", "similarity", -1.0, 1.0,
                 ("permutation", "isotropic scale", "row scale", "row offset", "monotone rdm"), True, None,
-                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Spearman's rho"),
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Spearman's rho",
+                max_rows=MAX_PAIRWISE_ROWS),
         Measure("rsa_pearson", _rsa_pearson, "RSA (Pearson)", "similarity", -1.0, 1.0,
                 ("permutation", "isotropic scale", "row scale", "row offset"), True, None,
-                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r"),
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r",
+                max_rows=MAX_PAIRWISE_ROWS),
         Measure("mutual_knn", _mutual_knn, "mutual k-NN (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
-                "Huh et al. 2024; cosine neighbours, k = 10"),
+                "Huh et al. 2024; cosine neighbours, k = 10", max_rows=MAX_PAIRWISE_ROWS),
         Measure("knn_jaccard", _knn_jaccard, "k-NN Jaccard (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
-                "mean Jaccard index of the cosine 10-NN sets"),
+                "mean Jaccard index of the cosine 10-NN sets", max_rows=MAX_PAIRWISE_ROWS),
     )
 }
 

@@ -169,9 +169,17 @@ def score_repeats(
 
     ``n_images``: size of the stimulus pool the images come from (default: the largest index + 1).
     A repeat whose measure fails (MedtransferError) raises; callers that tolerate it catch it.
+
+    A measure with a row limit (``Measure.max_rows``: RSA, k-NN) gets each repeat subsampled
+    first (:func:`limit_rows`): whole images, ``max_rows // k`` of them at random, and when one
+    image alone has more than ``max_rows`` rows, ``max_rows`` of its positions (the same for
+    both sides). ``rows`` and ``images`` of the result are what was measured.
     """
     spec: Measure = get(measure)
     boot.check_method(ci_method)
+    if spec.max_rows is not None:
+        xs, ys, images, rows_per_image = limit_rows(xs, ys, images, rows_per_image, spec.max_rows,
+                                                    np.random.default_rng([seed, 1]))
     values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
     mean = float(values.mean())
     out = {
@@ -182,6 +190,39 @@ def score_repeats(
     with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
         _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng)
     return LayerSimilarity(**out)
+
+
+def limit_rows(xs: list[Any], ys: list[Any], images: list[np.ndarray], rows_per_image: int, max_rows: int,
+               rng: np.random.Generator) -> tuple[list[Any], list[Any], list[np.ndarray], int]:
+    """Repeats ``xs[r] (m_r * k, p)``, ``ys[r]`` (image-major) cut to at most ``max_rows`` rows each.
+
+    Whole images are kept, ``max(1, max_rows // k)`` of each repeat's drawn at random (in their
+    original order), so the rows stay per-image blocks and the image stays the unit of the null.
+    If ``k > max_rows``, each kept image contributes ``max_rows`` of its rows (positions), drawn
+    once for the call and shared by both sides and all repeats. Returns ``(xs, ys, images, k)``.
+    """
+    k = int(rows_per_image)
+    if all(x.shape[0] <= max_rows for x in xs):
+        return xs, ys, images, k
+    keep_k = np.arange(k) if k <= max_rows else np.sort(rng.choice(k, size=int(max_rows), replace=False))
+    per_repeat = max(1, int(max_rows) // len(keep_k))
+    out_x, out_y, out_i = [], [], []
+    for x, y, img in zip(xs, ys, images):
+        m = len(img)
+        kept = np.arange(m) if m <= per_repeat else np.sort(rng.choice(m, size=per_repeat, replace=False))
+        rows = (kept[:, None] * k + keep_k[None, :]).reshape(-1)
+        out_x.append(_take_rows(x, rows))
+        out_y.append(_take_rows(y, rows))
+        out_i.append(np.asarray(img)[kept])
+    return out_x, out_y, out_i, len(keep_k)
+
+
+def _take_rows(a: Any, rows: np.ndarray) -> Any:
+    if is_tensor(a):
+        import torch
+
+        return a.index_select(0, torch.as_tensor(rows, device=a.device))
+    return a[rows]
 
 
 def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng) -> None:
