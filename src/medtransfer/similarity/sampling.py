@@ -8,13 +8,17 @@ columns. Two ways to spend a budget of ``rows`` rows (:data:`SAMPLINGS`):
 
 - ``"paper"`` (default, the paper's protocol): every position of ``m = round(rows / (h * w))``
   images (k = h * w). At early layers this is 1-3 images per repeat.
-- ``"spread"``: ``positions`` random positions of each of ``m = round(rows / positions)`` images
-  (fewer when the pool is smaller); the same budget over many more images, which is what an
-  image bootstrap and a permutation null need.
+- ``"spread"``: ``positions`` random positions, the same for each of ``m = round(rows / positions)``
+  images of a repeat (fewer images when the pool is smaller); the same budget over many more
+  images, which is what an image bootstrap and a permutation null need. The positions are shared
+  within a repeat so that the permutation null, which pairs image i of x with image pi(i) of y
+  row by row, pairs each position with itself: with positions drawn per image it paired different
+  positions, and two independent networks that share a positional pattern (a padding border)
+  were "significant" in every run. Fresh positions per repeat.
 
 Each repeat draws fresh images (without replacement), fresh channels (``channels`` of them, the
 same indices for both models when their channel counts agree) and, for ``"spread"``, fresh
-positions per image; then measures any registered measure
+positions (shared by the repeat's images); then measures any registered measure
 (:mod:`medtransfer.similarity.registry`). ``mean``/``std`` are over repeats.
 
 Interval (``ci``): image-bootstrap percentile interval of the repeat mean, centred on the estimate
@@ -141,7 +145,9 @@ def layer_similarity(
         picked = np.sort(rng.choice(n, size=m, replace=False))
         ch_a = np.sort(rng.choice(c_a, size=c, replace=False))
         ch_b = ch_a if c_b == c_a else np.sort(rng.choice(c_b, size=c, replace=False))
-        where = None if k == hw else np.stack([np.sort(rng.choice(hw, size=k, replace=False)) for _ in range(m)])
+        # One set of positions per repeat, shared by its images: the null's image permutation then
+        # keeps position j paired with position j (module notes).
+        where = None if k == hw else np.tile(np.sort(rng.choice(hw, size=k, replace=False)), (m, 1))
         xs.append(activation_rows(a, picked, ch_a, where))
         ys.append(activation_rows(b, picked, ch_b, where))
         images.append(picked)
