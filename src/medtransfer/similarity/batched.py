@@ -22,8 +22,9 @@ from medtransfer.similarity._rank import MAX_TRACE_INV, RANK_RTOL
 CONSTANT_RTOL = 1e-20
 
 
-def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any) -> Any:
-    """Mean canonical correlation over ``min(rank_x, rank_y)`` directions, ``(B,)``.
+def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any, power: int = 1) -> Any:
+    """Mean canonical correlation over ``min(rank_x, rank_y)`` directions, ``(B,)``; ``power=2``:
+    the mean squared canonical correlation (``cca_r2``).
 
     Fast path per batch element: Cholesky factors of both correlation matrices and their inverses,
     taken only where ``trace(C^-1) = ||L^-1||_F^2 <= MAX_TRACE_INV`` for both sides (the check
@@ -46,12 +47,12 @@ def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any) -> Any:
         ok[good[~certified]] = False
         good, ix, iy = good[certified], ix[certified], iy[certified]
     if len(good):
-        total[good] = _rho_sum(ix @ cxy[good] @ iy.transpose(-1, -2))
+        total[good] = _rho_sum(ix @ cxy[good] @ iy.transpose(-1, -2), power)
     bad = torch.nonzero(~ok).flatten()
     if len(bad):
         fx, rank_x = _eigen_whitener(cxx[bad])
         fy, rank_y = _eigen_whitener(cyy[bad])
-        total[bad] = _rho_sum(fx @ cxy[bad] @ fy.transpose(-1, -2))
+        total[bad] = _rho_sum(fx @ cxy[bad] @ fy.transpose(-1, -2), power)
         count[bad] = torch.minimum(rank_x, rank_y).to(cxx.dtype)
     out = total / count
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
@@ -65,11 +66,19 @@ def _triangular_inverse(lower: Any) -> Any:
     return torch.linalg.solve_triangular(lower, eye, upper=False)
 
 
-def _rho_sum(m: Any) -> Any:
-    """Sum of the singular values of each ``m (B, r, s)`` (each clipped to [0, 1])."""
+def cca_r2_from_grams(gxx: Any, gyy: Any, gxy: Any) -> Any:
+    """Mean squared canonical correlation, ``(B,)`` (see :func:`cca_mean_from_grams`)."""
+    return cca_mean_from_grams(gxx, gyy, gxy, power=2)
+
+
+def _rho_sum(m: Any, power: int = 1) -> Any:
+    """Sum of the singular values (``power=2``: their squares) of each ``m (B, r, s)``, each
+    clipped to [0, 1]."""
     import torch
 
     small = m.transpose(-1, -2) @ m if m.shape[-1] <= m.shape[-2] else m @ m.transpose(-1, -2)
+    if power == 2:
+        return torch.linalg.eigvalsh(small).clamp(0.0, 1.0).sum(-1)
     # The floor (not 0) keeps the derivative of the root finite where an eigenvalue is 0 (the
     # linearised bootstrap differentiates this); it moves a value by at most 1e-150.
     return torch.linalg.eigvalsh(small).clamp(min=1e-300).sqrt().clamp(max=1.0).sum(-1)

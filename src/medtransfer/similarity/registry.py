@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity._validation import MAX_PAIRWISE_ROWS
 
@@ -81,6 +83,12 @@ def _cca(x, y):
     from medtransfer.similarity.canonical import cca
 
     return cca(x, y).mean
+
+
+def _cca_r2(x, y):
+    from medtransfer.similarity.canonical import cca
+
+    return float(np.mean(cca(x, y).rho ** 2))
 
 
 def _svcca(x, y):
@@ -173,6 +181,9 @@ MEASURES: dict[str, Measure] = {
     for m in (
         Measure("cca", _cca, "CCA (mean ρ)", "similarity", 0.0, 1.0, _LINEAR, True,
                 _batched("cca_mean_from_grams"), "Hotelling 1936; mean of all canonical correlations (the paper's score)"),
+        Measure("cca_r2", _cca_r2, "CCA (mean ρ²)", "similarity", 0.0, 1.0, _LINEAR, True,
+                _batched("cca_r2_from_grams"),
+                "Kornblith et al. 2019's R²_CCA; mean of the squared canonical correlations (adjusts like R², see docs)"),
         Measure("svcca", _svcca, "SVCCA", "similarity", 0.0, 1.0, _ORTHO, True, None,
                 "Raghu et al. 2017; CCA of the top principal directions explaining 99% of the variance"),
         Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),

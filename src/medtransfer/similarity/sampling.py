@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
@@ -56,11 +57,22 @@ class LayerSimilarity:
         values: ``(repeats,)`` the per-repeat values.
         rows: rows per repeat (sampled images x positions); channels: channels per repeat.
         images: images per repeat.
-        ci_low, ci_high: image-bootstrap interval of ``mean`` (NaN when not asked for, when the
-            measure has no Gram form, or with fewer than 2 images per repeat).
+        ci_low, ci_high: the *stimulus* interval: image-bootstrap interval of ``mean`` over fresh
+            stimulus images, the channels and positions held at those drawn (NaN when not asked
+            for, when the measure has no Gram form, or with fewer than 2 images per repeat).
+        draws_ci_low, draws_ci_high: the stimulus interval widened by the channel and position
+            draw: each half-width combined in quadrature with ``z * s / sqrt(R)``, ``s`` the SD
+            of the R repeat values (ddof=1), ``z`` the normal quantile of the level (NaN with one
+            repeat or without a stimulus interval). Both intervals lie in the measure's range.
         null_mean, null_p95: mean and 95% point (the similar end: 95th percentile of a
             similarity, 5th of a distance) of ``mean`` under the permutation null (NaN if not asked).
         p_value: permutation p-value of ``mean`` with the +1 correction (NaN if not asked).
+        adjusted: the score corrected for chance against the null mean, ``(mean - null_mean) /
+            (best - null_mean)`` with ``best`` the value of identical inputs (``high`` of a
+            similarity, ``low`` of a distance, whose sign is flipped): 0 at the null, 1 for
+            identical representations, at most 1 (NaN without a null). It removes the part of the
+            finite-sample bias that the sampling geometry (images x positions) sets; see
+            docs/protocol.md for when it is flat across layers.
         resamples: the bootstrap resample values of ``mean`` (empty when not asked).
     """
 
@@ -72,9 +84,12 @@ class LayerSimilarity:
     images: int = 0
     ci_low: float = float("nan")
     ci_high: float = float("nan")
+    draws_ci_low: float = float("nan")
+    draws_ci_high: float = float("nan")
     null_mean: float = float("nan")
     null_p95: float = float("nan")
     p_value: float = float("nan")
+    adjusted: float = float("nan")
     resamples: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
@@ -244,8 +259,14 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
                 for x, y, img in zip(xs, ys, images)
             ])
             means = per_repeat.mean(axis=0)
-            out["ci_low"], out["ci_high"] = boot.percentile_interval(means, level, mean)
+            low, high = boot.percentile_interval(means, level, mean)
+            out["ci_low"], out["ci_high"] = _clip(low, spec), _clip(high, spec)
             out["resamples"] = means
+            values = out["values"]
+            if len(values) >= 2 and np.isfinite(low) and np.isfinite(high):
+                spread = float(stats.norm.ppf(0.5 + level / 2)) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+                out["draws_ci_low"] = _clip(mean - float(np.hypot(mean - low, spread)), spec)
+                out["draws_ci_high"] = _clip(mean + float(np.hypot(high - mean, spread)), spec)
     if int(permutations) > 0 and min(len(i) for i in images) >= 2:
         null = np.stack([
             boot.permutation_values(x, y, rows_per_image, spec.name,
@@ -253,7 +274,23 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
             for x, y, img in zip(xs, ys, images)
         ]).mean(axis=0)
         summary = boot.null_summary(null, mean, spec.higher_is_similar)
-        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value)
+        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value,
+                   adjusted=chance_corrected(mean, summary.mean, spec))
+
+
+def chance_corrected(score: float, null_mean: float, spec: Measure) -> float:
+    """``(score - null_mean) / (best - null_mean)`` (signs flipped for a distance; see
+    :class:`LayerSimilarity`); NaN when undefined (no null, or a null at the best value)."""
+    best = spec.high if spec.higher_is_similar else spec.low
+    room = best - null_mean
+    if not (np.isfinite(score) and np.isfinite(null_mean)) or room == 0.0:
+        return float("nan")
+    return float((score - null_mean) / room)
+
+
+def _clip(value: float, spec: Measure) -> float:
+    """An interval end held inside the measure's range (NaN stays NaN)."""
+    return float(np.clip(value, spec.low, spec.high)) if np.isfinite(value) else float(value)
 
 
 def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray, positions: np.ndarray | None = None) -> Any:
