@@ -549,3 +549,20 @@ def test_one_rank_rule_for_cca_and_the_gram_form_of_the_bootstrap_and_null(eps):
     gram_form = float(cca_mean_from_grams(g[:, :7, :7], g[:, 7:, 7:], g[:, :7, 7:])[0])
     assert result.rank_x == (7 if eps >= 1e-4 else 6)
     assert gram_form == pytest.approx(result.mean, abs=1e-7)
+
+
+def test_pwcca_google_follows_the_uncentred_weighting_and_differs_from_pwcca():
+    """google's compute_pwcca weights by projections of uncentred neurons onto unwhitened rotated
+    neurons: equal to a step-by-step reference; on ReLU-like data with offsets it moves away from
+    Morcos et al.'s pwcca; with centred, orthonormal x (whitening is then the identity) they agree."""
+    from medtransfer.similarity import pwcca_google
+    from tests.similarity.reference import pwcca_uncentred_reference
+
+    rng = np.random.default_rng(23)
+    x = np.maximum(rng.standard_normal((600, 5)) + 0.5, 0.0) * rng.uniform(0.5, 3.0, 5)
+    y = np.maximum(x @ rng.standard_normal((5, 7)) + rng.standard_normal((600, 7)), 0.0)
+    assert pwcca_google(x, y) == pytest.approx(pwcca_uncentred_reference(x, y), abs=1e-10)
+    assert abs(pwcca_google(x, y) - pwcca(x, y)) > 1e-3
+    q = orthonormal_centred(rng, 600, 5)
+    y2 = q @ rng.standard_normal((5, 7)) + 0.05 * rng.standard_normal((600, 7))
+    assert pwcca_google(q, y2) == pytest.approx(pwcca(q, y2), abs=1e-10)

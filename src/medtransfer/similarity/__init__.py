@@ -8,7 +8,7 @@ Pure functions on numpy arrays or torch tensors (any device), float64 inside; ro
 points, columns neurons. Imports nothing from the other medtransfer packages.
 """
 
-from medtransfer.similarity.canonical import CCAResult, cca, pwcca, svcca
+from medtransfer.similarity.canonical import CCAResult, cca, pwcca, pwcca_google, svcca
 from medtransfer.similarity.bootstrap import Interval, Null, image_bootstrap, permutation_null
 from medtransfer.similarity.cka import MinibatchCKA, linear_cka
 from medtransfer.similarity.neighbors import knn_jaccard, mutual_knn
@@ -48,5 +48,6 @@ __all__ = [
     "prediction_similarity",
     "procrustes_distance",
     "pwcca",
+    "pwcca_google",
     "svcca",
 ]

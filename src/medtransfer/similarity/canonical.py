@@ -172,6 +172,56 @@ def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
     return float(weights @ rho / weights.sum())
 
 
+def pwcca_google(x: Any, y: Any, epsilon: float = 0.0) -> float:
+    """PWCCA as google/svcca's ``compute_pwcca(x.T, y.T, epsilon)[0]`` computes it, for comparison
+    with published numbers; :func:`pwcca` is the definition of Morcos et al. (2018).
+
+    What google's code does differently (docs/measures.md): the "canonical directions" it weights
+    are ``U^T (x - mean) + mean`` with ``U`` the left singular vectors of the whitened cross
+    covariance, i.e. rotated *unwhitened* neurons with their means added back, orthonormalised by
+    a QR in neuron order; each direction's weight is the summed absolute projection of the
+    *uncentred* neurons onto it. Covariances are whitened by the inverse square root of their
+    pseudo-inverse; neurons whose variance (relative to the largest entry of the covariance) is
+    below ``epsilon`` are dropped. The side with fewer kept neurons is weighted (x on a tie).
+    google's code reads x's activations in the y branch; here the y branch reads y (results agree
+    whenever x has no more neurons than y). Returns a python float.
+    """
+    x, y = as_pair(x, y, min_rows=3)
+    check_cca_shape(x, y, "PWCCA (google)")
+    xn, yn = la.to_numpy(x), la.to_numpy(y)
+    p = xn.shape[1]
+    z = np.hstack([xn, yn])
+    mean = z.mean(axis=0)
+    cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
+    sxx, syy, sxy = cov[:p, :p], cov[p:, p:], cov[:p, p:]
+    sx, sy = np.abs(sxx).max(), np.abs(syy).max()
+    if sx == 0.0 or sy == 0.0:
+        raise MedtransferError(f"every neuron of {'x' if sx == 0.0 else 'y'} is constant: nothing to compare")
+    sxx, syy, sxy = sxx / sx, syy / sy, sxy / np.sqrt(sx * sy)
+    kx, ky = np.abs(np.diag(sxx)) >= epsilon, np.abs(np.diag(syy)) >= epsilon
+    sxx, syy, sxy = sxx[np.ix_(kx, kx)], syy[np.ix_(ky, ky)], sxy[np.ix_(kx, ky)]
+    wx = _inverse_sqrt(sxx + epsilon * np.eye(len(sxx)))
+    wy = _inverse_sqrt(syy + epsilon * np.eye(len(syy)))
+    u, rho, vt = np.linalg.svd(wx @ sxy @ wy)
+    if kx.sum() <= ky.sum():
+        coef, acts, means = u.T, xn[:, kx], mean[:p][kx]
+    else:
+        coef, acts, means = vt, yn[:, ky], mean[p:][ky]
+    directions = coef @ (acts - means).T + means[:, None]
+    basis, _ = np.linalg.qr(directions.T)
+    weights = np.abs(basis.T @ acts).sum(axis=1)
+    weights = weights / weights.sum()
+    return float(np.sum(weights[: rho.size] * np.abs(rho)))
+
+
+def _inverse_sqrt(c: np.ndarray) -> np.ndarray:
+    """Square root of the pseudo-inverse of the symmetric positive semi-definite ``c``."""
+    lam, v = np.linalg.eigh(c)
+    keep = lam > RANK_RTOL * lam.max()
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)
+    return (v * inv_sqrt) @ v.T
+
+
 def canonical_correlations(m: Any) -> np.ndarray:
     """Singular values of the cross matrix ``m (r_x, r_y)``, clipped to [0, 1], descending, numpy.
 

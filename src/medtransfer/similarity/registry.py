@@ -103,6 +103,12 @@ def _pwcca(x, y):
     return pwcca(x, y)
 
 
+def _pwcca_google(x, y):
+    from medtransfer.similarity.canonical import pwcca_google
+
+    return pwcca_google(x, y)
+
+
 def _cka(x, y):
     from medtransfer.similarity.cka import linear_cka
 
@@ -189,6 +195,8 @@ MEASURES: dict[str, Measure] = {
         Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
                 False, None,
                 "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
+        Measure("pwcca_google", _pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, ("isotropic scale",),
+                False, None, "google/svcca's compute_pwcca: weights from uncentred activations (see docs)"),
         Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
                 "Kornblith et al. 2019; linear kernels, biased HSIC", _cka_blocks),
         Measure("cka_debiased", _cka_debiased, "linear CKA (debiased)", "similarity", -1.0, 1.0, _ORTHO, True, None,
