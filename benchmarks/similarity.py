@@ -31,7 +31,10 @@ images, n rows) and R batched c x c problems (for CCA an eigen-solve each, about
 alternating, the median time of ``linear_cka`` against a plain numpy CKA (centred copies, three
 products, Frobenius norms) and of ``cca`` against google/svcca's route as its ``get_cca_similarity``
 takes it (``np.cov`` of the stacked (neurons, points) activations, pseudo-inverses, symmetric
-inverse square roots by eigendecomposition, an SVD), with the ratios baseline / medtransfer.
+inverse square roots by eigendecomposition, an SVD), with the ratios baseline / medtransfer; also
+``cca(precision="float32")`` and the three float64 products alone (x^T x, y^T y, x^T y: the floor
+of any exact float64 CCA, and so the ceiling of the ratio; numpy's ``np.cov`` takes the same
+number of multiply-adds through one syrk).
 """
 
 from __future__ import annotations
@@ -214,7 +217,9 @@ def report_baselines(args: argparse.Namespace) -> None:
         n, p = (int(v) for v in size.lower().split("x"))
         x, y = make_data(n, p)
         pairs = {"cka": (lambda: linear_cka(x, y), lambda: plain_cka(x, y)),
-                 "cca": (lambda: cca(x, y).mean, lambda: svcca_route(x, y))}
+                 "cca": (lambda: cca(x, y).mean, lambda: svcca_route(x, y)),
+                 "cca float32 products": (lambda: cca(x, y, precision="float32").mean, lambda: svcca_route(x, y)),
+                 "the 3 products alone": (lambda: products_only(x, y), lambda: svcca_route(x, y))}
         text = []
         for name, (ours, theirs) in pairs.items():
             times = {"ours": [], "theirs": []}
@@ -222,9 +227,9 @@ def report_baselines(args: argparse.Namespace) -> None:
                 for key, fn in (("ours", ours), ("theirs", theirs)):
                     times[key].append(timed(fn)[0])
             a, b = np.median(times["ours"]), np.median(times["theirs"])
-            base = "plain numpy" if name == "cka" else "svcca route"
+            base = "plain numpy" if name == "cka" else "svcca route"  # products alone: cca's float64 floor
             text.append(f"{name} {a * 1e3:7.1f} ms vs {base} {b * 1e3:7.1f} ms = {b / a:4.2f}x")
-        print(f"{n:>6} x {p:<4}  " + "   ".join(text), flush=True)
+        print(f"{n:>6} x {p:<4}\n    " + "\n    ".join(text), flush=True)
 
 
 def main() -> None:
