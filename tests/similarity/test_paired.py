@@ -74,3 +74,23 @@ def test_paired_test_holds_its_level_and_detects_a_difference():
                                    seed=seed).p_value <= 0.05
     assert 0.02 <= level / seeds <= 0.08
     assert power / seeds > 0.8
+
+
+def test_paired_layer_difference_shares_the_draws_between_the_pairs():
+    """From activations: both pairs get the same images and channels, so pair b = pair a gives a
+    zero difference, and the result equals paired_difference on the layer protocol's draws."""
+    from medtransfer.similarity import paired_layer_difference
+    from medtransfer.similarity.sampling import draw_repeats
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((50, 6, 3, 3)) + rng.standard_normal((50, 6, 1, 1))
+    b = 0.7 * a + rng.standard_normal(a.shape)
+    c = 0.2 * a + rng.standard_normal(a.shape)
+    kw = dict(rows=180, channels=4, repeats=2, seed=3, sampling="spread", positions=6, resamples=500)
+    same = paired_layer_difference(a, b, a, b, "cka", **kw)
+    assert same.difference == 0.0 and same.p_value == 1.0
+    result = paired_layer_difference(a, b, a, c, "cka", **kw)
+    (xa, ya, xb, yb), images, k, n, draws = draw_repeats({"a": a, "b": b, "a2": a, "c": c}, 180, 4, 2, 3, "spread", 6)
+    direct = paired_difference(xa, ya, xb, yb, images, k, "cka", n_images=n, resamples=500,
+                               seed=int(draws.integers(2**63)))
+    assert result.difference == direct.difference > 0 and result.p_value == direct.p_value

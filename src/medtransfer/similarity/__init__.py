@@ -12,7 +12,7 @@ from medtransfer.similarity.canonical import CCAResult, cca, pwcca, pwcca_google
 from medtransfer.similarity.bootstrap import Interval, Null, image_bootstrap, permutation_null
 from medtransfer.similarity.cka import MinibatchCKA, linear_cka
 from medtransfer.similarity.neighbors import knn_jaccard, mutual_knn
-from medtransfer.similarity.paired import PairedDifference, draws_for_holm, paired_difference
+from medtransfer.similarity.paired import PairedDifference, draws_for_holm, paired_difference, paired_layer_difference
 from medtransfer.similarity.predictions import PredictionSimilarity, prediction_similarity
 from medtransfer.similarity.procrustes import procrustes_distance
 from medtransfer.similarity.registry import MEASURES, Measure
@@ -33,6 +33,7 @@ __all__ = [
     "knn_jaccard",
     "mutual_knn",
     "paired_difference",
+    "paired_layer_difference",
     "permutation_null",
     "rsa",
     "rsa_pearson",

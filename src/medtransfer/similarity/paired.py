@@ -133,6 +133,32 @@ def paired_difference(
     return PairedDifference(float(observed), mean_a, mean_b, low, high, p, d, spec.name)
 
 
+def paired_layer_difference(
+    acts_a1: Any, acts_a2: Any, acts_b1: Any, acts_b2: Any, measure: str = "cca", rows: int | None = 20000,
+    channels: int | None = 64, repeats: int = 5, seed: int = 0, *, sampling: str = "paper",
+    positions: int | None = None, ci: float = 0.95, resamples: int = 10000,
+    ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
+) -> PairedDifference:
+    """:func:`paired_difference` of pair a = (a1, a2) against pair b = (b1, b2) on one layer, from
+    activations, with the paper's draws (:func:`~medtransfer.similarity.layer_similarity`) made once
+    and shared by the two pairs: the same images, positions and (where channel counts agree) channel
+    indices. E.g. a = (imagenet, radimagenet), b = (random seed 1, random seed 2); or a =
+    (fine-tuned, its initialisation), b = (another fine-tuned run, its initialisation).
+
+    Args:
+        acts_a1, acts_a2, acts_b1, acts_b2: ``(n, C, h, w)`` or ``(n, C)`` activations of the same n
+            stimulus images in the same order (numpy or torch); spatial sizes must agree.
+        Others as :func:`~medtransfer.similarity.layer_similarity` and :func:`paired_difference`;
+        the resampling unit is one of the n images.
+    """
+    from medtransfer.similarity.sampling import draw_repeats
+
+    acts = {"acts_a1": acts_a1, "acts_a2": acts_a2, "acts_b1": acts_b1, "acts_b2": acts_b2}
+    (xa, ya, xb, yb), images, k, n, rng = draw_repeats(acts, rows, channels, repeats, seed, sampling, positions)
+    return paired_difference(xa, ya, xb, yb, images, k, measure, n_images=n, ci=ci, resamples=resamples,
+                             ci_method=ci_method, seed=int(rng.integers(2**63)))
+
+
 def _repeat_means(xs, ys, images, k, spec, method, n_pool):
     """``(mean over repeats, resample(w (B, n_pool)) -> (B,) repeat means)`` for one pair.
 

@@ -127,23 +127,46 @@ def layer_similarity(
         resamples: bootstrap resamples.
         ci_method: ``"linear"`` (first-order resample values, cheap) or ``"exact"`` (each
             resample's own value); see :mod:`medtransfer.similarity.bootstrap`.
-        permutations: permutations of the null (0: no null; at least 20 is sensible).
+        permutations: permutations of the null (0: no null); the smallest p-value is
+            1 / (permutations + 1): see :func:`~medtransfer.similarity.draws_for_holm`.
     """
     spec = get(measure)
+    (xs, ys), images, k, n, rng = draw_repeats({"acts_a": acts_a, "acts_b": acts_b}, rows, channels, repeats, seed,
+                                               sampling, positions)
+    return score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
+                         ci_method=ci_method, permutations=permutations, seed=int(rng.integers(2**63)))
+
+
+def draw_repeats(
+    acts: dict[str, Any], rows: int | None, channels: int | None, repeats: int, seed: int,
+    sampling: str = "paper", positions: int | None = None,
+) -> tuple[list[list[Any]], list[np.ndarray], int, int, np.random.Generator]:
+    """The protocol's draws for several networks' activations of one layer on the same images.
+
+    ``acts``: name -> ``(n, C, h, w)`` or ``(n, C)`` (names appear in messages). Per repeat: images
+    (sorted, without replacement), channels of the first network (the same indices for every
+    network with as many channels, a draw of its own otherwise), and for ``"spread"`` one set of
+    positions shared by the repeat's images. Returns ``(rows per network: [network][repeat]
+    (m * k, c), images per repeat, k, n, the generator after the draws)``.
+    """
     if int(repeats) < 1:
         raise MedtransferError(f"repeats must be at least 1, got {repeats}")
     if sampling not in SAMPLINGS:
         raise MedtransferError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    a, b = _as_activations(acts_a, "acts_a"), _as_activations(acts_b, "acts_b")
-    if a.shape[0] != b.shape[0]:
-        raise MedtransferError(
-            f"acts_a and acts_b must hold the same images: {a.shape[0]} and {b.shape[0]} images"
-        )
-    if a.shape[2:] != b.shape[2:]:
-        raise MedtransferError(
-            f"acts_a and acts_b must have the same spatial size, got {tuple(a.shape[2:])} and {tuple(b.shape[2:])}"
-        )
-    n, hw = a.shape[0], int(np.prod(a.shape[2:], dtype=np.int64))
+    names = list(acts)
+    arrays = [_as_activations(acts[name], name) for name in names]
+    first = arrays[0]
+    for name, a in zip(names[1:], arrays[1:]):
+        if a.shape[0] != first.shape[0]:
+            raise MedtransferError(
+                f"{names[0]} and {name} must hold the same images: {first.shape[0]} and {a.shape[0]} images"
+            )
+        if a.shape[2:] != first.shape[2:]:
+            raise MedtransferError(
+                f"{names[0]} and {name} must have the same spatial size, got {tuple(first.shape[2:])} and "
+                f"{tuple(a.shape[2:])}"
+            )
+    n, hw = first.shape[0], int(np.prod(first.shape[2:], dtype=np.int64))
     if rows is not None and int(rows) < 1:
         raise MedtransferError(f"rows must be positive, got {rows}")
     if channels is not None and int(channels) < 1:
@@ -152,23 +175,23 @@ def layer_similarity(
     if k < 1:
         raise MedtransferError(f"positions must be positive, got {positions}")
     m = n if rows is None else int(min(n, max(1, round(int(rows) / k))))
-    c_a, c_b = a.shape[1], b.shape[1]
-    c = min(c_a, c_b) if channels is None else min(int(channels), c_a, c_b)
+    counts = [a.shape[1] for a in arrays]
+    c = min(counts) if channels is None else min(int(channels), *counts)
     rng = np.random.default_rng(seed)
-    xs, ys, images = [], [], []
+    out: list[list[Any]] = [[] for _ in arrays]
+    images = []
     for _ in range(int(repeats)):
         picked = np.sort(rng.choice(n, size=m, replace=False))
-        ch_a = np.sort(rng.choice(c_a, size=c, replace=False))
-        ch_b = ch_a if c_b == c_a else np.sort(rng.choice(c_b, size=c, replace=False))
+        first_channels = np.sort(rng.choice(counts[0], size=c, replace=False))
+        chans = [first_channels] + [first_channels if cj == counts[0] else np.sort(rng.choice(cj, size=c, replace=False))
+                                    for cj in counts[1:]]
         # One set of positions per repeat, shared by its images: the null's image permutation then
         # keeps position j paired with position j (module notes).
         where = None if k == hw else np.tile(np.sort(rng.choice(hw, size=k, replace=False)), (m, 1))
-        xs.append(activation_rows(a, picked, ch_a, where))
-        ys.append(activation_rows(b, picked, ch_b, where))
+        for rows_of, a, ch in zip(out, arrays, chans):
+            rows_of.append(activation_rows(a, picked, ch, where))
         images.append(picked)
-    result = score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
-                           ci_method=ci_method, permutations=permutations, seed=int(rng.integers(2**63)))
-    return result
+    return out, images, k, n, rng
 
 
 def score_repeats(
