@@ -37,6 +37,7 @@ import numpy as np
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
 from medtransfer.similarity.registry import Measure, get
+from medtransfer.similarity.sampling import draw_repeats
 
 #: Resamples drawn at once (bounds the weight matrix to about this x pool size x 8 bytes).
 RESAMPLE_BATCH = 2000
@@ -151,8 +152,6 @@ def paired_layer_difference(
         Others as :func:`~medtransfer.similarity.layer_similarity` and :func:`paired_difference`;
         the resampling unit is one of the n images.
     """
-    from medtransfer.similarity.sampling import draw_repeats
-
     acts = {"acts_a1": acts_a1, "acts_a2": acts_a2, "acts_b1": acts_b1, "acts_b2": acts_b2}
     (xa, ya, xb, yb), images, k, n, rng = draw_repeats(acts, rows, channels, repeats, seed, sampling, positions)
     return paired_difference(xa, ya, xb, yb, images, k, measure, n_images=n, ci=ci, resamples=resamples,
