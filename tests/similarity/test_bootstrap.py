@@ -295,3 +295,14 @@ def test_permutation_null_is_valid_under_spread_sampling_with_a_positional_patte
                                   positions=8, permutations=19)
         rejected += result.p_value <= 0.05
     assert 0.02 <= rejected / 400 <= 0.08
+
+
+@pytest.mark.parametrize("name", GRAM_MEASURES)
+def test_null_from_image_pair_blocks_equals_the_direct_products(name, monkeypatch):
+    """More permutations than images: the null sums precomputed X_i^T Y_j blocks; the same values
+    as one product over the rows per permutation."""
+    x, y = clustered(np.random.default_rng(8), images=6, positions=20, c=3)
+    perms = boot.random_permutations(6, 40, np.random.default_rng(9))
+    blocks = boot.permutation_values(x, y, 20, name, perms)
+    monkeypatch.setattr(boot, "MAX_PAIR_BLOCK_BYTES", 0)
+    np.testing.assert_allclose(blocks, boot.permutation_values(x, y, 20, name, perms), atol=1e-12)
