@@ -306,3 +306,16 @@ def test_null_from_image_pair_blocks_equals_the_direct_products(name, monkeypatc
     blocks = boot.permutation_values(x, y, 20, name, perms)
     monkeypatch.setattr(boot, "MAX_PAIR_BLOCK_BYTES", 0)
     np.testing.assert_allclose(blocks, boot.permutation_values(x, y, 20, name, perms), atol=1e-12)
+
+
+def test_sequential_null_stops_early_only_for_unremarkable_scores():
+    """Independent networks: a 999-permutation null stops after its first batch (10 values at
+    least as similar come quickly), with p = 10 / draws; related ones draw all 999, p = 1/1000."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((60, 3, 2, 2))
+    b = rng.standard_normal((60, 3, 2, 2))
+    kw = dict(measure="cka", rows=240, channels=3, repeats=2, permutations=999, seed=1)
+    independent = layer_similarity(a, b, **kw)
+    assert independent.p_value >= 10 / 99 and independent.p_value == pytest.approx(10 / round(10 / independent.p_value))
+    related = layer_similarity(a, a + 0.3 * b, **kw)
+    assert related.p_value == pytest.approx(1 / 1000)
