@@ -329,7 +329,10 @@ def image_bootstrap(
     weights = bootstrap_weights(images, resamples, np.random.default_rng(seed))
     values = resample_values(x, y, rows_per_image, weights, spec, method)
     estimate = spec(x, y)
-    return Interval(*percentile_interval(values, level, estimate), values)
+    low, high = percentile_interval(values, level, estimate)
+    if np.isfinite(low) and np.isfinite(high):  # the centring shift must not leave the measure's range
+        low, high = float(np.clip(low, spec.low, spec.high)), float(np.clip(high, spec.low, spec.high))
+    return Interval(low, high, values)
 
 
 @dataclass(frozen=True)
