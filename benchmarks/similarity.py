@@ -4,6 +4,7 @@
     python benchmarks/similarity.py --sizes 20000x64 --repeats 7
     python benchmarks/similarity.py --device cuda        # also time cca on torch tensors on that device
     python benchmarks/similarity.py --bootstrap          # 1000 image resamples vs one estimate (issue 12's bar)
+    python benchmarks/similarity.py --baselines --threads 1   # linear_cka vs plain numpy CKA, cca vs SVCCA's route
 
 For each size n x p, x and y are both (n, p), y a noisy linear map of x (well conditioned, so the
 reference is valid). Reference and cca run alternately in the same process, ``--repeats`` times;
@@ -25,6 +26,15 @@ spread sampling). ``linear`` (the default): one influence per image (leave-one-i
 up to 32 images, derivatives above) and one matrix-vector product for all resamples. ``exact``: the
 per-image blocks, one weighted sum for all resamples (about ``R m / n`` estimates: R resamples, m
 images, n rows) and R batched c x c problems (for CCA an eigen-solve each, about 0.1 ms at c = 64).
+
+``--baselines``: at 10000 x 64 and 20000 x 64 (``--baseline-sizes``), in one process and
+alternating, the median time of ``linear_cka`` against a plain numpy CKA (centred copies, three
+products, Frobenius norms) and of ``cca`` against google/svcca's route as its ``get_cca_similarity``
+takes it (``np.cov`` of the stacked (neurons, points) activations, pseudo-inverses, symmetric
+inverse square roots by eigendecomposition, an SVD), with the ratios baseline / medtransfer; also
+``cca(precision="float32")`` and the three float64 products alone (x^T x, y^T y, x^T y: the floor
+of any exact float64 CCA, and so the ceiling of the ratio; numpy's ``np.cov`` takes the same
+number of multiply-adds through one syrk).
 """
 
 from __future__ import annotations
@@ -176,6 +186,52 @@ def report_bootstrap(args: argparse.Namespace) -> None:
             print(f"{n:>6} x {c:<4} {images:>3} images x {n // images:>4} positions   {text}", flush=True)
 
 
+def plain_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA the plain numpy way: centred copies, three products, Frobenius norms."""
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    return float(np.linalg.norm(xc.T @ yc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+
+
+def svcca_route(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean canonical correlation by the steps google/svcca's get_cca_similarity takes (epsilon 0):
+    covariance of the stacked (neurons, points) activations, each block scaled by its largest
+    entry, pseudo-inverses, their symmetric square roots by eigendecomposition, an SVD."""
+    p = x.shape[1]
+    c = np.cov(x.T, y.T)
+    sxx, syy, sxy = c[:p, :p], c[p:, p:], c[:p, p:]
+    ax, ay = np.abs(sxx).max(), np.abs(syy).max()
+
+    def inverse_sqrt(a: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh(np.linalg.pinv(a))
+        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+    arr = inverse_sqrt(sxx / ax) @ (sxy / np.sqrt(ax * ay)) @ inverse_sqrt(syy / ay)
+    return float(np.linalg.svd(arr, compute_uv=False).mean())
+
+
+def report_baselines(args: argparse.Namespace) -> None:
+    from medtransfer.similarity import linear_cka
+
+    print(f"medtransfer vs plain baselines, float64, median of {args.repeats} (same process, alternating)")
+    for size in args.baseline_sizes:
+        n, p = (int(v) for v in size.lower().split("x"))
+        x, y = make_data(n, p)
+        pairs = {"cka": (lambda: linear_cka(x, y), lambda: plain_cka(x, y)),
+                 "cca": (lambda: cca(x, y).mean, lambda: svcca_route(x, y)),
+                 "cca float32 products": (lambda: cca(x, y, precision="float32").mean, lambda: svcca_route(x, y)),
+                 "the 3 products alone": (lambda: products_only(x, y), lambda: svcca_route(x, y))}
+        text = []
+        for name, (ours, theirs) in pairs.items():
+            times = {"ours": [], "theirs": []}
+            for _ in range(args.repeats):
+                for key, fn in (("ours", ours), ("theirs", theirs)):
+                    times[key].append(timed(fn)[0])
+            a, b = np.median(times["ours"]), np.median(times["theirs"])
+            base = "plain numpy" if name == "cka" else "svcca route"  # products alone: cca's float64 floor
+            text.append(f"{name} {a * 1e3:7.1f} ms vs {base} {b * 1e3:7.1f} ms = {b / a:4.2f}x")
+        print(f"{n:>6} x {p:<4}\n    " + "\n    ".join(text), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["20000x64", "50000x512", "50000x2048"])
@@ -187,6 +243,8 @@ def main() -> None:
     parser.add_argument("--bootstrap-sizes", nargs="+", default=["10000x64", "10000x256"])
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--methods", nargs="+", default=["linear", "exact"], help="interval methods to time")
+    parser.add_argument("--baselines", action="store_true", help="linear_cka vs plain numpy, cca vs SVCCA's route")
+    parser.add_argument("--baseline-sizes", nargs="+", default=["10000x64", "20000x64"])
     args = parser.parse_args()
     global PAUSE_S
     PAUSE_S = args.pause
@@ -201,6 +259,9 @@ def main() -> None:
     with limit:
         if args.bootstrap:
             report_bootstrap(args)
+            return
+        if args.baselines:
+            report_baselines(args)
             return
         print(f"cca vs covariance-inverse reference, float64, median of {args.repeats} (same process, alternating)")
         for size in args.sizes:

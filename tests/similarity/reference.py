@@ -61,3 +61,25 @@ def orthonormal_centred(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     a -= a.mean(axis=0)
     q, _ = np.linalg.qr(a)
     return q
+
+
+def pwcca_uncentred_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """The projection weighting google/svcca's compute_pwcca computes, written out step by step
+    (x the weighted side, p <= q, full rank): symmetric whitening, the left singular vectors U of
+    the whitened cross covariance, rows ``U^T (x - mean) + mean`` orthonormalised by classical
+    Gram-Schmidt in order, weights = summed |projection| of the raw (uncentred) neurons."""
+    from scipy.linalg import sqrtm
+
+    p = x.shape[1]
+    c = np.cov(np.hstack([x, y]), rowvar=False)
+    wx = np.real(sqrtm(np.linalg.pinv(c[:p, :p])))
+    wy = np.real(sqrtm(np.linalg.pinv(c[p:, p:])))
+    u, rho, _ = np.linalg.svd(wx @ c[:p, p:] @ wy)
+    mean = x.mean(axis=0)
+    rows = u.T @ (x - mean).T + mean[:, None]
+    basis = []
+    for r in rows:
+        v = r - sum((b @ r) * b for b in basis)
+        basis.append(v / np.linalg.norm(v))
+    weights = np.array([sum(abs(b @ x[:, j]) for j in range(p)) for b in basis])
+    return float(weights @ rho / weights.sum())

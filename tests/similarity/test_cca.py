@@ -63,7 +63,8 @@ def test_invertible_map_gives_one_up_to_condition_1e10(condition):
     x = rng.standard_normal((n, p))
     a = matrix_with_condition(rng, p, condition)
     result = cca(x, x @ a + rng.standard_normal(p))
-    assert result.rho.size == p
+    if condition <= 1e3:  # beyond, directions of y fall under the shared rank cutoff and are absent
+        assert result.rho.size == p
     assert result.rho.min() > 1 - 1e-8
     assert result.mean == pytest.approx(1.0, abs=1e-10)
 
@@ -170,11 +171,28 @@ def test_independent_gaussian_null():
 
 def test_rows_below_neurons_refused():
     rng = np.random.default_rng(9)
-    with pytest.raises(MedtransferError, match="n - 1"):
+    with pytest.raises(MedtransferError, match=r"p = 9 .* q = 2 .* n = 10 .*2 canonical correlations are exactly 1"):
         cca(rng.standard_normal((10, 9)), rng.standard_normal((10, 2)))
-    with pytest.raises(MedtransferError, match="y has 10 neurons"):
+    with pytest.raises(MedtransferError, match=r"p = 2 .* q = 10 .* n = 10"):
         cca(rng.standard_normal((10, 2)), rng.standard_normal((10, 10)))
-    assert cca(rng.standard_normal((10, 8)), rng.standard_normal((10, 2))).rho.size == 2
+    assert cca(rng.standard_normal((10, 7)), rng.standard_normal((10, 2))).rho.size == 2
+
+
+def test_forced_canonical_correlations_refused_for_cca_svcca_and_pwcca():
+    """With p + q > n - 1 the column spaces must share p + q - (n - 1) directions: that many
+    correlations are exactly 1 whatever the data. Exactly at p + q = n - 1 none is forced."""
+    rng = np.random.default_rng(19)
+    x, y = rng.standard_normal((80, 64)), rng.standard_normal((80, 64))
+    with pytest.raises(MedtransferError, match=r"CCA .*p = 64 .*q = 64 .*n = 80.* 49 canonical"):
+        cca(x, y)
+    with pytest.raises(MedtransferError, match=r"PWCCA .*p = 64 .*q = 64 .*n = 80"):
+        pwcca(x, y)
+    with pytest.raises(MedtransferError, match=r"SVCCA after reduction .*n = 50"):
+        svcca(rng.standard_normal((50, 200)), rng.standard_normal((50, 150)))
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        rho = cca(r.standard_normal((80, 40)), r.standard_normal((80, 39))).rho
+        assert rho.max() < 1 - 1e-6  # p + q = n - 1: no direction shared by construction
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -242,7 +260,7 @@ def test_property_invertible_maps_give_one(p, log_condition, log_scale, seed):
     x = rng.standard_normal((60 + 10 * p, p))
     a = matrix_with_condition(rng, p, 10.0**log_condition) * 10.0**log_scale
     result = cca(x, x @ a)
-    assert result.rho.size == p
+    assert result.rho.size == (p if log_condition <= 3 else result.rank_y) <= p  # shared rank cutoff
     assert result.mean == pytest.approx(1.0, abs=1e-8)
 
 
@@ -508,3 +526,43 @@ def test_gram_lower_only_matches_the_full_gram_below_the_diagonal():
     x, y = rng.standard_normal((40, 5)), np.asfortranarray(rng.standard_normal((40, 3)))
     np.testing.assert_allclose(_linalg.cross(x, y), x.T @ y, rtol=1e-12)
     np.testing.assert_allclose(_linalg.cross(y, x[:, ::2]), y.T @ x[:, ::2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [1e-2, 1e-3, 1e-4, 3e-6, 1e-6, 1e-8])
+def test_one_rank_rule_for_cca_and_the_gram_form_of_the_bootstrap_and_null(eps):
+    """A near-duplicate neuron (x_7 = x_1 + eps * noise) on the side with fewer neurons: above the
+    shared cutoff both cca() and the batched Gram form keep it, below both drop it, and the two
+    means agree (they disagreed by 0.03 when each form had its own rule)."""
+    import torch
+
+    from medtransfer.similarity.batched import cca_mean_from_grams
+
+    rng = np.random.default_rng(int(-np.log10(eps) * 10))
+    n = 2000
+    x = rng.standard_normal((n, 6))
+    y = 0.5 * np.hstack([x, x[:, :2]]) + rng.standard_normal((n, 8))
+    x = np.hstack([x, x[:, :1] + eps * rng.standard_normal((n, 1))])
+    result = cca(x, y)
+    z = np.hstack([x, y])
+    z = z - z.mean(axis=0)
+    g = torch.as_tensor(z.T @ z)[None]
+    gram_form = float(cca_mean_from_grams(g[:, :7, :7], g[:, 7:, 7:], g[:, :7, 7:])[0])
+    assert result.rank_x == (7 if eps >= 1e-4 else 6)
+    assert gram_form == pytest.approx(result.mean, abs=1e-7)
+
+
+def test_pwcca_google_follows_the_uncentred_weighting_and_differs_from_pwcca():
+    """google's compute_pwcca weights by projections of uncentred neurons onto unwhitened rotated
+    neurons: equal to a step-by-step reference; on ReLU-like data with offsets it moves away from
+    Morcos et al.'s pwcca; with centred, orthonormal x (whitening is then the identity) they agree."""
+    from medtransfer.similarity import pwcca_google
+    from tests.similarity.reference import pwcca_uncentred_reference
+
+    rng = np.random.default_rng(23)
+    x = np.maximum(rng.standard_normal((600, 5)) + 0.5, 0.0) * rng.uniform(0.5, 3.0, 5)
+    y = np.maximum(x @ rng.standard_normal((5, 7)) + rng.standard_normal((600, 7)), 0.0)
+    assert pwcca_google(x, y) == pytest.approx(pwcca_uncentred_reference(x, y), abs=1e-10)
+    assert abs(pwcca_google(x, y) - pwcca(x, y)) > 1e-3
+    q = orthonormal_centred(rng, 600, 5)
+    y2 = q @ rng.standard_normal((5, 7)) + 0.05 * rng.standard_normal((600, 7))
+    assert pwcca_google(q, y2) == pytest.approx(pwcca(q, y2), abs=1e-10)

@@ -134,3 +134,22 @@ def test_procrustes_zero_for_rotations_and_scaling():
     assert procrustes_distance(x, 5.0 * x @ random_orthogonal(rng, 9) + 2.0) == pytest.approx(0.0, abs=1e-12)
     assert procrustes_distance(x, x @ matrix_with_condition(rng, 9, 1e3)) > 0.1
     assert 0.0 <= procrustes_distance(x, rng.standard_normal((300, 4))) <= 2.0
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5, 1e6])
+def test_raw_product_route_equals_the_explicitly_centred_one(offset):
+    """Biased CKA of float64 data comes from raw products centred algebraically unless a mean
+    dominates (offset 1e6: the explicit two-pass route); both give the value of centred data."""
+    from medtransfer.similarity import cka as module
+
+    rng = np.random.default_rng(int(offset) % 97)
+    x = rng.standard_normal((3000, 12)) + offset
+    y = x[:, :5] @ rng.standard_normal((5, 9)) + rng.standard_normal((3000, 9)) - offset
+    fast = module._biased_from_raw_products(x, y)
+    if offset in (0.0, 1e6):
+        assert (fast is None) == (offset > 0)
+    xy, xx, yy, _ = module._hsic(x, y, debiased=False)
+    assert linear_cka(x, y) == pytest.approx(xy / np.sqrt(xx * yy), abs=1e-12)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    plain = np.linalg.norm(xc.T @ yc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(x, y) == pytest.approx(plain, abs=1e-9)

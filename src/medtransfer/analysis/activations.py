@@ -83,7 +83,8 @@ def plan_sampling(
     Per layer with activation ``(C, h, w)``: each repeat takes ``round(rows / (h*w))`` distinct
     pool images (at least 1, at most ``n_pool``) with all their positions, and ``min(channels, C)``
     distinct channels. ``sampling="spread"``: ``round(rows / k)`` images with ``k = min(positions,
-    h*w)`` distinct random positions each (drawn after the channels). Draws are independent across
+    h*w)`` distinct random positions, one set per repeat shared by its images (drawn after the
+    channels), so that the permutation null pairs each position with itself. Draws are independent across
     layers and repeats, from ``seed``; the paper sampling's draws do not depend on ``positions``.
     """
     if n_pool < 1:
@@ -97,8 +98,8 @@ def plan_sampling(
         images = tuple(np.sort(rng.choice(n_pool, size=k, replace=False)) for _ in range(repeats))
         chans = tuple(np.sort(rng.choice(c, size=m, replace=False)) for _ in range(repeats))
         where = None
-        if sampling != "paper":
-            where = tuple(np.stack([np.sort(rng.choice(h * w, size=per_image, replace=False)) for _ in range(k)])
+        if sampling != "paper":  # one set of positions per repeat, shared by its images (the null pairs them)
+            where = tuple(np.tile(np.sort(rng.choice(h * w, size=per_image, replace=False)), (k, 1))
                           for _ in range(repeats))
         layers[name] = LayerPlan(name, (int(c), int(h), int(w)), images, chans, where)
     return SamplingPlan(n_pool, layers)

@@ -4,9 +4,16 @@ or any registered measure, each with an image-bootstrap interval and a permutati
 For one target and fold: the distinct networks of all pairs are each run once over the stimulus
 pool (:mod:`medtransfer.analysis.activations`), then every pair, layer and repeat is measured on
 the shared samples. A value is a measure of :mod:`medtransfer.similarity.registry` (``cca``: the
-mean of all canonical correlations); ``mean``/``std`` (ddof=0) are over the repeats; ``ci_low``,
-``ci_high`` the image-bootstrap interval of ``mean``; ``null_mean``, ``null_p95``, ``p_value`` its
-permutation null (:func:`medtransfer.similarity.score_repeats`). NaN where not available.
+mean of all canonical correlations); ``mean``/``std`` (ddof=0) are over the repeats. Uncertainty
+(:func:`medtransfer.similarity.score_repeats`; NaN where not available):
+
+- ``ci_low``, ``ci_high``: the stimulus interval, the image bootstrap of ``mean``: how far it moves
+  over fresh stimulus images with the drawn channels and positions held;
+- ``draws_ci_low``, ``draws_ci_high``: that interval widened by the channel and position draw
+  (the spread of the repeats), for comparing scores whose channels were drawn independently;
+- ``null_mean``, ``null_p95``, ``p_value``: the permutation null (images mismatched);
+- ``adjusted``: ``(mean - null_mean) / (best - null_mean)``, the score corrected for chance, for
+  comparing layers read at different geometries (docs/protocol.md says for which measures).
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
     "kind", "source", "model_a", "model_b", "layer_name", "rows", "channels", "repeats",
     "ci_low", "ci_high", "null_mean", "null_p95", "p_value", "images",
+    "draws_ci_low", "draws_ci_high", "adjusted",
 ]
 #: The uncertainty columns of similarity.csv (NaN where not computed).
-UNCERTAINTY = ["ci_low", "ci_high", "null_mean", "null_p95", "p_value"]
+UNCERTAINTY = ["ci_low", "ci_high", "null_mean", "null_p95", "p_value", "draws_ci_low", "draws_ci_high", "adjusted"]
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,8 @@ def score_layer(
     u = uncertainty or Uncertainty(ci=None, permutations=0)
     result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
                            resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)
-    return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "ci_low": result.ci_low,
-            "ci_high": result.ci_high, "null_mean": result.null_mean, "null_p95": result.null_p95,
-            "p_value": result.p_value, "images": result.images}
+    return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "images": result.images,
+            **{c: getattr(result, c) for c in UNCERTAINTY}}
 
 
 def fold_similarity(

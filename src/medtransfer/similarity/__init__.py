@@ -1,16 +1,18 @@
 """Similarity of representations and of mistakes: CCA (plain, SVCCA, PWCCA), CKA, Procrustes, the
 angular shape metric, RSA, k-NN alignment (every name in :mod:`~medtransfer.similarity.registry`),
 the paper's layer-wise sampling protocol with image-bootstrap intervals and a permutation null,
-and prediction similarity.
+a paired test of two pairs' scores on the same stimuli (:func:`paired_difference`), and
+prediction similarity.
 
 Pure functions on numpy arrays or torch tensors (any device), float64 inside; rows are data
 points, columns neurons. Imports nothing from the other medtransfer packages.
 """
 
-from medtransfer.similarity.canonical import CCAResult, cca, pwcca, svcca
+from medtransfer.similarity.canonical import CCAResult, cca, pwcca, pwcca_google, svcca
 from medtransfer.similarity.bootstrap import Interval, Null, image_bootstrap, permutation_null
 from medtransfer.similarity.cka import MinibatchCKA, linear_cka
 from medtransfer.similarity.neighbors import knn_jaccard, mutual_knn
+from medtransfer.similarity.paired import PairedDifference, draws_for_holm, paired_difference, paired_layer_difference
 from medtransfer.similarity.predictions import PredictionSimilarity, prediction_similarity
 from medtransfer.similarity.procrustes import procrustes_distance
 from medtransfer.similarity.registry import MEASURES, Measure
@@ -24,10 +26,14 @@ __all__ = [
     "Interval",
     "Measure",
     "Null",
+    "PairedDifference",
     "angular_shape_distance",
+    "draws_for_holm",
     "image_bootstrap",
     "knn_jaccard",
     "mutual_knn",
+    "paired_difference",
+    "paired_layer_difference",
     "permutation_null",
     "rsa",
     "rsa_pearson",
@@ -43,5 +49,6 @@ __all__ = [
     "prediction_similarity",
     "procrustes_distance",
     "pwcca",
+    "pwcca_google",
     "svcca",
 ]

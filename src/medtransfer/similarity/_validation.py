@@ -14,6 +14,11 @@ import numpy as np
 from medtransfer.errors import MedtransferError
 
 
+#: Largest number of rows (data points) of the measures that build n x n matrices (RSA's
+#: dissimilarities, k-NN's similarities); the layer protocol subsamples whole images down to it.
+MAX_PAIRWISE_ROWS = 5000
+
+
 def is_tensor(a: Any) -> bool:
     """True for a torch tensor (without importing torch when it is not loaded yet)."""
     torch = _torch_if_loaded()
@@ -108,16 +113,22 @@ def as_pair(x: Any, y: Any, min_rows: int = 2, check_finite: bool = True) -> tup
     return x, y
 
 
-def check_cca_shape(x: Any, y: Any) -> None:
-    """Refuse ``p >= n - 1`` or ``q >= n - 1``: there every canonical correlation is 1 whatever the data."""
-    n = x.shape[0]
-    for name, a in (("x", x), ("y", y)):
-        if a.shape[1] >= n - 1:
-            raise MedtransferError(
-                f"{name} has {a.shape[1]} neurons but only {n} data points: CCA needs fewer than n - 1 = {n - 1} "
-                "neurons per side (with p >= n - 1 every canonical correlation is 1 whatever the data); "
-                "use more rows or fewer neurons"
-            )
+def check_cca_shape(x: Any, y: Any, what: str = "CCA") -> None:
+    """Refuse ``p + q > n - 1`` for ``x (n, p)``, ``y (n, q)``.
+
+    The centred rows span at most n - 1 dimensions, so the column spaces of x and y (p and q
+    dimensions) share at least ``p + q - (n - 1)`` directions there: that many canonical
+    correlations are exactly 1 whatever the data (independent 80 x 64 and 80 x 64 data give 49
+    ones and a mean of 0.85). ``what`` names the measure in the message (CCA, SVCCA after its
+    reduction, PWCCA).
+    """
+    n, p, q = x.shape[0], x.shape[1], y.shape[1]
+    if p + q > n - 1:
+        raise MedtransferError(
+            f"{what} of x with p = {p} neurons and y with q = {q} neurons over n = {n} data points: "
+            f"p + q = {p + q} > n - 1 = {n - 1}, so {p + q - (n - 1)} canonical correlations are exactly 1 "
+            f"whatever the data; use at least p + q + 1 = {p + q + 1} rows or fewer neurons"
+        )
 
 
 def to_numpy(a: Any) -> np.ndarray:

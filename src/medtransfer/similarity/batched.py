@@ -13,57 +13,72 @@ from __future__ import annotations
 
 from typing import Any
 
+# The rank rule shared with ``cca``: Cholesky while trace(C^-1) <= MAX_TRACE_INV for both sides,
+# else an eigendecomposition dropping directions whose eigenvalue is below RANK_RTOL x the largest.
+from medtransfer.similarity._rank import MAX_TRACE_INV, RANK_RTOL
+
 #: A neuron whose variance is below this fraction of the largest variance on its side is constant
 #: in that resample (e.g. a ReLU channel active only in images the resample left out).
 CONSTANT_RTOL = 1e-20
-#: Resamples where a neuron's conditional variance (a squared Cholesky diagonal) is below 1 / this,
-#: or Cholesky fails, are solved by an eigendecomposition with a rank cutoff instead (as ``cca``'s
-#: robust path drops dependent directions).
-MAX_TRACE_INV = 1e6
-#: Relative eigenvalue cutoff of that fallback (directions below it are numerically absent).
-EIGEN_RTOL = 1e-12
 
 
-def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any) -> Any:
-    """Mean canonical correlation over ``min(rank_x, rank_y)`` directions, ``(B,)``.
+def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any, power: int = 1) -> Any:
+    """Mean canonical correlation over ``min(rank_x, rank_y)`` directions, ``(B,)``; ``power=2``:
+    the mean squared canonical correlation (``cca_r2``).
 
-    Fast path per batch element: Cholesky factors of both correlation matrices, ``m = L_x^-1 C_xy
-    L_y^-T`` by two triangular solves, eigenvalues of the smaller of ``m m^T``, ``m^T m``. Elements
-    where a Cholesky factor fails or some neuron's conditional variance ``L_ii^2`` falls below
-    ``1 / MAX_TRACE_INV`` (a neuron nearly a combination of the others) take the eigendecomposition
-    route with a rank cutoff instead.
+    Fast path per batch element: Cholesky factors of both correlation matrices and their inverses,
+    taken only where ``trace(C^-1) = ||L^-1||_F^2 <= MAX_TRACE_INV`` for both sides (the check
+    ``cca`` makes); then ``m = L_x^-1 C_xy L_y^-T`` and the eigenvalues of the smaller of
+    ``m m^T``, ``m^T m``. Other elements (a neuron nearly a combination of the others) take the
+    eigendecomposition route with the shared rank cutoff ``RANK_RTOL`` instead.
     """
     import torch
 
     cxx, cyy, cxy, kx, ky = _correlations(gxx, gyy, gxy)
     lx, info_x = torch.linalg.cholesky_ex(cxx)
     ly, info_y = torch.linalg.cholesky_ex(cyy)
-    floor = 1.0 / MAX_TRACE_INV
     ok = (info_x == 0) & (info_y == 0)
-    ok &= torch.diagonal(lx, dim1=-2, dim2=-1).square().amin(-1) > floor
-    ok &= torch.diagonal(ly, dim1=-2, dim2=-1).square().amin(-1) > floor
     count = torch.minimum(kx, ky).to(cxx.dtype)
     total = torch.empty(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
     good = torch.nonzero(ok).flatten()
     if len(good):
-        t = torch.linalg.solve_triangular(lx[good], cxy[good], upper=False)
-        m = torch.linalg.solve_triangular(ly[good], t.transpose(-1, -2), upper=False).transpose(-1, -2)
-        total[good] = _rho_sum(m)
+        ix, iy = _triangular_inverse(lx[good]), _triangular_inverse(ly[good])
+        certified = (ix.square().sum((-2, -1)) <= MAX_TRACE_INV) & (iy.square().sum((-2, -1)) <= MAX_TRACE_INV)
+        ok[good[~certified]] = False
+        good, ix, iy = good[certified], ix[certified], iy[certified]
+    if len(good):
+        total[good] = _rho_sum(ix @ cxy[good] @ iy.transpose(-1, -2), power)
     bad = torch.nonzero(~ok).flatten()
     if len(bad):
         fx, rank_x = _eigen_whitener(cxx[bad])
         fy, rank_y = _eigen_whitener(cyy[bad])
-        total[bad] = _rho_sum(fx @ cxy[bad] @ fy.transpose(-1, -2))
+        total[bad] = _rho_sum(fx @ cxy[bad] @ fy.transpose(-1, -2), power)
         count[bad] = torch.minimum(rank_x, rank_y).to(cxx.dtype)
     out = total / count
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
 
-def _rho_sum(m: Any) -> Any:
-    """Sum of the singular values of each ``m (B, r, s)`` (each clipped to [0, 1])."""
+def _triangular_inverse(lower: Any) -> Any:
+    """``L^-1 (B, p, p)`` of lower-triangular ``L (B, p, p)``."""
+    import torch
+
+    eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device).expand_as(lower)
+    return torch.linalg.solve_triangular(lower, eye, upper=False)
+
+
+def cca_r2_from_grams(gxx: Any, gyy: Any, gxy: Any) -> Any:
+    """Mean squared canonical correlation, ``(B,)`` (see :func:`cca_mean_from_grams`)."""
+    return cca_mean_from_grams(gxx, gyy, gxy, power=2)
+
+
+def _rho_sum(m: Any, power: int = 1) -> Any:
+    """Sum of the singular values (``power=2``: their squares) of each ``m (B, r, s)``, each
+    clipped to [0, 1]."""
     import torch
 
     small = m.transpose(-1, -2) @ m if m.shape[-1] <= m.shape[-2] else m @ m.transpose(-1, -2)
+    if power == 2:
+        return torch.linalg.eigvalsh(small).clamp(0.0, 1.0).sum(-1)
     # The floor (not 0) keeps the derivative of the root finite where an eigenvalue is 0 (the
     # linearised bootstrap differentiates this); it moves a value by at most 1e-150.
     return torch.linalg.eigvalsh(small).clamp(min=1e-300).sqrt().clamp(max=1.0).sum(-1)
@@ -71,11 +86,11 @@ def _rho_sum(m: Any) -> Any:
 
 def _eigen_whitener(c: Any) -> tuple[Any, Any]:
     """``(F (B, p, p), rank (B,))``: ``F = diag(lam^-1/2) V^T`` over eigenvalues above
-    EIGEN_RTOL * lam_max, zero rows for the others."""
+    RANK_RTOL * lam_max, zero rows for the others."""
     import torch
 
     lam, v = torch.linalg.eigh(c)
-    keep = lam > EIGEN_RTOL * lam.amax(-1, keepdim=True)
+    keep = lam > RANK_RTOL * lam.amax(-1, keepdim=True)
     scale = torch.where(keep, lam.clamp(min=1e-300).rsqrt(), torch.zeros_like(lam))
     return scale[..., :, None] * v.transpose(-1, -2), keep.sum(-1)
 

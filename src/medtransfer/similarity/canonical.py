@@ -24,7 +24,8 @@ How the canonical correlations are computed (no covariance matrix is ever invert
    maps with condition numbers up to 1e10 and beyond): Householder QR of the scaled data of each
    side, an SVD of the small triangular factor, and a rank cutoff: directions whose singular
    value is below ``rtol`` times the largest one are numerically absent (default
-   ``rtol = max(n, p) * machine epsilon``). The canonical correlations are the singular values of
+   ``sqrt(RANK_RTOL)`` = 1e-5, the rule shared with the image bootstrap and the null,
+   :mod:`medtransfer.similarity._rank`). The canonical correlations are the singular values of
    ``U_x^T Q_x^T Q_y U_y`` over the retained directions.
 
 Rank and the number of correlations: constant neurons, duplicated neurons and any other linear
@@ -43,11 +44,9 @@ import scipy.linalg as sla
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import _linalg as la
+from medtransfer.similarity._rank import MAX_TRACE_INV, RANK_RTOL
 from medtransfer.similarity._validation import as_pair, check_cca_shape, is_tensor
 
-#: The fast (Cholesky) path is used while trace(C^-1) of each correlation matrix stays below this,
-#: i.e. lambda_min(C) >= 1e-6; measured, rounding in the Gram route then moves rho by under 1e-12.
-MAX_TRACE_INV = 1e6
 #: The float32 path (``precision="float32"``) keeps its products only while trace(C^-1) of both
 #: correlation matrices stays below this. Its rounding is amplified by about 1/lambda_min(C):
 #: measured max |drho| 4e-7 at trace 517, 5.7e-5 at trace 7.6e4, 0.058 at 9.5e6 (50000 x 512).
@@ -105,8 +104,9 @@ def cca(x: Any, y: Any, rtol: float | None = None, precision: str = "float64") -
     Args:
         x, y: activations, rows = the same n data points, columns = neurons; numpy or torch
             (any device). A 1-D input is a single neuron.
-        rtol: rank cutoff of the robust path, relative to the largest singular value of the
-            centred, unit-norm-scaled data; default ``max(n, p) * eps``.
+        rtol: rank cutoff, relative to the largest singular value of the centred data with
+            unit-norm neurons; default ``sqrt(RANK_RTOL)`` = 1e-5, the rule the image bootstrap
+            and the null share (:mod:`medtransfer.similarity._rank`).
         precision: ``"float64"`` (default) or ``"float32"``: the products over the n rows in
             float32, for GPUs whose float64 is slow. They are used only while both correlation
             matrices pass a stricter conditioning check (``MAX_TRACE_INV_FLOAT32``); otherwise
@@ -118,7 +118,8 @@ def cca(x: Any, y: Any, rtol: float | None = None, precision: str = "float64") -
         :class:`CCAResult`; ``rho`` has ``min(rank_x, rank_y)`` entries (see the module notes).
 
     Raises:
-        MedtransferError: shapes differ in n, ``p >= n - 1`` or ``q >= n - 1``, NaN/inf (the
+        MedtransferError: shapes differ in n, ``p + q > n - 1`` (then ``p + q - (n - 1)``
+            correlations are 1 whatever the data; the message names n, p, q), NaN/inf (the
             message names x or y), or a side with no varying neuron.
     """
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
@@ -146,7 +147,9 @@ def svcca(x: Any, y: Any, keep: float = 0.99, rtol: float | None = None) -> CCAR
     if not 0.0 < float(keep) <= 1.0:
         raise MedtransferError(f"keep must be a fraction of variance in (0, 1], got {keep}")
     x, y = as_pair(x, y, min_rows=3)
-    return cca(_top_directions(x, keep, "x"), _top_directions(y, keep, "y"), rtol=rtol)
+    rx, ry = _top_directions(x, keep, "x"), _top_directions(y, keep, "y")
+    check_cca_shape(rx, ry, f"SVCCA after reduction to the directions explaining {keep:g} of the variance")
+    return cca(rx, ry, rtol=rtol)
 
 
 def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
@@ -157,7 +160,7 @@ def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
     fewer independent directions (x on a tie), normalised to sum to 1. Returns a python float.
     """
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
-    check_cca_shape(x, y)
+    check_cca_shape(x, y, "PWCCA")
     canonical = _canonical(x, y, rtol)
     u, rho, vt = sla.svd(la.to_numpy(canonical.m), full_matrices=False, check_finite=False)
     rho = np.clip(rho, 0.0, 1.0)
@@ -167,6 +170,56 @@ def pwcca(x: Any, y: Any, rtol: float | None = None) -> float:
         projections = vt @ canonical.by
     weights = np.abs(projections).sum(axis=1)
     return float(weights @ rho / weights.sum())
+
+
+def pwcca_google(x: Any, y: Any, epsilon: float = 0.0) -> float:
+    """PWCCA as google/svcca's ``compute_pwcca(x.T, y.T, epsilon)[0]`` computes it, for comparison
+    with published numbers; :func:`pwcca` is the definition of Morcos et al. (2018).
+
+    What google's code does differently (docs/measures.md): the "canonical directions" it weights
+    are ``U^T (x - mean) + mean`` with ``U`` the left singular vectors of the whitened cross
+    covariance, i.e. rotated *unwhitened* neurons with their means added back, orthonormalised by
+    a QR in neuron order; each direction's weight is the summed absolute projection of the
+    *uncentred* neurons onto it. Covariances are whitened by the inverse square root of their
+    pseudo-inverse; neurons whose variance (relative to the largest entry of the covariance) is
+    below ``epsilon`` are dropped. The side with fewer kept neurons is weighted (x on a tie).
+    google's code reads x's activations in the y branch; here the y branch reads y (results agree
+    whenever x has no more neurons than y). Returns a python float.
+    """
+    x, y = as_pair(x, y, min_rows=3)
+    check_cca_shape(x, y, "PWCCA (google)")
+    xn, yn = la.to_numpy(x), la.to_numpy(y)
+    p = xn.shape[1]
+    z = np.hstack([xn, yn])
+    mean = z.mean(axis=0)
+    cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
+    sxx, syy, sxy = cov[:p, :p], cov[p:, p:], cov[:p, p:]
+    sx, sy = np.abs(sxx).max(), np.abs(syy).max()
+    if sx == 0.0 or sy == 0.0:
+        raise MedtransferError(f"every neuron of {'x' if sx == 0.0 else 'y'} is constant: nothing to compare")
+    sxx, syy, sxy = sxx / sx, syy / sy, sxy / np.sqrt(sx * sy)
+    kx, ky = np.abs(np.diag(sxx)) >= epsilon, np.abs(np.diag(syy)) >= epsilon
+    sxx, syy, sxy = sxx[np.ix_(kx, kx)], syy[np.ix_(ky, ky)], sxy[np.ix_(kx, ky)]
+    wx = _inverse_sqrt(sxx + epsilon * np.eye(len(sxx)))
+    wy = _inverse_sqrt(syy + epsilon * np.eye(len(syy)))
+    u, rho, vt = np.linalg.svd(wx @ sxy @ wy)
+    if kx.sum() <= ky.sum():
+        coef, acts, means = u.T, xn[:, kx], mean[:p][kx]
+    else:
+        coef, acts, means = vt, yn[:, ky], mean[p:][ky]
+    directions = coef @ (acts - means).T + means[:, None]
+    basis, _ = np.linalg.qr(directions.T)
+    weights = np.abs(basis.T @ acts).sum(axis=1)
+    weights = weights / weights.sum()
+    return float(np.sum(weights[: rho.size] * np.abs(rho)))
+
+
+def _inverse_sqrt(c: np.ndarray) -> np.ndarray:
+    """Square root of the pseudo-inverse of the symmetric positive semi-definite ``c``."""
+    lam, v = np.linalg.eigh(c)
+    keep = lam > RANK_RTOL * lam.max()
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)
+    return (v * inv_sqrt) @ v.T
 
 
 def canonical_correlations(m: Any) -> np.ndarray:
@@ -333,7 +386,7 @@ def _orthonormal_basis(
     n, k = a.shape
     q, r = la.scaled_centred_qr(a, scale)
     u, s, vt = sla.svd(r, check_finite=False)
-    cutoff = (max(n, k) * np.finfo(np.float64).eps if rtol is None else float(rtol)) * s[0]
+    cutoff = (np.sqrt(RANK_RTOL) if rtol is None else float(rtol)) * s[0]
     rank = max(1, int(np.count_nonzero(s > cutoff)))
     coordinates = (s[:rank, None] * vt[:rank]) / scale
     return q, u[:, :rank], _embed(coordinates, index, p)

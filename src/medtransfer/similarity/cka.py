@@ -35,9 +35,45 @@ def linear_cka(x: Any, y: Any, debiased: bool = False) -> float:
     (The biased estimate of a side that varies is positive.)
     """
     x, y = as_pair(x, y, min_rows=4 if debiased else 2)
+    if not debiased:
+        value = _biased_from_raw_products(x, y)
+        if value is not None:
+            return value
     xy, xx, yy, _ = _hsic(x, y, debiased)
     _require_positive(xx, yy, x.shape[0], debiased)
     return float(xy / np.sqrt(xx) / np.sqrt(yy))
+
+
+#: As ``canonical.MAX_MEAN_RATIO``: raw products are centred algebraically while every neuron's
+#: raw mean square is at most this many times its variance (digits lost: log10 of the ratio).
+MAX_MEAN_RATIO = 10.0
+
+
+def _biased_from_raw_products(x: Any, y: Any) -> float | None:
+    """Biased linear CKA of float64 numpy ``x (n, p)``, ``y (n, q)`` from the three products of the
+    raw data (two syrk, one gemm; no centred copy), centred algebraically as ``G - n m m^T``;
+    None where that would lose digits (a dominant mean, a constant neuron, extreme magnitudes) or
+    for other inputs: the caller then centres explicitly. Each block is divided by the largest
+    diagonal entry of its side(s) before squaring, so no square overflows."""
+    if is_tensor(x) or x.dtype != np.float64 or y.dtype != np.float64:
+        return None
+    means = la.checked_column_mean(x, "x"), la.checked_column_mean(y, "y")
+    with np.errstate(all="ignore"):
+        blocks = la._raw_centred_blocks(x, y, means, MAX_MEAN_RATIO)
+    if blocks is None:
+        return None
+    gxx, gyy, gxy = blocks
+    a, b = float(np.diag(gxx).max()), float(np.diag(gyy).max())
+    xx, yy = _lower_frobenius_squared(gxx / a), _lower_frobenius_squared(gyy / b)
+    cross = gxy / np.sqrt(a) / np.sqrt(b)
+    xy = float(np.einsum("ij,ij->", cross, cross))
+    return float(xy / np.sqrt(xx) / np.sqrt(yy))
+
+
+def _lower_frobenius_squared(g: np.ndarray) -> float:
+    """``||G||_F^2`` of a symmetric matrix of which only the lower triangle is valid."""
+    lower = np.tril(g, -1)
+    return float(2.0 * np.einsum("ij,ij->", lower, lower) + np.einsum("i,i->", np.diag(g), np.diag(g)))
 
 
 def _require_positive(xx: float, yy: float, n: int, debiased: bool) -> None:

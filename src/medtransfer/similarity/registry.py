@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity._validation import MAX_PAIRWISE_ROWS
 
 INVARIANCE_WORDS = (
     "translation", "permutation", "isotropic scale", "orthogonal", "invertible linear",
@@ -51,6 +54,8 @@ class Measure:
         reference: where the definition comes from.
         from_blocks: optional faster batched form on the per-image blocks and the weights
             (:func:`medtransfer.similarity.bootstrap.cka_from_blocks`), used for few images.
+        max_rows: the most rows the measure takes (None: any number); the layer protocol
+            subsamples whole images down to it (:func:`~medtransfer.similarity.score_repeats`).
     """
 
     name: str
@@ -64,6 +69,7 @@ class Measure:
     from_grams: Callable[[Any, Any, Any], Any] | None
     reference: str
     from_blocks: Callable[[Any, Any], Any] | None = None
+    max_rows: int | None = None
 
     @property
     def higher_is_similar(self) -> bool:
@@ -79,6 +85,12 @@ def _cca(x, y):
     return cca(x, y).mean
 
 
+def _cca_r2(x, y):
+    from medtransfer.similarity.canonical import cca
+
+    return float(np.mean(cca(x, y).rho ** 2))
+
+
 def _svcca(x, y):
     from medtransfer.similarity.canonical import svcca
 
@@ -89,6 +101,12 @@ def _pwcca(x, y):
     from medtransfer.similarity.canonical import pwcca
 
     return pwcca(x, y)
+
+
+def _pwcca_google(x, y):
+    from medtransfer.similarity.canonical import pwcca_google
+
+    return pwcca_google(x, y)
 
 
 def _cka(x, y):
@@ -169,11 +187,16 @@ MEASURES: dict[str, Measure] = {
     for m in (
         Measure("cca", _cca, "CCA (mean ρ)", "similarity", 0.0, 1.0, _LINEAR, True,
                 _batched("cca_mean_from_grams"), "Hotelling 1936; mean of all canonical correlations (the paper's score)"),
+        Measure("cca_r2", _cca_r2, "CCA (mean ρ²)", "similarity", 0.0, 1.0, _LINEAR, True,
+                _batched("cca_r2_from_grams"),
+                "Kornblith et al. 2019's R²_CCA; mean of the squared canonical correlations (adjusts like R², see docs)"),
         Measure("svcca", _svcca, "SVCCA", "similarity", 0.0, 1.0, _ORTHO, True, None,
                 "Raghu et al. 2017; CCA of the top principal directions explaining 99% of the variance"),
         Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
                 False, None,
                 "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
+        Measure("pwcca_google", _pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, ("isotropic scale",),
+                False, None, "google/svcca's compute_pwcca: weights from uncentred activations (see docs)"),
         Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
                 "Kornblith et al. 2019; linear kernels, biased HSIC", _cka_blocks),
         Measure("cka_debiased", _cka_debiased, "linear CKA (debiased)", "similarity", -1.0, 1.0, _ORTHO, True, None,
@@ -184,14 +207,16 @@ MEASURES: dict[str, Measure] = {
                 _shape_grams, "Williams et al. 2021, generalized shape metric with alpha = 1 (angular Procrustes), radians"),
         Measure("rsa_spearman", _rsa_spearman, "RSA (Spearman)", "similarity", -1.0, 1.0,
                 ("permutation", "isotropic scale", "row scale", "row offset", "monotone rdm"), True, None,
-                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Spearman's rho"),
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Spearman's rho",
+                max_rows=MAX_PAIRWISE_ROWS),
         Measure("rsa_pearson", _rsa_pearson, "RSA (Pearson)", "similarity", -1.0, 1.0,
                 ("permutation", "isotropic scale", "row scale", "row offset"), True, None,
-                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r"),
+                "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r",
+                max_rows=MAX_PAIRWISE_ROWS),
         Measure("mutual_knn", _mutual_knn, "mutual k-NN (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
-                "Huh et al. 2024; cosine neighbours, k = 10"),
+                "Huh et al. 2024; cosine neighbours, k = 10", max_rows=MAX_PAIRWISE_ROWS),
         Measure("knn_jaccard", _knn_jaccard, "k-NN Jaccard (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
-                "mean Jaccard index of the cosine 10-NN sets"),
+                "mean Jaccard index of the cosine 10-NN sets", max_rows=MAX_PAIRWISE_ROWS),
     )
 }
 

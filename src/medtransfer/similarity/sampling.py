@@ -8,13 +8,17 @@ columns. Two ways to spend a budget of ``rows`` rows (:data:`SAMPLINGS`):
 
 - ``"paper"`` (default, the paper's protocol): every position of ``m = round(rows / (h * w))``
   images (k = h * w). At early layers this is 1-3 images per repeat.
-- ``"spread"``: ``positions`` random positions of each of ``m = round(rows / positions)`` images
-  (fewer when the pool is smaller); the same budget over many more images, which is what an
-  image bootstrap and a permutation null need.
+- ``"spread"``: ``positions`` random positions, the same for each of ``m = round(rows / positions)``
+  images of a repeat (fewer images when the pool is smaller); the same budget over many more
+  images, which is what an image bootstrap and a permutation null need. The positions are shared
+  within a repeat so that the permutation null, which pairs image i of x with image pi(i) of y
+  row by row, pairs each position with itself: with positions drawn per image it paired different
+  positions, and two independent networks that share a positional pattern (a padding border)
+  were "significant" in every run. Fresh positions per repeat.
 
 Each repeat draws fresh images (without replacement), fresh channels (``channels`` of them, the
 same indices for both models when their channel counts agree) and, for ``"spread"``, fresh
-positions per image; then measures any registered measure
+positions (shared by the repeat's images); then measures any registered measure
 (:mod:`medtransfer.similarity.registry`). ``mean``/``std`` are over repeats.
 
 Interval (``ci``): image-bootstrap percentile interval of the repeat mean, centred on the estimate
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
@@ -52,11 +57,22 @@ class LayerSimilarity:
         values: ``(repeats,)`` the per-repeat values.
         rows: rows per repeat (sampled images x positions); channels: channels per repeat.
         images: images per repeat.
-        ci_low, ci_high: image-bootstrap interval of ``mean`` (NaN when not asked for, when the
-            measure has no Gram form, or with fewer than 2 images per repeat).
+        ci_low, ci_high: the *stimulus* interval: image-bootstrap interval of ``mean`` over fresh
+            stimulus images, the channels and positions held at those drawn (NaN when not asked
+            for, when the measure has no Gram form, or with fewer than 2 images per repeat).
+        draws_ci_low, draws_ci_high: the stimulus interval widened by the channel and position
+            draw: each half-width combined in quadrature with ``z * s / sqrt(R)``, ``s`` the SD
+            of the R repeat values (ddof=1), ``z`` the normal quantile of the level (NaN with one
+            repeat or without a stimulus interval). Both intervals lie in the measure's range.
         null_mean, null_p95: mean and 95% point (the similar end: 95th percentile of a
             similarity, 5th of a distance) of ``mean`` under the permutation null (NaN if not asked).
         p_value: permutation p-value of ``mean`` with the +1 correction (NaN if not asked).
+        adjusted: the score corrected for chance against the null mean, ``(mean - null_mean) /
+            (best - null_mean)`` with ``best`` the value of identical inputs (``high`` of a
+            similarity, ``low`` of a distance, whose sign is flipped): 0 at the null, 1 for
+            identical representations, at most 1 (NaN without a null). It removes the part of the
+            finite-sample bias that the sampling geometry (images x positions) sets; see
+            docs/protocol.md for when it is flat across layers.
         resamples: the bootstrap resample values of ``mean`` (empty when not asked).
     """
 
@@ -68,9 +84,12 @@ class LayerSimilarity:
     images: int = 0
     ci_low: float = float("nan")
     ci_high: float = float("nan")
+    draws_ci_low: float = float("nan")
+    draws_ci_high: float = float("nan")
     null_mean: float = float("nan")
     null_p95: float = float("nan")
     p_value: float = float("nan")
+    adjusted: float = float("nan")
     resamples: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
@@ -108,23 +127,46 @@ def layer_similarity(
         resamples: bootstrap resamples.
         ci_method: ``"linear"`` (first-order resample values, cheap) or ``"exact"`` (each
             resample's own value); see :mod:`medtransfer.similarity.bootstrap`.
-        permutations: permutations of the null (0: no null; at least 20 is sensible).
+        permutations: permutations of the null (0: no null); the smallest p-value is
+            1 / (permutations + 1): see :func:`~medtransfer.similarity.draws_for_holm`.
     """
     spec = get(measure)
+    (xs, ys), images, k, n, rng = draw_repeats({"acts_a": acts_a, "acts_b": acts_b}, rows, channels, repeats, seed,
+                                               sampling, positions)
+    return score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
+                         ci_method=ci_method, permutations=permutations, seed=int(rng.integers(2**63)))
+
+
+def draw_repeats(
+    acts: dict[str, Any], rows: int | None, channels: int | None, repeats: int, seed: int,
+    sampling: str = "paper", positions: int | None = None,
+) -> tuple[list[list[Any]], list[np.ndarray], int, int, np.random.Generator]:
+    """The protocol's draws for several networks' activations of one layer on the same images.
+
+    ``acts``: name -> ``(n, C, h, w)`` or ``(n, C)`` (names appear in messages). Per repeat: images
+    (sorted, without replacement), channels of the first network (the same indices for every
+    network with as many channels, a draw of its own otherwise), and for ``"spread"`` one set of
+    positions shared by the repeat's images. Returns ``(rows per network: [network][repeat]
+    (m * k, c), images per repeat, k, n, the generator after the draws)``.
+    """
     if int(repeats) < 1:
         raise MedtransferError(f"repeats must be at least 1, got {repeats}")
     if sampling not in SAMPLINGS:
         raise MedtransferError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    a, b = _as_activations(acts_a, "acts_a"), _as_activations(acts_b, "acts_b")
-    if a.shape[0] != b.shape[0]:
-        raise MedtransferError(
-            f"acts_a and acts_b must hold the same images: {a.shape[0]} and {b.shape[0]} images"
-        )
-    if a.shape[2:] != b.shape[2:]:
-        raise MedtransferError(
-            f"acts_a and acts_b must have the same spatial size, got {tuple(a.shape[2:])} and {tuple(b.shape[2:])}"
-        )
-    n, hw = a.shape[0], int(np.prod(a.shape[2:], dtype=np.int64))
+    names = list(acts)
+    arrays = [_as_activations(acts[name], name) for name in names]
+    first = arrays[0]
+    for name, a in zip(names[1:], arrays[1:]):
+        if a.shape[0] != first.shape[0]:
+            raise MedtransferError(
+                f"{names[0]} and {name} must hold the same images: {first.shape[0]} and {a.shape[0]} images"
+            )
+        if a.shape[2:] != first.shape[2:]:
+            raise MedtransferError(
+                f"{names[0]} and {name} must have the same spatial size, got {tuple(first.shape[2:])} and "
+                f"{tuple(a.shape[2:])}"
+            )
+    n, hw = first.shape[0], int(np.prod(first.shape[2:], dtype=np.int64))
     if rows is not None and int(rows) < 1:
         raise MedtransferError(f"rows must be positive, got {rows}")
     if channels is not None and int(channels) < 1:
@@ -133,21 +175,23 @@ def layer_similarity(
     if k < 1:
         raise MedtransferError(f"positions must be positive, got {positions}")
     m = n if rows is None else int(min(n, max(1, round(int(rows) / k))))
-    c_a, c_b = a.shape[1], b.shape[1]
-    c = min(c_a, c_b) if channels is None else min(int(channels), c_a, c_b)
+    counts = [a.shape[1] for a in arrays]
+    c = min(counts) if channels is None else min(int(channels), *counts)
     rng = np.random.default_rng(seed)
-    xs, ys, images = [], [], []
+    out: list[list[Any]] = [[] for _ in arrays]
+    images = []
     for _ in range(int(repeats)):
         picked = np.sort(rng.choice(n, size=m, replace=False))
-        ch_a = np.sort(rng.choice(c_a, size=c, replace=False))
-        ch_b = ch_a if c_b == c_a else np.sort(rng.choice(c_b, size=c, replace=False))
-        where = None if k == hw else np.stack([np.sort(rng.choice(hw, size=k, replace=False)) for _ in range(m)])
-        xs.append(activation_rows(a, picked, ch_a, where))
-        ys.append(activation_rows(b, picked, ch_b, where))
+        first_channels = np.sort(rng.choice(counts[0], size=c, replace=False))
+        chans = [first_channels] + [first_channels if cj == counts[0] else np.sort(rng.choice(cj, size=c, replace=False))
+                                    for cj in counts[1:]]
+        # One set of positions per repeat, shared by its images: the null's image permutation then
+        # keeps position j paired with position j (module notes).
+        where = None if k == hw else np.tile(np.sort(rng.choice(hw, size=k, replace=False)), (m, 1))
+        for rows_of, a, ch in zip(out, arrays, chans):
+            rows_of.append(activation_rows(a, picked, ch, where))
         images.append(picked)
-    result = score_repeats(xs, ys, images, k, spec.name, n_images=n, ci=ci, resamples=resamples,
-                           ci_method=ci_method, permutations=permutations, seed=int(rng.integers(2**63)))
-    return result
+    return out, images, k, n, rng
 
 
 def score_repeats(
@@ -169,9 +213,17 @@ def score_repeats(
 
     ``n_images``: size of the stimulus pool the images come from (default: the largest index + 1).
     A repeat whose measure fails (MedtransferError) raises; callers that tolerate it catch it.
+
+    A measure with a row limit (``Measure.max_rows``: RSA, k-NN) gets each repeat subsampled
+    first (:func:`limit_rows`): whole images, ``max_rows // k`` of them at random, and when one
+    image alone has more than ``max_rows`` rows, ``max_rows`` of its positions (the same for
+    both sides). ``rows`` and ``images`` of the result are what was measured.
     """
     spec: Measure = get(measure)
     boot.check_method(ci_method)
+    if spec.max_rows is not None:
+        xs, ys, images, rows_per_image = limit_rows(xs, ys, images, rows_per_image, spec.max_rows,
+                                                    np.random.default_rng([seed, 1]))
     values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
     mean = float(values.mean())
     out = {
@@ -182,6 +234,39 @@ def score_repeats(
     with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
         _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng)
     return LayerSimilarity(**out)
+
+
+def limit_rows(xs: list[Any], ys: list[Any], images: list[np.ndarray], rows_per_image: int, max_rows: int,
+               rng: np.random.Generator) -> tuple[list[Any], list[Any], list[np.ndarray], int]:
+    """Repeats ``xs[r] (m_r * k, p)``, ``ys[r]`` (image-major) cut to at most ``max_rows`` rows each.
+
+    Whole images are kept, ``max(1, max_rows // k)`` of each repeat's drawn at random (in their
+    original order), so the rows stay per-image blocks and the image stays the unit of the null.
+    If ``k > max_rows``, each kept image contributes ``max_rows`` of its rows (positions), drawn
+    once for the call and shared by both sides and all repeats. Returns ``(xs, ys, images, k)``.
+    """
+    k = int(rows_per_image)
+    if all(x.shape[0] <= max_rows for x in xs):
+        return xs, ys, images, k
+    keep_k = np.arange(k) if k <= max_rows else np.sort(rng.choice(k, size=int(max_rows), replace=False))
+    per_repeat = max(1, int(max_rows) // len(keep_k))
+    out_x, out_y, out_i = [], [], []
+    for x, y, img in zip(xs, ys, images):
+        m = len(img)
+        kept = np.arange(m) if m <= per_repeat else np.sort(rng.choice(m, size=per_repeat, replace=False))
+        rows = (kept[:, None] * k + keep_k[None, :]).reshape(-1)
+        out_x.append(_take_rows(x, rows))
+        out_y.append(_take_rows(y, rows))
+        out_i.append(np.asarray(img)[kept])
+    return out_x, out_y, out_i, len(keep_k)
+
+
+def _take_rows(a: Any, rows: np.ndarray) -> Any:
+    if is_tensor(a):
+        import torch
+
+        return a.index_select(0, torch.as_tensor(rows, device=a.device))
+    return a[rows]
 
 
 def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng) -> None:
@@ -197,16 +282,70 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
                 for x, y, img in zip(xs, ys, images)
             ])
             means = per_repeat.mean(axis=0)
-            out["ci_low"], out["ci_high"] = boot.percentile_interval(means, level, mean)
+            low, high = boot.percentile_interval(means, level, mean)
+            out["ci_low"], out["ci_high"] = _clip(low, spec), _clip(high, spec)
             out["resamples"] = means
+            values = out["values"]
+            if len(values) >= 2 and np.isfinite(low) and np.isfinite(high):
+                spread = float(stats.norm.ppf(0.5 + level / 2)) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+                out["draws_ci_low"] = _clip(mean - float(np.hypot(mean - low, spread)), spec)
+                out["draws_ci_high"] = _clip(mean + float(np.hypot(high - mean, spread)), spec)
     if int(permutations) > 0 and min(len(i) for i in images) >= 2:
-        null = np.stack([
-            boot.permutation_values(x, y, rows_per_image, spec.name,
-                                    boot.random_permutations(len(img), permutations, rng))
+        summary = sequential_null(xs, ys, images, rows_per_image, spec, int(permutations), mean, rng)
+        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value,
+                   adjusted=chance_corrected(mean, summary.mean, spec))
+
+
+#: The null's first batch of permutations; later batches double. A score whose null already has
+#: ``STOP_AFTER`` values at least as similar stops there (Besag & Clifford 1991).
+FIRST_BATCH = 99
+STOP_AFTER = 10
+
+
+def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations: int, observed: float,
+                    rng: np.random.Generator) -> boot.Null:
+    """The permutation null of the repeat mean, at most ``permutations`` draws, stopping early.
+
+    Each draw permutes every repeat's images independently and averages the repeats. Draws come
+    in batches (``FIRST_BATCH``, then doubling); once ``STOP_AFTER`` null values are at least as
+    similar as ``observed`` before all ``permutations`` are drawn, the null stops and the p-value
+    is Besag & Clifford's sequential one, ``STOP_AFTER / draws so far`` (valid: P(p <= a) <= a);
+    otherwise ``(1 + #{at least as similar}) / (1 + permutations)``. A clearly unremarkable score
+    so costs about ``STOP_AFTER / p`` draws, which makes a large, Holm-sized ``permutations``
+    (:func:`~medtransfer.similarity.draws_for_holm`) affordable where it is not needed. With at
+    most ``FIRST_BATCH`` permutations this is the fixed-size null."""
+    drawn: list[np.ndarray] = []
+    done, size = 0, FIRST_BATCH
+    while done < permutations:
+        size = min(size, permutations - done)
+        drawn.append(np.stack([
+            boot.permutation_values(x, y, rows_per_image, spec.name, boot.random_permutations(len(img), size, rng))
             for x, y, img in zip(xs, ys, images)
-        ]).mean(axis=0)
-        summary = boot.null_summary(null, mean, spec.higher_is_similar)
-        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value)
+        ]).mean(axis=0))
+        done += size
+        size *= 2
+        values = np.concatenate(drawn)
+        finite = values[np.isfinite(values)]
+        extreme = int(np.sum(finite >= observed if spec.higher_is_similar else finite <= observed))
+        if done < permutations and extreme >= STOP_AFTER and np.isfinite(observed):
+            summary = boot.null_summary(values, observed, spec.higher_is_similar)
+            return boot.Null(values, summary.mean, summary.p95, float(STOP_AFTER / len(finite)))
+    return boot.null_summary(np.concatenate(drawn), observed, spec.higher_is_similar)
+
+
+def chance_corrected(score: float, null_mean: float, spec: Measure) -> float:
+    """``(score - null_mean) / (best - null_mean)`` (signs flipped for a distance; see
+    :class:`LayerSimilarity`); NaN when undefined (no null, or a null at the best value)."""
+    best = spec.high if spec.higher_is_similar else spec.low
+    room = best - null_mean
+    if not (np.isfinite(score) and np.isfinite(null_mean)) or room == 0.0:
+        return float("nan")
+    return float((score - null_mean) / room)
+
+
+def _clip(value: float, spec: Measure) -> float:
+    """An interval end held inside the measure's range (NaN stays NaN)."""
+    return float(np.clip(value, spec.low, spec.high)) if np.isfinite(value) else float(value)
 
 
 def activation_rows(acts: Any, images: np.ndarray, channels: np.ndarray, positions: np.ndarray | None = None) -> Any:
