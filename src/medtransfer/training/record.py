@@ -13,6 +13,8 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
 ``progress.json``                     the run's progress (:class:`medtransfer.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
+``outcome.json``                      what a SLURM job made of the run, for its driver
+                                      (:mod:`medtransfer.study.executors`; never a pickle)
 ``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`; ``RUNNING.break``
                                       while one is broken) / the error
 ``DONE``                              written last: finish time and the sha256 and size of every
@@ -60,12 +62,12 @@ CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
 PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
 CLAIM_LOCK = f"{RUNNING}.break"
-PROGRESS, MLFLOW = "progress.json", "mlflow.json"
+PROGRESS, MLFLOW, OUTCOME = "progress.json", "mlflow.json", "outcome.json"
 SNAPSHOT = "best.{phase}.{epoch:04d}.pt"  # in checkpoints/, named by last.pt
 SNAPSHOT_GLOB = "best.*.pt"
 # every name in a run directory (files, folders, markers): no other module spells one
 LAYOUT = (CONFIG, FACTS, FOLDS, HISTORY, PREDICTIONS, METRICS, CHECKPOINTS, BEST, LAST, PROBE, PROBE_HEAD, DONE,
-          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW)
+          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME)
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
                    "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
@@ -210,6 +212,7 @@ class RunDir:
     failed = property(lambda self: self.path / FAILED)
     progress = property(lambda self: self.path / PROGRESS)
     mlflow = property(lambda self: self.path / MLFLOW)
+    outcome = property(lambda self: self.path / OUTCOME)
 
     def snapshot(self, name: str) -> Path:
         """A best-weights snapshot under ``checkpoints/`` by its file name (as ``last.pt`` names it)."""
