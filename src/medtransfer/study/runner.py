@@ -73,6 +73,23 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
     return submitted
 
 
+def report_unverifiable_claims(tasks: list[Task]) -> int:
+    """Name on stderr, at once, every run in ``tasks`` held by a claim that this machine cannot
+    check (another host, no scheduler to ask), and how to take them over; returns how many."""
+    import sys
+
+    found = [(Path(t.directory), info) for t in tasks
+             if (info := claims.read(Path(t.directory))) is not None and claims.unverifiable(info)]
+    if found:
+        lines = [claims.describe(directory, info) for directory, info in found[:5]]
+        more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
+        print(f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
+              + "\nIf no process there works on this study any more (it was copied from there, or that host is "
+              "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.",
+              file=sys.stderr, flush=True)
+    return len(found)
+
+
 def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
     dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
@@ -81,11 +98,14 @@ def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa:
     outcomes: list[Outcome] = []
     poll_s = min(getattr(executor, "poll_s", 1.0), 10.0)
     elsewhere = 0
+    reported: set[str] = set()
     while todo or busy:
         got = executor.run(todo) if todo else []
         outcomes += [o for o in got if o.state != "busy"]
         elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
         busy += [t for t, o in zip(todo, got) if o.state == "busy"]
+        report_unverifiable_claims([t for t in busy if t.directory not in reported])
+        reported.update(t.directory for t in busy)
         orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], poll_s)}
         elsewhere += len(busy) - len(orphans)
         todo = [t for t in busy if t.directory in orphans]
@@ -158,7 +178,8 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                   "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
 
 
-def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001
+def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False,  # noqa: ANN001
+              steal_claims: bool = False) -> StudyReport:
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
@@ -166,7 +187,9 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
     Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
-    section. Raises ConfigError when ``out`` holds runs made with different settings.
+    section. ``steal_claims``: take over runs claimed by another host that this machine cannot
+    check (:func:`medtransfer.study.claims.steal`); without it they are named at once and waited
+    for. Raises ConfigError when ``out`` holds runs made with different settings.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +223,9 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
         else:
             tasks.append(Task.make(config, run.path, tracking))
     sources = _source_tasks(study, out)
+    if steal_claims:
+        for task in sources + tasks:
+            claims.steal(Path(task.directory))
     if detach:
         submitted = _submit_detached(executor, sources, tasks)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)
