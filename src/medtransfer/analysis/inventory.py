@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.training.record import (SOURCES, STUDY_FILE, RunRecord, find_run_dirs, read_record, runs_folder,
+from medtransfer.study.store import recorded_study_file
+from medtransfer.training.record import (SOURCES, RunRecord, find_run_dirs, read_record, runs_folder,
                                          sealed_file_problem)
 from medtransfer.vocabulary import RANDOM, STRATEGIES
 
@@ -97,8 +98,8 @@ def read_study(root: str | Path) -> Study:
         raise DataError(f"{root}: not a study directory (it does not exist)")
     config: dict[str, Any] = {}
     text = ""
-    yaml_path = root / STUDY_FILE
-    if yaml_path.is_file():
+    yaml_path = recorded_study_file(root)
+    if yaml_path is not None:
         text = yaml_path.read_text()
         try:
             loaded = yaml.safe_load(text)

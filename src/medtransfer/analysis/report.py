@@ -178,7 +178,7 @@ def figure_links(png: Path, base: Path | None) -> str:
 def render(content: ReportContent, base: Path | None = None) -> str:
     """The report's HTML text; figure links are relative to ``base`` (the report's folder)."""
     parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        HEAD + GENERATOR,
         f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(content.title)}</h1>",
         "<h2>Table 2: test AUC</h2>",
@@ -214,6 +214,33 @@ def render(content: ReportContent, base: Path | None = None) -> str:
     return "\n".join(parts)
 
 
+HEAD = "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+GENERATOR = "<meta name=generator content=medtransfer>"
+_EARLIER = HEAD + "\n<title>medtransfer analysis"  # how reports of earlier versions began
+
+
+def written_by_medtransfer(path: Path) -> bool:
+    """Whether ``path`` is a report :func:`write_report` wrote (and may be replaced)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            start = handle.read(len(HEAD + GENERATOR) + 40)
+    except OSError:
+        return False
+    return start.startswith(HEAD + GENERATOR) or start.startswith(_EARLIER)
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse to replace a file at ``path`` that is not a medtransfer report (a file of the user's)."""
+    from medtransfer.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not (path.is_file() and written_by_medtransfer(path)):
+        raise ConfigError(f"{path} exists and was not written by medtransfer: it is left as it is; move it away "
+                          "to write the report there")
+
+
 def write_report(content: ReportContent, path: Path) -> Path:
-    """Write the report atomically (temp file + rename) and return its path."""
+    """Write the report atomically (temp file + rename) and return its path; a file there that
+    medtransfer did not write is refused (:func:`check_report_path`)."""
+    check_report_path(path)
     return write_text_atomic(path, render(content, Path(path).parent))

@@ -24,7 +24,7 @@ from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
-from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
+from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
@@ -33,6 +33,7 @@ from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
+REPORT = "report.html"
 
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
@@ -144,6 +145,7 @@ def analyze(
     files besides PNG (``pdf``, ``svg``; default both).
     """
     started = time.perf_counter()
+    check_report_path(Path(study_dir) / REPORT)  # before any work: a file of the user's is never replaced
     study = read_study(study_dir)
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
                             split=split, threads=threads)
@@ -254,4 +256,4 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         missing=missing,
         notes=notes,
     )
-    return write_report(content, study.root / "report.html")
+    return write_report(content, study.root / REPORT)

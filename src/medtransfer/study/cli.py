@@ -110,15 +110,17 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from medtransfer.study.config import StudyConfig
-        from medtransfer.study.runner import run_study
+        from medtransfer.study.runner import open_study_dir, run_study
 
         console = Console()
         config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
                                                                             track=track)
+        study_file = _study_path(study)
+        open_study_dir(config, out, study_file)  # before anything is written there (the background driver's log)
         if detach and config.executor.kind != "slurm":
             _detach_driver(study, out, executor, device, track, console, steal_claims)
             return
-        report = run_study(config, out, detach=detach, steal_claims=steal_claims)
+        report = run_study(config, out, detach=detach, steal_claims=steal_claims, study_file=study_file)
         if detach:
             console.print(f"{report.total} runs: {report.skipped} already done, {report.submitted} submitted as SLURM "
                           f"jobs; `medtransfer status {out}` shows them, `medtransfer run` with the same --out "

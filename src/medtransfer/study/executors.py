@@ -19,9 +19,9 @@ from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
 from medtransfer.progress import count_finished, quiet, run_view
 from medtransfer.study import claims
-from medtransfer.study.store import clear_running, mark_failed, mark_running
+from medtransfer.study.store import clear_running, mark_failed, mark_running, recorded_study_file
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import STUDY_FILE, RunDir
+from medtransfer.training.record import RunDir
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
 MAX_PINNED_THREADS = 8
@@ -32,9 +32,9 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
 
     CPU results depend on torch's thread count, and each engine sets a different one (Ray runs
     tasks under ``OMP_NUM_THREADS=1``, SLURM gives ``cpus_per_task``). A study that does not set
-    ``threads`` gets the count already recorded in ``out/study.yaml`` (a rerun keeps it), else
-    this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value is written to
-    ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
+    ``threads`` gets the count already recorded in the study directory's resolved study (a rerun
+    keeps it), else this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value
+    is written to that file and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
     ``cpus_per_run`` default to it.
     """
     import torch
@@ -43,8 +43,8 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
     if study.training.get("threads") is not None:
         return study
     threads = None
-    recorded = Path(out) / STUDY_FILE
-    if recorded.exists():
+    recorded = recorded_study_file(Path(out))
+    if recorded is not None:
         try:
             threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
         except (OSError, yaml.YAMLError, AttributeError):

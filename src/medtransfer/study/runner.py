@@ -14,7 +14,7 @@ from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
-from medtransfer.study.store import clear_claim, write_atomic
+from medtransfer.study.store import check_out_dir, clear_claim, recorded_study_file, write_atomic
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
 
@@ -178,8 +178,21 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                   "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
 
 
+def open_study_dir(study: StudyConfig, out: Path, study_file: Path | None = None) -> StudyConfig:
+    """Check that ``out`` may hold the study (:func:`medtransfer.study.store.check_out_dir`), create
+    it, and record the resolved study there unless it records one already; returns the study with
+    its threads pinned (:func:`pin_threads`)."""
+    out = Path(out)
+    check_out_dir(out, study_file)
+    out.mkdir(parents=True, exist_ok=True)
+    study = pin_threads(study, out)
+    if recorded_study_file(out) is None:  # a new study: mark the folder as medtransfer's at once
+        write_atomic(out / STUDY_FILE, study.to_yaml())
+    return study
+
+
 def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False,  # noqa: ANN001
-              steal_claims: bool = False) -> StudyReport:
+              steal_claims: bool = False, study_file: Path | None = None) -> StudyReport:
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
@@ -189,11 +202,13 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
     section. ``steal_claims``: take over runs claimed by another host that this machine cannot
     check (:func:`medtransfer.study.claims.steal`); without it they are named at once and waited
-    for. Raises ConfigError when ``out`` holds runs made with different settings.
+    for. ``study_file``: the YAML file the study was read from, the one file a non-empty ``out``
+    may hold besides a study (:func:`medtransfer.study.store.check_out_dir`; it is never
+    rewritten: the resolved study goes to ``DIR/study.resolved.yaml``). Raises ConfigError when
+    ``out`` holds runs made with different settings, or files that medtransfer did not write.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    study = pin_threads(study, out)
+    study = open_study_dir(study, out, study_file)
     configs = expand(study, out)
     recomputed = []
     for config in configs:

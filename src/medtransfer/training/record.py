@@ -27,7 +27,9 @@ writes through :class:`RunDir`, the study's status and runner and the analysis r
 tracking, the ownership claim) take their paths from :class:`RunDir`. A new per-run file gets
 its name here (and in :data:`LAYOUT`).
 
-A study directory holds ``study.yaml`` (:data:`STUDY_FILE`), ``folds/{target}.csv``
+A study directory holds ``study.resolved.yaml`` (:data:`STUDY_FILE`: the resolved study, under a
+name of its own so that ``run study.yaml --out .`` never rewrites the user's file; studies written
+by earlier versions kept it in ``study.yaml``, :data:`LEGACY_STUDY_FILE`), ``folds/{target}.csv``
 (:func:`study_folds_file`), ``sources/{name}.pt`` (:func:`study_source_file`, made by the
 pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``. Paths in a study's run configs
 are relative to the study directory, so a study can be moved or copied; :meth:`RunDir.base` is
@@ -55,7 +57,8 @@ from medtransfer.errors import DataError
 from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import FREEZE, SourceRef
 
-RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.yaml", "folds", "sources"
+RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.resolved.yaml", "folds", "sources"
+LEGACY_STUDY_FILE = "study.yaml"  # the resolved study of studies written before STUDY_FILE
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
