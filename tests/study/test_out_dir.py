@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from medtransfer.cli import app
 from medtransfer.errors import ConfigError
 from medtransfer.study.runner import run_study
-from medtransfer.study.store import check_out_dir, read_study_file, recorded_study_file, status
-from medtransfer.training.record import LEGACY_STUDY_FILE, STUDY_FILE
+from medtransfer.study.store import check_out_dir, read_study_file, status
+from medtransfer.training.record import LEGACY_STUDY_FILE, STUDY_FILE, recorded_study_file
 
 from .conftest import tiny_study
 
@@ -80,13 +80,10 @@ def test_a_study_written_with_study_yaml_stays_readable(finished_study, tmp_path
     check_out_dir(old)  # a study: accepted
     report = run_study(tiny_study(tmp_path), old)
     assert report.skipped == 2 and (old / LEGACY_STUDY_FILE).read_text() == legacy_text
-    # the exact dump of an earlier version, before any run started, is a study too
+    # a study.yaml without runs/ beside it is the user's, not a record
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / LEGACY_STUDY_FILE).write_text(legacy_text)
-    assert recorded_study_file(fresh) == fresh / LEGACY_STUDY_FILE
-    # ... but a user's own study.yaml is not
-    (fresh / LEGACY_STUDY_FILE).write_text(USER_YAML + legacy_text)
     assert recorded_study_file(fresh) is None
 
 

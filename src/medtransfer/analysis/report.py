@@ -45,6 +45,7 @@ class ReportContent:
     settings: dict
     table2: pd.DataFrame
     figures: list[Figure]
+    table2_caption: str = ""  # e.g. the incomplete cells of a --partial analysis
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -186,6 +187,7 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         "run's stored probabilities, with the 95% Student-t interval of the mean over folds in brackets; "
         "underlined: highest mean per target.</p>",
         table2_html(content.table2),
+        f'<p class="note">{html.escape(content.table2_caption)}</p>' if content.table2_caption else "",
         "<h2>Figures</h2>",
     ]
     for fig in content.figures:

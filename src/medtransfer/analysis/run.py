@@ -18,7 +18,8 @@ import torch
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
 from medtransfer.analysis.correlation import correlation_table, gain_points
-from medtransfer.analysis.inventory import Study, read_study
+from medtransfer.analysis.grid import IncompleteStudyError, check_grid
+from medtransfer.analysis.inventory import Study, read_study, require_study_dir
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
@@ -134,6 +135,7 @@ def analyze(
     threads: int | None = None,
     device: str | None = None,
     formats: list[str] | None = None,
+    partial: bool = False,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -143,10 +145,21 @@ def analyze(
     or ``all`` images of the target for tiny datasets). ``threads`` sets torch's CPU threads for the
     analysis (restored afterwards). ``device`` defaults to CUDA when available. ``formats``: figure
     files besides PNG (``pdf``, ``svg``; default both).
+
+    First the runs on disk are checked against the study's grid (:func:`check_grid`): unless it is
+    complete and verified, nothing is written and :class:`IncompleteStudyError` names every
+    missing, unfinished, damaged, mismatched, foreign run and changed source. ``partial`` writes
+    the tables from the usable runs instead; their caption, ``table2.md`` and the report name the
+    incomplete cells.
     """
     started = time.perf_counter()
     check_report_path(Path(study_dir) / REPORT)  # before any work: a file of the user's is never replaced
-    study = read_study(study_dir)
+    require_study_dir(study_dir)
+    grid = check_grid(study_dir)
+    if not grid.complete and not partial:
+        raise IncompleteStudyError(grid.refusal())
+    study = read_study(study_dir, skip=grid.excluded, verified=grid.verified)
+    study.grid = grid
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
                             split=split, threads=threads)
     previous_threads = torch.get_num_threads()
@@ -167,7 +180,13 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
-    missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
+    grid = study.grid
+    missing = [f"incomplete study (--partial): {line}" for line in grid.problems()] if grid is not None else []
+    cells = grid.incomplete_cells() if grid is not None else []
+    caption = (f"Incomplete cells (--partial; the runs they lack are listed under 'What was missing'): "
+               f"{', '.join(cells)}." if cells else "")
+    listed = {r for r, _ in grid.unfinished} if grid is not None else set()
+    missing += [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete if rid not in listed]
     if study.unverified:
         missing.append(f"{len(study.unverified)} finished run(s) carry no digests (written by an older medtransfer), "
                        f"so their files could not be checked, e.g. {study.unverified[0]}")
@@ -178,6 +197,9 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     aucs.to_csv(out / "auc.csv", index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out)
+    if caption:
+        with open(out / "table2.md", "a", encoding="utf-8") as handle:
+            handle.write(f"\n{caption}\n")
 
     pred, lacking = prediction_table(study, role_map)
     missing.extend(lacking)
@@ -238,6 +260,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         config_text=study.config_text,
         settings={**asdict(settings), "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
         table2=t2,
+        table2_caption=caption,
         figures=figures,
         sections=[
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",

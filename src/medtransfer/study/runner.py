@@ -132,14 +132,20 @@ def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Pat
                           f"directory ({directory.path}) to redo the run") from None
     if saved is None:
         return
+    changed = changed_settings(config, saved, study_dir)
+    if changed:
+        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
+                          f"({', '.join(changed)}); use a new --out directory, or delete that run directory to redo it")
+
+
+def changed_settings(config: RunConfig, saved: dict[str, Any], study_dir: Path) -> list[str]:
+    """The settings that change what a run computes and differ between ``saved`` (its
+    ``config.json``) and the planned ``config``, each as ``key: saved -> planned``."""
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
                      and not _same(key, saved.get(key), value, study_dir))
-    if changed:
-        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
-                          f"({', '.join(f'{k}: {saved.get(k)!r} -> {planned[k]!r}' for k in changed)}); "
-                          "use a new --out directory, or delete that run directory to redo it")
+    return [f"{k}: {saved.get(k)!r} -> {planned[k]!r}" for k in changed]
 
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:

@@ -19,7 +19,7 @@ from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import LEGACY_STUDY_FILE, RUNS, STUDY_FILE, Check, RunDir
+from medtransfer.training.record import STUDY_FILE, Check, RunDir, recorded_study_file
 
 __all__ = ["STATES", "RunStatus", "check_out_dir", "clear_claim", "clear_running", "count_states",
            "mark_failed", "mark_running", "read_study_file", "recorded_study_file", "run_dir", "run_status", "status",
@@ -103,32 +103,6 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check
     else:
         state = "pending"
     return RunStatus(run_id, state, epochs, phase, auc, error)
-
-
-def _is_legacy_record(path: Path) -> bool:
-    """Whether ``DIR/study.yaml`` is the resolved study an earlier medtransfer wrote there: a
-    ``runs/`` folder lies beside it, or its text is exactly the dump ``run`` writes of it."""
-    from medtransfer.study.config import StudyConfig
-
-    if not path.is_file():
-        return False
-    if (path.parent / RUNS).is_dir():
-        return True
-    try:
-        return StudyConfig.from_yaml(path).to_yaml() == path.read_text()
-    except (MedtransferError, OSError, UnicodeDecodeError):
-        return False
-
-
-def recorded_study_file(out: Path) -> Path | None:
-    """The resolved study a study directory records: ``DIR/study.resolved.yaml``, else (a study
-    written by an earlier medtransfer) ``DIR/study.yaml`` when that is medtransfer's own dump;
-    ``None`` when ``out`` is no study directory."""
-    out = Path(out)
-    if (out / STUDY_FILE).is_file():
-        return out / STUDY_FILE
-    legacy = out / LEGACY_STUDY_FILE
-    return legacy if _is_legacy_record(legacy) else None
 
 
 def check_out_dir(out: Path, study_file: Path | None = None) -> None:

@@ -37,8 +37,9 @@ that directory (``None`` outside a study: relative paths are then relative to th
 
 Integrity: :meth:`RunDir.check` compares what is on disk with ``DONE``'s digests. ``quick``
 checks presence and sizes (cheap enough for ``status`` on hundreds of runs), ``full`` also the
-sha256 (``run`` and ``analyze``). A ``DONE`` without digests (runs written before digests
-existed) is accepted as *unverified*: :attr:`RunRecord.verified` is ``False``.
+sha256 (``run`` and ``analyze``). A ``DONE`` that is exactly ``{"finished": time}`` (what runs
+written before digests existed wrote) is accepted as *unverified* (:attr:`RunRecord.verified` is
+``False``); any other marker without valid digests (empty, truncated, not JSON) is damaged.
 """
 
 from __future__ import annotations
@@ -155,15 +156,17 @@ def _read_json(path: Path, what: str) -> Any:
 @dataclass(frozen=True)
 class RunFacts:
     """What a run learns while it starts: the class names (label order), the input normalisation
-    mode its source uses, and the device it trained on."""
+    mode its source uses, the device it trained on, and the sha256 of the weights file its source
+    was read from (``None`` for random init, and in runs written before it was recorded)."""
 
     classes: list[str]
     normalization: str | None
     device: str | None = None
+    source_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({"classes": list(self.classes), "normalization": self.normalization,
-                           "device": self.device}, indent=2)
+                           "device": self.device, "source_sha256": self.source_sha256}, indent=2)
 
 
 class DamagedRunError(DataError):
@@ -305,8 +308,10 @@ class RunDir:
             return RunFacts(list(config.classes or []), config.normalization)
         data = _read_json(self.facts_file, "facts")
         try:
-            return RunFacts([str(c) for c in data["classes"]], data.get("normalization"), data.get("device"))
-        except (KeyError, TypeError):
+            digest = data.get("source_sha256")
+            return RunFacts([str(c) for c in data["classes"]], data.get("normalization"), data.get("device"),
+                            str(digest) if digest is not None else None)
+        except (KeyError, TypeError, AttributeError):
             raise DataError(f"{self.facts_file}: expected classes, normalization and device") from None
 
     def read_metrics(self, probe: bool = False) -> dict[str, Any]:
@@ -327,19 +332,38 @@ class RunDir:
     def is_done(self) -> bool:
         return self.done.exists()
 
-    def digests(self) -> dict[str, dict[str, Any]] | None:
-        """The digests ``DONE`` recorded, ``None`` when it recorded none (older runs)."""
+    def marker(self) -> tuple[str, dict[str, dict[str, Any]] | None]:
+        """What ``DONE`` says: ``("verified", digests)``; ``("legacy", None)`` for the marker of
+        runs written before digests (exactly ``{"finished": time}``); ``("damaged", None)`` for
+        anything else - empty, unreadable, not JSON, digests missing or malformed."""
         try:
-            data = json.loads(self.done.read_text(encoding="utf-8") or "{}")
+            data = json.loads(self.done.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
-        files = data.get("files") if isinstance(data, dict) else None
-        return files if isinstance(files, dict) else None
+            return "damaged", None
+        if not isinstance(data, dict):
+            return "damaged", None
+        files = data.get("files")
+        if isinstance(files, dict) and files and all(
+                isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
+                for v in files.values()):
+            return "verified", files
+        if set(data) == {"finished"} and isinstance(data["finished"], (int, float)):
+            return "legacy", None
+        return "damaged", None
+
+    def digests(self) -> dict[str, dict[str, Any]] | None:
+        """The digests ``DONE`` recorded; ``None`` for a marker without them (see :meth:`marker`)."""
+        return self.marker()[1]
 
     def check(self, check: Check = "full") -> list[str]:
-        """Problems of a finished run's files (empty: intact, or unverifiable - see :meth:`digests`)."""
-        digests = self.digests()
-        if digests is None or check == "none":
+        """Problems of a finished run's files (empty: intact, or a legacy marker - see
+        :meth:`marker`); a damaged ``DONE`` is a problem itself."""
+        if check == "none":
+            return []
+        state, digests = self.marker()
+        if state == "damaged":
+            return [f"{self.done} is damaged (empty, not JSON, or without the digests of the run's files)"]
+        if digests is None:
             return []
         found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()]
         return [p for p in found if p]
@@ -444,6 +468,17 @@ def read_record(directory: str | os.PathLike | RunDir, check: Check = "full") ->
         raise DamagedRunError(run.path, problems)
     config = run.read_config()
     return RunRecord(run, config, run.read_facts(config), verified=run.digests() is not None and check != "none")
+
+
+def recorded_study_file(study_dir: str | os.PathLike) -> Path | None:
+    """The resolved study a study directory records: ``DIR/study.resolved.yaml``, else (a study
+    written by an earlier medtransfer) ``DIR/study.yaml`` when a ``runs/`` folder lies beside it;
+    ``None`` when the folder is no study directory."""
+    study_dir = Path(study_dir)
+    if (study_dir / STUDY_FILE).is_file():
+        return study_dir / STUDY_FILE
+    legacy = study_dir / LEGACY_STUDY_FILE
+    return legacy if legacy.is_file() and runs_folder(study_dir).is_dir() else None
 
 
 def runs_folder(study_dir: str | os.PathLike) -> Path:
