@@ -30,8 +30,7 @@ from medtransfer.study.expand import expand
 from medtransfer.study.runner import changed_settings
 from medtransfer.study.store import run_status
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import (CONFIG, DONE, PROBE, STUDY_FILE, RunDir, file_digest, recorded_study_file,
-                                         runs_folder)
+from medtransfer.training.record import STUDY_FILE, RunDir, file_digest, find_all_run_dirs, recorded_study_file
 
 PARTIAL_HINT = "`medtransfer analyze --partial DIR` writes them anyway, saying which cells are incomplete"
 
@@ -89,18 +88,6 @@ class GridCheck:
                 + "\n  ".join(shown))
 
 
-def _on_disk(root: Path) -> dict[str, RunDir]:
-    """Every run directory under ``runs/`` (one with a ``DONE`` or a ``config.json``), by run id."""
-    runs = runs_folder(root)
-    found = {}
-    for marker in (DONE, CONFIG):
-        for path in runs.glob(f"**/{marker}"):
-            if path.parent.name != PROBE and path.is_file():
-                run = RunDir(path.parent)
-                found[run.id_in_study] = run
-    return found
-
-
 def _source_problem(run: RunDir, config: RunConfig, root: Path, digests: dict[Path, str]) -> str | None:
     """Why the weights file of the run's source is not the one it trained from, or ``None``."""
     facts = run.read_facts(config)
@@ -126,7 +113,7 @@ def check_grid(root: str | Path) -> GridCheck:
     """Check every run of the study in ``root`` (see the module docstring); reads, never writes."""
     root = Path(root)
     check = GridCheck(root)
-    on_disk = _on_disk(root)
+    on_disk = find_all_run_dirs(root)
     configs = []
     path = recorded_study_file(root)
     if path is None:
@@ -152,8 +139,6 @@ def check_grid(root: str | Path) -> GridCheck:
         if not run.is_done():
             continue
         problems = run.check("full")
-        if not problems and not run.config_file.is_file():
-            problems = [f"{run.config_file} is missing"]
         if problems:
             check.damaged.append((run_id, "; ".join(problems)))
             continue

@@ -363,10 +363,11 @@ class RunDir:
         state, digests = self.marker()
         if state == "damaged":
             return [f"{self.done} is damaged (empty, not JSON, or without the digests of the run's files)"]
-        if digests is None:
-            return []
-        found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()]
-        return [p for p in found if p]
+        found = [file_problem(self.file(name), expected, check) for name, expected in (digests or {}).items()]
+        problems = [p for p in found if p]
+        if not self.config_file.is_file() and not any(str(self.config_file) in p for p in problems):
+            problems.append(f"{self.config_file} is missing")
+        return problems
 
     def write_failed(self, message: str) -> None:
         """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
@@ -484,6 +485,18 @@ def recorded_study_file(study_dir: str | os.PathLike) -> Path | None:
 def runs_folder(study_dir: str | os.PathLike) -> Path:
     """``DIR/runs``, the folder of a study's run directories."""
     return Path(study_dir) / RUNS
+
+
+def find_all_run_dirs(study_dir: str | os.PathLike) -> dict[str, RunDir]:
+    """Every run directory under ``DIR/runs/`` by run id: those with a ``config.json`` or a ``DONE``
+    (a finished run whose config was deleted is found too)."""
+    found = {}
+    for marker in (DONE, CONFIG):
+        for path in runs_folder(study_dir).glob(f"**/{marker}"):
+            if path.parent.name != PROBE and path.is_file():
+                run = RunDir(path.parent)
+                found[run.id_in_study] = run
+    return dict(sorted(found.items()))
 
 
 def find_run_dirs(study_dir: str | os.PathLike) -> list[RunDir]:
