@@ -9,7 +9,8 @@ Every run of the grid (``expand`` of the recorded study) is looked up under ``ru
 - *config mismatch*: its ``config.json`` differs from the planned run in a setting that changes
   what it computes (``medtransfer.study.runner.changed_settings``);
 - *source changed*: the weights file its source is read from now is not the file it trained from
-  (the sha256 it recorded in ``facts.json``), or is gone;
+  (the sha256 it recorded in ``facts.json``); a file that is not there at all is left to the
+  analysis, which fetches the official ImageNet file or names the init it cannot load;
 - and every run directory on disk that is not in the grid is *foreign*.
 
 A study whose record cannot be read has no grid to check against: that is a problem itself.
@@ -88,19 +89,22 @@ class GridCheck:
                 + "\n  ".join(shown))
 
 
-def _source_problem(run: RunDir, config: RunConfig, root: Path, digests: dict[Path, str]) -> str | None:
-    """Why the weights file of the run's source is not the one it trained from, or ``None``."""
+def _source_problem(run: RunDir, config: RunConfig, root: Path, digests: dict[Path, str],
+                    paths: dict[str, Path | None]) -> str | None:
+    """Why the weights file of the run's source is not the one it trained from, or ``None``
+    (``digests`` and ``paths`` cache the files' sha256 and where each source string points)."""
     facts = run.read_facts(config)
     if facts.source_sha256 is None:
         return None
     load = run.resolve(config).source
-    try:
-        path = source_weights_file(resolve_source(load, root))
-    except MedtransferError as error:
-        return f"the weights file it trained from cannot be found ({error})"
+    if load not in paths:
+        try:
+            paths[load] = source_weights_file(resolve_source(load, root))
+        except MedtransferError:  # gone (another machine's cache): loading it later says so, or fetches
+            paths[load] = None    # the md5-checked official file
+    path = paths[load]
     if path is None:
         return None
-    path = Path(path)
     if path not in digests:
         digests[path] = file_digest(path)["sha256"]
     if digests[path] != facts.source_sha256:
@@ -124,6 +128,7 @@ def check_grid(root: str | Path) -> GridCheck:
         except MedtransferError as error:
             check.grid_error = f"{path} cannot be read as a study ({error})"
     digests: dict[Path, str] = {}
+    paths: dict[str, Path | None] = {}
     planned = {c.run_id: c for c in configs}
     for run_id, config in planned.items():
         check.cells[run_id] = (config.target_label, config.source_label, config.strategy)
@@ -152,7 +157,7 @@ def check_grid(root: str | Path) -> GridCheck:
             continue
         try:
             changes = changed_settings(config, run.read_config_data() or {}, root)
-            source = _source_problem(run, run.read_config(), root, digests)
+            source = _source_problem(run, run.read_config(), root, digests, paths)
         except MedtransferError as error:
             check.damaged.append((run_id, str(error)))
             continue
