@@ -12,7 +12,7 @@ import pytest
 
 from medtransfer.study import claims, runner
 from medtransfer.study.executors import Outcome, Task
-from medtransfer.training.record import RunDir
+from medtransfer.training.record import STUDY_FILE, RunDir
 
 from .conftest import tiny_study
 
@@ -88,6 +88,8 @@ def test_run_steal_claims_takes_over_a_copied_studys_runs(tmp_path, monkeypatch)
     from medtransfer.study.expand import expand
 
     configs = expand(study, out)
+    out.mkdir()
+    (out / STUDY_FILE).write_text(study.to_yaml())  # a study copied from where its claims were made
     for config in configs:
         _foreign(RunDir.in_study(out, config).path)
 
