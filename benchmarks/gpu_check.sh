@@ -93,7 +93,7 @@ for name in ("results/auc.csv", "results/table2.md", "analysis/similarity.csv", 
 problems = []
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.expand import expand
-expected = len(expand(StudyConfig.from_yaml(study / "study.yaml")))
+expected = len(expand(StudyConfig.from_yaml(study / "study.resolved.yaml")))
 if len(auc) != expected or auc["auc"].isna().any():
     problems.append(f"expected {expected} runs with an AUC, got {len(auc)} ({auc['auc'].isna().sum()} without)")
 if not all(str(d).startswith(device) for d in devices):

@@ -142,7 +142,7 @@ def test_a_moved_and_a_copied_demo_are_done_and_analyse_to_the_same_report(demo,
     shutil.move(out, moved)  # mv
     try:
         for where in (copy, moved):
-            result = CliRunner().invoke(app, ["run", str(where / "study.yaml"), "--out", str(where)])
+            result = CliRunner().invoke(app, ["run", str(where / "study.resolved.yaml"), "--out", str(where)])
             assert result.exit_code == 0, result.output
             assert "15 runs: 15 already done, 0 finished now, 0 failed" in " ".join(result.output.split())
             shutil.rmtree(where / "analysis")

@@ -82,7 +82,6 @@ def study_stage(out: Path, console: Console) -> None:
 
 def run_demo(out: Path, console: Console) -> None:
     """Run every stage of the demo that exists, writing results under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
     table = Table(title="Similarity of synthetic activations with known answers")
     for column in ("case", "expected", "mean CCA", "linear CKA"):
         table.add_column(column)
@@ -90,11 +89,11 @@ def run_demo(out: Path, console: Console) -> None:
     for name, expected, cca_mean, cka in rows:
         table.add_row(name, expected, f"{cca_mean:.6f}", f"{cka:.6f}")
     console.print(table)
+    study_stage(out, console)  # first: it refuses a folder of the user's own files before anything is written
     with open(out / "similarity_showcase.csv", "w") as handle:
         handle.write("case,cca_mean,linear_cka\n")
         for name, _, cca_mean, cka in rows:
             handle.write(f'"{name}",{cca_mean:.10f},{cka:.10f}\n')
-    study_stage(out, console)
     analysis_stage(out, console)
 
 

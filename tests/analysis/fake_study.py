@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.training.record import RunDir
+
 STRATEGIES = ("no-freeze", "freeze")
 
 
@@ -71,7 +73,7 @@ def make_study(
                         write_predictions(run_dir / "probe" / "predictions.csv", ids, labels, noisy_probs(rng, labels, k, 0.5))
                     if checkpoint is not None:
                         checkpoint(run_dir, config)
-                    (run_dir / "DONE").write_text("")
+                    RunDir(run_dir).write_done()  # with the digests of the files written above
                     auc = roc_auc_score(labels, probs[:, 1]) if k == 2 else roc_auc_score(labels, probs, multi_class="ovr")
                     auc_rows.append({"target": target, "source": source, "strategy": strategy, "fold": fold,
                                      "seed": 0, "auc": auc})

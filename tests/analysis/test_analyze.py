@@ -75,7 +75,7 @@ def analysed(study_dir, tmp_path_factory):
 
     run_module.load_network = counting
     try:
-        report = analyze(study_dir, rows=300, channels=8, repeats=2, threads=1, device="cpu")
+        report = analyze(study_dir, rows=300, channels=8, repeats=2, threads=1, device="cpu", partial=True)
     finally:
         run_module.load_network = original
     return report, loads

@@ -23,9 +23,9 @@ def test_a_study_without_threads_gets_one_pinned_and_keeps_it(tmp_path):
     pinned = pin_threads(study, tmp_path / "out")
     assert pinned.training["threads"] == min(torch.get_num_threads(), MAX_PINNED_THREADS)
     assert all(c.threads == pinned.training["threads"] for c in expand(pinned, tmp_path / "out"))
-    # a rerun keeps the count recorded in study.yaml, whatever this machine's default
+    # a rerun keeps the count recorded in study.resolved.yaml, whatever this machine's default
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "study.yaml").write_text(pinned.model_copy(
+    (tmp_path / "out" / "study.resolved.yaml").write_text(pinned.model_copy(
         update={"training": {**pinned.training, "threads": 3}}).to_yaml())
     assert pin_threads(study, tmp_path / "out").training["threads"] == 3
     # an explicit setting wins

@@ -164,7 +164,8 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
 SRC = Path(medtransfer.__file__).resolve().parent
 RECORD = SRC / "training" / "record.py"
 FOLDERS = (record.RUNS, record.CHECKPOINTS, record.PROBE)  # names of folders: also ordinary words
-FILES = tuple(n for n in record.LAYOUT if n not in FOLDERS) + (record.STUDY_FILE, record.SNAPSHOT_GLOB)
+FILES = tuple(n for n in record.LAYOUT if n not in FOLDERS) + (record.STUDY_FILE, record.LEGACY_STUDY_FILE,
+                                                                record.SNAPSHOT_GLOB)
 # the record's constants naming something inside a run directory (the study-level STUDY_FILE,
 # SOURCES and FOLDS_DIR name the study's own files and may be joined to a study directory)
 RUN_CONSTANTS = {name for name, value in vars(record).items()
@@ -192,7 +193,7 @@ def test_the_layout_lists_every_name_the_record_defines():
     own = {node.id for node in ast.walk(ast.parse(RECORD.read_text(encoding="utf-8")))
            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}  # not imported ones
     names = {value for name, value in vars(record).items() if name in own and name.isupper() and isinstance(value, str)
-             and name not in ("SNAPSHOT", "SNAPSHOT_GLOB", "STUDY_FILE", "SOURCES", "FOLDS_DIR", "RUNS")}
+             and name not in ("SNAPSHOT", "SNAPSHOT_GLOB", "STUDY_FILE", "LEGACY_STUDY_FILE", "SOURCES", "FOLDS_DIR", "RUNS")}
     assert names == set(record.LAYOUT) and len(set(record.LAYOUT)) == len(record.LAYOUT)
     assert {"config.json", "DONE", "RUNNING", "FAILED", "history.csv", "mlflow.json", "progress.json",
             "last.pt", "best.pt"} <= names

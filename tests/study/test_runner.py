@@ -19,7 +19,7 @@ def test_results_tables(finished_study):
     assert list(auc.columns) == AUC_COLUMNS
     assert len(auc) == 2 and set(auc["fold"]) == {0, 1} and set(auc["strategy"]) == {"no-freeze"}
     assert auc["auc"].between(0, 1).all()
-    assert (out / "folds" / "synth.csv").exists() and (out / "study.yaml").exists()
+    assert (out / "folds" / "synth.csv").exists() and (out / "study.resolved.yaml").exists()
     md = (out / "results" / "table2.md").read_text()
     mean = 100 * auc["auc"].mean()
     assert f"{mean:.1f} ± {100 * auc['auc'].std():.1f}" in md

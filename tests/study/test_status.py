@@ -35,7 +35,7 @@ def test_status_json_while_the_study_runs(tmp_path):
         seen = None
         deadline = time.monotonic() + 240
         while process.poll() is None and time.monotonic() < deadline:
-            if (out / "study.yaml").exists():
+            if (out / "study.resolved.yaml").exists():
                 state = _status(out)
                 if state["counts"]["running"] and state["eta_s"] is not None:
                     seen = state

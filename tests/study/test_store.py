@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from medtransfer.study.store import count_states, mark_failed, mark_running, run_status
+from medtransfer.training.record import RunDir
 
 
 def test_states_from_markers(tmp_path):
@@ -14,9 +15,10 @@ def test_states_from_markers(tmp_path):
 
     done = tmp_path / "done"
     done.mkdir()
-    (done / "DONE").write_text("{}")
+    (done / "config.json").write_text("{}")
     (done / "metrics.json").write_text(json.dumps({"auc": 0.75}))
     (done / "history.csv").write_text("phase,epoch\nprobe,0\nfinetune,0\nfinetune,1\n")
+    RunDir(done).write_done()
     status = run_status(done, "r")
     assert (status.state, status.auc, status.epochs_done, status.phase) == ("done", 0.75, 3, "finetune")
 

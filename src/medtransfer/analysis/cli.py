@@ -32,8 +32,13 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
         formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "
                                     "(PNG is always written: the report embeds it)."),
+        partial: bool = typer.Option(False, "--partial", help="Write the tables although the study is not a "
+                                     "complete, verified grid; the caption and report name the incomplete cells."),
     ) -> None:
-        """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html."""
+        """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html.
+
+        The runs are first checked against the study's grid; a study with a missing, unfinished,
+        damaged, mismatched or foreign run is refused, naming each, unless --partial is given."""
         from rich.console import Console
 
         from medtransfer.analysis.run import analyze as run_analysis
@@ -42,7 +47,7 @@ def register(app: typer.Typer) -> None:
         check_folder(study_dir, write=True, what="the study folder")
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
                             measures=_split(measures), split=split, threads=threads, device=device,
-                            formats=_split(formats))
+                            formats=_split(formats), partial=partial)
         Console().print(f"report: {path}", highlight=False)
 
     @app.command()

@@ -6,15 +6,15 @@ through :mod:`medtransfer.training.record`), ``results/auc.csv``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.training.record import (SOURCES, STUDY_FILE, RunRecord, find_run_dirs, read_record, runs_folder,
-                                         sealed_file_problem)
+from medtransfer.training.record import (SOURCES, RunRecord, find_run_dirs, read_record, recorded_study_file,
+                                         runs_folder, sealed_file_problem)
 from medtransfer.vocabulary import RANDOM, STRATEGIES
 
 __all__ = ["RANDOM", "STRATEGIES", "Run", "Study", "read_study"]
@@ -38,6 +38,7 @@ class Study:
     runs: list[Run]
     incomplete: list[str]
     unverified: list[str] = field(default_factory=list)
+    grid: Any = None  # the analysis' GridCheck (medtransfer.analysis.grid), once checked
 
     @property
     def targets(self) -> list[str]:
@@ -85,28 +86,38 @@ def _listed_sources(config: dict[str, Any]) -> list[str]:
     return []
 
 
-def read_study(root: str | Path) -> Study:
-    """Read a study directory: its ``study.yaml`` and every run under ``runs/``.
+def require_study_dir(root: str | Path) -> Path:
+    """``root`` as a Path, after checking that it is a folder with a ``runs/`` folder (DataError)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a study directory (it does not exist)")
+    if not runs_folder(root).is_dir():
+        raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer run`")
+    return root
+
+
+def read_study(root: str | Path, skip: set[str] = frozenset(), verified: set[str] = frozenset()) -> Study:
+    """Read a study directory: its recorded study and every run under ``runs/``.
+
+    ``skip``: run ids left out (runs :func:`medtransfer.analysis.grid.check_grid` found damaged,
+    foreign or mismatched); ``verified``: run ids whose digests that check already matched (not
+    hashed again).
 
     Raises:
         DataError: ``root`` is not a directory or holds no ``runs/`` folder.
         DamagedRunError: a finished run's files differ from the digests its ``DONE`` recorded.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: not a study directory (it does not exist)")
+    root = require_study_dir(root)
     config: dict[str, Any] = {}
     text = ""
-    yaml_path = root / STUDY_FILE
-    if yaml_path.is_file():
+    yaml_path = recorded_study_file(root)
+    if yaml_path is not None:
         text = yaml_path.read_text()
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise ConfigError(f"{yaml_path}: not valid YAML ({error})") from error
         config = loaded if isinstance(loaded, dict) else {}
-    if not runs_folder(root).is_dir():
-        raise DataError(f"{root}: no runs/ folder: expected a study directory written by `medtransfer run`")
     for made in sorted((root / SOURCES).glob("*.pt")):
         problem = sealed_file_problem(made)
         if problem:
@@ -114,8 +125,13 @@ def read_study(root: str | Path) -> Study:
     runs: list[Run] = []
     incomplete: list[str] = []
     for run_dir in find_run_dirs(root):
+        if run_dir.id_in_study in skip:
+            continue
         if not run_dir.is_done():
             incomplete.append(run_dir.id_in_study)
+            continue
+        if run_dir.id_in_study in verified:
+            runs.append(replace(read_record(run_dir, check="none"), verified=True))
             continue
         runs.append(read_record(run_dir))  # a damaged run is refused here, naming its files
     unverified = [r.run_id for r in runs if not r.verified]

@@ -46,6 +46,7 @@ class ReportContent:
     table2: pd.DataFrame
     figures: list[Figure]
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # analysis/claims.csv's rows
+    table2_caption: str = ""  # e.g. the incomplete cells of a --partial analysis
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -187,7 +188,7 @@ def figure_links(png: Path, base: Path | None) -> str:
 def render(content: ReportContent, base: Path | None = None) -> str:
     """The report's HTML text; figure links are relative to ``base`` (the report's folder)."""
     parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        HEAD + GENERATOR,
         f"<title>{html.escape(content.title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(content.title)}</h1>",
         *claims_html(content.claims),
@@ -196,6 +197,7 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         f"run's stored probabilities, with the {INTERVAL} in brackets (inside [0, 100]); "
         "underlined: highest mean per target.</p>",
         table2_html(content.table2),
+        f'<p class="note">{html.escape(content.table2_caption)}</p>' if content.table2_caption else "",
         "<h2>Figures</h2>",
     ]
     for fig in content.figures:
@@ -224,6 +226,33 @@ def render(content: ReportContent, base: Path | None = None) -> str:
     return "\n".join(parts)
 
 
+HEAD = "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+GENERATOR = "<meta name=generator content=medtransfer>"
+_EARLIER = HEAD + "\n<title>medtransfer analysis"  # how reports of earlier versions began
+
+
+def written_by_medtransfer(path: Path) -> bool:
+    """Whether ``path`` is a report :func:`write_report` wrote (and may be replaced)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            start = handle.read(len(HEAD + GENERATOR) + 40)
+    except OSError:
+        return False
+    return start.startswith(HEAD + GENERATOR) or start.startswith(_EARLIER)
+
+
+def check_report_path(path: Path) -> None:
+    """Refuse to replace a file at ``path`` that is not a medtransfer report (a file of the user's)."""
+    from medtransfer.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not (path.is_file() and written_by_medtransfer(path)):
+        raise ConfigError(f"{path} exists and was not written by medtransfer: it is left as it is; move it away "
+                          "to write the report there")
+
+
 def write_report(content: ReportContent, path: Path) -> Path:
-    """Write the report atomically (temp file + rename) and return its path."""
+    """Write the report atomically (temp file + rename) and return its path; a file there that
+    medtransfer did not write is refused (:func:`check_report_path`)."""
+    check_report_path(path)
     return write_text_atomic(path, render(content, Path(path).parent))

@@ -22,13 +22,14 @@ from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, 
 from medtransfer.analysis.claims import claims_table
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.divergence import FoldDivergence, combine, fold_divergence
-from medtransfer.analysis.inventory import Study, read_study
+from medtransfer.analysis.grid import IncompleteStudyError, check_grid
+from medtransfer.analysis.inventory import Study, read_study, require_study_dir
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import mistake_images, prediction_table
-from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
+from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
@@ -38,6 +39,7 @@ from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
+REPORT = "report.html"
 
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
@@ -145,6 +147,7 @@ def analyze(
     threads: int | None = None,
     device: str | None = None,
     formats: list[str] | None = None,
+    partial: bool = False,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -154,9 +157,21 @@ def analyze(
     or ``all`` images of the target for tiny datasets). ``threads`` sets torch's CPU threads for the
     analysis (restored afterwards). ``device`` defaults to CUDA when available. ``formats``: figure
     files besides PNG (``pdf``, ``svg``; default both).
+
+    First the runs on disk are checked against the study's grid (:func:`check_grid`): unless it is
+    complete and verified, nothing is written and :class:`IncompleteStudyError` names every
+    missing, unfinished, damaged, mismatched, foreign run and changed source. ``partial`` writes
+    the tables from the usable runs instead; their caption, ``table2.md`` and the report name the
+    incomplete cells.
     """
     started = time.perf_counter()
-    study = read_study(study_dir)
+    check_report_path(Path(study_dir) / REPORT)  # before any work: a file of the user's is never replaced
+    require_study_dir(study_dir)
+    grid = check_grid(study_dir)
+    if not grid.complete and not partial:
+        raise IncompleteStudyError(grid.refusal())
+    study = read_study(study_dir, skip=grid.excluded, verified=grid.verified)
+    study.grid = grid
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
                             split=split, threads=threads)
     previous_threads = torch.get_num_threads()
@@ -177,7 +192,13 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
-    missing = [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete]
+    grid = study.grid
+    missing = [f"incomplete study (--partial): {line}" for line in grid.problems()] if grid is not None else []
+    cells = grid.incomplete_cells() if grid is not None else []
+    caption = (f"Incomplete cells (--partial; the runs they lack are listed under 'What was missing'): "
+               f"{', '.join(cells)}." if cells else "")
+    listed = {r for r, _ in grid.unfinished} if grid is not None else set()
+    missing += [f"run {rid} has not finished (no DONE marker)" for rid in study.incomplete if rid not in listed]
     if study.unverified:
         missing.append(f"{len(study.unverified)} finished run(s) carry no digests (written by an older medtransfer), "
                        f"so their files could not be checked, e.g. {study.unverified[0]}")
@@ -188,6 +209,9 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     aucs.to_csv(out / "auc.csv", index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out)
+    if caption:
+        with open(out / "table2.md", "a", encoding="utf-8") as handle:
+            handle.write(f"\n{caption}\n")
 
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
@@ -257,6 +281,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         settings={**asdict(settings), "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
         table2=t2,
         claims=claims,
+        table2_caption=caption,
         figures=figures,
         sections=[
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",
@@ -278,4 +303,4 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         missing=missing,
         notes=notes,
     )
-    return write_report(content, study.root / "report.html")
+    return write_report(content, study.root / REPORT)

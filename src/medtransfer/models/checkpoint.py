@@ -25,6 +25,7 @@ from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import check_finite_state
+from medtransfer.models.safe_load import UnsafeFileError, load_tensors
 
 FORMAT = "medtransfer-checkpoint"
 VERSION = 1
@@ -72,19 +73,31 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote."""
+    """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote.
+
+    Raises:
+        UnsafeFileError: the file holds pickled Python objects (never unpickled).
+    """
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+        payload = load_tensors(path, mmap=True)
+    except UnsafeFileError:
+        raise
+    except WeightsError:
         return False
     return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files."""
+    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files.
+
+    Raises:
+        UnsafeFileError: the file holds pickled Python objects (never unpickled).
+    """
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+        payload = load_tensors(path, mmap=True)
+    except UnsafeFileError:
+        raise
+    except WeightsError:
         return None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("meta"), dict):
         return None
@@ -100,10 +113,7 @@ def read_payload(path: str | os.PathLike, file_format: str, version: int, what: 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{what} {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"{what} {path} is not readable by torch.load ({error.__class__.__name__}: {error})") from error
+    payload = load_tensors(path, what, map_location)
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         raise WeightsError(f"{path} is not a medtransfer {what} (no format={file_format!r} marker)")
     if payload.get("version") != version:

@@ -48,6 +48,7 @@ class Source:
     origin: str
     report: LoadReport | None = None
     backbone: str = registry.DEFAULT
+    file: Path | None = None  # the weights file read (None for random init)
 
 
 def source_key(name: str, backbone: str | None) -> str:
@@ -124,13 +125,36 @@ def _from_file(name: str, path: Path, normalization, backbone: str | None) -> So
         if backbone is not None and registry.get(backbone).name != found:
             raise WeightsError(f"checkpoint {path} holds a {found}, not a {registry.get(backbone).name}")
         norm = Normalization.coerce(normalization if normalization is not None else meta["normalization"])
-        return Source(name=name, model=model, normalize=norm, origin=f"medtransfer checkpoint {path}", backbone=found)
+        return Source(name=name, model=model, normalize=norm, origin=f"medtransfer checkpoint {path}", backbone=found,
+                      file=Path(path))
     spec = registry.get(backbone if backbone is not None else identify_backbone(path))
     model = spec.create()
     report = load_weights_file(path, model)
     model.eval()
     norm = Normalization.coerce(normalization, spec.normalization)
-    return Source(name=name, model=model, normalize=norm, origin=str(path), report=report, backbone=spec.name)
+    return Source(name=name, model=model, normalize=norm, origin=str(path), report=report, backbone=spec.name,
+                  file=Path(path))
+
+
+def source_weights_file(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The weights file :func:`load_source` reads for ``name_or_path`` (``None`` for random init),
+    without loading it or downloading anything.
+
+    Raises:
+        WeightsError: the file is not there.
+    """
+    key, named = split_key(str(name_or_path))
+    backbone = registry.get(named).name
+    if key == "random":
+        return None
+    if key == "imagenet":
+        return imagenet_weights(cache_dir, download=False, backbone=backbone)
+    if key == "radimagenet":
+        return find_radimagenet(cache_dir, backbone=backbone)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"source file {path} does not exist")
+    return path
 
 
 def load_source(

@@ -32,6 +32,7 @@ from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
 from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import ResNet50
+from medtransfer.models.safe_load import UnsafeFileError, load_tensors
 
 PORT_FORMAT = "medtransfer-port"
 PORT_VERSION = 1
@@ -88,8 +89,10 @@ def read_port(path: str | os.PathLike) -> dict[str, Any] | None:
     """The payload of a medtransfer port with its digest checked, or ``None`` for any other file."""
     path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        payload = load_tensors(path, "weights file")
+    except UnsafeFileError:
+        raise
+    except WeightsError:
         return None
     if not isinstance(payload, dict) or payload.get("format") != PORT_FORMAT:
         return None
@@ -111,13 +114,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        first_line = (str(error).strip().splitlines() or [""])[0][:120]
-        raise WeightsError(
-            f"{path} is not a readable PyTorch file (expected a .pth/.pt state dict, a Keras .h5/.keras "
-            f"file or a medtransfer checkpoint; truncated?): {error.__class__.__name__}: {first_line}"
-        ) from error
+        payload = load_tensors(path, "weights file")
+    except UnsafeFileError:
+        raise
+    except WeightsError as error:
+        raise WeightsError(f"{error} (expected a .pth/.pt state dict, a Keras .h5/.keras file or a medtransfer "
+                           "checkpoint)") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(wrapper), dict):
             payload = payload[wrapper]

@@ -12,7 +12,9 @@ lock file so that only one process breaks it:
 - otherwise a claim made on this host is alive while its ``pid`` runs (the same process: the
   start time in ``/proc`` must match, so a reused pid does not count);
 - a claim from another host that no scheduler can vouch for is alive while the run directory
-  keeps changing (``stale_after_s``).
+  keeps changing (``stale_after_s``). Such a claim is *unverifiable* (:func:`unverifiable`): a
+  study copied from a cluster carries its claims along, so ``run`` names them at once
+  (:func:`describe`) and ``run --steal-claims`` removes them (:func:`steal`).
 """
 
 from __future__ import annotations
@@ -109,6 +111,53 @@ def alive(info: dict[str, Any] | None, directory: Path | None = None, stale_afte
     files = [p for p in Path(directory).rglob("*") if p.is_file()]
     newest = max((p.stat().st_mtime for p in files), default=0.0)
     return time.time() - newest < stale_after_s
+
+
+def unverifiable(info: dict[str, Any] | None) -> bool:
+    """Whether claim ``info`` belongs to another host and no scheduler here can say if it lives
+    (no SLURM job id, or one that ``squeue`` cannot be asked about from this machine)."""
+    from medtransfer.study import slurm
+
+    if info is None or (info.get("host") == socket.gethostname() and info.get("pid")):
+        return False
+    return not info.get("job") or slurm.job_listed(str(info["job"])) is None
+
+
+def describe(directory: Path, info: dict[str, Any], stale_after_s: float = 900.0) -> str:
+    """One line about an unverifiable claim: who holds it, and how long ``run`` waits for it."""
+    files = [p for p in Path(directory).rglob("*") if p.is_file()]
+    age = time.time() - max((p.stat().st_mtime for p in files), default=0.0)
+    job = f", SLURM job {info['job']}" if info.get("job") else ""
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["started"])) \
+        if isinstance(info.get("started"), (int, float)) else "an unknown time"
+    wait = max(stale_after_s - age, 0.0)
+    return (f"{directory}: claimed by host {info.get('host')!r} (pid {info.get('pid')}{job}) since {since}; this "
+            f"machine cannot check that owner, so it counts as alive until the run's files stay unchanged for "
+            f"{stale_after_s / 60:.0f} min (about {wait / 60:.0f} min from now)")
+
+
+def steal(directory: Path) -> bool:
+    """Remove an unverifiable claim on ``directory`` (see :func:`unverifiable`); True when one was
+    removed. A claim whose owner this machine can check (a process here, a SLURM job that
+    ``squeue`` lists) is never removed."""
+    current = read(directory)
+    if current is None or not unverifiable(current):
+        return False
+    path = RunDir(Path(directory)).running
+    lock = RunDir(Path(directory)).claim_lock
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    try:
+        now = read(directory)
+        if now is None or now.get("token") != current.get("token"):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def queued(info: dict[str, Any] | None) -> bool:

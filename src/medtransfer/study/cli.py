@@ -72,12 +72,12 @@ def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]: 
 
 
 def _detach_driver(study: str, out: Path, executor: str | None, device: str | None, track: str | None,
-                   console) -> None:  # noqa: ANN001 - a rich Console
+                   console, steal_claims: bool = False) -> None:  # noqa: ANN001 - a rich Console
     """Start this same `run` (without --detach) as a background process logging to ``out/driver.log``."""
     import subprocess
     import sys
 
-    args = ["run", study, "--out", str(out)]
+    args = ["run", study, "--out", str(out)] + (["--steal-claims"] if steal_claims else [])
     for name, value in (("--executor", executor), ("--device", device), ("--track", track)):
         args += [name, value] if value else []
     out.mkdir(parents=True, exist_ok=True)
@@ -102,22 +102,27 @@ def register(app: typer.Typer) -> None:
                                   "else a store in DIR/mlflow); off: do not track."),
         detach: bool = typer.Option(False, "--detach", help="Submit and return (SLURM); local/ray: run the "
                                     "driver in the background. `status` shows progress, a later `run` collects."),
+        steal_claims: bool = typer.Option(False, "--steal-claims", help="Take over runs claimed by another host "
+                                          "that this machine cannot check (a study copied from a cluster); only "
+                                          "when nothing there works on this study any more."),
     ) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
         from rich.console import Console
 
         from medtransfer.atomic import check_folder
         from medtransfer.study.config import StudyConfig
-        from medtransfer.study.runner import run_study
+        from medtransfer.study.runner import open_study_dir, run_study
 
         check_folder(out, write=True, what="the study folder (--out)")
         console = Console()
         config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
                                                                             track=track)
+        study_file = _study_path(study)
+        open_study_dir(config, out, study_file)  # before anything is written there (the background driver's log)
         if detach and config.executor.kind != "slurm":
-            _detach_driver(study, out, executor, device, track, console)
+            _detach_driver(study, out, executor, device, track, console, steal_claims)
             return
-        report = run_study(config, out, detach=detach)
+        report = run_study(config, out, detach=detach, steal_claims=steal_claims, study_file=study_file)
         if detach:
             console.print(f"{report.total} runs: {report.skipped} already done, {report.submitted} submitted as SLURM "
                           f"jobs; `medtransfer status {out}` shows them, `medtransfer run` with the same --out "

@@ -7,19 +7,21 @@ a study, a requeued SLURM job or a retried Ray task only does the missing work.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
 from medtransfer.progress import count_finished, quiet, run_view
 from medtransfer.study import claims
-from medtransfer.study.store import clear_running, mark_failed, mark_running
+from medtransfer.study.store import clear_running, mark_failed, mark_running, recorded_study_file
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import STUDY_FILE, RunDir
+from medtransfer.training.record import RunDir
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
 MAX_PINNED_THREADS = 8
@@ -30,9 +32,9 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
 
     CPU results depend on torch's thread count, and each engine sets a different one (Ray runs
     tasks under ``OMP_NUM_THREADS=1``, SLURM gives ``cpus_per_task``). A study that does not set
-    ``threads`` gets the count already recorded in ``out/study.yaml`` (a rerun keeps it), else
-    this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value is written to
-    ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
+    ``threads`` gets the count already recorded in the study directory's resolved study (a rerun
+    keeps it), else this machine's torch default capped at :data:`MAX_PINNED_THREADS`. The value
+    is written to that file and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
     ``cpus_per_run`` default to it.
     """
     import torch
@@ -41,8 +43,8 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
     if study.training.get("threads") is not None:
         return study
     threads = None
-    recorded = Path(out) / STUDY_FILE
-    if recorded.exists():
+    recorded = recorded_study_file(Path(out))
+    if recorded is not None:
         try:
             threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
         except (OSError, yaml.YAMLError, AttributeError):
@@ -238,6 +240,38 @@ class LocalExecutor:
 # -- SLURM through submitit --------------------------------------------------------------------
 
 
+def write_outcome(task: Task, outcome: Outcome) -> None:
+    """Record a job's outcome as JSON in its run directory (``outcome.json``), for the driver:
+    submitit's own result files are pickles under the study folder, which the driver never reads."""
+    write_text_atomic(RunDir(Path(task.directory)).outcome, json.dumps(asdict(outcome)))
+
+
+def read_outcome(task: Task, job_id: str, log: Path | str, patience_s: float = 0.0) -> Outcome:
+    """The outcome a job recorded with :func:`write_outcome`; a job that ended without one (killed,
+    out of memory, its node lost) is a failed run whose ``log`` tells why. ``patience_s``: how long
+    to look again for a file a shared filesystem has not shown yet."""
+    import time
+
+    path = RunDir(Path(task.directory)).outcome
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            data = None
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if (not isinstance(data, dict) or data.get("run_id") != task.run_id
+            or data.get("state") not in ("done", "skipped", "busy", "failed")):
+        return Outcome(task.run_id, "failed", error=f"job {job_id} ended without recording an outcome in {path} "
+                                                    f"(killed, out of memory or failed outside the run); log: {log}")
+    auc = data.get("auc")
+    return Outcome(task.run_id, data["state"], auc=float(auc) if isinstance(auc, (int, float)) else None,
+                   error=str(data.get("error") or ""))
+
+
 class _SubmititRun:
     """A submitit job body that requeues itself on preemption or timeout; the run then
     resumes from its last checkpoint (``checkpoint_every_s`` bounds the work lost)."""
@@ -255,7 +289,9 @@ class _SubmititRun:
         if callable(handler):
             signal.signal(preempt, interrupts.mark_preempting(handler))
         try:
-            return execute_task(task)
+            outcome = execute_task(task)
+            write_outcome(task, outcome)
+            return outcome
         except BaseException as error:
             chain = [error]
             while chain[-1].__context__ is not None and len(chain) < 20:
@@ -320,6 +356,8 @@ class SlurmExecutor:
 
         import submitit
 
+        for task in tasks:  # an outcome left by an earlier job must not pass for this one's
+            RunDir(Path(task.directory)).outcome.unlink(missing_ok=True)
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
         try:
             executor.update_parameters(**self.parameters)
@@ -343,10 +381,12 @@ class SlurmExecutor:
 
         def result(i: int) -> Outcome:
             job = jobs[i]
-            try:
-                return job.result()
-            except Exception as error:  # the job itself died (node failure, out of memory)
-                return Outcome(tasks[i].run_id, "failed", error=f"job {job.job_id}: {error}")
+            if not self.real:
+                try:
+                    job.wait()  # submitit's local jobs: wait for the process (debug: run it here)
+                except Exception:  # noqa: BLE001 - the job's own failure: read_outcome reports it
+                    pass
+            return read_outcome(tasks[i], str(job.job_id), job.paths.stderr, patience_s=5.0 if self.real else 0.0)
 
         def finished():  # noqa: ANN202 - outcomes as the jobs end
             last_poll = 0.0

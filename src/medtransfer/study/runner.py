@@ -14,7 +14,7 @@ from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
-from medtransfer.study.store import clear_claim, write_atomic
+from medtransfer.study.store import check_out_dir, clear_claim, recorded_study_file, write_atomic
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
 
@@ -73,6 +73,23 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
     return submitted
 
 
+def report_unverifiable_claims(tasks: list[Task]) -> int:
+    """Name on stderr, at once, every run in ``tasks`` held by a claim that this machine cannot
+    check (another host, no scheduler to ask), and how to take them over; returns how many."""
+    import sys
+
+    found = [(Path(t.directory), info) for t in tasks
+             if (info := claims.read(Path(t.directory))) is not None and claims.unverifiable(info)]
+    if found:
+        lines = [claims.describe(directory, info) for directory, info in found[:5]]
+        more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
+        print(f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
+              + "\nIf no process there works on this study any more (it was copied from there, or that host is "
+              "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.",
+              file=sys.stderr, flush=True)
+    return len(found)
+
+
 def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
     dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
@@ -81,11 +98,14 @@ def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa:
     outcomes: list[Outcome] = []
     poll_s = min(getattr(executor, "poll_s", 1.0), 10.0)
     elsewhere = 0
+    reported: set[str] = set()
     while todo or busy:
         got = executor.run(todo) if todo else []
         outcomes += [o for o in got if o.state != "busy"]
         elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
         busy += [t for t, o in zip(todo, got) if o.state == "busy"]
+        report_unverifiable_claims([t for t in busy if t.directory not in reported])
+        reported.update(t.directory for t in busy)
         orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], poll_s)}
         elsewhere += len(busy) - len(orphans)
         todo = [t for t in busy if t.directory in orphans]
@@ -112,14 +132,20 @@ def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Pat
                           f"directory ({directory.path}) to redo the run") from None
     if saved is None:
         return
+    changed = changed_settings(config, saved, study_dir)
+    if changed:
+        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
+                          f"({', '.join(changed)}); use a new --out directory, or delete that run directory to redo it")
+
+
+def changed_settings(config: RunConfig, saved: dict[str, Any], study_dir: Path) -> list[str]:
+    """The settings that change what a run computes and differ between ``saved`` (its
+    ``config.json``) and the planned ``config``, each as ``key: saved -> planned``."""
     planned = config.model_dump(mode="json")
     changed = sorted(key for key, value in planned.items()
                      if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
                      and not _same(key, saved.get(key), value, study_dir))
-    if changed:
-        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
-                          f"({', '.join(f'{k}: {saved.get(k)!r} -> {planned[k]!r}' for k in changed)}); "
-                          "use a new --out directory, or delete that run directory to redo it")
+    return [f"{k}: {saved.get(k)!r} -> {planned[k]!r}" for k in changed]
 
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
@@ -158,7 +184,21 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                   "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
 
 
-def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001
+def open_study_dir(study: StudyConfig, out: Path, study_file: Path | None = None) -> StudyConfig:
+    """Check that ``out`` may hold the study (:func:`medtransfer.study.store.check_out_dir`), create
+    it, and record the resolved study there unless it records one already; returns the study with
+    its threads pinned (:func:`pin_threads`)."""
+    out = Path(out)
+    check_out_dir(out, study_file)
+    out.mkdir(parents=True, exist_ok=True)
+    study = pin_threads(study, out)
+    if recorded_study_file(out) is None:  # a new study: mark the folder as medtransfer's at once
+        write_atomic(out / STUDY_FILE, study.to_yaml())
+    return study
+
+
+def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False,  # noqa: ANN001
+              steal_claims: bool = False, study_file: Path | None = None) -> StudyReport:
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
@@ -166,11 +206,15 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
     Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
-    section. Raises ConfigError when ``out`` holds runs made with different settings.
+    section. ``steal_claims``: take over runs claimed by another host that this machine cannot
+    check (:func:`medtransfer.study.claims.steal`); without it they are named at once and waited
+    for. ``study_file``: the YAML file the study was read from, the one file a non-empty ``out``
+    may hold besides a study (:func:`medtransfer.study.store.check_out_dir`; it is never
+    rewritten: the resolved study goes to ``DIR/study.resolved.yaml``). Raises ConfigError when
+    ``out`` holds runs made with different settings, or files that medtransfer did not write.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    study = pin_threads(study, out)
+    study = open_study_dir(study, out, study_file)
     configs = expand(study, out)
     recomputed = []
     for config in configs:
@@ -200,6 +244,9 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
         else:
             tasks.append(Task.make(config, run.path, tracking))
     sources = _source_tasks(study, out)
+    if steal_claims:
+        for task in sources + tasks:
+            claims.steal(Path(task.directory))
     if detach:
         submitted = _submit_detached(executor, sources, tasks)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)

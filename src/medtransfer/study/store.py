@@ -19,10 +19,11 @@ from medtransfer.atomic import check_folder, write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import STUDY_FILE, Check, RunDir
+from medtransfer.training.record import STUDY_FILE, Check, RunDir, recorded_study_file
 
-__all__ = ["STATES", "RunStatus", "clear_claim", "clear_running", "count_states",
-           "mark_failed", "mark_running", "read_study_file", "run_dir", "run_status", "status", "write_atomic"]
+__all__ = ["STATES", "RunStatus", "check_out_dir", "clear_claim", "clear_running", "count_states",
+           "mark_failed", "mark_running", "read_study_file", "recorded_study_file", "run_dir", "run_status", "status",
+           "write_atomic"]
 
 STATES = ("done", "damaged", "running", "queued", "interrupted", "failed", "pending")
 
@@ -104,14 +105,41 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check
     return RunStatus(run_id, state, epochs, phase, auc, error)
 
 
+def check_out_dir(out: Path, study_file: Path | None = None) -> None:
+    """Refuse ``--out`` when medtransfer could overwrite files it did not write there.
+
+    Accepted: a folder that does not exist or is empty, a medtransfer study
+    (:func:`recorded_study_file`), or a folder that holds nothing but ``study_file`` (the study
+    being run: ``run study.yaml --out .``). Raises ConfigError naming the folder and what it holds.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder for the study")
+    if recorded_study_file(out) is not None:
+        return
+    own = Path(study_file).resolve() if study_file is not None else None
+    try:
+        others = sorted(p.name for p in out.iterdir() if own is None or p.resolve() != own)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot list the folder ({error.strerror or error})") from None
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ConfigError(f"--out {out} is not empty ({shown}) and is not a medtransfer study (no {STUDY_FILE}); "
+                          "medtransfer writes folds/, runs/, results/, analysis/ and report.html there and could "
+                          f"overwrite files of yours: give a new or empty folder, e.g. --out {out / 'study'}")
+
+
 def read_study_file(out: Path):
-    """The study recorded in ``DIR/study.yaml``."""
+    """The study recorded in the study directory ``out`` (see :func:`recorded_study_file`)."""
     from medtransfer.study.config import StudyConfig
 
     check_folder(out, write=False, what="the study folder")
-    path = Path(out) / STUDY_FILE
-    if not path.exists():
-        raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")
+    path = recorded_study_file(out)
+    if path is None:
+        raise ConfigError(f"{out} is not a study directory: {Path(out) / STUDY_FILE} is missing (create it with "
+                          "`medtransfer run`)")
     return StudyConfig.from_yaml(path)
 
 

@@ -5,6 +5,10 @@ optimizer state, early-stopping state, history so far, and the RNG states (globa
 shuffle and augmentation generators). The best weights of the phase live in a separate snapshot
 file ``best.{phase}.{epoch}.pt`` written *before* ``last.pt`` that names it, so a kill at any
 moment leaves a consistent pair. Every file is written atomically (temp file + rename).
+
+Only tensors and plain data (dicts, lists, strings, numbers) go into these files, so they are read
+back with ``torch.load(weights_only=True)``: a crafted ``last.pt`` in a copied study directory is
+refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 import torch
 
 from medtransfer.atomic import temp_files, write_atomic
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, WeightsError
 from medtransfer.interrupts import deferred_signals
-from medtransfer.training.record import RunDir  # the run directory's layout
+from medtransfer.models.safe_load import load_tensors
+from medtransfer.training.record import SNAPSHOT_GLOB, RunDir  # the run directory's layout
 
 TEMP_STALE_S = 300.0  # a temporary checkpoint file older than this has no live writer
 
@@ -86,20 +91,63 @@ def remove_stale_snapshots(run: RunDir, keep: str | None) -> None:
 
 
 def read_checkpoint(run: RunDir) -> tuple[dict[str, Any], BestSnapshot] | None:
-    """``(state, best snapshot)`` from ``last.pt`` and the snapshot it names, or None when there is none."""
+    """``(state, best snapshot)`` from ``last.pt`` and the snapshot it names, or None when there is none.
+
+    Both files are read with ``torch.load(weights_only=True)`` (tensors and plain data only: a
+    file that holds other pickled objects is refused before any of it runs) and checked to have
+    the layout :func:`write_checkpoint` gives them.
+
+    Raises:
+        MedtransferError: naming the file that cannot be resumed from, and how to restart the run.
+    """
     path = run.last
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tensors(path, "checkpoint")
+        _check_state(state)
         best = None
         if state.get("best_file"):
-            best = torch.load(run.snapshot(state["best_file"]), map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise MedtransferError(f"{path}: cannot resume from this checkpoint ({error.__class__.__name__}: {error}); "
-                               "delete it to restart the run") from error
+            snapshot = run.snapshot(state["best_file"])
+            best = load_tensors(snapshot, "best-weights snapshot")
+            if not _is_state_dict(best):
+                raise WeightsError(f"best-weights snapshot {snapshot} does not hold a state dict (names to tensors)")
+    except (WeightsError, _LayoutError) as error:
+        raise MedtransferError(f"{path}: cannot resume from this checkpoint ({error}); delete "
+                               f"{run.checkpoints} to restart the run") from None
     remove_stale_snapshots(run, keep=state.get("best_file"))
     return state, BestSnapshot(best, state.get("best_file") if best is not None else None)
+
+
+class _LayoutError(ValueError):
+    """``last.pt`` read safely, but not laid out as :func:`write_checkpoint` writes it."""
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+# what write_checkpoint stores, by key: the types each value may have
+_LAYOUT: dict[str, tuple[type, ...]] = {"phase": (str,), "epoch": (int,), "model": (dict,),
+                                        "optimizer": (dict, type(None)), "stopper": (dict, type(None)),
+                                        "history": (list,), "rng": (dict,), "best_file": (str, type(None))}
+
+
+def _check_state(state: Any) -> None:
+    if not isinstance(state, dict):
+        raise _LayoutError(f"expected a mapping, found {type(state).__name__}")
+    for key, types in _LAYOUT.items():
+        if key not in state:
+            raise _LayoutError(f"no {key!r} entry")
+        if not isinstance(state[key], types) or isinstance(state[key], bool):
+            raise _LayoutError(f"{key!r} is a {type(state[key]).__name__}")
+    if not _is_state_dict(state["model"]):
+        raise _LayoutError("'model' is not a state dict (names to tensors)")
+    best_file = state["best_file"]
+    if best_file is not None and (Path(best_file).name != best_file or not Path(best_file).match(SNAPSHOT_GLOB)):
+        raise _LayoutError(f"'best_file' {best_file!r} is not a snapshot name of checkpoints/ ({SNAPSHOT_GLOB})")
+    if not all(isinstance(row, dict) for row in state["history"]):
+        raise _LayoutError("'history' is not a list of rows")
 
 
 def rng_states(shuffle: torch.Generator, augment: torch.Generator | None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
 ``progress.json``                     the run's progress (:class:`medtransfer.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
+``outcome.json``                      what a SLURM job made of the run, for its driver
+                                      (:mod:`medtransfer.study.executors`; never a pickle)
 ``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`; ``RUNNING.break``
                                       while one is broken) / the error
 ``DONE``                              written last: finish time and the sha256 and size of every
@@ -25,7 +27,9 @@ writes through :class:`RunDir`, the study's status and runner and the analysis r
 tracking, the ownership claim) take their paths from :class:`RunDir`. A new per-run file gets
 its name here (and in :data:`LAYOUT`).
 
-A study directory holds ``study.yaml`` (:data:`STUDY_FILE`), ``folds/{target}.csv``
+A study directory holds ``study.resolved.yaml`` (:data:`STUDY_FILE`: the resolved study, under a
+name of its own so that ``run study.yaml --out .`` never rewrites the user's file; studies written
+by earlier versions kept it in ``study.yaml``, :data:`LEGACY_STUDY_FILE`), ``folds/{target}.csv``
 (:func:`study_folds_file`), ``sources/{name}.pt`` (:func:`study_source_file`, made by the
 pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``. Paths in a study's run configs
 are relative to the study directory, so a study can be moved or copied; :meth:`RunDir.base` is
@@ -33,8 +37,9 @@ that directory (``None`` outside a study: relative paths are then relative to th
 
 Integrity: :meth:`RunDir.check` compares what is on disk with ``DONE``'s digests. ``quick``
 checks presence and sizes (cheap enough for ``status`` on hundreds of runs), ``full`` also the
-sha256 (``run`` and ``analyze``). A ``DONE`` without digests (runs written before digests
-existed) is accepted as *unverified*: :attr:`RunRecord.verified` is ``False``.
+sha256 (``run`` and ``analyze``). A ``DONE`` that is exactly ``{"finished": time}`` (what runs
+written before digests existed wrote) is accepted as *unverified* (:attr:`RunRecord.verified` is
+``False``); any other marker without valid digests (empty, truncated, not JSON) is damaged.
 """
 
 from __future__ import annotations
@@ -53,19 +58,20 @@ from medtransfer.errors import DataError
 from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import FREEZE, SourceRef
 
-RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.yaml", "folds", "sources"
+RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.resolved.yaml", "folds", "sources"
+LEGACY_STUDY_FILE = "study.yaml"  # the resolved study of studies written before STUDY_FILE
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
 PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
 CLAIM_LOCK = f"{RUNNING}.break"
-PROGRESS, MLFLOW = "progress.json", "mlflow.json"
+PROGRESS, MLFLOW, OUTCOME = "progress.json", "mlflow.json", "outcome.json"
 SNAPSHOT = "best.{phase}.{epoch:04d}.pt"  # in checkpoints/, named by last.pt
 SNAPSHOT_GLOB = "best.*.pt"
 # every name in a run directory (files, folders, markers): no other module spells one
 LAYOUT = (CONFIG, FACTS, FOLDS, HISTORY, PREDICTIONS, METRICS, CHECKPOINTS, BEST, LAST, PROBE, PROBE_HEAD, DONE,
-          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW)
+          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME)
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
                    "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
@@ -150,15 +156,17 @@ def _read_json(path: Path, what: str) -> Any:
 @dataclass(frozen=True)
 class RunFacts:
     """What a run learns while it starts: the class names (label order), the input normalisation
-    mode its source uses, and the device it trained on."""
+    mode its source uses, the device it trained on, and the sha256 of the weights file its source
+    was read from (``None`` for random init, and in runs written before it was recorded)."""
 
     classes: list[str]
     normalization: str | None
     device: str | None = None
+    source_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({"classes": list(self.classes), "normalization": self.normalization,
-                           "device": self.device}, indent=2)
+                           "device": self.device, "source_sha256": self.source_sha256}, indent=2)
 
 
 class DamagedRunError(DataError):
@@ -210,6 +218,7 @@ class RunDir:
     failed = property(lambda self: self.path / FAILED)
     progress = property(lambda self: self.path / PROGRESS)
     mlflow = property(lambda self: self.path / MLFLOW)
+    outcome = property(lambda self: self.path / OUTCOME)
 
     def snapshot(self, name: str) -> Path:
         """A best-weights snapshot under ``checkpoints/`` by its file name (as ``last.pt`` names it)."""
@@ -299,8 +308,10 @@ class RunDir:
             return RunFacts(list(config.classes or []), config.normalization)
         data = _read_json(self.facts_file, "facts")
         try:
-            return RunFacts([str(c) for c in data["classes"]], data.get("normalization"), data.get("device"))
-        except (KeyError, TypeError):
+            digest = data.get("source_sha256")
+            return RunFacts([str(c) for c in data["classes"]], data.get("normalization"), data.get("device"),
+                            str(digest) if digest is not None else None)
+        except (KeyError, TypeError, AttributeError):
             raise DataError(f"{self.facts_file}: expected classes, normalization and device") from None
 
     def read_metrics(self, probe: bool = False) -> dict[str, Any]:
@@ -321,22 +332,42 @@ class RunDir:
     def is_done(self) -> bool:
         return self.done.exists()
 
-    def digests(self) -> dict[str, dict[str, Any]] | None:
-        """The digests ``DONE`` recorded, ``None`` when it recorded none (older runs)."""
+    def marker(self) -> tuple[str, dict[str, dict[str, Any]] | None]:
+        """What ``DONE`` says: ``("verified", digests)``; ``("legacy", None)`` for the marker of
+        runs written before digests (exactly ``{"finished": time}``); ``("damaged", None)`` for
+        anything else - empty, unreadable, not JSON, digests missing or malformed."""
         try:
-            data = json.loads(self.done.read_text(encoding="utf-8") or "{}")
+            data = json.loads(self.done.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
-        files = data.get("files") if isinstance(data, dict) else None
-        return files if isinstance(files, dict) else None
+            return "damaged", None
+        if not isinstance(data, dict):
+            return "damaged", None
+        files = data.get("files")
+        if isinstance(files, dict) and files and all(
+                isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
+                for v in files.values()):
+            return "verified", files
+        if set(data) == {"finished"} and isinstance(data["finished"], (int, float)):
+            return "legacy", None
+        return "damaged", None
+
+    def digests(self) -> dict[str, dict[str, Any]] | None:
+        """The digests ``DONE`` recorded; ``None`` for a marker without them (see :meth:`marker`)."""
+        return self.marker()[1]
 
     def check(self, check: Check = "full") -> list[str]:
-        """Problems of a finished run's files (empty: intact, or unverifiable - see :meth:`digests`)."""
-        digests = self.digests()
-        if digests is None or check == "none":
+        """Problems of a finished run's files (empty: intact, or a legacy marker - see
+        :meth:`marker`); a damaged ``DONE`` is a problem itself."""
+        if check == "none":
             return []
-        found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()]
-        return [p for p in found if p]
+        state, digests = self.marker()
+        if state == "damaged":
+            return [f"{self.done} is damaged (empty, not JSON, or without the digests of the run's files)"]
+        found = [file_problem(self.file(name), expected, check) for name, expected in (digests or {}).items()]
+        problems = [p for p in found if p]
+        if not self.config_file.is_file() and not any(str(self.config_file) in p for p in problems):
+            problems.append(f"{self.config_file} is missing")
+        return problems
 
     def write_failed(self, message: str) -> None:
         """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
@@ -440,9 +471,32 @@ def read_record(directory: str | os.PathLike | RunDir, check: Check = "full") ->
     return RunRecord(run, config, run.read_facts(config), verified=run.digests() is not None and check != "none")
 
 
+def recorded_study_file(study_dir: str | os.PathLike) -> Path | None:
+    """The resolved study a study directory records: ``DIR/study.resolved.yaml``, else (a study
+    written by an earlier medtransfer) ``DIR/study.yaml`` when a ``runs/`` folder lies beside it;
+    ``None`` when the folder is no study directory."""
+    study_dir = Path(study_dir)
+    if (study_dir / STUDY_FILE).is_file():
+        return study_dir / STUDY_FILE
+    legacy = study_dir / LEGACY_STUDY_FILE
+    return legacy if legacy.is_file() and runs_folder(study_dir).is_dir() else None
+
+
 def runs_folder(study_dir: str | os.PathLike) -> Path:
     """``DIR/runs``, the folder of a study's run directories."""
     return Path(study_dir) / RUNS
+
+
+def find_all_run_dirs(study_dir: str | os.PathLike) -> dict[str, RunDir]:
+    """Every run directory under ``DIR/runs/`` by run id: those with a ``config.json`` or a ``DONE``
+    (a finished run whose config was deleted is found too)."""
+    found = {}
+    for marker in (DONE, CONFIG):
+        for path in runs_folder(study_dir).glob(f"**/{marker}"):
+            if path.parent.name != PROBE and path.is_file():
+                run = RunDir(path.parent)
+                found[run.id_in_study] = run
+    return dict(sorted(found.items()))
 
 
 def find_run_dirs(study_dir: str | os.PathLike) -> list[RunDir]:

@@ -36,7 +36,7 @@ from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
 from medtransfer.training.probe import save_probe, tensor_digests
 from medtransfer.tracking import PhasePlan, RunStart, Sinks
-from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, read_record
+from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, file_digest, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
 __all__ = ["RunResult", "TrainingPhase", "build_model", "phase_plan", "resolve_amp",
@@ -194,7 +194,9 @@ class _Run:
         # the probe is stored as its difference from the source: digest the source before training
         self.source_digests = tensor_digests(source.model.state_dict()) if c.strategy == FREEZE else None
         self.normalize = source.normalize
-        self.facts = RunFacts(self.data.classes, str(source.normalize), str(self.device))
+        # the source file's digest: the analysis checks that the init it rebuilds is the one trained from
+        digest = file_digest(source.file)["sha256"] if source.file is not None else None
+        self.facts = RunFacts(self.data.classes, str(source.normalize), str(self.device), digest)
         channels_last = c.channels_last if c.channels_last is not None else self.device.type == "cuda"
         memory = torch.channels_last if channels_last else torch.contiguous_format
         self.model = build_model(c, source, self.data.num_classes).to(self.device, memory_format=memory)
