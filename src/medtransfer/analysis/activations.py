@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.console import track
 
 Shape = tuple[int, int, int]
 

@@ -22,7 +22,7 @@ import pandas as pd
 from medtransfer.data.images import INTERPOLATIONS, resize
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
-from medtransfer.progress import track
+from medtransfer.console import track
 
 CACHE_VERSION = 1
 

@@ -19,7 +19,7 @@ import numpy as np
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
-from medtransfer.progress import track
+from medtransfer.console import track
 
 # name -> (module under medtransfer.data.datasets, fixed options)
 LOADERS: dict[str, tuple[str, dict[str, Any]]] = {

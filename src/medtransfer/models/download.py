@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medtransfer.atomic import file_mode
 from medtransfer.errors import WeightsError
-from medtransfer.progress import track
+from medtransfer.console import track
 
 CACHE_ENV = "MEDTRANSFER_CACHE"
 DEFAULT_CACHE = Path("~/.cache/medtransfer")

@@ -32,7 +32,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
     from rich.table import Table
     from rich.text import Text
 
-    from medtransfer.progress import clock
+    from medtransfer.console import clock
 
     counts, runs = progress["counts"], progress["runs"]
     total = len(runs)
@@ -64,7 +64,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
 
 def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]:  # noqa: ANN001 - a rich Console
     """Print a study's state (see :func:`status_view`); returns the counts per state."""
-    from medtransfer.progress import study_progress
+    from medtransfer.study.status import study_progress
 
     progress = study_progress(out)
     console.print(status_view(progress, show_all), highlight=False)
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from medtransfer.progress import study_progress
+        from medtransfer.study.status import study_progress
 
         console = Console()
 

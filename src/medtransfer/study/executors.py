@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.progress import count_finished, quiet, run_view
+from medtransfer.console import count_finished, quiet
 from medtransfer.study import claims
 from medtransfer.study.store import clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig
+from medtransfer.training.progress import run_view
 from medtransfer.training.record import STUDY_FILE, RunDir
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)

@@ -3,7 +3,7 @@
 A run calls :class:`Sinks` at four moments - ``start`` (with its plan and any history restored
 on resume), ``epoch`` (each history row as it is appended), ``finish`` (test metrics, once the
 run's files are written) and ``fail`` - and knows nothing else about who listens. Sinks here:
-:class:`medtransfer.progress.RunProgress` (``progress.json`` and the console view) and
+:class:`medtransfer.training.progress.RunProgress` (``progress.json`` and the console view) and
 :class:`medtransfer.tracking.mlflow_sink.MlflowSink` (MLflow, imported only when asked for).
 
 A sink that raises is dropped for the rest of the run after one warning: a sink never fails

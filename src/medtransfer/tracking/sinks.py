@@ -8,9 +8,9 @@ from medtransfer.tracking import Sinks
 
 
 def run_sinks(tracking: str = "") -> Sinks:
-    """Sinks for a run: :class:`medtransfer.progress.RunProgress` always, and an MLflow sink when
+    """Sinks for a run: :class:`medtransfer.training.progress.RunProgress` always, and an MLflow sink when
     ``tracking`` (the JSON of :func:`medtransfer.tracking.mlflow_sink.open_study_tracking`) is given."""
-    from medtransfer.progress import RunProgress
+    from medtransfer.training.progress import RunProgress
 
     sinks: list = [RunProgress()]
     if tracking:

@@ -11,7 +11,7 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
                                       best-weights snapshot ``best.{phase}.{epoch}.pt`` it names)
 ``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
-``progress.json``                     the run's progress (:class:`medtransfer.progress.RunProgress`)
+``progress.json``                     the run's progress (:class:`medtransfer.training.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
 ``RUNNING`` / ``FAILED``              a live claim (:mod:`medtransfer.study.claims`; ``RUNNING.break``
                                       while one is broken) / the error
