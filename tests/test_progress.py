@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from medtransfer.training.progress import LineView, RunProgress, read_progress, remaining_seconds, summarize
-from medtransfer.tracking import Sinks, TrackingWarning
+from medtransfer.training.observers import Sinks, TrackingWarning
 from medtransfer.training.run import train_run
 from tests.training.conftest import tiny_config
 

@@ -56,7 +56,7 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
 @dataclass(frozen=True)
 class Task:
     """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
-    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
+    where to track it (JSON of :func:`medtransfer.tracking.mlflow_sink.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str

@@ -18,7 +18,7 @@ same MLflow run; an epoch redone after a kill is not logged twice when it reprod
 values (runs resume bit for bit on the CPU). Failure policy: the store is probed once (an HTTP
 ``/health`` request with a 3 s timeout) before mlflow is even imported; an unreachable store warns
 once and the study runs untracked, and any later error drops the sink after one warning
-(:class:`medtransfer.tracking.Sinks`), with HTTP timeouts and retries kept short.
+(:class:`medtransfer.training.observers.Sinks`), with HTTP timeouts and retries kept short.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.tracking import RunStart, TrackingWarning
+from medtransfer.training.observers import RunStart, TrackingWarning
 from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
 from medtransfer.vocabulary import FINETUNE, PROBE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from medtransfer.tracking import Sinks
+from medtransfer.training.observers import Sinks
 
 
 def run_sinks(tracking: str = "") -> Sinks:

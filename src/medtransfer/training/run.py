@@ -34,7 +34,7 @@ from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
 from medtransfer.training.probe import save_probe, tensor_digests
-from medtransfer.tracking import PhasePlan, RunStart, Sinks
+from medtransfer.training.observers import PhasePlan, RunStart, Sinks
 from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
@@ -335,7 +335,7 @@ class _Run:
 def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None) -> RunResult:
     """Train (or resume, or read if ``DONE``) one run into ``out_dir``; returns its test metrics.
 
-    ``sinks`` (:class:`medtransfer.tracking.Sinks`) observe the run: its start, each history row,
+    ``sinks`` (:class:`medtransfer.training.observers.Sinks`) observe the run: its start, each history row,
     its end; they cannot change or fail it.
 
     Seeds the run's own generators and the global torch RNG (dropout) from ``config.seed``
