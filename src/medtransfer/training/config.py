@@ -44,6 +44,12 @@ def _has_bool(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)
 
 
+def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
+    """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    return f"{target}/{source}-{strategy}/fold{fold}{suffix}"
+
+
 class StrictModel(BaseModel):
     """A settings model: unknown keys are errors, and a boolean is not taken for a number
     (pydantic would read ``epochs: true`` as 1)."""
@@ -177,8 +183,6 @@ class RunConfig(StrictModel):
     @property
     def run_id(self) -> str:
         """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
-        from medtransfer.training.record import run_id
-
         return run_id(self.target_label, self.source_label, self.strategy, self.fold, self.seed)
 
     @property

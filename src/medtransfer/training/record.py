@@ -90,12 +90,6 @@ def pretrain_run_dir(name: str) -> str:
     return f"{SOURCES}/{name}-run"
 
 
-def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
-    """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
-    suffix = "" if seed == 0 else f"-seed{seed}"
-    return f"{target}/{source}-{strategy}/fold{fold}{suffix}"
-
-
 def file_digest(path: Path) -> dict[str, Any]:
     """``{"sha256": hex, "bytes": size}`` of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
