@@ -12,7 +12,8 @@ import pandas as pd
 
 from medtransfer.analysis.activations import ForwardLog
 from medtransfer.analysis.loading import RowView
-from medtransfer.analysis.modules import COLUMNS, Model, compare_modules, resolve_model
+from medtransfer.analysis.modules import COLUMNS, compare_modules
+from medtransfer.models.resolve import Model, resolve_model
 from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.errors import ConfigError
 
@@ -79,7 +80,7 @@ def compare_models(
     its own normalisation (what a checkpoint recorded, else caffe).
 
     Each model is a source name, weights file or checkpoint, a ``package.module:function`` factory
-    (with ``state_dict_a``/``_b``), or a TorchScript file (:func:`~medtransfer.analysis.modules.resolve_model`).
+    (with ``state_dict_a``/``_b``), or a TorchScript file (:func:`~medtransfer.models.resolve.resolve_model`).
     The settings' layers name A's layers (default: the paper's five stages), ``layers_b`` B's,
     paired by position (default: the same names). The pool is the whole dataset, or ``images`` of
     it drawn with the settings' seed. Each network runs once over the images the sampling needs.

@@ -74,7 +74,7 @@ def layerwise_similarity(
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
             size = run.config.size
-            from medtransfer.models.registry import backbone_of_source
+            from medtransfer.models.sources import backbone_of_source
 
             backbone = backbone_of_source(run.load_string)  # one per target label
             if (size, backbone) not in shapes_by_size:

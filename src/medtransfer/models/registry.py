@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from medtransfer.errors import ConfigError
+from medtransfer.models import densenet, inception_resnet_v2, inception_v3, resnet
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,6 @@ class BackboneSpec:
 
 
 def _specs() -> dict[str, BackboneSpec]:
-    from medtransfer.models import densenet, inception_resnet_v2, inception_v3, resnet
-
     specs = [
         BackboneSpec("resnet50", "ResNet50", resnet.ResNet50, 224, 32, "caffe", 2048,
                      dict(resnet.PAPER_LAYERS), resnet.BLOCK_LAYERS, 106),
@@ -113,25 +112,6 @@ def stage_layer(backbone: str | None, layer: str) -> str:
     resnet = get(DEFAULT).paper_layers
     short = next((k for k, v in resnet.items() if v == layer), layer)
     return spec.paper_layers.get(short, layer)
-
-
-def backbone_of_source(load: str) -> str:
-    """The backbone of a ``load_source`` string: ``imagenet@densenet121`` -> densenet121; a plain
-    source name -> resnet50; a file -> the backbone it holds (read from the file; resnet50 when the
-    file cannot be read here, e.g. a study's source that moved - loading it then fails on its own)."""
-    from medtransfer.models.sources import NAMES, identify_backbone, split_key
-
-    name, backbone = split_key(load)
-    if backbone is not None:
-        return backbone
-    if name in NAMES:
-        return DEFAULT
-    from medtransfer.errors import MedtransferError
-
-    try:
-        return identify_backbone(load)
-    except (MedtransferError, OSError):
-        return DEFAULT
 
 
 def backbone_of(model: nn.Module) -> str:

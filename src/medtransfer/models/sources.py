@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from medtransfer.errors import WeightsError
+from medtransfer.errors import MedtransferError, WeightsError
 from medtransfer.models import registry
 from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
 from medtransfer.models.download import find_radimagenet, imagenet_weights
@@ -182,3 +182,18 @@ def load_source(
             f"Keras .h5, PyTorch .pth or medtransfer checkpoint file"
         )
     return _from_file(SourceRef.of(key).label, path, normalization, backbone)
+
+
+def backbone_of_source(load: str) -> str:
+    """The backbone of a ``load_source`` string: ``imagenet@densenet121`` -> densenet121; a plain
+    source name -> resnet50; a file -> the backbone it holds (read from the file; resnet50 when the
+    file cannot be read here, e.g. a study's source that moved - loading it then fails on its own)."""
+    name, backbone = split_key(load)
+    if backbone is not None:
+        return backbone
+    if name in NAMES:
+        return registry.DEFAULT
+    try:
+        return identify_backbone(load)
+    except (MedtransferError, OSError):
+        return registry.DEFAULT

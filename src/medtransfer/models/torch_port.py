@@ -30,6 +30,7 @@ from torch import nn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
+from medtransfer.models.digests import state_digest
 from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import ResNet50
 
@@ -54,13 +55,6 @@ def port_key(key: str) -> str | None:
         if rest.startswith(old + "."):
             rest = new + rest[len(old):]
     return f"blocks.conv{stage}_block{index}.{rest}"
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """The content digest (sha256 hex) of a state dict, as run records and probes compute it."""
-    from medtransfer.training.probe import state_digest as digest
-
-    return digest(state)
 
 
 def export_port(path: str | os.PathLike, model: nn.Module, *, normalization: str | None = None,

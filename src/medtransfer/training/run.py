@@ -33,7 +33,8 @@ from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.optim import KerasAdam
-from medtransfer.training.probe import save_probe, tensor_digests
+from medtransfer.models.digests import tensor_digests
+from medtransfer.training.probe import save_probe
 from medtransfer.training.observers import PhasePlan, RunStart, Sinks
 from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
