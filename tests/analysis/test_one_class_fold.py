@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medtransfer.analysis.tables import table2, table2_wide, warn_undefined_auc
+from medtransfer.analysis.tables import table2, table2_wide
+from medtransfer.study.results import warn_undefined_auc
 from medtransfer.study.results import AUC_COLUMNS, write_results
 from medtransfer.study.results import table2 as run_table2
 

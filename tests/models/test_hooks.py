@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medtransfer.analysis.modules import compare_modules
 from medtransfer.models.resolve import Model, resolve_model
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.cli import app
 from medtransfer.errors import ConfigError, WeightsError
 from medtransfer.models import Normalization, ResNet50, keras_init_, registry

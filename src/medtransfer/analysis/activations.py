@@ -10,7 +10,7 @@ the sampled rows are kept, so memory is bounded by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,19 +102,6 @@ def plan_sampling(
                           for _ in range(repeats))
         layers[name] = LayerPlan(name, (int(c), int(h), int(w)), images, chans, where)
     return SamplingPlan(n_pool, layers)
-
-
-def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, Shape]:
-    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
-    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
-    (:func:`medtransfer.models.registry.stage_layer`), keyed as asked."""
-    from medtransfer.models import registry
-
-    layers = list(layers)
-    own = {name: registry.stage_layer(backbone, name) for name in layers}
-    with torch.no_grad():
-        feats = registry.create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
-    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
 
 
 @dataclass

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from medtransfer.analysis.compare import compare_models, resolve_size
-        from medtransfer.analysis.settings import AnalysisSettings
+        from medtransfer.study.analysis_settings import AnalysisSettings
         from medtransfer.data.cli import parse_options
 
         if threads is not None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
 from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.models.hooks import tap
 from medtransfer.models.normalization import Normalization

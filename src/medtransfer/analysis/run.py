@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from medtransfer.analysis import figures as figs
-from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
+from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
@@ -25,9 +25,10 @@ from medtransfer.analysis.loading import load_network, source_conv1, stimulus_po
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
+from medtransfer.models.registry import layer_shapes
 from medtransfer.similarity.registry import get as get_measure
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device

@@ -7,15 +7,14 @@ target marked ``best``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
+from medtransfer.study.results import undefined_note, warn_undefined_auc
 from medtransfer.training import metrics
 from medtransfer.vocabulary import STRATEGIES
 
@@ -110,29 +109,6 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
         else:
             problems.append(f"{stored_path}: lacks columns {keys + ['auc']}; AUCs were not cross-checked")
     return frame, problems
-
-
-def undefined_note(used: int, runs: int) -> str:
-    """The Table 2 cell suffix saying how many runs' AUCs a mean is over, when some are undefined
-    (a test fold with one class only): ``" (4 of 5 runs)"``; empty when all are used."""
-    return f" ({used} of {runs} runs)" if used < runs else ""
-
-
-def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list[str]:
-    """Say on stderr (``stream``) which runs have no test AUC (NaN/empty: their test fold holds one
-    class only), so that a Table 2 mean over the other folds is not mistaken for all of them.
-    ``aucs``: a frame with columns ``target, source, strategy, fold, auc`` (and optionally
-    ``seed``). Returns the messages."""
-    undefined = aucs[pd.to_numeric(aucs["auc"], errors="coerce").isna()] if len(aucs) else aucs
-    messages = []
-    for row in undefined.itertuples(index=False):
-        seed = f" seed {row.seed}" if "seed" in aucs.columns else ""
-        messages.append(f"warning: {row.target} / {row.source} {row.strategy} fold {row.fold}{seed}: test AUC "
-                        "undefined (its test fold holds one class only); Table 2 averages the other runs "
-                        "and says how many")
-    for message in messages:
-        print(message, file=stream or sys.stderr)
-    return messages
 
 
 def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str | None) -> list[tuple[str, str]]:

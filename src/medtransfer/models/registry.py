@@ -12,9 +12,10 @@ input mode of Keras' ``preprocess_input`` for that application (what its ImageNe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from medtransfer.errors import ConfigError
@@ -112,6 +113,17 @@ def stage_layer(backbone: str | None, layer: str) -> str:
     resnet = get(DEFAULT).paper_layers
     short = next((k for k, v in resnet.items() if v == layer), layer)
     return spec.paper_layers.get(short, layer)
+
+
+def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, tuple[int, int, int]]:
+    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
+    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
+    (:func:`medtransfer.models.stage_layer`), keyed as asked."""
+    layers = list(layers)
+    own = {name: stage_layer(backbone, name) for name in layers}
+    with torch.no_grad():
+        feats = create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
+    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
 
 
 def backbone_of(model: nn.Module) -> str:

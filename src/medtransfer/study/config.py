@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 
@@ -219,7 +220,7 @@ class StudyConfig(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given
-    # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
+    # settings of `medtransfer analyze` for this study (medtransfer.study.analysis_settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
@@ -238,8 +239,6 @@ class StudyConfig(_Strict):
     @field_validator("analysis")
     @classmethod
     def _analysis(cls, values: dict[str, Any]) -> dict[str, Any]:
-        from medtransfer.analysis.settings import AnalysisSettings
-
         try:
             AnalysisSettings.from_mapping(values, "analysis")
         except ConfigError as error:

@@ -139,7 +139,7 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
 def collapsed_stages(size: int) -> list[str]:
     """The paper's layers (conv1, block1..block4) that the Keras ResNet50 reduces to 1 x 1 at
     ``size`` px (block4 from 32 px down, block3 from 16 px)."""
-    from medtransfer.analysis.activations import layer_shapes
+    from medtransfer.models.registry import layer_shapes
     from medtransfer.models import PAPER_LAYERS
 
     shapes = layer_shapes(size, PAPER_LAYERS.values())
