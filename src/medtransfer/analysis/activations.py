@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medtransfer.errors import ConfigError
 from medtransfer.console import track
+from medtransfer.errors import ConfigError
 
 Shape = tuple[int, int, int]
 

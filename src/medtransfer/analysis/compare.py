@@ -13,9 +13,9 @@ import pandas as pd
 from medtransfer.analysis.activations import ForwardLog
 from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.modules import COLUMNS, compare_modules
+from medtransfer.errors import ConfigError
 from medtransfer.models.resolve import Model, resolve_model
 from medtransfer.study.analysis_settings import AnalysisSettings
-from medtransfer.errors import ConfigError
 
 DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
 

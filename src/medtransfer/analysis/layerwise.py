@@ -20,8 +20,8 @@ import torch
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, sample_activations
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
-from medtransfer.errors import MedtransferError
 from medtransfer.console import track
+from medtransfer.errors import MedtransferError
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD
 from medtransfer.similarity.registry import PAPER_MEASURES
 

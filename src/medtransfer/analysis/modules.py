@@ -34,11 +34,11 @@ from torch import nn
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
 from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
-from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.models.hooks import tap
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.resolve import Model
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.run import resolve_device
 
 COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", *UNCERTAINTY, "layer_a", "layer_b"]

@@ -25,11 +25,11 @@ from medtransfer.analysis.loading import load_network, source_conv1, stimulus_po
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
-from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
 from medtransfer.models.registry import layer_shapes
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from medtransfer.console import track
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
-from medtransfer.console import track
 
 # name -> (module under medtransfer.data.datasets, fixed options)
 LOADERS: dict[str, tuple[str, dict[str, Any]]] = {

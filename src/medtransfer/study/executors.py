@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtransfer.errors import ConfigError
 from medtransfer.console import count_finished, quiet
+from medtransfer.errors import ConfigError
 from medtransfer.study import claims
 from medtransfer.study.store import clear_running, mark_failed, mark_running
 from medtransfer.training.config import RunConfig

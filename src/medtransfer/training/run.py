@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.models.digests import tensor_digests
 from medtransfer.training import checkpoints as ckpt
 from medtransfer.training.checkpoints import BestSnapshot
 from medtransfer.training.config import RunConfig
@@ -32,10 +33,9 @@ from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
-from medtransfer.training.optim import KerasAdam
-from medtransfer.models.digests import tensor_digests
-from medtransfer.training.probe import save_probe
 from medtransfer.training.observers import PhasePlan, RunStart, Sinks
+from medtransfer.training.optim import KerasAdam
+from medtransfer.training.probe import save_probe
 from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
