@@ -13,7 +13,10 @@ import pandas as pd
 from medtransfer.analysis.activations import ForwardLog
 from medtransfer.analysis.loading import RowView
 from medtransfer.analysis.modules import COLUMNS, compare_modules
+from medtransfer.data import PixelCache, load_manifest
 from medtransfer.errors import ConfigError
+from medtransfer.models import registry
+from medtransfer.models.checkpoint import checkpoint_meta
 from medtransfer.models.resolve import Model, resolve_model
 from medtransfer.study.analysis_settings import AnalysisSettings
 
@@ -26,9 +29,6 @@ def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
     ``size`` when given; else the training size the medtransfer checkpoints among ``models``
     record (they must agree); else :data:`DEFAULT_SIZE`.
     """
-    from medtransfer.errors import ConfigError
-    from medtransfer.models.checkpoint import checkpoint_meta
-
     if size is not None:
         return int(size), "given"
     recorded = {}
@@ -46,8 +46,6 @@ def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
 
 def _layers(settings: AnalysisSettings, model: Model) -> list[str] | None:
     """The settings' layers for one side: ``all`` is its backbone's block outputs; None: its default."""
-    from medtransfer.models import registry
-
     if settings.layers == ("all",):
         try:
             return list(registry.get(registry.backbone_of(model.module)).block_layers)
@@ -86,8 +84,6 @@ def compare_models(
     it drawn with the settings' seed. Each network runs once over the images the sampling needs.
     Returns the table (:data:`COLUMNS`) and the log.
     """
-    from medtransfer.data import PixelCache, load_manifest
-
     settings = settings or AnalysisSettings()
     size, _ = resolve_size(size, model_a, model_b)
     manifest = load_manifest(target, root, **(target_options or {}))

@@ -23,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from medtransfer.errors import ConfigError  # noqa: E402
+from medtransfer.models.filters import filter_grid, gabor_bank  # noqa: E402
 from medtransfer.vocabulary import STRATEGIES  # noqa: E402
 
 PANEL_A = ("ft_vs_init",)
@@ -41,8 +43,6 @@ _palette: dict[str, str] = {}
 
 def check_formats(formats: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The figure formats to write (PNG first and always); None: all of :data:`FORMATS`."""
-    from medtransfer.errors import ConfigError
-
     if formats is None:
         return FORMATS
     wanted = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
@@ -180,8 +180,6 @@ def null_band(ax: plt.Axes, x: np.ndarray, part: pd.DataFrame, layers: list[str]
 def filters_figure(filters: dict[str, tuple[np.ndarray, bool]], out_dir: Path) -> Path | None:
     """Figure 4: ``filters`` maps source name -> (conv1 kernels ``(64, 3, 7, 7)`` in the network's
     input channel order, whether that order is BGR); a Gabor reference panel is added."""
-    from medtransfer.models.filters import filter_grid, gabor_bank
-
     if not filters:
         return None
     panels = [(name, filter_grid(w, bgr=bgr)) for name, (w, bgr) in filters.items()]

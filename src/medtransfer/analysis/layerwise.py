@@ -22,8 +22,9 @@ from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, Sam
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.console import track
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity import score_repeats
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD
-from medtransfer.similarity.registry import PAPER_MEASURES
+from medtransfer.similarity.registry import PAPER_MEASURES, get
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -48,8 +49,6 @@ class Uncertainty:
 
 def measure(x: np.ndarray, y: np.ndarray, name: str) -> float:
     """Similarity of two activation matrices ``(rows, channels)`` by a registered measure name."""
-    from medtransfer.similarity.registry import get
-
     return get(name)(x, y)
 
 
@@ -58,8 +57,6 @@ def score_layer(
     uncertainty: Uncertainty | None, seed: int = 0,
 ) -> dict[str, float]:
     """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure."""
-    from medtransfer.similarity import score_repeats
-
     u = uncertainty or Uncertainty(ci=None, permutations=0)
     result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
                            resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)

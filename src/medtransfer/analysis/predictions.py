@@ -18,6 +18,7 @@ from medtransfer.analysis.inventory import Study
 from medtransfer.analysis.pairs import Roles
 from medtransfer.analysis.tables import read_predictions
 from medtransfer.errors import DataError
+from medtransfer.similarity import prediction_similarity
 from medtransfer.vocabulary import STRATEGIES
 
 COLUMNS = [
@@ -50,8 +51,6 @@ def aligned(path_a: Path, path_b: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def prediction_table(study: Study, role_map: Roles) -> tuple[pd.DataFrame, list[str]]:
     """All prediction-similarity rows of the study, and a message per comparison that is missing."""
-    from medtransfer.similarity import prediction_similarity
-
     rows = []
     missing: list[str] = []
     for target in study.targets:

@@ -22,12 +22,14 @@ from medtransfer.analysis.inventory import Study, read_study
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
-from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
+from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
 from medtransfer.analysis.predictions import prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, layerwise_findings, write_report
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
+from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
+from medtransfer.models.sources import backbone_of_source
 from medtransfer.similarity.registry import get as get_measure
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.record import STUDY_FILE
@@ -75,7 +77,6 @@ def layerwise_similarity(
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
             size = run.config.size
-            from medtransfer.models.sources import backbone_of_source
 
             backbone = backbone_of_source(run.load_string)  # one per target label
             if (size, backbone) not in shapes_by_size:
@@ -104,9 +105,6 @@ def layerwise_similarity(
 def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, tuple[np.ndarray, bool]], pd.DataFrame, list[str]]:
     """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` and whether its input is BGR
     (Figure 4), with a table of how Gabor-like they are, and what could not be loaded."""
-    from medtransfer.analysis.pairs import init_ref
-    from medtransfer.models.filters import gabor_similarity
-
     out, rows, missing = {}, [], []
     for source in role_map.pretrained:
         run = next(r for r in study.runs if r.source == source)

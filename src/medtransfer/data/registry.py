@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medtransfer.console import track
-from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec, make_folds, validate_folds
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
 
@@ -136,8 +136,6 @@ def single_fold(name: str, options: dict[str, Any]) -> bool:
 def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS):  # noqa: ANN201
     """The fold table of ``manifest``: its loader's own single fold when its options ask for one
     (``official_folds``), else ``make_folds(manifest, spec.k, spec.fractions, spec.seed)``."""
-    from medtransfer.data.folds import make_folds, validate_folds
-
     module = _module(manifest.name)
     if getattr(module, "single_fold", lambda _: False)(manifest.options):
         folds = module.official_folds(manifest)

@@ -22,10 +22,10 @@ from torch import nn
 
 from medtransfer.errors import MedtransferError, WeightsError
 from medtransfer.models import registry
-from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
+from medtransfer.models.checkpoint import FORMAT, VERSION, is_checkpoint, load_checkpoint, read_payload
 from medtransfer.models.download import find_radimagenet, imagenet_weights
 from medtransfer.models.init import keras_init_
-from medtransfer.models.keras_h5 import load_keras_h5
+from medtransfer.models.keras_h5 import keras_state, load_keras_h5, read_keras_h5
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.torch_port import load_torch_port, read_port
@@ -85,8 +85,6 @@ def identify_backbone(path: str | os.PathLike) -> str:
     A medtransfer port or checkpoint records it; a Keras file or plain state dict is tried against
     each registered backbone (without loading anything).
     """
-    from medtransfer.models.keras_h5 import keras_state, read_keras_h5
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
@@ -94,8 +92,6 @@ def identify_backbone(path: str | os.PathLike) -> str:
         if port is not None:
             return str(port["backbone"])
         if is_checkpoint(path):
-            from medtransfer.models.checkpoint import read_payload, FORMAT, VERSION
-
             return str(read_payload(path, FORMAT, VERSION, "checkpoint").get("backbone", registry.DEFAULT))
     if suffix not in H5_SUFFIXES + TORCH_SUFFIXES:
         load_weights_file(path, registry.create(registry.DEFAULT))  # the unknown-format error

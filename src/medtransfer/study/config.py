@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
+from medtransfer.models import registry
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.config import RunConfig, StrictModel, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
@@ -67,8 +68,6 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
 
 
 def _backbone_name(value: str) -> str:
-    from medtransfer.models import registry
-
     try:
         return registry.get(value).name
     except ConfigError as error:

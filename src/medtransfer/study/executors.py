@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtransfer import interrupts
 from medtransfer.console import count_finished, quiet
-from medtransfer.errors import ConfigError
-from medtransfer.study import claims
+from medtransfer.errors import ConfigError, MedtransferError
+from medtransfer.study import claims, slurm
+from medtransfer.study.pretrain import publish_source
 from medtransfer.study.store import clear_running, mark_failed, mark_running
+from medtransfer.tracking.sinks import run_sinks
 from medtransfer.training.config import RunConfig
 from medtransfer.training.progress import run_view
 from medtransfer.training.record import STUDY_FILE, RunDir
+from medtransfer.training.run import train_run
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
 MAX_PINNED_THREADS = 8
@@ -90,10 +94,6 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     a preemption, even one that surfaces as an error from inside a write) is left resumable and
     never recorded as failed.
     """
-    from medtransfer import interrupts
-    from medtransfer.tracking.sinks import run_sinks
-    from medtransfer.training.run import train_run
-
     directory = Path(task.directory)
     run = RunDir(directory)
     if run.is_done():
@@ -129,8 +129,6 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
 
 
 def _auc(run: RunDir) -> float | None:
-    from medtransfer.errors import MedtransferError
-
     try:
         return run.read_metrics().get("auc")
     except MedtransferError:
@@ -139,8 +137,6 @@ def _auc(run: RunDir) -> float | None:
 
 def _publish(task: Task) -> None:
     if task.publish:
-        from medtransfer.study.pretrain import publish_source
-
         publish_source(Path(task.directory), Path(task.publish))
 
 
@@ -249,8 +245,6 @@ class _SubmititRun:
         from submitit import JobEnvironment
         from submitit.core.utils import UncompletedJobError
 
-        from medtransfer import interrupts
-
         preempt = JobEnvironment._usr_sig()
         handler = signal.getsignal(preempt)
         if callable(handler):
@@ -290,8 +284,6 @@ class SlurmExecutor:
 
     def __init__(self, folder: str | Path, cluster: str | None = None, poll_s: float = 10.0,
                  default_cpus: int | None = None, **parameters: Any) -> None:
-        from medtransfer.study import slurm
-
         self.folder = Path(folder)
         self.real = cluster in (None, "slurm")
         self.cluster = "slurm" if self.real else cluster
@@ -305,8 +297,6 @@ class SlurmExecutor:
 
     def check(self) -> None:
         """Check the settings against the cluster (real SLURM only); see :func:`slurm.check_cluster`."""
-        from medtransfer.study import slurm
-
         if not self.real:
             return
         if "cpus_per_task" not in self.explicit:  # the pinned thread count: fit it to the partition
@@ -335,8 +325,6 @@ class SlurmExecutor:
     def wait(self, tasks: list[Task], jobs: list) -> list[Outcome]:  # noqa: ANN001
         """Wait for every job; a job that can never start cancels the array (ConfigError)."""
         import time
-
-        from medtransfer.study import slurm
 
         outcomes: dict[int, Outcome] = {}
         pending = dict(enumerate(jobs))
@@ -425,8 +413,6 @@ def _ray_body(task: Task) -> Outcome:
     or USR2 (SLURM's) to the worker is a preemption: the run stops at once (a checkpoint being
     written is finished first) and is left resumable, and the outcome says "preempted"."""
     import ray
-
-    from medtransfer import interrupts
 
     interrupts.stop_on_preemption()
     gpus = ray.get_gpu_ids()

@@ -6,15 +6,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtransfer.data import load_manifest, write_folds
+from medtransfer.data.registry import dataset_folds
 from medtransfer.errors import ConfigError, DataError
+from medtransfer.models import PAPER_LAYERS
+from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
+from medtransfer.study.executors import Outcome, SlurmExecutor, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
 from medtransfer.study.store import clear_claim, write_atomic
+from medtransfer.tracking.mlflow_sink import close_study_tracking, open_study_tracking
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
 
@@ -54,8 +59,6 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
     """Submit the pretraining jobs, then the fine-tuning array (started once every source job
     succeeded: ``afterok``); returns how many jobs were submitted. Runs already owned elsewhere
     (an earlier driver's jobs) are not submitted again."""
-    from medtransfer.study.executors import SlurmExecutor
-
     if not isinstance(executor, SlurmExecutor):
         raise ConfigError("run --detach submits SLURM jobs and returns: use it with --executor slurm "
                           "(for local and ray the command line runs the whole driver in the background)")
@@ -124,9 +127,6 @@ def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Pat
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
-    from medtransfer.data import load_manifest, write_folds
-    from medtransfer.data.registry import dataset_folds
-
     for target in study.targets:
         path = out / study_folds_file(target.name)
         if target.folds_file or path.exists():
@@ -139,9 +139,6 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
 def collapsed_stages(size: int) -> list[str]:
     """The paper's layers (conv1, block1..block4) that the Keras ResNet50 reduces to 1 x 1 at
     ``size`` px (block4 from 32 px down, block3 from 16 px)."""
-    from medtransfer.models.registry import layer_shapes
-    from medtransfer.models import PAPER_LAYERS
-
     shapes = layer_shapes(size, PAPER_LAYERS.values())
     return [label for label, keras in PAPER_LAYERS.items() if shapes[keras][1:] == (1, 1)]
 
@@ -188,8 +185,6 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
                                  study.training["threads"], spec.workers)
     tracking = ""
     if study.tracking is not None:
-        from medtransfer.tracking.mlflow_sink import open_study_tracking
-
         tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
@@ -206,15 +201,11 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     made, made_elsewhere = _execute(executor, sources)
     if any(o.state == "failed" for o in made):  # the runs need their sources
         if tracking:
-            from medtransfer.tracking.mlflow_sink import close_study_tracking
-
             close_study_tracking(tracking, False)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
                            recomputed)
     outcomes, elsewhere = _execute(executor, tasks)
     if tracking:
-        from medtransfer.tracking.mlflow_sink import close_study_tracking
-
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]

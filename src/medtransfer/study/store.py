@@ -18,6 +18,8 @@ from pathlib import Path
 from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
+from medtransfer.study.config import StudyConfig
+from medtransfer.study.expand import expand
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, Check, RunDir
 
@@ -106,8 +108,6 @@ def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check
 
 def read_study_file(out: Path):
     """The study recorded in ``DIR/study.yaml``."""
-    from medtransfer.study.config import StudyConfig
-
     path = Path(out) / STUDY_FILE
     if not path.exists():
         raise ConfigError(f"{out} is not a study directory: {path} is missing (create it with `medtransfer run`)")
@@ -116,8 +116,6 @@ def read_study_file(out: Path):
 
 def status(out: Path) -> list[RunStatus]:
     """State of every run of the study in ``out``, in the study's order."""
-    from medtransfer.study.expand import expand
-
     out = Path(out)
     study = read_study_file(out)
     return [run_status(run_dir(out, config), config.run_id) for config in expand(study, out)]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.errors import ConfigError
 from medtransfer.training.observers import RunStart, TrackingWarning
 from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
 from medtransfer.vocabulary import FINETUNE, PROBE
@@ -110,8 +111,6 @@ def client(uri: str):  # noqa: ANN201 - an mlflow.MlflowClient
         try:
             from mlflow import MlflowClient
         except ImportError:
-            from medtransfer.errors import ConfigError
-
             raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]"') from None
         _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
@@ -164,8 +163,6 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
     import importlib.util
 
     if importlib.util.find_spec("mlflow") is None:  # asked for, not installed: say so before any run
-        from medtransfer.errors import ConfigError
-
         raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]", '
                           "or run without tracking (--track off)")
     out = Path(out)

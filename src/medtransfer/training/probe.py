@@ -26,7 +26,7 @@ import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
-from medtransfer.models import ResNet50, load_source
+from medtransfer.models import ResNet50, load_source, registry
 from medtransfer.models.checkpoint import plain_meta, read_payload
 from medtransfer.models.digests import combine_digests, state_digest, tensor_digests
 from medtransfer.training.record import SOURCES, RunDir
@@ -116,8 +116,6 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
         body = backbone.state_dict()
         digest = state_digest(body)
         if digest == ref["sha256"]:
-            from medtransfer.models import registry
-
             model = registry.create(registry.backbone_of(backbone), num_classes=payload["num_classes"],
                                     dropout=payload["dropout"])
             state = dict(body)

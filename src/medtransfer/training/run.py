@@ -25,7 +25,10 @@ import pandas as pd
 import torch
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.data import KerasAugment
+from medtransfer.models import load_source, save_checkpoint
 from medtransfer.models.digests import tensor_digests
+from medtransfer.models.filters import first_conv
 from medtransfer.training import checkpoints as ckpt
 from medtransfer.training.checkpoints import BestSnapshot
 from medtransfer.training.config import RunConfig
@@ -132,8 +135,6 @@ def build_model(config: RunConfig, source, num_classes: int) -> torch.nn.Module:
     """The source's network with a fresh seeded head of ``num_classes`` outputs, the config's
     dropout, BatchNorm momentum and first-conv init scale (on the CPU; dropout is set before the
     head is made)."""
-    from medtransfer.models.filters import first_conv
-
     model = source.model
     if config.conv1_init_scale != 1.0:
         with torch.no_grad():
@@ -163,9 +164,6 @@ class _Run:
     """The state of one run while it trains (see :func:`train_run`)."""
 
     def __init__(self, config: RunConfig, directory: RunDir, sinks: Sinks | None = None) -> None:
-        from medtransfer.data import KerasAugment
-        from medtransfer.models import load_source
-
         self.dir = directory
         self.sinks = sinks if sinks is not None else Sinks()
         self.given = config                   # written to config.json as it is
@@ -291,8 +289,6 @@ class _Run:
     # -- the whole run ----------------------------------------------------------------------
 
     def train(self) -> RunResult:
-        from medtransfer.models import save_checkpoint
-
         began = time.perf_counter()
         self.write_inputs()
         phases = TrainingPhase.plan(self.config)
