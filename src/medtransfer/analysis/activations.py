@@ -18,8 +18,10 @@ import torch
 
 from medtransfer.console import track
 from medtransfer.errors import ConfigError
+from medtransfer.study.analysis_settings import AnalysisSettings
 
 Shape = tuple[int, int, int]
+DEFAULTS = AnalysisSettings()
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,12 @@ class SamplingPlan:
 def plan_sampling(
     n_pool: int,
     shapes: dict[str, Shape],
-    rows: int = 20000,
-    channels: int = 64,
-    repeats: int = 5,
-    seed: int = 0,
-    sampling: str = "paper",
-    positions: int = 16,
+    rows: int = DEFAULTS.rows,
+    channels: int = DEFAULTS.channels,
+    repeats: int = DEFAULTS.repeats,
+    seed: int = DEFAULTS.seed,
+    sampling: str = DEFAULTS.sampling,
+    positions: int = DEFAULTS.positions,
 ) -> SamplingPlan:
     """Draw every layer's samples up front (protocol.md: ~``rows`` rows, ``channels`` channels).
 
@@ -124,7 +126,7 @@ def sample_activations(
     network: Network,
     pool: np.ndarray,
     plan: SamplingPlan,
-    batch_size: int = 32,
+    batch_size: int = DEFAULTS.batch_size,
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,
     key: str = "network",

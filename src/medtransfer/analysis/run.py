@@ -32,7 +32,7 @@ from medtransfer.models.registry import layer_shapes
 from medtransfer.models.sources import backbone_of_source
 from medtransfer.similarity.registry import get as get_measure
 from medtransfer.study.analysis_settings import AnalysisSettings
-from medtransfer.training.record import STUDY_FILE
+from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, STUDY_FILE
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
@@ -159,8 +159,8 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
     dev = resolve_device(device)
-    out = study.root / "analysis"
-    fig_dir = out / "figures"
+    out = study.root / ANALYSIS_DIR
+    fig_dir = out / FIGURES_DIR
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
@@ -253,4 +253,4 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         missing=missing,
         notes=notes,
     )
-    return write_report(content, study.root / "report.html")
+    return write_report(content, study.root / REPORT_FILE)

@@ -32,7 +32,6 @@ from medtransfer.models.torch_port import load_torch_port, read_port
 from medtransfer.vocabulary import KERAS_SUFFIXES, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
 
 NAMES = SOURCE_NAMES
-DEFAULT_NORMALIZATION = "caffe"  # ResNet50's; each backbone's is in the registry
 H5_SUFFIXES = KERAS_SUFFIXES
 
 

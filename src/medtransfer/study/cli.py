@@ -108,6 +108,7 @@ def register(app: typer.Typer) -> None:
 
         from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import run_study
+        from medtransfer.training.record import study_results_file
 
         console = Console()
         config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
@@ -127,7 +128,7 @@ def register(app: typer.Typer) -> None:
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
-        table = (out / "results" / "table2.md").read_text()
+        table = (out / study_results_file("table2.md")).read_text()
         console.print(table, highlight=False)
         if report.failed:
             raise typer.Exit(1)

@@ -308,18 +308,23 @@ class StudyConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
         """Read and validate a study YAML file."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
-        return cls.parse(data, where=str(path))
+        return cls.parse(read_study_yaml(path), where=str(path))
 
     def to_yaml(self) -> str:
         """The resolved study, as written to ``DIR/study.yaml``."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_study_yaml(path: str | Path) -> Any:
+    """The YAML content of a study file, not yet validated (the one reader of study files; a file
+    that cannot be read or is not YAML raises ConfigError naming it)."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
 
 
 def shipped_config(name: str) -> Path:

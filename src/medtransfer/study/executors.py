@@ -7,23 +7,33 @@ a study, a requeued SLURM job or a retried Ray task only does the missing work.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import re
+import signal
+import socket
+import subprocess
 import sys
+import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from medtransfer import interrupts
-from medtransfer.console import count_finished, quiet
+from medtransfer.console import count_finished, quiet, write_line
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims, slurm
+from medtransfer.study.config import read_study_yaml
 from medtransfer.study.pretrain import publish_source
 from medtransfer.study.store import clear_running, mark_failed, mark_running
 from medtransfer.tracking.sinks import run_sinks
 from medtransfer.training.config import RunConfig
 from medtransfer.training.progress import run_view
-from medtransfer.training.record import STUDY_FILE, RunDir
+from medtransfer.training.record import SLURM_DIR, STUDY_FILE, RunDir
 from medtransfer.training.run import train_run
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
@@ -40,17 +50,14 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
     ``study.yaml`` and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
     ``cpus_per_run`` default to it.
     """
-    import torch
-    import yaml
-
     if study.training.get("threads") is not None:
         return study
     threads = None
     recorded = Path(out) / STUDY_FILE
     if recorded.exists():
         try:
-            threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
-        except (OSError, yaml.YAMLError, AttributeError):
+            threads = (read_study_yaml(recorded).get("training") or {}).get("threads")
+        except (ConfigError, AttributeError):
             threads = None
     if not isinstance(threads, int) or threads < 1:
         threads = min(torch.get_num_threads(), MAX_PINNED_THREADS)
@@ -174,8 +181,6 @@ class LocalExecutor:
 
     def __init__(self, devices: list[str] | None = None, workers: int | None = None) -> None:
         if devices is None:
-            import torch
-
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             devices = [f"cuda:{i}" for i in range(count)] if count > 1 else []
         if workers is not None and workers < 1:
@@ -194,8 +199,6 @@ class LocalExecutor:
             device = slots[0] if slots else None
             with run_view(len(tasks)):
                 return [execute_task(task, device) for task in tasks]
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         context = mp.get_context("spawn")
         queue = context.Manager().Queue()
@@ -240,9 +243,7 @@ class _SubmititRun:
     resumes from its last checkpoint (``checkpoint_every_s`` bounds the work lost)."""
 
     def __call__(self, task: Task) -> Outcome:
-        import signal
-
-        from submitit import JobEnvironment
+        from submitit import JobEnvironment  # optional dependency, imported where used (as ray below)
         from submitit.core.utils import UncompletedJobError
 
         preempt = JobEnvironment._usr_sig()
@@ -307,8 +308,6 @@ class SlurmExecutor:
 
     def submit(self, tasks: list[Task]) -> list:  # noqa: ANN201 - submitit jobs
         """Submit ``tasks`` as one job array; returns its jobs (one per task, in order)."""
-        import subprocess
-
         import submitit
 
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
@@ -324,8 +323,6 @@ class SlurmExecutor:
 
     def wait(self, tasks: list[Task], jobs: list) -> list[Outcome]:  # noqa: ANN001
         """Wait for every job; a job that can never start cancels the array (ConfigError)."""
-        import time
-
         outcomes: dict[int, Outcome] = {}
         pending = dict(enumerate(jobs))
         missing: dict[int, int] = {}
@@ -429,9 +426,6 @@ def _ray_body(task: Task) -> Outcome:
 def check_ray_address(address: str) -> None:
     """Raise ConfigError within :data:`RAY_CONNECT_TIMEOUT_S` when nothing listens at ``address``
     (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray)."""
-    import re
-    import socket
-
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
     if address in ("auto", "local") or match is None:
         return
@@ -518,8 +512,8 @@ class RayExecutor:
                     if outcome.state == "preempted":
                         requeued[i] += 1
                         if not quiet():
-                            print(f"{tasks[i].run_id}: preempted; requeued on Ray ({requeued[i]} so far)",
-                                  file=sys.stderr, flush=True)
+                            write_line(sys.stderr, f"{tasks[i].run_id}: preempted; requeued on Ray "
+                                                   f"({requeued[i]} so far)")
                         pending[remote.remote(tasks[i])] = i
                         continue
                     outcomes[i] = outcome
@@ -547,7 +541,7 @@ def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm:
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
         poll_s = float(options.pop("poll_s", 10.0))  # how often the driver asks squeue, in seconds
-        return SlurmExecutor(out / "slurm", cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
+        return SlurmExecutor(out / SLURM_DIR, cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
     if kind == "ray":
         return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
                            cpus_per_run=threads or 1)

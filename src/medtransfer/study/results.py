@@ -12,9 +12,10 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from medtransfer.console import write_line
 from medtransfer.study.store import write_atomic
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import RunDir, read_record
+from medtransfer.training.record import RunDir, read_record, study_results_file
 
 AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
                "accuracy", "ece", "brier"]
@@ -39,7 +40,7 @@ def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list
                         "undefined (its test fold holds one class only); Table 2 averages the other runs "
                         "and says how many")
     for message in messages:
-        print(message, file=stream or sys.stderr)
+        write_line(stream or sys.stderr, message)
     return messages
 
 
@@ -109,7 +110,7 @@ def write_results(out: Path, configs: list[RunConfig]) -> tuple[pd.DataFrame, pd
     auc = collect(out, configs)
     warn_undefined_auc(auc)
     table = table2(auc)
-    write_atomic(out / "results" / "auc.csv", auc.to_csv(index=False))
-    write_atomic(out / "results" / "table2.csv", table.to_csv())
-    write_atomic(out / "results" / "table2.md", to_markdown(table))
+    write_atomic(out / study_results_file("auc.csv"), auc.to_csv(index=False))
+    write_atomic(out / study_results_file("table2.csv"), table.to_csv())
+    write_atomic(out / study_results_file("table2.md"), to_markdown(table))
     return auc, table

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtransfer.console import write_line
 from medtransfer.data import load_manifest, write_folds
 from medtransfer.data.registry import dataset_folds
 from medtransfer.errors import ConfigError, DataError
@@ -145,14 +147,13 @@ def collapsed_stages(size: int) -> list[str]:
 
 def warn_collapsed_stages(configs: list[RunConfig]) -> None:
     """One line on stderr per (target, size) at which a stage of the network collapses to 1 x 1."""
-    import sys
-
     for target, size in sorted({(c.target_label, c.size) for c in configs}):
         stages = collapsed_stages(size)
         if stages:
-            print(f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves {', '.join(stages)} at "
-                  "1x1, so those layers see one position per image (no spatial structure; their CCA/CKA has one "
-                  "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
+            write_line(sys.stderr, f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves "
+                                   f"{', '.join(stages)} at 1x1, so those layers see one position per image (no "
+                                   "spatial structure; their CCA/CKA has one row per image); train at more than "
+                                   "32 px for a spatial block4")
 
 
 def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001

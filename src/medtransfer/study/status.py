@@ -8,20 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medtransfer.study.expand import expand
 from medtransfer.study.store import count_states, read_study_file, run_dir, run_status
 from medtransfer.training.progress import read_progress, remaining_seconds, summarize
 from medtransfer.training.record import RunDir
 from medtransfer.training.run import phase_plan
-
-
-def _history_rows(directory: Path) -> list[dict[str, Any]]:
-    try:
-        return pd.read_csv(RunDir(directory).history).to_dict("records")
-    except (OSError, ValueError):
-        return []
 
 
 def study_progress(out: str | Path) -> dict[str, Any]:
@@ -44,7 +35,7 @@ def study_progress(out: str | Path) -> dict[str, Any]:
         status = run_status(directory, config.run_id)
         plan = [{"phase": p.phase, "lr": p.lr, "epochs": p.epochs} for p in phase_plan(config)]
         saved = read_progress(directory)
-        summary = summarize(_history_rows(directory), plan) if saved is None else saved
+        summary = summarize(RunDir(directory).read_history(), plan) if saved is None else saved
         runs.append({"config": config, "status": status, "plan": plan, "summary": summary})
 
     speeds: dict[tuple[str, str], list[float]] = {}

@@ -80,8 +80,8 @@ class RunStatus:
 def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check: Check = "quick") -> RunStatus:
     """Read one run's state from its directory (missing directory: pending)."""
     run = RunDir(directory)
-    rows = run.history_rows()
-    epochs, phase, auc, error = len(rows), rows[-1][0] if rows else "", None, ""
+    rows = run.read_history()
+    epochs, phase, auc, error = len(rows), rows[-1].get("phase", "") if rows else "", None, ""
     if run.is_done():
         problems = run.check(check)
         if problems:

@@ -19,11 +19,15 @@ values (runs resume bit for bit on the CPU). Failure policy: the store is probed
 ``/health`` request with a 3 s timeout) before mlflow is even imported; an unreachable store warns
 once and the study runs untracked, and any later error drops the sink after one warning
 (:class:`medtransfer.training.observers.Sinks`), with HTTP timeouts and retries kept short.
+
+mlflow is an optional dependency (``medtransfer[mlflow]``): it is imported inside the functions that
+use it, so that this module loads without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -160,8 +164,6 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
     runs' sinks need (empty when the store is unusable: one TrackingWarning, no exception).
     Raises ConfigError when mlflow is not installed.
     """
-    import importlib.util
-
     if importlib.util.find_spec("mlflow") is None:  # asked for, not installed: say so before any run
         raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]", '
                           "or run without tracking (--track off)")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
-from medtransfer.vocabulary import AucAverage, NormalizationMode, SourceRef, Strategy
+from medtransfer.vocabulary import NO_FREEZE, AucAverage, NormalizationMode, SourceRef, Strategy
 
 
 def describe_validation_error(error: ValidationError, where: str) -> str:
@@ -91,7 +91,7 @@ class RunConfig(StrictModel):
     source: str = "imagenet"
     source_name: str | None = None  # label in run ids and tables; default source
     normalization: NormalizationMode | None = None
-    strategy: Strategy = "no-freeze"
+    strategy: Strategy = NO_FREEZE
     # which images
     fold: int = Field(0, ge=0)
     k_folds: int = Field(DEFAULT_FOLDS.k, ge=2)

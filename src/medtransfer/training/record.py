@@ -27,7 +27,9 @@ its name here (and in :data:`LAYOUT`).
 
 A study directory holds ``study.yaml`` (:data:`STUDY_FILE`), ``folds/{target}.csv``
 (:func:`study_folds_file`), ``sources/{name}.pt`` (:func:`study_source_file`, made by the
-pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``. Paths in a study's run configs
+pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``; then what is made from them:
+``results/`` (:func:`study_results_file`), ``analysis/`` with ``analysis/figures/``, ``report.html``
+and, on SLURM, ``slurm/`` (:data:`RESULTS_DIR` and the names beside it). Paths in a study's run configs
 are relative to the study directory, so a study can be moved or copied; :meth:`RunDir.base` is
 that directory (``None`` outside a study: relative paths are then relative to the working directory).
 
@@ -39,7 +41,9 @@ existed) is accepted as *unverified*: :attr:`RunRecord.verified` is ``False``.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -54,6 +58,8 @@ from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import FREEZE, SourceRef
 
 RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.yaml", "folds", "sources"
+# the study directory's outputs: the results tables, the analysis (its figures), the report, SLURM logs
+RESULTS_DIR, ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, SLURM_DIR = "results", "analysis", "figures", "report.html", "slurm"
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
@@ -83,6 +89,11 @@ def study_folds_file(target: str) -> str:
 def study_source_file(name: str) -> str:
     """The weights file of a source the study pretrains itself, relative to the study directory."""
     return f"{SOURCES}/{name}.pt"
+
+
+def study_results_file(name: str) -> str:
+    """A results table of the study (``auc.csv``, ``table2.csv``, ``table2.md``), relative to it."""
+    return f"{RESULTS_DIR}/{name}"
 
 
 def pretrain_run_dir(name: str) -> str:
@@ -336,13 +347,15 @@ class RunDir:
         """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
         write_text_atomic(self.failed, message, fsync=True)
 
-    def history_rows(self) -> list[list[str]]:
-        """``history.csv``'s rows as strings (header dropped); empty if absent or unreadable."""
+    def read_history(self) -> list[dict[str, str]]:
+        """``history.csv``'s rows, one dict per epoch keyed by its header (:data:`HISTORY_COLUMNS`),
+        values as written (strings); empty if the file is absent or unreadable. The one reader of
+        the file: the study status and the progress summary read it through here."""
         try:
-            lines = self.history.read_text(encoding="utf-8", errors="replace").strip().splitlines()[1:]
+            text = self.history.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return []
-        return [line.split(",") for line in lines]
+        return list(csv.DictReader(io.StringIO(text)))
 
     def failure(self) -> str:
         """The last line of ``FAILED`` (the error), or ``""``."""
