@@ -19,7 +19,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -91,6 +91,18 @@ class Outcome:
     state: str
     auc: float | None = None
     error: str = ""
+
+
+class Executor(Protocol):
+    """What runs a study's tasks (:class:`LocalExecutor`, :class:`SlurmExecutor`,
+    :class:`RayExecutor`; :func:`make_executor` builds one from the study's ``executor:`` section).
+
+    ``run`` returns one :class:`Outcome` per task, in order; wherever a task runs, it runs through
+    :func:`execute_task` (idempotent, so a rerun or a retried job only does the missing work)."""
+
+    name: str
+
+    def run(self, tasks: list[Task]) -> list[Outcome]: ...
 
 
 def execute_task(task: Task, device: str | None = None) -> Outcome:
@@ -529,7 +541,7 @@ class RayExecutor:
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
                   ray_address: str | None = None, gpus_per_run: float | None = None,
-                  threads: int | None = None, workers: int | None = None):  # noqa: ANN201
+                  threads: int | None = None, workers: int | None = None) -> Executor:
     """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
 
     ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray;

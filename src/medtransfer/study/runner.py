@@ -15,7 +15,7 @@ from medtransfer.models import PAPER_LAYERS
 from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.executors import Outcome, SlurmExecutor, Task, make_executor, pin_threads
+from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
@@ -78,7 +78,7 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
     return submitted
 
 
-def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
+def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], int]:
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
     dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
     busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
@@ -156,7 +156,8 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                                    "32 px for a spatial block4")
 
 
-def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False) -> StudyReport:  # noqa: ANN001
+def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = None,
+              detach: bool = False) -> StudyReport:
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
