@@ -44,12 +44,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
+    from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
     from medtransfer.analysis.inventory import read_study
     from medtransfer.analysis.layerwise import fold_similarity
     from medtransfer.analysis.pairs import distinct_models, fold_pairs, roles
     from medtransfer.data import load_manifest
     from medtransfer.models import PAPER_LAYERS, ResNet50, keras_init_
+    from medtransfer.models.registry import layer_shapes
 
     with tempfile.TemporaryDirectory() as tmp:
         fake_fold(Path(tmp))

@@ -7,8 +7,8 @@ import warnings
 import pandas as pd
 import pytest
 
-from medtransfer.progress import LineView, RunProgress, read_progress, remaining_seconds, summarize
-from medtransfer.tracking import Sinks, TrackingWarning
+from medtransfer.training.progress import LineView, RunProgress, read_progress, remaining_seconds, summarize
+from medtransfer.training.observers import Sinks, TrackingWarning
 from medtransfer.training.run import train_run
 from tests.training.conftest import tiny_config
 

@@ -70,12 +70,6 @@ class SourceRef:
         return name if sep and name in SOURCE_NAMES else self.text
 
     @property
-    def backbone(self) -> str | None:
-        """The backbone a built-in name asks for (``imagenet@densenet121`` -> ``densenet121``), else ``None``."""
-        name, sep, backbone = self.text.rpartition("@")
-        return backbone if sep and name in SOURCE_NAMES else None
-
-    @property
     def is_file(self) -> bool:
         """Whether the source is a weights file (not a built-in name, with or without ``@backbone``)."""
         return self.name not in SOURCE_NAMES

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from medtransfer.analysis.modules import Model, SimilarityWarning, compare_modules
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.analysis.modules import SimilarityWarning, compare_modules
+from medtransfer.models.resolve import Model
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.errors import MedtransferError
 from medtransfer.models import Normalization
 

@@ -8,6 +8,7 @@ from matplotlib.colors import to_hex
 
 from medtransfer.analysis import figures as figs
 from medtransfer.errors import ConfigError
+from medtransfer.similarity.registry import MEASURES
 
 from .test_report import LAYERS, similarity_frame
 
@@ -63,3 +64,32 @@ def test_a_source_keeps_its_colour_across_figures(tmp_path):
     assert lines["a-FT vs b-FT (no-freeze)"] == figs.NEUTRAL  # a pair of two sources
     assert to_hex(captured["auc_gain_vs_cca"].axes[0].title.get_color()) == want
     assert to_hex(captured["conv1_filters"].axes[0].title.get_color()) == want
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+def test_a_layerwise_figure_takes_its_range_and_kind_from_the_registry(tmp_path, name):
+    """Every value a measure can take (its registry range) lies inside the figure, whose label says
+    the measure's kind: a distance such as Procrustes (0..2) is neither clipped at 1 nor called a
+    similarity."""
+    spec = MEASURES[name]
+    sim = similarity_frame()
+    sim = sim[sim["measure"] == "cca"].assign(measure=name)
+    # values spread over the whole declared range, both ends included
+    sim["mean"] = np.linspace(spec.low, spec.high, len(sim))
+    captured = {}
+    real_save = figs.save
+
+    def keep(fig, out_dir, figure_name):
+        captured[figure_name] = (fig.axes[0].get_ylim(), fig.axes[0].get_ylabel())
+        return real_save(fig, out_dir, figure_name)
+
+    figs.save = keep
+    try:
+        figs.layerwise_figure(sim, "knee", name, tmp_path, LAYERS)
+    finally:
+        figs.save = real_save
+    (low, high), label = captured[f"layerwise_knee_{name}"]
+    assert low <= spec.low and high >= spec.high
+    assert high - low <= 1.05 * (spec.high - spec.low)  # the range, not a fixed 0..1
+    assert spec.kind in label and spec.title in label
+    assert ("lower = more alike" in label) == (spec.kind == "distance")

@@ -1,6 +1,6 @@
 import pytest
 
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.errors import ConfigError
 
 

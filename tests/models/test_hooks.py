@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from medtransfer.analysis.modules import Model, compare_modules, resolve_model
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.analysis.modules import compare_modules
+from medtransfer.models.resolve import Model, resolve_model
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.cli import app
 from medtransfer.errors import ConfigError, WeightsError
 from medtransfer.models import Normalization, ResNet50, keras_init_, registry

@@ -16,12 +16,12 @@ from medtransfer.models import (
     IMAGENET_URL,
     Normalization,
     ResNet50,
-    cache_dir,
     load_source,
     load_torch_port,
     save_checkpoint,
 )
 from medtransfer.models import download
+from medtransfer.paths import cache_dir
 from tests.models.test_keras_h5 import max_rel_error, paper_features
 
 torch.set_num_threads(1)

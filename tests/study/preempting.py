@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medtransfer.progress import read_progress
+from medtransfer.training.progress import read_progress
 from medtransfer.study import claims
 
 PREEMPTIONS = 10

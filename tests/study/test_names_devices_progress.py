@@ -96,7 +96,7 @@ def test_status_with_a_garbage_progress_file(tmp_path, garbage):
 
 
 def test_a_valid_progress_file_is_used(tmp_path):
-    from medtransfer.progress import read_progress
+    from medtransfer.training.progress import read_progress
 
     (tmp_path / "progress.json").write_text(json.dumps(VALID))
     assert read_progress(tmp_path) == VALID  # the checks do not refuse what RunProgress writes

@@ -10,7 +10,7 @@ import pytest
 
 from medtransfer.study.config import TrackingSpec
 from medtransfer.study.runner import run_study
-from medtransfer.tracking import Sinks, TrackingWarning
+from medtransfer.training.observers import Sinks, TrackingWarning
 from medtransfer.tracking.mlflow_sink import MlflowSink, default_uri, open_study_tracking
 from medtransfer.training import run as run_module
 from medtransfer.training.record import MLFLOW as RUN_FILE
@@ -137,7 +137,7 @@ def test_an_unreachable_server_warns_and_the_sink_does_nothing(tmp_path):
         assert open_study_tracking(TrackingSpec(uri=uri), tmp_path, "x") == ""
         sink = MlflowSink({"uri": uri, "experiment_id": "1", "parent_run_id": None})
         config = tiny_config(tmp_path)
-        from medtransfer.tracking import RunStart
+        from medtransfer.training.observers import RunStart
 
         sink.start(RunStart("r", tmp_path, config.model_dump(mode="json"), []))
         sink.epoch({"phase": "finetune", "train_loss": 1.0})

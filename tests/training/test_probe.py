@@ -5,14 +5,8 @@ import torch
 
 from medtransfer.errors import WeightsError
 from medtransfer.models import ResNet50, load_source, save_checkpoint
-from medtransfer.training.probe import (
-    combine_digests,
-    load_probe,
-    read_probe_file,
-    save_probe,
-    state_digest,
-    tensor_digests,
-)
+from medtransfer.models.digests import combine_digests, state_digest, tensor_digests
+from medtransfer.training.probe import load_probe, read_probe_file, save_probe
 from medtransfer.training.record import PROBE_HEAD as FILE
 
 META = {"normalization": "caffe", "classes": ["a", "b", "c"], "phase": "probe"}

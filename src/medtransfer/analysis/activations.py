@@ -10,16 +10,18 @@ the sampled rows are kept, so memory is bounded by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from medtransfer.console import track
 from medtransfer.errors import ConfigError
-from medtransfer.progress import track
+from medtransfer.study.analysis_settings import AnalysisSettings
 
 Shape = tuple[int, int, int]
+DEFAULTS = AnalysisSettings()
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,12 @@ class SamplingPlan:
 def plan_sampling(
     n_pool: int,
     shapes: dict[str, Shape],
-    rows: int = 20000,
-    channels: int = 64,
-    repeats: int = 5,
-    seed: int = 0,
-    sampling: str = "paper",
-    positions: int = 16,
+    rows: int = DEFAULTS.rows,
+    channels: int = DEFAULTS.channels,
+    repeats: int = DEFAULTS.repeats,
+    seed: int = DEFAULTS.seed,
+    sampling: str = DEFAULTS.sampling,
+    positions: int = DEFAULTS.positions,
 ) -> SamplingPlan:
     """Draw every layer's samples up front (protocol.md: ~``rows`` rows, ``channels`` channels).
 
@@ -105,19 +107,6 @@ def plan_sampling(
     return SamplingPlan(n_pool, layers)
 
 
-def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, Shape]:
-    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
-    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
-    (:func:`medtransfer.models.registry.stage_layer`), keyed as asked."""
-    from medtransfer.models import registry
-
-    layers = list(layers)
-    own = {name: registry.stage_layer(backbone, name) for name in layers}
-    with torch.no_grad():
-        feats = registry.create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
-    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
-
-
 @dataclass
 class Network:
     """A network to sample: ``features(x) -> {layer: (n, C, h, w)}`` and its input normalisation."""
@@ -138,7 +127,7 @@ def sample_activations(
     network: Network,
     pool: np.ndarray,
     plan: SamplingPlan,
-    batch_size: int = 32,
+    batch_size: int = DEFAULTS.batch_size,
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,
     key: str = "network",

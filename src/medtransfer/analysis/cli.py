@@ -7,8 +7,11 @@ from pathlib import Path
 
 import typer
 
-from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS
+from medtransfer.similarity.bootstrap import INTERVAL_METHODS
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
+from medtransfer.study.analysis_settings import AnalysisSettings
+
+DEFAULTS = AnalysisSettings()  # the one owner of the analysis defaults; the help shows them
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -23,11 +26,12 @@ def register(app: typer.Typer) -> None:
         study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer run`)."),
         layers: str = typer.Option(None, help="Comma-separated layers (conv1,block1,...; Keras names; or 'all'). "
                                    "Default: study.yaml's analysis.layers, else the paper's five."),
-        rows: int = typer.Option(None, help="Rows (images x positions) sampled per layer and repeat [20000]."),
-        channels: int = typer.Option(None, help="Channels sampled per layer and repeat [64]."),
-        repeats: int = typer.Option(None, help="Fresh samples per layer [5]."),
-        measures: str = typer.Option(None, help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)} [cca,cka]."),
-        split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all [test]."),
+        rows: int = typer.Option(None, help=f"Rows (images x positions) sampled per layer and repeat [{DEFAULTS.rows}]."),
+        channels: int = typer.Option(None, help=f"Channels sampled per layer and repeat [{DEFAULTS.channels}]."),
+        repeats: int = typer.Option(None, help=f"Fresh samples per layer [{DEFAULTS.repeats}]."),
+        measures: str = typer.Option(None, help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)} "
+                                     f"[{','.join(DEFAULTS.measures)}]."),
+        split: str = typer.Option(None, help=f"Stimulus pool of each fold: train, val, test or all [{DEFAULTS.split}]."),
         threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
         device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
         formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "
@@ -61,16 +65,16 @@ def register(app: typer.Typer) -> None:
                                  "were trained at, else 112)."),
         images: int = typer.Option(None, help="Use this many images of the dataset, at least 2 (default: all)."),
         layers: str = typer.Option(None, help="Comma-separated layers, or 'all' (default: the paper's five)."),
-        rows: int = typer.Option(20000, help="Rows sampled per layer and repeat."),
-        channels: int = typer.Option(64, help="Channels sampled per layer and repeat."),
-        repeats: int = typer.Option(5, help="Fresh samples per layer."),
-        measures: str = typer.Option("cca,cka", help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)}."),
-        ci: float = typer.Option(0.95, help="Image-bootstrap interval level; 0 for none."),
-        resamples: int = typer.Option(1000, help="Bootstrap resamples."),
-        ci_method: str = typer.Option(DEFAULT_INTERVAL_METHOD, help=f"Resample values, one of {', '.join(INTERVAL_METHODS)}: "
+        rows: int = typer.Option(DEFAULTS.rows, help="Rows sampled per layer and repeat."),
+        channels: int = typer.Option(DEFAULTS.channels, help="Channels sampled per layer and repeat."),
+        repeats: int = typer.Option(DEFAULTS.repeats, help="Fresh samples per layer."),
+        measures: str = typer.Option(",".join(DEFAULTS.measures), help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)}."),
+        ci: float = typer.Option(DEFAULTS.ci, help="Image-bootstrap interval level; 0 for none."),
+        resamples: int = typer.Option(DEFAULTS.resamples, help="Bootstrap resamples."),
+        ci_method: str = typer.Option(DEFAULTS.ci_method, help=f"Resample values, one of {', '.join(INTERVAL_METHODS)}: "
                                       "linear (first order in the image weights, fast) or exact (each resample's own value)."),
-        permutations: int = typer.Option(20, help="Permutation-null draws (0: no null)."),
-        sampling: str = typer.Option("paper", help="paper (all positions of few images) or spread."),
+        permutations: int = typer.Option(DEFAULTS.permutations, help="Permutation-null draws (0: no null)."),
+        sampling: str = typer.Option(DEFAULTS.sampling, help="paper (all positions of few images) or spread."),
         device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
         threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
         out: Path = typer.Option(None, help="Also write the table to this CSV file (a new file, or one this "
@@ -91,7 +95,6 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from medtransfer.analysis.compare import check_options, compare_models, resolve_size
-        from medtransfer.analysis.settings import AnalysisSettings
         from medtransfer.atomic import write_text_atomic
         from medtransfer.data.cli import parse_options
 

@@ -13,9 +13,13 @@ import pandas as pd
 
 from medtransfer.analysis.activations import ForwardLog
 from medtransfer.analysis.loading import RowView
-from medtransfer.analysis.modules import COLUMNS, Model, compare_modules, resolve_model
-from medtransfer.analysis.settings import AnalysisSettings
+from medtransfer.analysis.modules import COLUMNS, compare_modules
+from medtransfer.data import PixelCache, load_manifest
 from medtransfer.errors import ConfigError
+from medtransfer.models import registry
+from medtransfer.models.checkpoint import checkpoint_meta
+from medtransfer.models.resolve import Model, resolve_model
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.run import resolve_device
 
 DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
@@ -75,9 +79,6 @@ def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
     ``size`` when given; else the training size the medtransfer checkpoints among ``models``
     record (they must agree); else :data:`DEFAULT_SIZE`.
     """
-    from medtransfer.errors import ConfigError
-    from medtransfer.models.checkpoint import checkpoint_meta
-
     if size is not None:
         return int(size), "given"
     recorded = {}
@@ -95,8 +96,6 @@ def resolve_size(size: int | None, *models: str) -> tuple[int, str]:
 
 def _layers(settings: AnalysisSettings, model: Model) -> list[str] | None:
     """The settings' layers for one side: ``all`` is its backbone's block outputs; None: its default."""
-    from medtransfer.models import registry
-
     if settings.layers == ("all",):
         try:
             return list(registry.get(registry.backbone_of(model.module)).block_layers)
@@ -129,14 +128,12 @@ def compare_models(
     its own normalisation (what a checkpoint recorded, else caffe).
 
     Each model is a source name, weights file or checkpoint, a ``package.module:function`` factory
-    (with ``state_dict_a``/``_b``), or a TorchScript file (:func:`~medtransfer.analysis.modules.resolve_model`).
+    (with ``state_dict_a``/``_b``), or a TorchScript file (:func:`~medtransfer.models.resolve.resolve_model`).
     The settings' layers name A's layers (default: the paper's five stages), ``layers_b`` B's,
     paired by position (default: the same names). The pool is the whole dataset, or ``images`` of
     it drawn with the settings' seed. Each network runs once over the images the sampling needs.
     Returns the table (:data:`COLUMNS`) and the log.
     """
-    from medtransfer.data import PixelCache, load_manifest
-
     check_options(size=size, images=images, device=device)
     settings = settings or AnalysisSettings()
     size, _ = resolve_size(size, model_a, model_b)

@@ -24,7 +24,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medtransfer.atomic import write_atomic  # noqa: E402
-from medtransfer.vocabulary import STRATEGIES  # noqa: E402
+from medtransfer.errors import ConfigError  # noqa: E402
+from medtransfer.models.filters import filter_grid, gabor_bank  # noqa: E402
+from medtransfer.similarity.registry import Measure  # noqa: E402
+from medtransfer.similarity.registry import get as get_measure  # noqa: E402
+from medtransfer.vocabulary import FREEZE, NO_FREEZE, STRATEGIES  # noqa: E402
 
 PANEL_A = ("ft_vs_init",)
 PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft_vs_random", "freeze_vs_no_freeze")
@@ -42,8 +46,6 @@ _palette: dict[str, str] = {}
 
 def check_formats(formats: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     """The figure formats to write (PNG first and always); None: all of :data:`FORMATS`."""
-    from medtransfer.errors import ConfigError
-
     if formats is None:
         return FORMATS
     wanted = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
@@ -77,7 +79,7 @@ def pair_style(kind: str, source: str, strategy: str) -> dict[str, str]:
     markers = {"ft_vs_init": "o", "ft_vs_random": "s", "init_vs_random": "^", "freeze_vs_no_freeze": "D",
                "ft_vs_ft": "v", "init_vs_init": "P", "random_vs_random": "x"}
     return {"color": source_color(source) if source else NEUTRAL, "marker": markers.get(kind, "o"),
-            "linestyle": "--" if strategy == "freeze" else "-"}
+            "linestyle": "--" if strategy == FREEZE else "-"}
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> Path:
@@ -128,6 +130,7 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
     if sub.empty:
         return None
     summary = fold_summary(sub)
+    spec = get_measure(measure)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     x = np.arange(len(layers))
     for ax, kinds, title in (
@@ -145,14 +148,28 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
         null_band(ax, x, sub[sub["kind"].isin(kinds)], layers)
         ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
         ax.set_title(title, fontsize=10)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(*measure_ylim(spec))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
-    axes[0].set_ylabel(f"{measure.upper()} similarity")
+    axes[0].set_ylabel(measure_label(spec))
     folds = sub["fold"].nunique()
-    fig.suptitle(f"Layer-wise {measure.upper()} similarity on {target} (mean ± std over {folds} fold(s); "
+    fig.suptitle(f"Layer-wise {measure.upper()} {spec.kind} on {target} (mean ± std over {folds} fold(s); "
                  "shaded: 95% image-bootstrap interval; grey: permutation null, mean to 95% point)")
     return save(fig, out_dir, f"layerwise_{target}_{measure}")
+
+
+def measure_ylim(spec: Measure) -> tuple[float | None, float | None]:
+    """The y-range of a measure's figure: its declared range (registry), 2% headroom above; an
+    unbounded end (``inf``) is left to matplotlib (``None``)."""
+    low = spec.low if np.isfinite(spec.low) else None
+    if not np.isfinite(spec.high):
+        return low, None
+    return low, spec.high + 0.02 * (spec.high - (spec.low if low is not None else 0.0))
+
+
+def measure_label(spec: Measure) -> str:
+    """The y-axis label of a measure: its title and kind, and which direction means more alike."""
+    return f"{spec.title} ({spec.kind}; {'higher' if spec.higher_is_similar else 'lower'} = more alike)"
 
 
 def uncertainty_line(similarity: pd.DataFrame, pair: str, strategy: str, layers: list[str]) -> pd.DataFrame:
@@ -184,8 +201,6 @@ def null_band(ax: plt.Axes, x: np.ndarray, part: pd.DataFrame, layers: list[str]
 def filters_figure(filters: dict[str, tuple[np.ndarray, bool]], out_dir: Path) -> Path | None:
     """Figure 4: ``filters`` maps source name -> (conv1 kernels ``(64, 3, 7, 7)`` in the network's
     input channel order, whether that order is BGR); a Gabor reference panel is added."""
-    from medtransfer.models.filters import filter_grid, gabor_bank
-
     if not filters:
         return None
     panels = [(name, filter_grid(w, bgr=bgr)) for name, (w, bgr) in filters.items()]
@@ -206,7 +221,7 @@ def prediction_figure(pred: pd.DataFrame, out_dir: Path) -> Path | None:
     targets = list(dict.fromkeys(pred["target"]))
     strategies = [s for s in STRATEGIES if ((pred["comparison"] == "fine-tuned") & (pred["strategy"] == s)).any()]
     if not strategies:
-        strategies = ["no-freeze"]
+        strategies = [NO_FREEZE]
     before = pred[pred["comparison"] == "before fine-tuning"]
     fig, axes = plt.subplots(1, len(strategies), figsize=(max(5, 2.4 * len(targets)) * len(strategies), 4.2), squeeze=False)
     colors = ("#444444", "#9e9e9e", "#e6e6e6")  # comparisons, not sources: greys, no source colour
@@ -267,7 +282,7 @@ def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers
     sources = list(dict.fromkeys(points["source"]))
     fig, axes = plt.subplots(1, len(sources), figsize=(5.5 * len(sources), 4.4), squeeze=False)
     cmap = plt.get_cmap("viridis", max(2, len(layers)))
-    markers = {"no-freeze": "o", "freeze": "^"}
+    markers = {NO_FREEZE: "o", FREEZE: "^"}
     for i, (ax, source) in enumerate(zip(axes[0], sources)):
         sub = points[points["source"] == source]
         for j, layer in enumerate(layers):

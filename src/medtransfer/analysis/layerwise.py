@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, sample_activations
+from medtransfer.analysis.activations import DEFAULTS, ForwardLog, LayerPlan, Network, SamplingPlan, sample_activations
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
+from medtransfer.console import track
 from medtransfer.errors import MedtransferError
-from medtransfer.progress import track
-from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD
-from medtransfer.similarity.registry import PAPER_MEASURES
+from medtransfer.similarity import score_repeats
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -47,18 +46,11 @@ class Uncertainty:
     """What each layer-wise score carries: interval level (None: none), resamples, permutations,
     seed, and how resample values are computed (``ci_method``, :mod:`medtransfer.similarity.bootstrap`)."""
 
-    ci: float | None = 0.95
-    resamples: int = 1000
-    permutations: int = 20
-    seed: int = 0
-    ci_method: str = DEFAULT_INTERVAL_METHOD
-
-
-def measure(x: np.ndarray, y: np.ndarray, name: str) -> float:
-    """Similarity of two activation matrices ``(rows, channels)`` by a registered measure name."""
-    from medtransfer.similarity.registry import get
-
-    return get(name)(x, y)
+    ci: float | None = DEFAULTS.ci
+    resamples: int = DEFAULTS.resamples
+    permutations: int = DEFAULTS.permutations
+    seed: int = DEFAULTS.seed
+    ci_method: str = DEFAULTS.ci_method
 
 
 def score_layer(
@@ -66,8 +58,6 @@ def score_layer(
     uncertainty: Uncertainty | None, seed: int = 0,
 ) -> dict[str, float]:
     """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure."""
-    from medtransfer.similarity import score_repeats
-
     u = uncertainty or Uncertainty(ci=None, permutations=0)
     result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
                            resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)
@@ -83,8 +73,8 @@ def fold_similarity(
     plan: SamplingPlan,
     load: Callable[[ModelRef], Network],
     labels: dict[str, str],
-    measures: tuple[str, ...] = PAPER_MEASURES,
-    batch_size: int = 32,
+    measures: tuple[str, ...] = DEFAULTS.measures,
+    batch_size: int = DEFAULTS.batch_size,
     device: str | torch.device = "cpu",
     log: ForwardLog | None = None,
     uncertainty: Uncertainty | None = None,

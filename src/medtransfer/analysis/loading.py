@@ -11,7 +11,12 @@ import torch
 
 from medtransfer.analysis.activations import Network
 from medtransfer.analysis.pairs import ModelRef
+from medtransfer.data import PixelCache, load_manifest
 from medtransfer.errors import DataError
+from medtransfer.models import Normalization, ResNet50, load_checkpoint, load_source, registry
+from medtransfer.models.filters import conv1_filters
+from medtransfer.training.config import RunConfig
+from medtransfer.training.data import fold_table
 from medtransfer.training.record import SOURCES, RunRecord, sealed_file_problem
 from medtransfer.vocabulary import SourceRef
 
@@ -46,8 +51,6 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
     Raises:
         WeightsError: weights missing or unreadable (from medtransfer.models).
     """
-    from medtransfer.models import Normalization, load_checkpoint, load_source
-
     if ref.kind == "finetuned":
         model, meta = load_checkpoint(ref.checkpoint)
         normalize = Normalization.coerce(meta.get("normalization", ref.normalization))
@@ -60,8 +63,6 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
 
 def _stage_features(model: torch.nn.Module):
     """``model.features``, taking the paper's ResNet50 layer names for any backbone's stages."""
-    from medtransfer.models import ResNet50, registry
-
     if isinstance(model, ResNet50):
         return model.features
     backbone = registry.backbone_of(model)
@@ -75,11 +76,7 @@ def _stage_features(model: torch.nn.Module):
 
 def source_conv1(ref: ModelRef, study_root: Path | None = None) -> tuple[np.ndarray, str]:
     """conv1 kernels ``(64, 3, 7, 7)`` (input channel order) of an init and its normalisation mode."""
-    from medtransfer.models import load_source
-
     source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
-    from medtransfer.models.filters import conv1_filters
-
     return conv1_filters(source.model).astype(np.float64), str(source.normalize)
 
 
@@ -106,10 +103,6 @@ def stimulus_pool(run: RunRecord | dict[str, Any], split: str = "test") -> tuple
     ``pool[i]`` is uint8 ``(size, size, 3)``; built exactly as the run built its data
     (``load_manifest`` with the run's options, the run's folds, the pixel cache).
     """
-    from medtransfer.data import PixelCache, load_manifest
-    from medtransfer.training.config import RunConfig
-    from medtransfer.training.data import fold_table
-
     run = run.resolved if isinstance(run, RunRecord) else RunConfig.parse(run, where="run config")
     manifest = load_manifest(run.target, run.root, **run.target_options)
     folds = fold_table(run, manifest)

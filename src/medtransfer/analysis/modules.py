@@ -18,18 +18,13 @@ by position (default: the same names). Activations are made ``(n, C, h, w)`` by 
 - the channels sampled are the same indices on both sides when their widths match (the paper's
   same-architecture case), independent draws otherwise.
 
-:func:`resolve_model` turns a command-line spec into a module: a source name or weights file
-(:func:`medtransfer.models.load_source`), ``package.module:function`` (called without arguments,
-then a state dict loaded into it strictly), or a TorchScript file.
+:func:`medtransfer.models.resolve.resolve_model` turns a command-line spec into a :class:`Model`.
 """
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,99 +34,14 @@ from torch import nn
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
 from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
-from medtransfer.analysis.settings import AnalysisSettings
-from medtransfer.errors import ConfigError, MedtransferError, WeightsError
+from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.models.hooks import tap
+from medtransfer.models.normalization import Normalization
+from medtransfer.models.resolve import Model
+from medtransfer.study.analysis_settings import AnalysisSettings
+from medtransfer.training.run import resolve_device
 
 COLUMNS = ["layer", "measure", "mean", "std", "rows", "channels", "repeats", "images", *UNCERTAINTY, "layer_a", "layer_b"]
-
-
-@dataclass
-class Model:
-    """A module to compare, its input normalisation (RGB 0..255 ``(n, 3, h, w)`` -> network input),
-    a description, and its default layers (the paper's stages for medtransfer backbones, else none)."""
-
-    module: nn.Module
-    normalize: Callable[[torch.Tensor], torch.Tensor]
-    origin: str
-    default_layers: tuple[str, ...] = ()
-
-
-def _import_factory(spec: str):
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"cannot import {module_name!r} of model factory {spec!r}: {error}") from error
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ConfigError(f"model factory {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ConfigError(f"model factory {spec!r} is not callable")
-    return factory
-
-
-def resolve_model(spec: str, *, state_dict: str | Path | None = None, normalization: str | None = None,
-                  backbone: str | None = None, cache_dir: str | Path | None = None) -> Model:
-    """A :class:`Model` from a command-line spec.
-
-    Args:
-        spec: ``imagenet`` / ``radimagenet`` / ``random``, a Keras ``.h5``, ``.pth`` port or
-            checkpoint; ``package.module:function`` (a factory returning an ``nn.Module``); or a
-            TorchScript file.
-        state_dict: for a factory: a ``.pth`` state dict loaded with ``strict=True`` (all keys, all shapes).
-        normalization: a :class:`~medtransfer.models.Normalization` mode; default: the source's own,
-            ``torch`` (ImageNet mean/std, torchvision's convention) for factories and TorchScript.
-        backbone: registry name for source names.
-    """
-    from medtransfer.models import Normalization, load_source, registry
-    from medtransfer.models.torch_port import read_state_dict
-
-    path = Path(spec).expanduser()
-    is_factory = ":" in spec and not path.exists() and "/" not in spec.split(":", 1)[0]
-    if is_factory:
-        module = _import_factory(spec)()
-        if not isinstance(module, nn.Module):
-            raise ConfigError(f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
-        origin = f"{spec}()"
-        if state_dict is not None:
-            state = read_state_dict(state_dict)
-            expected = module.state_dict()
-            missing = [k for k in expected if k not in state]
-            unexpected = [k for k in state if k not in expected]
-            if missing or unexpected:
-                raise WeightsError(
-                    f"{state_dict} does not fit {origin}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-                )
-            bad = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
-            if bad:
-                raise WeightsError(f"{state_dict}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
-                                   f"{origin} expects {tuple(expected[bad[0]].shape)}")
-            from medtransfer.models.report import check_finite_state
-
-            check_finite_state(state, str(state_dict))
-            module.load_state_dict(state)
-            origin += f" with {state_dict}"
-        return Model(module.eval(), Normalization.coerce(normalization, "torch"), origin)
-    if state_dict is not None:
-        raise ConfigError(f"a state dict goes with a model factory (package.module:function), not with {spec!r}")
-    if path.is_file() and _is_torchscript(path):
-        module = torch.jit.load(str(path), map_location="cpu")
-        return Model(module.eval(), Normalization.coerce(normalization, "torch"), f"TorchScript {path}")
-    source = load_source(spec, normalization=normalization, backbone=backbone, cache_dir=cache_dir)
-    stages = tuple(registry.get(source.backbone).paper_layers)
-    return Model(source.model, source.normalize, source.origin, stages)
-
-
-def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 def _shapes(extract, normalize, pool, device) -> dict[str, tuple[int, int, int]]:
@@ -177,9 +87,6 @@ def compare_modules(
     Returns:
         the table (:data:`COLUMNS`; ``layer`` is the pair's label) and the forward log.
     """
-    from medtransfer.models import Normalization
-    from medtransfer.training.run import resolve_device
-
     settings = settings or AnalysisSettings()
     uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations, ci_method=settings.ci_method)
     dev = resolve_device(device or None)

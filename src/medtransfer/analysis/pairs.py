@@ -33,7 +33,7 @@ from itertools import combinations
 from pathlib import Path
 
 from medtransfer.analysis.inventory import RANDOM, Run, Study
-from medtransfer.vocabulary import STRATEGIES
+from medtransfer.vocabulary import FREEZE, NO_FREEZE, STRATEGIES
 
 NO_STRATEGY = "-"
 
@@ -132,7 +132,7 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
         found = in_fold or anywhere
         return found[0] if found else None
 
-    random_run = run(role_map.random, "no-freeze")
+    random_run = run(role_map.random, NO_FREEZE)
     base_seed = random_run.seed if random_run is not None else (seed or 0)
     if random_run is not None:
         random0 = init_ref(random_run)
@@ -154,22 +154,22 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
             name = f"{source}-FT vs {source}"
             if need(name + f" ({strategy})", (f"{source}-{strategy}", ft)):
                 pairs.append(Pair("ft_vs_init", name, strategy, source, _finetuned(ft), init_ref(ft)))
-        ft = run(source, "no-freeze")
+        ft = run(source, NO_FREEZE)
         name = f"{source}-FT vs random"
         if need(name, (f"{source}-no-freeze", ft)):
-            pairs.append(Pair("ft_vs_random", name, "no-freeze", source, _finetuned(ft), random0))
+            pairs.append(Pair("ft_vs_random", name, NO_FREEZE, source, _finetuned(ft), random0))
         if init_run is not None:
             pairs.append(Pair("init_vs_random", f"{source} vs random", NO_STRATEGY, source, init_ref(init_run), random0))
-        ft_f, ft_nf = run(source, "freeze"), run(source, "no-freeze")
+        ft_f, ft_nf = run(source, FREEZE), run(source, NO_FREEZE)
         name = f"{source}-FT freeze vs no-freeze"
         if need(name, (f"{source}-freeze", ft_f), (f"{source}-no-freeze", ft_nf)):
             pairs.append(Pair("freeze_vs_no_freeze", name, NO_STRATEGY, source, _finetuned(ft_f), _finetuned(ft_nf)))
 
     if role_map.random is not None:
-        ft = run(role_map.random, "no-freeze")
+        ft = run(role_map.random, NO_FREEZE)
         name = f"{role_map.random}-FT vs {role_map.random}"
         if need(name, (f"{role_map.random}-no-freeze", ft)):
-            pairs.append(Pair("ft_vs_init", name, "no-freeze", role_map.random, _finetuned(ft), init_ref(ft)))
+            pairs.append(Pair("ft_vs_init", name, NO_FREEZE, role_map.random, _finetuned(ft), init_ref(ft)))
     else:
         missing.append(f"{where}: no random-init run, so no random-FT vs its init pair")
 

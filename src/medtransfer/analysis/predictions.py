@@ -25,7 +25,8 @@ from medtransfer.analysis.inventory import Study
 from medtransfer.analysis.pairs import Roles
 from medtransfer.analysis.tables import read_predictions
 from medtransfer.errors import DataError
-from medtransfer.vocabulary import STRATEGIES
+from medtransfer.similarity import prediction_similarity
+from medtransfer.vocabulary import FREEZE, STRATEGIES
 
 KEYS = ["target", "fold", "source_a", "source_b", "comparison", "strategy"]
 COLUMNS = [*KEYS, "observed", "baseline", "accuracy_a", "accuracy_b", "n", "excess", "excess_low", "excess_high",
@@ -71,7 +72,7 @@ def mistake_images(study: Study, role_map: Roles) -> tuple[pd.DataFrame, list[st
         for fold in study.folds(target):
             for a, b in combinations(role_map.pretrained, 2):
                 wanted = [(FINE_TUNED, st, "predictions") for st in STRATEGIES]
-                wanted.append((BEFORE, "freeze", "probe_predictions"))
+                wanted.append((BEFORE, FREEZE, "probe_predictions"))
                 for comparison, strategy, attr in wanted:
                     ra, rb = study.run(target, a, strategy, fold), study.run(target, b, strategy, fold)
                     what = f"{target} fold {fold}: {a} vs {b} {comparison} ({strategy})"

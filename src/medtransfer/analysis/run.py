@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from medtransfer.analysis import figures as figs
-from medtransfer.analysis.activations import ForwardLog, Network, layer_shapes, plan_sampling
+from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
 from medtransfer.analysis.claims import claims_table
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.divergence import FoldDivergence, combine, fold_divergence
@@ -27,19 +27,21 @@ from medtransfer.analysis.inventory import Study, read_study, require_study_dir
 from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
-from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, roles
+from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
-from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
+from medtransfer.models.filters import gabor_similarity
+from medtransfer.models.registry import layer_shapes
+from medtransfer.models.sources import backbone_of_source
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.study.table2 import table2, write_table2
-from medtransfer.training.record import STUDY_FILE
+from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, STUDY_FILE
 from medtransfer.training.run import resolve_device
 
 FEW_ROWS_PER_CHANNEL = 10
-REPORT = "report.html"
 
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
@@ -83,7 +85,6 @@ def layerwise_similarity(
                 missing.append(f"{target} fold {fold}: no stimulus images ({error}); layer-wise similarity skipped")
                 continue
             size = run.config.size
-            from medtransfer.models.registry import backbone_of_source
 
             backbone = backbone_of_source(run.load_string)  # one per target label
             if (size, backbone) not in shapes_by_size:
@@ -117,9 +118,6 @@ def layerwise_similarity(
 def conv1_filters(study: Study, role_map: Roles) -> tuple[dict[str, tuple[np.ndarray, bool]], pd.DataFrame, list[str]]:
     """Each pretrained source's conv1 kernels ``(64, 3, 7, 7)`` and whether its input is BGR
     (Figure 4), with a table of how Gabor-like they are, and what could not be loaded."""
-    from medtransfer.analysis.pairs import init_ref
-    from medtransfer.models.filters import gabor_similarity
-
     out, rows, missing = {}, [], []
     for source in role_map.pretrained:
         run = next(r for r in study.runs if r.source == source)
@@ -165,7 +163,7 @@ def analyze(
     incomplete cells.
     """
     started = time.perf_counter()
-    check_report_path(Path(study_dir) / REPORT)  # before any work: a file of the user's is never replaced
+    check_report_path(Path(study_dir) / REPORT_FILE)  # before any work: a file of the user's is never replaced
     require_study_dir(study_dir)
     grid = check_grid(study_dir)
     if not grid.complete and not partial:
@@ -187,8 +185,8 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
     dev = resolve_device(device)
-    out = study.root / "analysis"
-    fig_dir = out / "figures"
+    out = study.root / ANALYSIS_DIR
+    fig_dir = out / FIGURES_DIR
     out.mkdir(parents=True, exist_ok=True)
     role_map = roles(study, settings.sources)
     figs.configure(formats, [*role_map.pretrained, *([role_map.random] if role_map.random else [])])
@@ -303,4 +301,4 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         missing=missing,
         notes=notes,
     )
-    return write_report(content, study.root / REPORT)
+    return write_report(content, study.root / REPORT_FILE)

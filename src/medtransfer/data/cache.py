@@ -21,21 +21,19 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.atomic import write_text_atomic, writing
+from medtransfer import paths
+from medtransfer.console import track
 from medtransfer.data.images import INTERPOLATIONS, resize
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
-from medtransfer.progress import track
 
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
     """``pixels/`` in medtransfer's cache folder: ``$MEDTRANSFER_CACHE/pixels``, else
-    ``~/.cache/medtransfer/pixels`` (the folder is the one the weights use, see
-    :func:`medtransfer.models.download.cache_dir`)."""
-    from medtransfer.models.download import cache_dir
-
-    return cache_dir() / "pixels"
+    ``~/.cache/medtransfer/pixels`` (:func:`medtransfer.paths.cache_dir`, which the weights use too)."""
+    return paths.cache_dir() / "pixels"
 
 
 def cache_key(manifest: Manifest, size: int, interpolation: str) -> str:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from medtransfer.data.manifest import Manifest
-from medtransfer.progress import track
+from medtransfer.console import track
 
 #: The note a manifest carries after :func:`group_copies` merged groups (a count of images).
 GROUPED_NOTE = "byte-identical copies of an image grouped with it (kept in one part of every fold)"

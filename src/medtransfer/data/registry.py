@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from medtransfer.console import track
 from medtransfer.data.copies import conflicting_copies, content_digests, group_copies
-from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
+from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec, make_folds, validate_folds
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
-from medtransfer.progress import track
 
 # name -> (module under medtransfer.data.datasets, fixed options)
 LOADERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -137,8 +137,6 @@ def dataset_folds(manifest: Manifest, spec: FoldSpec = DEFAULT_FOLDS, workers: i
     """The fold table of ``manifest``: its loader's own single fold when its options ask for one
     (``official_folds``), else ``make_folds(manifest, spec.k, spec.fractions, spec.seed)`` with
     identical images in one group (compared with ``workers`` threads, see :mod:`medtransfer.data.copies`)."""
-    from medtransfer.data.folds import make_folds, validate_folds
-
     module = _module(manifest.name)
     if getattr(module, "single_fold", lambda _: False)(manifest.options):
         folds = module.official_folds(manifest)

@@ -3,17 +3,17 @@ their weight readers and writers, the weight sources and their normalisation."""
 
 from medtransfer.models import registry
 from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
-from medtransfer.models.download import IMAGENET_MD5, IMAGENET_URL, cache_dir, imagenet_weights
+from medtransfer.models.densenet import DenseNet121
+from medtransfer.models.download import IMAGENET_MD5, IMAGENET_URL, imagenet_weights
+from medtransfer.models.inception_resnet_v2 import InceptionResNetV2
+from medtransfer.models.inception_v3 import InceptionV3
 from medtransfer.models.init import keras_init_
 from medtransfer.models.keras_h5 import load_keras_h5, read_keras_h5
 from medtransfer.models.normalization import MODES as NORMALIZATION_MODES
 from medtransfer.models.normalization import Normalization
+from medtransfer.models.registry import BackboneSpec, backbone_of, create_model
 from medtransfer.models.report import LoadReport
 from medtransfer.models.resnet import BLOCK_LAYERS, PAPER_LAYERS, TAP_LAYERS, ResNet50
-from medtransfer.models.densenet import DenseNet121
-from medtransfer.models.inception_resnet_v2 import InceptionResNetV2
-from medtransfer.models.inception_v3 import InceptionV3
-from medtransfer.models.registry import BackboneSpec, backbone_of, create_model
 from medtransfer.models.sources import Source, identify_backbone, load_source, load_weights_file
 from medtransfer.models.torch_port import export_port, load_torch_port, read_port
 
@@ -38,7 +38,6 @@ __all__ = [
     "Normalization",
     "ResNet50",
     "Source",
-    "cache_dir",
     "imagenet_weights",
     "is_checkpoint",
     "keras_init_",

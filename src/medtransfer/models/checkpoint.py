@@ -23,7 +23,9 @@ from torch import nn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
+from medtransfer.models import registry
 from medtransfer.models.normalization import Normalization
+from medtransfer.models.registry import backbone_of
 from medtransfer.models.report import check_finite_state
 from medtransfer.models.safe_load import UnsafeFileError, load_tensors
 
@@ -58,7 +60,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
         raise WeightsError(
             f"checkpoint {path}: meta lists {len(plain['classes'])} classes but the head has {k} outputs"
         )
-    from medtransfer.models.registry import backbone_of
 
     payload = {
         "format": FORMAT,
@@ -126,8 +127,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     The model is the backbone the file records (ResNet50 for files that record none).
     """
-    from medtransfer.models import registry
-
     path = Path(path)
     payload = read_payload(path, FORMAT, VERSION, "checkpoint", map_location)
     try:

@@ -171,7 +171,7 @@ def layers(
     import torch
     from rich.table import Table
 
-    from medtransfer.analysis.modules import resolve_model
+    from medtransfer.models.resolve import resolve_model
     from medtransfer.models import registry
     from medtransfer.models.hooks import list_layers
 

@@ -10,11 +10,9 @@ import urllib.request
 from pathlib import Path
 
 from medtransfer.atomic import file_mode
+from medtransfer.console import track
 from medtransfer.errors import WeightsError
-from medtransfer.progress import track
-
-CACHE_ENV = "MEDTRANSFER_CACHE"
-DEFAULT_CACHE = Path("~/.cache/medtransfer")
+from medtransfer.paths import CACHE_ENV, cache_dir
 
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
@@ -54,12 +52,6 @@ RADIMAGENET: dict[str, tuple[str, ...]] = {
 """Backbone -> file names of RadImageNet's release (and its PyTorch ports) looked for in the cache."""
 
 _CHUNK = 1 << 20
-
-
-def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The weights cache: ``explicit`` if given, else ``$MEDTRANSFER_CACHE``, else ``~/.cache/medtransfer``."""
-    chosen = explicit if explicit is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE
-    return Path(chosen).expanduser()
 
 
 def md5sum(path: str | os.PathLike) -> str:

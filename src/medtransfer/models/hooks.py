@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medtransfer.errors import ConfigError
+from medtransfer.models.resnet import PAPER_LAYERS, TAP_LAYERS, ResNet50
 
 SEQUENCE_LAYOUTS = ("tokens", "channels_first")
 
@@ -79,8 +80,6 @@ def _first_tensor(output):
 
 def _own_names(model: nn.Module) -> set[str]:
     """Names ``model.features`` resolves itself (medtransfer backbones), besides module names."""
-    from medtransfer.models.resnet import PAPER_LAYERS, TAP_LAYERS, ResNet50
-
     if isinstance(model, ResNet50):
         return set(TAP_LAYERS) | set(PAPER_LAYERS)
     if hasattr(model, "layer_names") and hasattr(model, "paper_layers"):
@@ -219,8 +218,6 @@ def tap(model, layers: Iterable[str], sequence: str = "tokens"):
 
 
 def _stage(model: nn.Module, name: str) -> str:
-    from medtransfer.models.resnet import PAPER_LAYERS, ResNet50
-
     if isinstance(model, ResNet50):
         return PAPER_LAYERS.get(name, name)
     return getattr(model, "paper_layers", {}).get(name, name)
@@ -270,8 +267,6 @@ def list_layers(model: nn.Module, x: torch.Tensor, sequence: str = "tokens") -> 
 
 
 def _keras_names(model: nn.Module) -> list[str]:
-    from medtransfer.models.resnet import TAP_LAYERS, ResNet50
-
     if isinstance(model, ResNet50):
         return list(TAP_LAYERS)
     return [n for n in model.layer_names[1:]] + ["avg_pool"]

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from medtransfer.errors import WeightsError
+from medtransfer.models import registry
 from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import STAGES, ResNet50
 
@@ -137,8 +138,6 @@ def keras3_layer_order(model: nn.Module) -> list[str]:
 
 
 def _read_keras3(handle, path: str, backbone: str | None = None) -> KerasWeights:
-    from medtransfer.models import registry
-
     found: dict[str, list[tuple[int, str]]] = {"conv2d": [], "batch_normalization": [], "dense": []}
 
     def visit(name, obj):
@@ -274,8 +273,6 @@ def keras_state(weights: KerasWeights, model: nn.Module) -> tuple[dict[str, torc
     Returns ``(tensors, head, notes)``; raises :class:`WeightsError` naming the layer and both
     shapes for any missing or mis-shaped array, before anything is copied.
     """
-    from medtransfer.models import registry
-
     path = weights.path
     spec = registry.get(registry.backbone_of(model))
     expected = _expected_keras_shapes(model)
@@ -353,8 +350,6 @@ def load_keras_h5(path: str | os.PathLike, model: nn.Module) -> LoadReport:
     the head when ``model`` has one with the same number of classes, and skipped otherwise (the
     report says so).
     """
-    from medtransfer.models import registry
-
     weights = read_keras_h5(path, registry.backbone_of(model))
     tensors, head, notes = keras_state(weights, model)
     copy_state_(model, tensors, str(path))

@@ -12,12 +12,14 @@ input mode of Keras' ``preprocess_input`` for that application (what its ImageNe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from medtransfer.errors import ConfigError
+from medtransfer.models import densenet, inception_resnet_v2, inception_v3, resnet
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,6 @@ class BackboneSpec:
 
 
 def _specs() -> dict[str, BackboneSpec]:
-    from medtransfer.models import densenet, inception_resnet_v2, inception_v3, resnet
-
     specs = [
         BackboneSpec("resnet50", "ResNet50", resnet.ResNet50, 224, 32, "caffe", 2048,
                      dict(resnet.PAPER_LAYERS), resnet.BLOCK_LAYERS, 106),
@@ -115,23 +115,15 @@ def stage_layer(backbone: str | None, layer: str) -> str:
     return spec.paper_layers.get(short, layer)
 
 
-def backbone_of_source(load: str) -> str:
-    """The backbone of a ``load_source`` string: ``imagenet@densenet121`` -> densenet121; a plain
-    source name -> resnet50; a file -> the backbone it holds (read from the file; resnet50 when the
-    file cannot be read here, e.g. a study's source that moved - loading it then fails on its own)."""
-    from medtransfer.models.sources import NAMES, identify_backbone, split_key
-
-    name, backbone = split_key(load)
-    if backbone is not None:
-        return backbone
-    if name in NAMES:
-        return DEFAULT
-    from medtransfer.errors import MedtransferError
-
-    try:
-        return identify_backbone(load)
-    except (MedtransferError, OSError):
-        return DEFAULT
+def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) -> dict[str, tuple[int, int, int]]:
+    """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
+    inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
+    (:func:`medtransfer.models.stage_layer`), keyed as asked."""
+    layers = list(layers)
+    own = {name: stage_layer(backbone, name) for name in layers}
+    with torch.no_grad():
+        feats = create(backbone).eval().features(torch.zeros(1, 3, size, size), list(own.values()))
+    return {name: tuple(int(d) for d in feats[own[name]].shape[1:]) for name in layers}
 
 
 def backbone_of(model: nn.Module) -> str:

@@ -20,19 +20,18 @@ from pathlib import Path
 
 from torch import nn
 
-from medtransfer.errors import WeightsError
+from medtransfer.errors import MedtransferError, WeightsError
 from medtransfer.models import registry
-from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
+from medtransfer.models.checkpoint import FORMAT, VERSION, is_checkpoint, load_checkpoint, read_payload
 from medtransfer.models.download import find_radimagenet, imagenet_weights
 from medtransfer.models.init import keras_init_
-from medtransfer.models.keras_h5 import load_keras_h5
+from medtransfer.models.keras_h5 import keras_state, load_keras_h5, read_keras_h5
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.torch_port import load_torch_port, read_port
 from medtransfer.vocabulary import KERAS_SUFFIXES, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
 
 NAMES = SOURCE_NAMES
-DEFAULT_NORMALIZATION = "caffe"  # ResNet50's; each backbone's is in the registry
 H5_SUFFIXES = KERAS_SUFFIXES
 
 
@@ -86,8 +85,6 @@ def identify_backbone(path: str | os.PathLike) -> str:
     A medtransfer port or checkpoint records it; a Keras file or plain state dict is tried against
     each registered backbone (without loading anything).
     """
-    from medtransfer.models.keras_h5 import keras_state, read_keras_h5
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
@@ -95,8 +92,6 @@ def identify_backbone(path: str | os.PathLike) -> str:
         if port is not None:
             return str(port["backbone"])
         if is_checkpoint(path):
-            from medtransfer.models.checkpoint import read_payload, FORMAT, VERSION
-
             return str(read_payload(path, FORMAT, VERSION, "checkpoint").get("backbone", registry.DEFAULT))
     if suffix not in H5_SUFFIXES + TORCH_SUFFIXES:
         load_weights_file(path, registry.create(registry.DEFAULT))  # the unknown-format error
@@ -206,3 +201,18 @@ def load_source(
             f"Keras .h5, PyTorch .pth or medtransfer checkpoint file"
         )
     return _from_file(SourceRef.of(key).label, path, normalization, backbone)
+
+
+def backbone_of_source(load: str) -> str:
+    """The backbone of a ``load_source`` string: ``imagenet@densenet121`` -> densenet121; a plain
+    source name -> resnet50; a file -> the backbone it holds (read from the file; resnet50 when the
+    file cannot be read here, e.g. a study's source that moved - loading it then fails on its own)."""
+    name, backbone = split_key(load)
+    if backbone is not None:
+        return backbone
+    if name in NAMES:
+        return registry.DEFAULT
+    try:
+        return identify_backbone(load)
+    except (MedtransferError, OSError):
+        return registry.DEFAULT

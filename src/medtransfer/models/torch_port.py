@@ -30,6 +30,9 @@ from torch import nn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
+from medtransfer.models import registry
+from medtransfer.models.digests import state_digest
+from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport, check_finite_state, copy_state_
 from medtransfer.models.resnet import ResNet50
 from medtransfer.models.safe_load import UnsafeFileError, load_tensors
@@ -57,22 +60,12 @@ def port_key(key: str) -> str | None:
     return f"blocks.conv{stage}_block{index}.{rest}"
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """The content digest (sha256 hex) of a state dict, as run records and probes compute it."""
-    from medtransfer.training.probe import state_digest as digest
-
-    return digest(state)
-
-
 def export_port(path: str | os.PathLike, model: nn.Module, *, normalization: str | None = None,
                 origin: str = "") -> tuple[Path, str]:
     """Write ``model``'s backbone (no head) as a medtransfer port ``.pth``, atomically.
 
     Returns ``(path, sha256)``; ``normalization`` defaults to the backbone's Keras preprocessing.
     """
-    from medtransfer.models import registry
-    from medtransfer.models.normalization import Normalization
-
     spec = registry.get(registry.backbone_of(model))
     state = {k: t.detach().cpu().contiguous() for k, t in model.state_dict().items() if not k.startswith("head.")}
     digest = state_digest(state)
@@ -136,8 +129,6 @@ def load_torch_port(path: str | os.PathLike, model: nn.Module) -> LoadReport:
     Warvito/radimagenet-models key names as well. Every backbone tensor must be present with its
     shape; a head is loaded when ``model`` has one of the same size, and skipped otherwise.
     """
-    from medtransfer.models import registry
-
     path = Path(path)
     port = read_port(path) if path.is_file() else None
     spec = registry.get(registry.backbone_of(model))

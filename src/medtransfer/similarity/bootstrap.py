@@ -242,38 +242,6 @@ def resample_values(x: Any, y: Any, rows_per_image: int, weights: Any, measure: 
     return weighted_values(image_blocks(x, y, rows_per_image), weights, measure)
 
 
-def cka_from_blocks(blocks: ImageBlocks, w: Any) -> Any:
-    """Linear CKA of each weighting ``w (R, m)`` as polynomials in the weights, ``(R,)``.
-
-    With per-image cross block ``A_i`` and column sums ``u_i`` (x) and ``v_i`` (y), a weighting's
-    centred cross Gram is ``A(w) - u(w) v(w)^T / N(w)``, so its squared Frobenius norm is
-    ``w^T K w - 2 T[w, w, w] / N + (w^T U w)(w^T V w) / N^2`` with the image-by-image tables
-    ``K_ij = <A_i, A_j>``, ``T_ijk = u_i^T A_j v_k``, ``U_ij = u_i . u_j``; likewise for both Gram
-    matrices. The tables cost ``m^2 c^2 + m^3 c`` once; each resample then costs ``O(m^3)``.
-    """
-    import torch
-
-    p = blocks.p
-    g, s = blocks.gram, blocks.sums
-    n = w.sum(dim=1) * blocks.rows_per_image
-
-    def squared_norm(a, left, right):  # ||A(w) - left(w) right(w)^T / n||_F^2 for every weighting
-        k = torch.einsum("ipq,jpq->ij", a, a)
-        t = torch.einsum("ip,jpk->ijk", left, torch.einsum("jpq,kq->jpk", a, right))
-        m = t.shape[0]
-        cubic = torch.einsum("rj,rjk,rk->r", w, (w @ t.reshape(m, m * m)).reshape(-1, m, m), w)
-        lw, rw = w @ left, w @ right
-        quad = ((w @ k) * w).sum(dim=1)
-        return quad - 2.0 * cubic / n + (lw * lw).sum(1) * (rw * rw).sum(1) / (n * n)
-
-    sx, sy = s[:, :p], s[:, p:]
-    xy = squared_norm(g[:, :p, p:], sx, sy)
-    xx = squared_norm(g[:, :p, :p], sx, sx)
-    yy = squared_norm(g[:, p:, p:], sy, sy)
-    out = xy / torch.sqrt(xx * yy)
-    return torch.where((xx > 0) & (yy > 0), out, torch.full_like(out, float("nan")))
-
-
 def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """``(resamples, images)`` multinomial counts: each row draws ``images`` images with replacement."""
     return rng.multinomial(images, np.full(images, 1.0 / images), size=int(resamples)).astype(np.float64)

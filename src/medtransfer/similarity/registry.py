@@ -53,7 +53,7 @@ class Measure:
             permutation null is cheap too. Others get the null by recomputation, and no interval.
         reference: where the definition comes from.
         from_blocks: optional faster batched form on the per-image blocks and the weights
-            (:func:`medtransfer.similarity.bootstrap.cka_from_blocks`), used for few images.
+            (:func:`medtransfer.similarity.cka.cka_from_blocks`), used for few images.
         max_rows: the most rows the measure takes (None: any number); the layer protocol
             subsamples whole images down to it (:func:`~medtransfer.similarity.score_repeats`).
     """
@@ -164,7 +164,7 @@ def _knn_jaccard(x, y):
 
 
 def _cka_blocks(blocks, weights):
-    from medtransfer.similarity.bootstrap import cka_from_blocks
+    from medtransfer.similarity.cka import cka_from_blocks
 
     return cka_from_blocks(blocks, weights)
 

@@ -28,7 +28,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from medtransfer.atomic import file_mode
+from medtransfer.atomic import file_mode, write_text_atomic
+from medtransfer.errors import ConfigError
+from medtransfer.study import slurm
 from medtransfer.training.record import RunDir  # the claim's file name belongs to the run record
 
 _BREAK_LOCK_STALE_S = 60.0
@@ -92,8 +94,6 @@ def is_mine(info: dict[str, Any]) -> bool:
 
 def alive(info: dict[str, Any] | None, directory: Path | None = None, stale_after_s: float = 900.0) -> bool:
     """Whether the owner of claim ``info`` still runs (see the module docstring)."""
-    from medtransfer.study import slurm
-
     if info is None:
         return False
     if info.get("job"):
@@ -162,9 +162,6 @@ def steal(directory: Path) -> bool:
 
 def queued(info: dict[str, Any] | None) -> bool:
     """Whether claim ``info`` is a SLURM job still waiting to start (or to restart, requeued)."""
-    from medtransfer.errors import ConfigError
-    from medtransfer.study import slurm
-
     if not info or not info.get("job") or info.get("host") is None:
         return False
     try:
@@ -200,8 +197,6 @@ def _link_new(path: Path, info: dict[str, Any]) -> bool:
 
 
 def _replace(path: Path, info: dict[str, Any]) -> None:
-    from medtransfer.atomic import write_text_atomic
-
     write_text_atomic(path, json.dumps(info), fsync=True)
 
 

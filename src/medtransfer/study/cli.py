@@ -32,7 +32,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
     from rich.table import Table
     from rich.text import Text
 
-    from medtransfer.progress import clock
+    from medtransfer.console import clock
 
     counts, runs = progress["counts"], progress["runs"]
     total = len(runs)
@@ -64,7 +64,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
 
 def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]:  # noqa: ANN001 - a rich Console
     """Print a study's state (see :func:`status_view`); returns the counts per state."""
-    from medtransfer.progress import study_progress
+    from medtransfer.study.status import study_progress
 
     progress = study_progress(out)
     console.print(status_view(progress, show_all), highlight=False)
@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
         from medtransfer.atomic import check_folder
         from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import open_study_dir, run_study
+        from medtransfer.training.record import study_results_file
 
         check_folder(out, write=True, what="the study folder (--out)")
         console = Console()
@@ -134,7 +135,7 @@ def register(app: typer.Typer) -> None:
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
-        table = (out / "results" / "table2.md").read_text()
+        table = (out / study_results_file("table2.md")).read_text()
         console.print(table, highlight=False)
         if report.failed:
             raise typer.Exit(1)
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from medtransfer.progress import study_progress
+        from medtransfer.study.status import study_progress
 
         console = Console()
 

@@ -15,6 +15,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
+from medtransfer.models import registry
+from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 
@@ -67,8 +69,6 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
 
 
 def _backbone_name(value: str) -> str:
-    from medtransfer.models import registry
-
     try:
         return registry.get(value).name
     except ConfigError as error:
@@ -225,7 +225,7 @@ class StudyConfig(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given
-    # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
+    # settings of `medtransfer analyze` for this study (medtransfer.study.analysis_settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
@@ -244,8 +244,6 @@ class StudyConfig(_Strict):
     @field_validator("analysis")
     @classmethod
     def _analysis(cls, values: dict[str, Any]) -> dict[str, Any]:
-        from medtransfer.analysis.settings import AnalysisSettings
-
         try:
             AnalysisSettings.from_mapping(values, "analysis")
         except ConfigError as error:
@@ -316,18 +314,23 @@ class StudyConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
         """Read and validate a study YAML file."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
-        return cls.parse(data, where=str(path))
+        return cls.parse(read_study_yaml(path), where=str(path))
 
     def to_yaml(self) -> str:
         """The resolved study, as written to ``DIR/study.yaml``."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_study_yaml(path: str | Path) -> Any:
+    """The YAML content of a study file, not yet validated (the one reader of study files; a file
+    that cannot be read or is not YAML raises ConfigError naming it)."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
 
 
 def shipped_config(name: str) -> Path:

@@ -8,20 +8,35 @@ a study, a requeued SLURM job or a retried Ray task only does the missing work.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import re
+import signal
+import socket
+import subprocess
 import sys
+import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import torch
+
+from medtransfer import interrupts
 from medtransfer.atomic import write_text_atomic
-from medtransfer.errors import ConfigError
-from medtransfer.progress import count_finished, quiet, run_view
-from medtransfer.study import claims
+from medtransfer.console import count_finished, quiet, write_line
+from medtransfer.errors import ConfigError, MedtransferError
+from medtransfer.study import claims, slurm
+from medtransfer.study.config import read_study_yaml
+from medtransfer.study.pretrain import publish_source
 from medtransfer.study.store import clear_running, mark_failed, mark_running, recorded_study_file
+from medtransfer.tracking.sinks import run_sinks
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import RunDir
+from medtransfer.training.progress import run_view
+from medtransfer.training.record import SLURM_DIR, STUDY_FILE, RunDir
+from medtransfer.training.run import train_run
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
 MAX_PINNED_THREADS = 8
@@ -37,17 +52,14 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
     is written to that file and to every run's ``config.json``; SLURM's ``cpus_per_task`` and Ray's
     ``cpus_per_run`` default to it.
     """
-    import torch
-    import yaml
-
     if study.training.get("threads") is not None:
         return study
     threads = None
     recorded = recorded_study_file(Path(out))
     if recorded is not None:
         try:
-            threads = (yaml.safe_load(recorded.read_text()).get("training") or {}).get("threads")
-        except (OSError, yaml.YAMLError, AttributeError):
+            threads = (read_study_yaml(recorded).get("training") or {}).get("threads")
+        except (ConfigError, AttributeError):
             threads = None
     if not isinstance(threads, int) or threads < 1:
         threads = min(torch.get_num_threads(), MAX_PINNED_THREADS)
@@ -57,7 +69,7 @@ def pin_threads(study, out: Path):  # noqa: ANN001, ANN201 - a StudyConfig in an
 @dataclass(frozen=True)
 class Task:
     """One run to execute: its id, config (as JSON, so that it pickles anywhere), directory, and
-    where to track it (JSON of :func:`medtransfer.tracking.open_study_tracking`; empty: untracked)."""
+    where to track it (JSON of :func:`medtransfer.tracking.mlflow_sink.open_study_tracking`; empty: untracked)."""
 
     run_id: str
     config_json: str
@@ -83,6 +95,18 @@ class Outcome:
     error: str = ""
 
 
+class Executor(Protocol):
+    """What runs a study's tasks (:class:`LocalExecutor`, :class:`SlurmExecutor`,
+    :class:`RayExecutor`; :func:`make_executor` builds one from the study's ``executor:`` section).
+
+    ``run`` returns one :class:`Outcome` per task, in order; wherever a task runs, it runs through
+    :func:`execute_task` (idempotent, so a rerun or a retried job only does the missing work)."""
+
+    name: str
+
+    def run(self, tasks: list[Task]) -> list[Outcome]: ...
+
+
 def execute_task(task: Task, device: str | None = None) -> Outcome:
     """Run one task in this process (skip it when done); failures are recorded, not raised.
 
@@ -91,10 +115,6 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
     a preemption, even one that surfaces as an error from inside a write) is left resumable and
     never recorded as failed.
     """
-    from medtransfer import interrupts
-    from medtransfer.tracking.sinks import run_sinks
-    from medtransfer.training.run import train_run
-
     directory = Path(task.directory)
     run = RunDir(directory)
     if run.is_done():
@@ -130,8 +150,6 @@ def execute_task(task: Task, device: str | None = None) -> Outcome:
 
 
 def _auc(run: RunDir) -> float | None:
-    from medtransfer.errors import MedtransferError
-
     try:
         return run.read_metrics().get("auc")
     except MedtransferError:
@@ -140,8 +158,6 @@ def _auc(run: RunDir) -> float | None:
 
 def _publish(task: Task) -> None:
     if task.publish:
-        from medtransfer.study.pretrain import publish_source
-
         publish_source(Path(task.directory), Path(task.publish))
 
 
@@ -179,8 +195,6 @@ class LocalExecutor:
 
     def __init__(self, devices: list[str] | None = None, workers: int | None = None) -> None:
         if devices is None:
-            import torch
-
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             devices = [f"cuda:{i}" for i in range(count)] if count > 1 else []
         if workers is not None and workers < 1:
@@ -199,8 +213,6 @@ class LocalExecutor:
             device = slots[0] if slots else None
             with run_view(len(tasks)):
                 return [execute_task(task, device) for task in tasks]
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         context = mp.get_context("spawn")
         queue = context.Manager().Queue()
@@ -277,12 +289,8 @@ class _SubmititRun:
     resumes from its last checkpoint (``checkpoint_every_s`` bounds the work lost)."""
 
     def __call__(self, task: Task) -> Outcome:
-        import signal
-
-        from submitit import JobEnvironment
+        from submitit import JobEnvironment  # optional dependency, imported where used (as ray below)
         from submitit.core.utils import UncompletedJobError
-
-        from medtransfer import interrupts
 
         preempt = JobEnvironment._usr_sig()
         handler = signal.getsignal(preempt)
@@ -325,8 +333,6 @@ class SlurmExecutor:
 
     def __init__(self, folder: str | Path, cluster: str | None = None, poll_s: float = 10.0,
                  default_cpus: int | None = None, **parameters: Any) -> None:
-        from medtransfer.study import slurm
-
         self.folder = Path(folder)
         self.real = cluster in (None, "slurm")
         self.cluster = "slurm" if self.real else cluster
@@ -340,8 +346,6 @@ class SlurmExecutor:
 
     def check(self) -> None:
         """Check the settings against the cluster (real SLURM only); see :func:`slurm.check_cluster`."""
-        from medtransfer.study import slurm
-
         if not self.real:
             return
         if "cpus_per_task" not in self.explicit:  # the pinned thread count: fit it to the partition
@@ -352,8 +356,6 @@ class SlurmExecutor:
 
     def submit(self, tasks: list[Task]) -> list:  # noqa: ANN201 - submitit jobs
         """Submit ``tasks`` as one job array; returns its jobs (one per task, in order)."""
-        import subprocess
-
         import submitit
 
         for task in tasks:  # an outcome left by an earlier job must not pass for this one's
@@ -371,10 +373,6 @@ class SlurmExecutor:
 
     def wait(self, tasks: list[Task], jobs: list) -> list[Outcome]:  # noqa: ANN001
         """Wait for every job; a job that can never start cancels the array (ConfigError)."""
-        import time
-
-        from medtransfer.study import slurm
-
         outcomes: dict[int, Outcome] = {}
         pending = dict(enumerate(jobs))
         missing: dict[int, int] = {}
@@ -465,8 +463,6 @@ def _ray_body(task: Task) -> Outcome:
     written is finished first) and is left resumable, and the outcome says "preempted"."""
     import ray
 
-    from medtransfer import interrupts
-
     interrupts.stop_on_preemption()
     gpus = ray.get_gpu_ids()
     try:
@@ -482,9 +478,6 @@ def _ray_body(task: Task) -> Outcome:
 def check_ray_address(address: str) -> None:
     """Raise ConfigError within :data:`RAY_CONNECT_TIMEOUT_S` when nothing listens at ``address``
     (``host:port`` or ``ray://host:port``; ``auto`` and ``local`` are left to Ray)."""
-    import re
-    import socket
-
     match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
     if address in ("auto", "local") or match is None:
         return
@@ -571,8 +564,8 @@ class RayExecutor:
                     if outcome.state == "preempted":
                         requeued[i] += 1
                         if not quiet():
-                            print(f"{tasks[i].run_id}: preempted; requeued on Ray ({requeued[i]} so far)",
-                                  file=sys.stderr, flush=True)
+                            write_line(sys.stderr, f"{tasks[i].run_id}: preempted; requeued on Ray "
+                                                   f"({requeued[i]} so far)")
                         pending[remote.remote(tasks[i])] = i
                         continue
                     outcomes[i] = outcome
@@ -588,7 +581,7 @@ class RayExecutor:
 
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
                   ray_address: str | None = None, gpus_per_run: float | None = None,
-                  threads: int | None = None, workers: int | None = None):  # noqa: ANN201
+                  threads: int | None = None, workers: int | None = None) -> Executor:
     """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
 
     ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray;
@@ -600,7 +593,7 @@ def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm:
         options = dict(slurm or {})
         cluster = options.pop("cluster", None)
         poll_s = float(options.pop("poll_s", 10.0))  # how often the driver asks squeue, in seconds
-        return SlurmExecutor(out / "slurm", cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
+        return SlurmExecutor(out / SLURM_DIR, cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
     if kind == "ray":
         return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
                            cpus_per_run=threads or 1)

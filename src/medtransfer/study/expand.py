@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medtransfer.data.registry import single_fold
+from medtransfer.models.sources import source_key
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import study_folds_file, study_source_file
@@ -29,8 +31,6 @@ def source_reference(source: SourceSpec, out: Path | None = None, backbone: str 
     """The string given to ``load_source``: a pretrained source's file relative to the study
     directory, a weights file (absolute), or the name (with its backbone,
     ``imagenet@densenet121``; a file holds its own). ``out`` is unused (kept for callers)."""
-    from medtransfer.models.sources import source_key
-
     if source.pretrain is not None:
         return study_source_file(source.name)
     return _outside(source.path) if source.path else source_key(source.name, backbone)
@@ -85,8 +85,6 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
 
     With ``out`` (the study directory) the runs read the study's own folds files.
     """
-    from medtransfer.data.registry import single_fold
-
     runs = []
     backbones = list(dict.fromkeys(b for source in study.sources for b in backbones_for(study, source)))
     for target in study.targets:

@@ -14,6 +14,7 @@ from medtransfer.study.config import SourceSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import (RunDir, pretrain_run_dir, seal_file, sealed_file_problem,
                                          study_source_file)
+from medtransfer.training.run import train_run
 from medtransfer.vocabulary import NO_FREEZE, RANDOM
 
 # execution settings of the study that its pretraining runs share
@@ -64,8 +65,6 @@ def publish_source(run_dir: Path, target: Path) -> bool:
 def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> Path:
     """Make ``out/sources/{name}.pt`` unless it exists intact (resuming an interrupted pretraining
     run; a damaged file is made again from scratch)."""
-    from medtransfer.training.run import train_run
-
     target = source_file(out, spec.name)
     run = RunDir(source_run_dir(spec, out))
     if target.exists():

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medtransfer.console import write_line
+from medtransfer.data import load_manifest, write_folds
+from medtransfer.data.registry import dataset_folds
 from medtransfer.errors import ConfigError, DataError
+from medtransfer.models import PAPER_LAYERS
+from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
+from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
 from medtransfer.study.store import check_out_dir, clear_claim, recorded_study_file, write_atomic
+from medtransfer.tracking.mlflow_sink import close_study_tracking, open_study_tracking
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
 
@@ -54,8 +61,6 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
     """Submit the pretraining jobs, then the fine-tuning array (started once every source job
     succeeded: ``afterok``); returns how many jobs were submitted. Runs already owned elsewhere
     (an earlier driver's jobs) are not submitted again."""
-    from medtransfer.study.executors import SlurmExecutor
-
     if not isinstance(executor, SlurmExecutor):
         raise ConfigError("run --detach submits SLURM jobs and returns: use it with --executor slurm "
                           "(for local and ray the command line runs the whole driver in the background)")
@@ -76,21 +81,18 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
 def report_unverifiable_claims(tasks: list[Task]) -> int:
     """Name on stderr, at once, every run in ``tasks`` held by a claim that this machine cannot
     check (another host, no scheduler to ask), and how to take them over; returns how many."""
-    import sys
-
     found = [(Path(t.directory), info) for t in tasks
              if (info := claims.read(Path(t.directory))) is not None and claims.unverifiable(info)]
     if found:
         lines = [claims.describe(directory, info) for directory, info in found[:5]]
         more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
-        print(f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
+        write_line(sys.stderr, f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
               + "\nIf no process there works on this study any more (it was copied from there, or that host is "
-              "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.",
-              file=sys.stderr, flush=True)
+              "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.")
     return len(found)
 
 
-def _execute(executor, tasks: list[Task]) -> tuple[list[Outcome], int]:  # noqa: ANN001
+def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], int]:
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
     dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
     busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
@@ -150,9 +152,6 @@ def changed_settings(config: RunConfig, saved: dict[str, Any], study_dir: Path) 
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
     """Write ``folds/{target}.csv`` for every target that does not name its own folds file."""
-    from medtransfer.data import load_manifest, write_folds
-    from medtransfer.data.registry import dataset_folds
-
     for target in study.targets:
         path = out / study_folds_file(target.name)
         if target.folds_file or path.exists():
@@ -165,23 +164,19 @@ def prepare_folds(study: StudyConfig, out: Path) -> None:
 def collapsed_stages(size: int) -> list[str]:
     """The paper's layers (conv1, block1..block4) that the Keras ResNet50 reduces to 1 x 1 at
     ``size`` px (block4 from 32 px down, block3 from 16 px)."""
-    from medtransfer.analysis.activations import layer_shapes
-    from medtransfer.models import PAPER_LAYERS
-
     shapes = layer_shapes(size, PAPER_LAYERS.values())
     return [label for label, keras in PAPER_LAYERS.items() if shapes[keras][1:] == (1, 1)]
 
 
 def warn_collapsed_stages(configs: list[RunConfig]) -> None:
     """One line on stderr per (target, size) at which a stage of the network collapses to 1 x 1."""
-    import sys
-
     for target, size in sorted({(c.target_label, c.size) for c in configs}):
         stages = collapsed_stages(size)
         if stages:
-            print(f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves {', '.join(stages)} at "
-                  "1x1, so those layers see one position per image (no spatial structure; their CCA/CKA has one "
-                  "row per image); train at more than 32 px for a spatial block4", file=sys.stderr)
+            write_line(sys.stderr, f"warning: target {target} at {size} px: the Keras ResNet50 stem leaves "
+                                   f"{', '.join(stages)} at 1x1, so those layers see one position per image (no "
+                                   "spatial structure; their CCA/CKA has one row per image); train at more than "
+                                   "32 px for a spatial block4")
 
 
 def open_study_dir(study: StudyConfig, out: Path, study_file: Path | None = None) -> StudyConfig:
@@ -197,7 +192,7 @@ def open_study_dir(study: StudyConfig, out: Path, study_file: Path | None = None
     return study
 
 
-def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool = False,  # noqa: ANN001
+def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = None, detach: bool = False,
               steal_claims: bool = False, study_file: Path | None = None) -> StudyReport:
     """Run every missing run of ``study`` into ``out`` and write ``results/``.
 
@@ -232,8 +227,6 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
                                  study.training["threads"], spec.workers)
     tracking = ""
     if study.tracking is not None:
-        from medtransfer.tracking.mlflow_sink import open_study_tracking
-
         tracking = open_study_tracking(study.tracking, out, study.name)
     tasks = []
     for config in configs:
@@ -253,15 +246,11 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     made, made_elsewhere = _execute(executor, sources)
     if any(o.state == "failed" for o in made):  # the runs need their sources
         if tracking:
-            from medtransfer.tracking.mlflow_sink import close_study_tracking
-
             close_study_tracking(tracking, False)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
                            recomputed)
     outcomes, elsewhere = _execute(executor, tasks)
     if tracking:
-        from medtransfer.tracking.mlflow_sink import close_study_tracking
-
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
     failed = [o for o in outcomes if o.state == "failed"]

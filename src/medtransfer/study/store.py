@@ -18,6 +18,8 @@ from pathlib import Path
 from medtransfer.atomic import check_folder, write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
+from medtransfer.study.config import StudyConfig
+from medtransfer.study.expand import expand
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, Check, RunDir, recorded_study_file
 
@@ -79,8 +81,8 @@ class RunStatus:
 def run_status(directory: Path, run_id: str, stale_after_s: float = 900.0, check: Check = "quick") -> RunStatus:
     """Read one run's state from its directory (missing directory: pending)."""
     run = RunDir(directory)
-    rows = run.history_rows()
-    epochs, phase, auc, error = len(rows), rows[-1][0] if rows else "", None, ""
+    rows = run.read_history()
+    epochs, phase, auc, error = len(rows), rows[-1].get("phase", "") if rows else "", None, ""
     if run.is_done():
         problems = run.check(check)
         if problems:
@@ -133,8 +135,6 @@ def check_out_dir(out: Path, study_file: Path | None = None) -> None:
 
 def read_study_file(out: Path):
     """The study recorded in the study directory ``out`` (see :func:`recorded_study_file`)."""
-    from medtransfer.study.config import StudyConfig
-
     check_folder(out, write=False, what="the study folder")
     path = recorded_study_file(out)
     if path is None:
@@ -145,8 +145,6 @@ def read_study_file(out: Path):
 
 def status(out: Path) -> list[RunStatus]:
     """State of every run of the study in ``out``, in the study's order."""
-    from medtransfer.study.expand import expand
-
     out = Path(out)
     study = read_study_file(out)
     return [run_status(run_dir(out, config), config.run_id) for config in expand(study, out)]

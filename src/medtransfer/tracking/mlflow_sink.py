@@ -18,12 +18,16 @@ same MLflow run; an epoch redone after a kill is not logged twice when it reprod
 values (runs resume bit for bit on the CPU). Failure policy: the store is probed once (an HTTP
 ``/health`` request with a 3 s timeout) before mlflow is even imported; an unreachable store warns
 once and the study runs untracked, and any later error drops the sink after one warning
-(:class:`medtransfer.tracking.Sinks`), with HTTP timeouts and retries kept short.
+(:class:`medtransfer.training.observers.Sinks`), with HTTP timeouts and retries kept short.
+
+mlflow is an optional dependency (``medtransfer[mlflow]``): it is imported inside the functions that
+use it, so that this module loads without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -38,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.tracking import RunStart, TrackingWarning
+from medtransfer.errors import ConfigError
+from medtransfer.training.observers import RunStart, TrackingWarning
 from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
 from medtransfer.vocabulary import FINETUNE, PROBE
 
@@ -110,8 +115,6 @@ def client(uri: str):  # noqa: ANN201 - an mlflow.MlflowClient
         try:
             from mlflow import MlflowClient
         except ImportError:
-            from medtransfer.errors import ConfigError
-
             raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]"') from None
         _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
     return _CLIENTS[uri]
@@ -161,11 +164,7 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
     runs' sinks need (empty when the store is unusable: one TrackingWarning, no exception).
     Raises ConfigError when mlflow is not installed.
     """
-    import importlib.util
-
     if importlib.util.find_spec("mlflow") is None:  # asked for, not installed: say so before any run
-        from medtransfer.errors import ConfigError
-
         raise ConfigError('tracking: mlflow is not installed; pip install "medtransfer[mlflow]", '
                           "or run without tracking (--track off)")
     out = Path(out)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 
-from medtransfer.tracking import Sinks
+from medtransfer.tracking.mlflow_sink import MlflowSink
+from medtransfer.training.observers import Sinks
+from medtransfer.training.progress import RunProgress
 
 
 def run_sinks(tracking: str = "") -> Sinks:
-    """Sinks for a run: :class:`medtransfer.progress.RunProgress` always, and an MLflow sink when
+    """Sinks for a run: :class:`medtransfer.training.progress.RunProgress` always, and an MLflow sink when
     ``tracking`` (the JSON of :func:`medtransfer.tracking.mlflow_sink.open_study_tracking`) is given."""
-    from medtransfer.progress import RunProgress
-
     sinks: list = [RunProgress()]
     if tracking:
-        from medtransfer.tracking.mlflow_sink import MlflowSink
-
         sinks.append(MlflowSink(json.loads(tracking)))
     return Sinks(sinks)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
-from medtransfer.vocabulary import AucAverage, NormalizationMode, SourceRef, Strategy
+from medtransfer.vocabulary import NO_FREEZE, AucAverage, NormalizationMode, SourceRef, Strategy
 
 
 def describe_validation_error(error: ValidationError, where: str) -> str:
@@ -43,6 +43,12 @@ def _has_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)
+
+
+def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
+    """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    return f"{target}/{source}-{strategy}/fold{fold}{suffix}"
 
 
 class StrictModel(BaseModel):
@@ -108,7 +114,7 @@ class RunConfig(StrictModel):
     source: str = "imagenet"
     source_name: str | None = None  # label in run ids and tables; default source
     normalization: NormalizationMode | None = None
-    strategy: Strategy = "no-freeze"
+    strategy: Strategy = NO_FREEZE
     # which images
     fold: int = Field(0, ge=0)
     k_folds: int = Field(DEFAULT_FOLDS.k, ge=2)
@@ -202,8 +208,6 @@ class RunConfig(StrictModel):
     @property
     def run_id(self) -> str:
         """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
-        from medtransfer.training.record import run_id
-
         return run_id(self.target_label, self.source_label, self.strategy, self.fold, self.seed)
 
     @property

@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medtransfer.data import PixelCache, load_manifest, read_folds
+from medtransfer.data.folds import EXCLUDED
+from medtransfer.data.registry import dataset_folds
 from medtransfer.errors import DataError
 from medtransfer.training.config import RunConfig
 
@@ -33,10 +36,6 @@ class RunData:
 def fold_table(config: RunConfig, manifest) -> pd.DataFrame:  # noqa: ANN001 - a medtransfer.data.Manifest
     """The rows of ``config.fold``: from ``config.folds_file`` if given, else ``make_folds``; the
     images the fold leaves out on purpose (split "excluded") are not among them."""
-    from medtransfer.data import read_folds
-    from medtransfer.data.folds import EXCLUDED
-    from medtransfer.data.registry import dataset_folds
-
     if config.folds_file:
         folds = read_folds(config.folds_file, manifest)
     else:
@@ -50,8 +49,6 @@ def fold_table(config: RunConfig, manifest) -> pd.DataFrame:  # noqa: ANN001 - a
 
 def load_run_data(config: RunConfig, device: torch.device) -> RunData:
     """Load the manifest, the fold and the cached pixels, and move what the run uses to ``device``."""
-    from medtransfer.data import PixelCache, load_manifest
-
     manifest = load_manifest(config.target, config.root, **config.target_options)
     folds = fold_table(config, manifest)
     ids = manifest.frame["image_id"].to_numpy()

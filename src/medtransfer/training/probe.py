@@ -10,7 +10,7 @@ the source's ~95 MB in every freeze run; ``probe/head.pt`` instead holds
      "meta": {...}}
 
 ``source.load`` and ``source.seed`` rebuild the backbone with ``load_source``; ``source.sha256``
-is the digest of that backbone's state (:func:`state_digest`), checked on loading, so a probe is
+is the digest of that backbone's state (:func:`medtransfer.models.digests.state_digest`), checked on loading, so a probe is
 either rebuilt bit for bit or refused. :func:`load_probe` returns the same ``(ResNet50, meta)``
 as :func:`medtransfer.models.load_checkpoint`. Every hidden layer of a probe equals its source's, so comparing hidden
 representations with the probe is comparing them with the source.
@@ -18,7 +18,6 @@ representations with the probe is comparing them with the source.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,38 +26,15 @@ import torch
 
 from medtransfer.atomic import write_atomic
 from medtransfer.errors import WeightsError
-from medtransfer.models import ResNet50, load_source
+from medtransfer.models import ResNet50, load_source, registry
 from medtransfer.models.checkpoint import plain_meta, read_payload
+from medtransfer.models.digests import combine_digests, state_digest, tensor_digests
 from medtransfer.training.record import SOURCES, RunDir
 from medtransfer.vocabulary import SourceRef
 
 FORMAT = "medtransfer-probe"
 VERSION = 1
 HEAD_PREFIX = "head."
-
-
-def tensor_digests(state: dict[str, torch.Tensor]) -> dict[str, str]:
-    """sha256 (hex) of each tensor's name, dtype, shape and bytes (CPU, contiguous layout)."""
-    digests = {}
-    for name, tensor in state.items():
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        h = hashlib.sha256(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        h.update(flat.view(torch.uint8).numpy().data)
-        digests[name] = h.hexdigest()
-    return digests
-
-
-def combine_digests(digests: dict[str, str]) -> str:
-    """One sha256 (hex) of a state from its per-tensor digests (order independent)."""
-    h = hashlib.sha256()
-    for name in sorted(digests):
-        h.update(f"{name}:{digests[name]}\n".encode())
-    return h.hexdigest()
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """The content digest of a state dict (what ``source.sha256`` records)."""
-    return combine_digests(tensor_digests(state))
 
 
 def save_probe(path: str | os.PathLike, model: ResNet50, meta: dict[str, Any], *, load: str, seed: int,
@@ -140,8 +116,6 @@ def load_probe(path: str | os.PathLike, *, source: str | os.PathLike | None = No
         body = backbone.state_dict()
         digest = state_digest(body)
         if digest == ref["sha256"]:
-            from medtransfer.models import registry
-
             model = registry.create(registry.backbone_of(backbone), num_classes=payload["num_classes"],
                                     dropout=payload["dropout"])
             state = dict(body)

@@ -11,7 +11,7 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
                                       best-weights snapshot ``best.{phase}.{epoch}.pt`` it names)
 ``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
-``progress.json``                     the run's progress (:class:`medtransfer.progress.RunProgress`)
+``progress.json``                     the run's progress (:class:`medtransfer.training.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
 ``outcome.json``                      what a SLURM job made of the run, for its driver
                                       (:mod:`medtransfer.study.executors`; never a pickle)
@@ -31,7 +31,9 @@ A study directory holds ``study.resolved.yaml`` (:data:`STUDY_FILE`: the resolve
 name of its own so that ``run study.yaml --out .`` never rewrites the user's file; studies written
 by earlier versions kept it in ``study.yaml``, :data:`LEGACY_STUDY_FILE`), ``folds/{target}.csv``
 (:func:`study_folds_file`), ``sources/{name}.pt`` (:func:`study_source_file`, made by the
-pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``. Paths in a study's run configs
+pretraining run in :func:`pretrain_run_dir`) and ``runs/{run id}/``; then what is made from them:
+``results/`` (:func:`study_results_file`), ``analysis/`` with ``analysis/figures/``, ``report.html``
+and, on SLURM, ``slurm/`` (:data:`RESULTS_DIR` and the names beside it). Paths in a study's run configs
 are relative to the study directory, so a study can be moved or copied; :meth:`RunDir.base` is
 that directory (``None`` outside a study: relative paths are then relative to the working directory).
 
@@ -44,7 +46,9 @@ written before digests existed wrote) is accepted as *unverified* (:attr:`RunRec
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -60,6 +64,8 @@ from medtransfer.vocabulary import FREEZE, SourceRef
 
 RUNS, STUDY_FILE, FOLDS_DIR, SOURCES = "runs", "study.resolved.yaml", "folds", "sources"
 LEGACY_STUDY_FILE = "study.yaml"  # the resolved study of studies written before STUDY_FILE
+# the study directory's outputs: the results tables, the analysis (its figures), the report, SLURM logs
+RESULTS_DIR, ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, SLURM_DIR = "results", "analysis", "figures", "report.html", "slurm"
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
@@ -91,15 +97,19 @@ def study_source_file(name: str) -> str:
     return f"{SOURCES}/{name}.pt"
 
 
+def study_results_file(name: str) -> str:
+    """A results table of the study (``auc.csv``, ``table2.csv``, ``table2.md``), relative to it."""
+    return f"{RESULTS_DIR}/{name}"
+
+
 def pretrain_run_dir(name: str) -> str:
     """The run directory of the pretraining run that makes source ``name``, relative to the study."""
     return f"{SOURCES}/{name}-run"
 
 
-def run_id(target: str, source: str, strategy: str, fold: int, seed: int) -> str:
-    """``{target}/{source}-{strategy}/fold{k}``, with ``-seed{s}`` appended for seeds other than 0."""
-    suffix = "" if seed == 0 else f"-seed{seed}"
-    return f"{target}/{source}-{strategy}/fold{fold}{suffix}"
+def _is_count(text: str | None) -> bool:
+    """Whether ``text`` is a whole number as history.csv writes epoch numbers."""
+    return isinstance(text, str) and text.strip().isdigit()
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -373,13 +383,17 @@ class RunDir:
         """Record why the run raised (``FAILED``); the claim itself belongs to :mod:`medtransfer.study.claims`."""
         write_text_atomic(self.failed, message, fsync=True)
 
-    def history_rows(self) -> list[list[str]]:
-        """``history.csv``'s rows as strings (header dropped); empty if absent or unreadable."""
+    def read_history(self) -> list[dict[str, str]]:
+        """``history.csv``'s rows, one dict per epoch keyed by its header (:data:`HISTORY_COLUMNS`),
+        values as written (strings); empty if the file is absent or unreadable. A damaged line (cut
+        short, overwritten) has no phase or no epoch number and is left out. The one reader of the
+        file: the study status and the progress summary read it through here."""
         try:
-            lines = self.history.read_text(encoding="utf-8", errors="replace").strip().splitlines()[1:]
+            text = self.history.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return []
-        return [line.split(",") for line in lines]
+        return [row for row in csv.DictReader(io.StringIO(text))
+                if isinstance(row.get("phase"), str) and row["phase"] and _is_count(row.get("epoch"))]
 
     def failure(self) -> str:
         """The last line of ``FAILED`` (the error), or ``""``."""

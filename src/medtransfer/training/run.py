@@ -25,6 +25,10 @@ import pandas as pd
 import torch
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.data import KerasAugment
+from medtransfer.models import load_source, save_checkpoint
+from medtransfer.models.digests import tensor_digests
+from medtransfer.models.filters import first_conv
 from medtransfer.training import checkpoints as ckpt
 from medtransfer.training.checkpoints import BestSnapshot
 from medtransfer.errors import ConfigError
@@ -33,9 +37,9 @@ from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.early_stopping import EarlyStopping
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
+from medtransfer.training.observers import PhasePlan, RunStart, Sinks
 from medtransfer.training.optim import KerasAdam
-from medtransfer.training.probe import save_probe, tensor_digests
-from medtransfer.tracking import PhasePlan, RunStart, Sinks
+from medtransfer.training.probe import save_probe
 from medtransfer.training.record import HISTORY_COLUMNS, RunDir, RunFacts, file_digest, read_record
 from medtransfer.vocabulary import FINETUNE, FREEZE, PROBE, Phase
 
@@ -150,8 +154,6 @@ def build_model(config: RunConfig, source, num_classes: int) -> torch.nn.Module:
     """The source's network with a fresh seeded head of ``num_classes`` outputs, the config's
     dropout, BatchNorm momentum and first-conv init scale (on the CPU; dropout is set before the
     head is made)."""
-    from medtransfer.models.filters import first_conv
-
     model = source.model
     if config.conv1_init_scale != 1.0:
         with torch.no_grad():
@@ -181,9 +183,6 @@ class _Run:
     """The state of one run while it trains (see :func:`train_run`)."""
 
     def __init__(self, config: RunConfig, directory: RunDir, sinks: Sinks | None = None) -> None:
-        from medtransfer.data import KerasAugment
-        from medtransfer.models import load_source
-
         self.dir = directory
         self.sinks = sinks if sinks is not None else Sinks()
         self.given = config                   # written to config.json as it is
@@ -311,8 +310,6 @@ class _Run:
     # -- the whole run ----------------------------------------------------------------------
 
     def train(self) -> RunResult:
-        from medtransfer.models import save_checkpoint
-
         began = time.perf_counter()
         self.write_inputs()
         phases = TrainingPhase.plan(self.config)
@@ -356,7 +353,7 @@ class _Run:
 def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None) -> RunResult:
     """Train (or resume, or read if ``DONE``) one run into ``out_dir``; returns its test metrics.
 
-    ``sinks`` (:class:`medtransfer.tracking.Sinks`) observe the run: its start, each history row,
+    ``sinks`` (:class:`medtransfer.training.observers.Sinks`) observe the run: its start, each history row,
     its end; they cannot change or fail it.
 
     Seeds the run's own generators and the global torch RNG (dropout) from ``config.seed``

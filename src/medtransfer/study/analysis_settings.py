@@ -1,5 +1,6 @@
 """Settings of one analysis: the paper's defaults, overridden by ``study.yaml``'s ``analysis:``
-section, overridden by explicit arguments.
+section, overridden by explicit arguments. The study owns its ``study.yaml`` and checks this section
+when it loads; the analysis (:mod:`medtransfer.analysis`) reads it from here.
 
 ``study.yaml`` may carry, all optional::
 
@@ -32,12 +33,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from medtransfer.errors import ConfigError
+from medtransfer.models import BLOCK_LAYERS, PAPER_LAYERS
+from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS
+from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
+from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.vocabulary import AUC_AVERAGES
-
-from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS  # noqa: E402
-from medtransfer.similarity.registry import NAMES as MEASURE_NAMES  # noqa: E402
-from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,6 @@ class AnalysisSettings:
 
     def resolved_layers(self) -> dict[str, str]:
         """Short label -> Keras layer name, in network order (``conv1`` -> ``conv1_relu``, ...)."""
-        from medtransfer.models import BLOCK_LAYERS, PAPER_LAYERS
-
         layers = self.layers
         if layers == ("all",):
             names = list(BLOCK_LAYERS)

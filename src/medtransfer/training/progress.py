@@ -1,15 +1,13 @@
-"""Progress of long work, in one place, so that library code never prints directly.
+"""The progress of one fine-tuning run: its ``progress.json`` and how a console shows it.
 
-- :func:`track`: a rich progress bar over an iterable on a terminal (downloads, caching, analysis).
-- :class:`RunProgress`: a sink of a fine-tuning run (see :mod:`medtransfer.tracking`). It keeps
+- :class:`RunProgress`: an observer of a run (:mod:`medtransfer.training.observers`). It keeps
   ``progress.json`` in the run directory up to date (phase, epoch k/N, best val AUC so far,
   seconds per epoch) and shows the run: a live line on a terminal (:func:`run_view`), one plain,
   flushed line per epoch and per finished run otherwise (a file, a SLURM log).
-- :func:`study_progress`: every run of a study directory and the grid's ETA from measured epoch
-  times, read from the files alone (so it works whatever executes the runs: local, SLURM, Ray).
+- :func:`summarize`, :func:`remaining_seconds`: a run's state and ETA from its history rows, which
+  the study status (:mod:`medtransfer.study.status`) reuses for runs without a progress file.
 
-Environment: ``MEDTRANSFER_QUIET=1`` silences everything; ``MEDTRANSFER_PROGRESS=1`` shows
-terminal-style progress even when stderr is not a terminal.
+Environment: as :mod:`medtransfer.console` (``MEDTRANSFER_QUIET``, ``MEDTRANSFER_PROGRESS``).
 """
 
 from __future__ import annotations
@@ -18,52 +16,20 @@ import contextlib
 import json
 import math
 import multiprocessing
-import os
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
-T = TypeVar("T")
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
-
-def quiet() -> bool:
-    """``MEDTRANSFER_QUIET=1``: no progress output at all."""
-    return os.environ.get("MEDTRANSFER_QUIET", "") == "1"
-
-
-def progress_enabled() -> bool:
-    """Terminal-style progress (bars, live lines) shows on a terminal unless MEDTRANSFER_QUIET=1."""
-    if quiet():
-        return False
-    return sys.stderr.isatty() or os.environ.get("MEDTRANSFER_PROGRESS", "") == "1"
-
-
-def track(iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Yield from ``iterable`` while showing a rich progress bar on stderr (when enabled)."""
-    if not progress_enabled():
-        yield from iterable
-        return
-    from rich.progress import track as rich_track
-
-    yield from rich_track(iterable, description=description, total=total, transient=True)
-
-
-def count_finished(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
-    """Yield finished items (futures, job results) with a bar on a terminal, or one plain line per
-    finished item otherwise (``description: k/total finished, elapsed``)."""
-    if progress_enabled() or quiet():
-        yield from track(iterable, description, total)
-        return
-    began = time.monotonic()
-    for k, item in enumerate(iterable, 1):
-        yield item
-        _line(sys.stderr, f"{description}: {k}/{total} finished, {clock(time.monotonic() - began)} elapsed")
-
-
-# -- the state of one run -----------------------------------------------------------------------
+from medtransfer.atomic import write_text_atomic
+from medtransfer.console import clock, progress_enabled, quiet, write_line
+from medtransfer.training.record import RunDir
 
 
 def _finite(value: Any) -> float | None:
@@ -128,17 +94,11 @@ def remaining_seconds(summary: dict[str, Any], plan: list[dict[str, Any]], expec
     return total
 
 
-def _progress_file(directory: Path) -> Path:
-    from medtransfer.training.record import RunDir  # here: the data layer imports this module
-
-    return RunDir(directory).progress
-
-
 def read_progress(directory: Path) -> dict[str, Any] | None:
     """A run's ``progress.json``, or None when it is missing, unreadable (being replaced) or not
     what :class:`RunProgress` writes (damaged: the caller then summarises ``history.csv``)."""
     try:
-        state = json.loads(_progress_file(directory).read_text())
+        state = json.loads(RunDir(directory).progress.read_text())
     except (OSError, ValueError):
         return None
     return state if _is_progress(state) else None
@@ -176,16 +136,14 @@ class RunProgress:
         self.history: list[dict[str, Any]] = []
 
     def _write(self) -> None:
-        from medtransfer.atomic import write_text_atomic
-
         self.state["updated"] = time.time()
-        write_text_atomic(_progress_file(self.directory), json.dumps(self.state, indent=1))
+        write_text_atomic(RunDir(self.directory).progress, json.dumps(self.state, indent=1))
 
     def _update(self, **extra: Any) -> None:
         self.state.update(summarize(self.history, self.state["plan"]), **extra)
         self._write()
 
-    def start(self, run) -> None:  # noqa: ANN001 - a medtransfer.tracking.RunStart
+    def start(self, run) -> None:  # noqa: ANN001 - a medtransfer.training.observers.RunStart
         """Record the plan and the restored history; show the start."""
         self.view = self.view or current_view()
         self.directory = Path(run.directory)
@@ -223,21 +181,8 @@ class RunProgress:
 # -- showing runs -------------------------------------------------------------------------------
 
 
-def clock(seconds: float | None) -> str:
-    """``h:mm:ss`` of a duration in seconds (``-:--:--`` when unknown)."""
-    if seconds is None:
-        return "-:--:--"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _line(stream: IO[str], text: str) -> None:
-    stream.write(text + "\n")
-    stream.flush()
 
 
 def describe(state: dict[str, Any], since_update: float = 0.0) -> str:
@@ -273,20 +218,20 @@ class LineView:
 
     def started(self, state: dict[str, Any]) -> None:
         how = f"resumed at {state['phase']} epoch {state['epoch']}" if state.get("resumed") else "started"
-        _line(self.stream, f"{self.grid.prefix()}{state['run_id']}: {how}")
+        write_line(self.stream, f"{self.grid.prefix()}{state['run_id']}: {how}")
 
     def epoch(self, state: dict[str, Any]) -> None:
-        _line(self.stream, f"{self.grid.prefix()}{state['run_id']}: {describe(state)}")
+        write_line(self.stream, f"{self.grid.prefix()}{state['run_id']}: {describe(state)}")
 
     def finished(self, state: dict[str, Any]) -> None:
         done = sum(state.get("epochs_done", {}).values())
-        _line(self.stream, f"{self.grid.prefix()}{state['run_id']}: finished, test AUC {_num(state.get('test_auc'))}, "
+        write_line(self.stream, f"{self.grid.prefix()}{state['run_id']}: finished, test AUC {_num(state.get('test_auc'))}, "
                            f"{done} epochs in {clock(state.get('seconds'))}")
         self.grid.ended += 1
 
     def failed(self, state: dict[str, Any]) -> None:
         error = (state.get("error") or "").strip().splitlines()
-        _line(self.stream, f"{self.grid.prefix()}{state['run_id']}: FAILED {error[-1] if error else ''}")
+        write_line(self.stream, f"{self.grid.prefix()}{state['run_id']}: FAILED {error[-1] if error else ''}")
         self.grid.ended += 1
 
 
@@ -294,9 +239,6 @@ class LiveView(LineView):
     """On a terminal: a live line for the current run and the grid; finished runs stay above it."""
 
     def __init__(self, total: int | None = None) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
         super().__init__(sys.stderr, total)
         self.state: dict[str, Any] | None = None
         self.console = Console(stderr=True)
@@ -311,8 +253,6 @@ class LiveView(LineView):
         self.live.stop()
 
     def _render(self):  # noqa: ANN202 - a rich renderable
-        from rich.text import Text
-
         grid = self.grid
         head = f"fine-tuning run {grid.ended + 1}/{grid.total}, {clock(time.monotonic() - grid.began)} elapsed" \
             if grid.total else "fine-tuning"
@@ -375,92 +315,3 @@ def run_view(total: int | None = None) -> Iterator[LineView | None]:
             yield view
     finally:
         _VIEW = previous
-
-
-# -- a study from its files -----------------------------------------------------------------------
-
-
-def _history_rows(directory: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    from medtransfer.training.record import RunDir
-
-    try:
-        rows = pd.read_csv(RunDir(directory).history).to_dict("records")
-    except (OSError, ValueError):
-        return []
-    # a damaged line (cut short, overwritten) has no phase or no epoch number
-    return [row for row in rows if isinstance(row.get("phase"), str) and _finite(row.get("epoch")) is not None]
-
-
-def study_progress(out: str | Path) -> dict[str, Any]:
-    """Every run of the study in ``out`` with its progress, and the grid's ETA.
-
-    Per run: ``run_id, target, strategy, state`` (done, running, interrupted, failed, pending),
-    ``phase, epoch, epochs`` (epoch k/N of the current phase), ``best_val_auc``,
-    ``seconds_per_epoch`` (current phase), ``test_auc`` (done runs), ``eta_s`` (this run).
-    Grid: ``eta_s`` - seconds until every unfinished, not-failed run ends, each run expected to
-    stop after the median epochs of finished runs of its target and strategy (its limit while none
-    has finished) at its own measured s/epoch (else its target's median, else any run's), divided
-    by the number of runs running now (at least 1); ``eta_max_s`` the same with every epoch limit
-    reached; both None until an epoch of every phase still to run has been measured somewhere.
-    """
-    from medtransfer.study.expand import expand
-    from medtransfer.study.store import count_states, read_study_file, run_dir, run_status
-    from medtransfer.training.run import phase_plan
-
-    out = Path(out)
-    study = read_study_file(out)
-    runs = []
-    for config in expand(study, out):
-        directory = run_dir(out, config)
-        status = run_status(directory, config.run_id)
-        plan = [{"phase": p.phase, "lr": p.lr, "epochs": p.epochs} for p in phase_plan(config)]
-        saved = read_progress(directory)
-        summary = summarize(_history_rows(directory), plan) if saved is None else saved
-        runs.append({"config": config, "status": status, "plan": plan, "summary": summary})
-
-    speeds: dict[tuple[str, str], list[float]] = {}
-    lengths: dict[tuple[str, str, str], list[int]] = {}
-    for run in runs:
-        config, summary = run["config"], run["summary"]
-        for phase, speed in summary.get("seconds_per_epoch", {}).items():
-            speeds.setdefault((config.target_label, phase), []).append(speed)
-            speeds.setdefault(("", phase), []).append(speed)
-        if run["status"].state == "done":
-            for phase, n in summary.get("epochs_done", {}).items():
-                lengths.setdefault((config.target_label, config.strategy, phase), []).append(n)
-
-    running = sum(r["status"].state == "running" for r in runs)
-    total = total_max = 0.0
-    known = True
-    rows = []
-    for run in runs:
-        config, summary, plan, state = run["config"], run["summary"], run["plan"], run["status"].state
-        phases = [p["phase"] for p in plan]
-        fallback = {}
-        for phase in phases:
-            values = speeds.get((config.target_label, phase)) or speeds.get(("", phase))
-            if values:
-                fallback[phase] = statistics.median(values)
-        expected = {phase: statistics.median(lengths[key]) for phase in phases
-                    if (key := (config.target_label, config.strategy, phase)) in lengths}
-        eta = eta_max = None
-        if state not in ("done", "failed"):
-            eta = remaining_seconds(summary, plan, expected, fallback)
-            eta_max = remaining_seconds(summary, plan, None, fallback)
-            if eta is None or eta_max is None:
-                known = False
-            else:
-                total, total_max = total + eta, total_max + eta_max
-        speed = summary.get("seconds_per_epoch", {}).get(summary.get("phase"))
-        rows.append({"run_id": config.run_id, "target": config.target_label, "source": config.source_label,
-                     "strategy": config.strategy, "fold": config.fold, "seed": config.seed, "state": state,
-                     "phase": summary.get("phase", ""), "epoch": summary.get("epoch", 0),
-                     "epochs": summary.get("epochs", 0), "best_val_auc": summary.get("best_val_auc"),
-                     "seconds_per_epoch": speed, "test_auc": run["status"].auc, "eta_s": eta,
-                     "error": run["status"].error})
-    parallel = max(1, running)
-    return {"study": str(out), "counts": count_states([r["status"] for r in runs]), "runs": rows,
-            "running": running, "eta_s": total / parallel if known else None,
-            "eta_max_s": total_max / parallel if known else None, "updated": time.time()}

@@ -1,0 +1,84 @@
+"""The status of a study read from its files alone, so it works whatever executes the runs
+(local, SLURM, Ray): every run's state and progress, and the grid's ETA from measured epoch times."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from medtransfer.study.expand import expand
+from medtransfer.study.store import count_states, read_study_file, run_dir, run_status
+from medtransfer.training.progress import read_progress, remaining_seconds, summarize
+from medtransfer.training.record import RunDir
+from medtransfer.training.run import phase_plan
+
+
+def study_progress(out: str | Path) -> dict[str, Any]:
+    """Every run of the study in ``out`` with its progress, and the grid's ETA.
+
+    Per run: ``run_id, target, strategy, state`` (done, running, interrupted, failed, pending),
+    ``phase, epoch, epochs`` (epoch k/N of the current phase), ``best_val_auc``,
+    ``seconds_per_epoch`` (current phase), ``test_auc`` (done runs), ``eta_s`` (this run).
+    Grid: ``eta_s`` - seconds until every unfinished, not-failed run ends, each run expected to
+    stop after the median epochs of finished runs of its target and strategy (its limit while none
+    has finished) at its own measured s/epoch (else its target's median, else any run's), divided
+    by the number of runs running now (at least 1); ``eta_max_s`` the same with every epoch limit
+    reached; both None until an epoch of every phase still to run has been measured somewhere.
+    """
+    out = Path(out)
+    study = read_study_file(out)
+    runs = []
+    for config in expand(study, out):
+        directory = run_dir(out, config)
+        status = run_status(directory, config.run_id)
+        plan = [{"phase": p.phase, "lr": p.lr, "epochs": p.epochs} for p in phase_plan(config)]
+        saved = read_progress(directory)
+        summary = summarize(RunDir(directory).read_history(), plan) if saved is None else saved
+        runs.append({"config": config, "status": status, "plan": plan, "summary": summary})
+
+    speeds: dict[tuple[str, str], list[float]] = {}
+    lengths: dict[tuple[str, str, str], list[int]] = {}
+    for run in runs:
+        config, summary = run["config"], run["summary"]
+        for phase, speed in summary.get("seconds_per_epoch", {}).items():
+            speeds.setdefault((config.target_label, phase), []).append(speed)
+            speeds.setdefault(("", phase), []).append(speed)
+        if run["status"].state == "done":
+            for phase, n in summary.get("epochs_done", {}).items():
+                lengths.setdefault((config.target_label, config.strategy, phase), []).append(n)
+
+    running = sum(r["status"].state == "running" for r in runs)
+    total = total_max = 0.0
+    known = True
+    rows = []
+    for run in runs:
+        config, summary, plan, state = run["config"], run["summary"], run["plan"], run["status"].state
+        phases = [p["phase"] for p in plan]
+        fallback = {}
+        for phase in phases:
+            values = speeds.get((config.target_label, phase)) or speeds.get(("", phase))
+            if values:
+                fallback[phase] = statistics.median(values)
+        expected = {phase: statistics.median(lengths[key]) for phase in phases
+                    if (key := (config.target_label, config.strategy, phase)) in lengths}
+        eta = eta_max = None
+        if state not in ("done", "failed"):
+            eta = remaining_seconds(summary, plan, expected, fallback)
+            eta_max = remaining_seconds(summary, plan, None, fallback)
+            if eta is None or eta_max is None:
+                known = False
+            else:
+                total, total_max = total + eta, total_max + eta_max
+        speed = summary.get("seconds_per_epoch", {}).get(summary.get("phase"))
+        rows.append({"run_id": config.run_id, "target": config.target_label, "source": config.source_label,
+                     "strategy": config.strategy, "fold": config.fold, "seed": config.seed, "state": state,
+                     "phase": summary.get("phase", ""), "epoch": summary.get("epoch", 0),
+                     "epochs": summary.get("epochs", 0), "best_val_auc": summary.get("best_val_auc"),
+                     "seconds_per_epoch": speed, "test_auc": run["status"].auc, "eta_s": eta,
+                     "error": run["status"].error})
+    parallel = max(1, running)
+    return {"study": str(out), "counts": count_states([r["status"] for r in runs]), "runs": rows,
+            "running": running, "eta_s": total / parallel if known else None,
+            "eta_max_s": total_max / parallel if known else None, "updated": time.time()}
