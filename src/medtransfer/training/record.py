@@ -107,9 +107,9 @@ def pretrain_run_dir(name: str) -> str:
     return f"{SOURCES}/{name}-run"
 
 
-def _is_count(text: str | None) -> bool:
-    """Whether ``text`` is a whole number as history.csv writes epoch numbers."""
-    return isinstance(text, str) and text.strip().isdigit()
+def _is_filled(text: str | None) -> bool:
+    """Whether a history.csv field is present (a line cut short lacks its last fields)."""
+    return isinstance(text, str) and bool(text.strip())
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -393,7 +393,7 @@ class RunDir:
         except OSError:
             return []
         return [row for row in csv.DictReader(io.StringIO(text))
-                if isinstance(row.get("phase"), str) and row["phase"] and _is_count(row.get("epoch"))]
+                if _is_filled(row.get("phase")) and _is_filled(row.get("epoch"))]
 
     def failure(self) -> str:
         """The last line of ``FAILED`` (the error), or ``""``."""
