@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.images import INTERPOLATIONS, resize
+from medtransfer.data.leakage import HashCollector, hashes_path
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
 from medtransfer.progress import track
@@ -129,8 +130,12 @@ class PixelCache:
         tmp = root / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        hashes_file = hashes_path(manifest, root)  # the images' fingerprints, made while they are decoded
+        hashes = None if hashes_file.is_file() else HashCollector(manifest)
         try:
-            _fill(manifest, tmp / "pixels.npy", size, interpolation, workers)
+            _fill(manifest, tmp / "pixels.npy", size, interpolation, workers, hashes)
+            if hashes is not None:
+                hashes.result().save(hashes_file)
             meta = {"name": manifest.name, "size": size, "interpolation": interpolation, "key": key,
                     "version": CACHE_VERSION, "image_ids": manifest.frame["image_id"].tolist()}
             (tmp / "meta.json").write_text(json.dumps(meta))
@@ -144,7 +149,8 @@ class PixelCache:
         return cls.open(path)
 
 
-def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers: int) -> None:
+def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers: int,
+          hashes: HashCollector | None = None) -> None:
     n = len(manifest)
     out = np.lib.format.open_memmap(file, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     chunk = max(1, min(256, n // (8 * max(1, workers)) or 1))
@@ -156,7 +162,10 @@ def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers
         bad = []
         for i in range(start, min(n, start + chunk)):
             try:
-                out[i] = resize(manifest.read_image(i), size, interpolation)
+                image = manifest.read_image(i)
+                if hashes is not None:
+                    hashes.add(i, image)
+                out[i] = resize(image, size, interpolation)
             except DataError as error:
                 bad.append((i, SkippedFile(refs[i], reason_of(error, refs[i]))))
         return bad

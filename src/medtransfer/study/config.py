@@ -221,6 +221,9 @@ class StudyConfig(_Strict):
     tracking: TrackingSpec | None = None  # off unless given
     # settings of `medtransfer analyze` for this study (medtransfer.analysis.settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
+    # images shared by a pretraining set and a target, or across a target's test parts
+    # (medtransfer.study.leakage): warn, error (refuse to run) or off (no check)
+    leakage: Literal["warn", "error", "off"] = "warn"
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))

@@ -11,6 +11,7 @@ from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
+from medtransfer.study.leakage import check_leakage
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
@@ -164,7 +165,9 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
     damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
-    Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
+    Pretrained sources are made first, by the executor like every run; before them, the images
+    the pretraining sets share with the targets, and those the folds share across their test parts,
+    are looked for (``study.leakage``, :mod:`medtransfer.study.leakage`). ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
     section. Raises ConfigError when ``out`` holds runs made with different settings.
     """
@@ -182,6 +185,7 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     warn_collapsed_stages(configs)
     write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
+    check_leakage(study, configs, out)  # before any training: a refused study starts no run
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
