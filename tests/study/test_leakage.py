@@ -11,6 +11,7 @@ from PIL import Image
 from medtransfer.data.datasets.synthetic import generate
 from medtransfer.errors import DataError
 from medtransfer.study.config import StudyConfig, shipped_config
+from medtransfer.study.datasets import study_datasets
 from medtransfer.study.expand import expand
 from medtransfer.study.leakage import LEAKAGE_FILE, check_leakage, find_leakage
 from medtransfer.study.runner import prepare_folds, run_study
@@ -63,7 +64,7 @@ def test_five_shared_images_found_and_recorded(leaky, tmp_path, capsys):
     study, out = make(), tmp_path / "study"
     out.mkdir()
     prepare_folds(study, out)
-    findings = check_leakage(study, expand(study, out), out)
+    findings = check_leakage(study, study_datasets(study, expand(study, out)), out)
     assert len(findings) == 1 and findings[0].images == 5
     assert sorted(findings[0].pairs["image_b"]) == shared
     err = capsys.readouterr().err
@@ -88,7 +89,7 @@ def test_leakage_off_checks_nothing(leaky, tmp_path):
     study, out = make(leakage="off"), tmp_path / "study"
     out.mkdir()
     prepare_folds(study, out)
-    assert check_leakage(study, expand(study, out), out) == []
+    assert check_leakage(study, study_datasets(study, expand(study, out)), out) == []
     assert not (out / LEAKAGE_FILE).exists()
 
 
@@ -111,7 +112,7 @@ def test_copies_across_a_test_part(tmp_path):
                      "folds_file": str(tmp_path / "folds.csv")}],
         "sources": [{"name": "random"}], "k_folds": 3,
         "training": {"cache_dir": str(tmp_path / "cache"), "split_fractions": [0.6666667, 0.0833333, 0.25]}})
-    findings = find_leakage(study, expand(study, tmp_path), tmp_path)
+    findings = find_leakage(study_datasets(study, expand(study, tmp_path)), tmp_path)
     # fold 0: the original is tested, its copy trained on; fold 1: the reverse; fold 2: both train
     assert [(f.what, f.images) for f in findings] == [
         ("target mine, fold 0: test images with a copy in train or val", 1),
@@ -125,4 +126,21 @@ def test_the_demo_study_has_no_leakage(tmp_path):
     data["training"]["cache_dir"] = str(tmp_path / "cache")
     study = StudyConfig.parse(data)
     prepare_folds(study, tmp_path)
-    assert find_leakage(study, expand(study, tmp_path), tmp_path) == []
+    assert find_leakage(study_datasets(study, expand(study, tmp_path)), tmp_path) == []
+
+
+def test_every_missing_root_named_before_anything_is_written(tmp_path):
+    study = StudyConfig.parse({
+        "targets": [{"name": "one", "dataset": "folder", "root": str(tmp_path / "nowhere")},
+                    {"name": "two", "dataset": "breast"},
+                    {"name": "fine", "dataset": "synthetic", "options": {"n_patients": 8}}],
+        "sources": [{"name": "pre", "pretrain": {"dataset": "chest", "root": str(tmp_path / "gone")}}]})
+    out = tmp_path / "study"
+    with pytest.raises(DataError) as caught:
+        run_study(study, out)
+    message = str(caught.value)
+    assert message.startswith("3 of the study's 4 datasets cannot be loaded")
+    for part in ("target one (folder)", "nowhere", "target two (breast)", "--root",
+                 "source pre's pretraining set (chest)", "gone"):
+        assert part in message
+    assert not out.exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -83,8 +84,11 @@ def check(
         for cls, count in report["classes"].items():
             table.add_row(cls, str(count))
         console.print(table)
-        for what, count in report["notes"].items():
+        for what, count in manifest.notes.items():  # phrases in the plural: "mask files ignored"
             console.print(f"{count} {what}", highlight=False, markup=False)
+        left_out = Counter(s.reason for s in manifest.skipped if not s.problem)  # one file's reason each
+        for reason, count in left_out.items():
+            console.print(f"{count} file{'s' if count != 1 else ''} left out: {reason}", highlight=False, markup=False)
         for entry in report["problems"]:  # files left out on purpose are counted in the notes above
             console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
         if report["problems"] and not skip_bad:
@@ -168,7 +172,8 @@ def cache(
     size: int = typer.Option(..., "--size", help="side of the square images in pixels"),
     root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
     interpolation: str = typer.Option("nearest", help="nearest (the authors' loader), bilinear, bicubic, area, lanczos"),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="default ~/.cache/medtransfer/pixels"),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Pixel cache folder. "
+                                    "\\[default: $MEDTRANSFER_CACHE/pixels, else ~/.cache/medtransfer/pixels]"),
     workers: int = typer.Option(4, help="threads decoding images"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
     option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),

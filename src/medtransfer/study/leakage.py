@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.data import PixelCache, load_manifest, read_folds
+from medtransfer.data import PixelCache, read_folds
 from medtransfer.data.cache import default_cache_dir
 from medtransfer.data.leakage import (MIN_CORRELATION, NEAR_DISTANCE, ImageHashes, dataset_hashes, fold_overlaps,
                                       overlaps)
 from medtransfer.errors import DataError
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.pretrain import pretrain_config
+from medtransfer.study.datasets import StudyDataset
 from medtransfer.study.store import write_atomic
 from medtransfer.training.config import RunConfig
 
@@ -58,33 +58,11 @@ class Finding:
                 f"{'s' if near != 1 else ''}), e.g. {examples}{more}; every pair: {out / LEAKAGE_FILE}")
 
 
-def _dataset_key(config: RunConfig) -> str:
-    return json.dumps([config.target, config.root, config.target_options], sort_keys=True, default=str)
-
-
-class _Hashes:
-    """The hashes of each dataset of the study, each computed (or read) once."""
-
-    def __init__(self) -> None:
-        self._done: dict[str, ImageHashes] = {}
-
-    def of(self, config: RunConfig) -> ImageHashes:
-        """The hashes of the images ``config`` trains on; its pixel cache is built on the way."""
-        key = _dataset_key(config)
-        if key not in self._done:
-            manifest = load_manifest(config.target, config.root, **config.target_options)
-            PixelCache.build(manifest, config.size, interpolation=config.interpolation, cache_dir=config.cache_dir)
-            root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-            self._done[key] = dataset_hashes(manifest, root)
-        return self._done[key]
-
-
-def _first_runs(configs: list[RunConfig]) -> dict[str, RunConfig]:
-    """One run per target dataset (a target's backbones share its images): label -> config."""
-    firsts: dict[str, RunConfig] = {}
-    for config in configs:
-        firsts.setdefault(config.target_name.split("@")[0], config)
-    return firsts
+def _hashes(dataset: StudyDataset) -> ImageHashes:
+    """The hashes of a dataset's images; the pixel cache its runs read is built on the way."""
+    config = dataset.config
+    PixelCache.build(dataset.manifest, config.size, interpolation=config.interpolation, cache_dir=config.cache_dir)
+    return dataset_hashes(dataset.manifest, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
 
 
 def _folds_of(config: RunConfig, out: Path) -> pd.DataFrame:
@@ -92,32 +70,36 @@ def _folds_of(config: RunConfig, out: Path) -> pd.DataFrame:
     return read_folds(path if path.is_absolute() else out / path)
 
 
-def find_leakage(study: StudyConfig, configs: list[RunConfig], out: Path) -> list[Finding]:
+def find_leakage(datasets: list[StudyDataset], out: Path) -> list[Finding]:
     """Every overlap between each pretraining set and each target, and across each target's test
     parts (the folds files must exist: ``prepare_folds`` first)."""
-    hashes = _Hashes()
-    targets = _first_runs(configs)
+    hashes: dict[str, ImageHashes] = {}
+
+    def of(dataset: StudyDataset) -> ImageHashes:
+        key = json.dumps([dataset.config.target, dataset.config.root, dataset.config.target_options],
+                         sort_keys=True, default=str)
+        if key not in hashes:  # a dataset that is both target and pretraining set is hashed once
+            hashes[key] = _hashes(dataset)
+        return hashes[key]
+
+    targets = [d for d in datasets if not d.pretraining]
     findings: list[Finding] = []
-    for source in study.sources:
-        if source.pretrain is None:
-            continue
-        pretraining = pretrain_config(source, study.training)
-        for label, config in targets.items():
-            pairs = overlaps(hashes.of(pretraining), hashes.of(config))
+    for source in (d for d in datasets if d.pretraining):
+        for target in targets:
+            pairs = overlaps(of(source), of(target))
             if len(pairs):
-                pairs = pairs.assign(check="pretraining", dataset_a=f"source {source.name} (pretraining)",
-                                     dataset_b=f"target {label}")
-                findings.append(Finding(f"source {source.name}'s pretraining set ({source.pretrain.dataset}) and "
-                                        f"target {label} ({config.target})", pairs, pairs["image_b"].nunique()))
-    for label, config in targets.items():
-        if not config.folds_file:
+                pairs = pairs.assign(check="pretraining", dataset_a=source.label, dataset_b=target.label)
+                findings.append(Finding(f"{source.label} ({source.config.target}) and {target.label} "
+                                        f"({target.config.target})", pairs, pairs["image_b"].nunique()))
+    for target in targets:
+        if not target.config.folds_file:
             continue
-        leaks = fold_overlaps(overlaps(hashes.of(config)), _folds_of(config, out))
+        leaks = fold_overlaps(overlaps(of(target)), _folds_of(target.config, out))
         for fold, pairs in leaks.groupby("fold", sort=True):
             test = pd.concat([pairs.loc[pairs["split_a"] == "test", "image_a"],
                               pairs.loc[pairs["split_b"] == "test", "image_b"]])
-            pairs = pairs.assign(check="folds", dataset_a=f"target {label}", dataset_b=f"target {label}")
-            findings.append(Finding(f"target {label}, fold {fold}: test images with a copy in train or val",
+            pairs = pairs.assign(check="folds", dataset_a=target.label, dataset_b=target.label)
+            findings.append(Finding(f"{target.label}, fold {fold}: test images with a copy in train or val",
                                     pairs, test.nunique()))
     return findings
 
@@ -131,13 +113,13 @@ def record(findings: list[Finding], out: Path) -> Path:
     return out / LEAKAGE_FILE
 
 
-def check_leakage(study: StudyConfig, configs: list[RunConfig], out: Path) -> list[Finding]:
+def check_leakage(study: StudyConfig, datasets: list[StudyDataset], out: Path) -> list[Finding]:
     """Run the check the study's ``leakage`` setting asks for: record every pair in
     ``DIR/leakage.csv``, print a warning per finding on stderr (``warn``) or raise ``DataError``
     naming them all (``error``). Returns the findings (none with ``off``)."""
     if study.leakage == "off":
         return []
-    findings = find_leakage(study, configs, Path(out))
+    findings = find_leakage(datasets, Path(out))
     record(findings, Path(out))
     if not findings:
         return []

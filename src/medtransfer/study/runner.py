@@ -11,6 +11,7 @@ from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Outcome, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
+from medtransfer.study.datasets import study_datasets
 from medtransfer.study.leakage import check_leakage
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
@@ -172,7 +173,6 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
     section. Raises ConfigError when ``out`` holds runs made with different settings.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     study = pin_threads(study, out)
     configs = expand(study, out)
     recomputed = []
@@ -182,10 +182,12 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
             recomputed.append(config.run_id)  # a file differs from what the run wrote: run it again
             run.clear()
         _check_unchanged(config, run, out)
+    datasets = study_datasets(study, configs)  # every missing root named before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     warn_collapsed_stages(configs)
     write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
-    check_leakage(study, configs, out)  # before any training: a refused study starts no run
+    check_leakage(study, datasets, out)  # before any training: a refused study starts no run
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
