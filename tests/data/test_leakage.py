@@ -179,3 +179,12 @@ def test_fold_overlaps_only_across_the_test_part():
     leaks = fold_overlaps(pairs, folds)
     assert leaks[["image_a", "image_b", "fold", "split_a", "split_b"]].values.tolist() == [
         ["x", "z", 0, "train", "test"]]
+
+
+def test_dct_is_scipys_orthonormal_dct2():
+    from scipy.fft import dctn
+
+    from medtransfer.data.leakage import _DCT
+
+    thumb = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    np.testing.assert_allclose(_DCT @ thumb @ _DCT.T, dctn(thumb, type=2, norm="ortho")[:8, :8], atol=1e-9)

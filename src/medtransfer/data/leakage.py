@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.fft import dctn
 
 from medtransfer.atomic import write_atomic
 from medtransfer.data.manifest import Manifest
@@ -54,6 +53,9 @@ FLAT_STD = 2.0  # grey levels: below this standard deviation at 32 x 32 an image
 _LOW = np.ones((8, 8), dtype=bool)
 _LOW[0, 0] = False  # the constant term (mean brightness) is left out
 _WEIGHTS = np.left_shift(np.uint64(1), np.arange(63, dtype=np.uint64))
+# the 8 lowest rows of the orthonormal DCT-II matrix of size 32: C[k, n] = s_k cos(pi (2n + 1) k / 64)
+_DCT = np.sqrt(2.0 / HASH_SIZE) * np.cos(np.pi * np.outer(np.arange(8), 2 * np.arange(HASH_SIZE) + 1) / (2 * HASH_SIZE))
+_DCT[0] /= np.sqrt(2.0)
 
 
 def grey_thumbnail(image: np.ndarray) -> np.ndarray:
@@ -68,7 +70,7 @@ def perceptual_hash(image: np.ndarray) -> tuple[int, bool]:
 
 
 def _hash_of(thumb: np.ndarray) -> tuple[int, bool]:
-    low = dctn(thumb, type=2, norm="ortho")[:8, :8][_LOW]  # (63,)
+    low = (_DCT @ thumb @ _DCT.T)[_LOW]  # the 8 x 8 lowest frequencies of the 2-D DCT-II, less (0, 0): (63,)
     bits = low > np.median(low)
     return int((_WEIGHTS[bits]).sum()), bool(thumb.std() < FLAT_STD)
 
