@@ -29,6 +29,7 @@ from medtransfer.analysis.settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs, table2, write_table2
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.tracking.mlflow_sink import log_analysis
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.training.run import resolve_device
 
@@ -151,9 +152,11 @@ def analyze(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _analyze(study, settings, device, started, formats)
+        report = _analyze(study, settings, device, started, formats)
     finally:
         torch.set_num_threads(previous_threads)
+    log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
+    return report
 
 
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
