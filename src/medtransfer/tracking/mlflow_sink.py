@@ -14,7 +14,8 @@ team's server instead. What is logged per fine-tuning run:
 - at the end: ``test_*`` (and ``probe_test_*``) from ``metrics.json`` as metrics, its facts about
   the run (threads, seconds, epochs, best_epoch, n, device) as tags; artifacts ``predictions.csv``,
   ``metrics.json``, ``history.csv``, ``config.json``, ``probe/*`` and ``checkpoint.json`` (path,
-  size and sha256 of ``checkpoints/best.pt``; the weights themselves only with ``log_weights``).
+  size and sha256 of ``checkpoints/best.pt``; the weights themselves only with ``log_weights``, the
+  best model as an MLflow PyTorch model only with ``log_model``).
 
 The experiment is tagged as one of model training (``mlflow.experimentKind``), so that the MLflow UI
 opens it in its classic runs view. After ``medtransfer analyze``, :func:`log_analysis` gives the
@@ -234,7 +235,8 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
         _warn(f"{uri}: {error.__class__.__name__}: {error}")
         return ""
     return json.dumps({"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent,
-                       "log_weights": bool(getattr(spec, "log_weights", False)), "study_dir": study_dir})
+                       "log_weights": bool(getattr(spec, "log_weights", False)),
+                       "log_model": bool(getattr(spec, "log_model", False)), "study_dir": study_dir})
 
 
 def close_study_tracking(tracking: str, finished: bool) -> None:
@@ -285,6 +287,7 @@ class MlflowSink:
             warnings.warn(f"tracking: {problem}; this run goes on untracked", TrackingWarning, stacklevel=2)
             return
         self.run = RunDir(Path(run.directory))
+        self.size = int(run.config.get("size") or 224)
         self.lrs = {p.phase: p.lr for p in run.plan}
         experiment = self.spec["experiment_id"]
         run_dir = str(self.run.path.resolve())
@@ -361,7 +364,35 @@ class MlflowSink:
                 self.client.set_tag(self.run_id, "medtransfer.checkpoint", str(best.resolve()))
                 if self.spec.get("log_weights"):
                     self.client.log_artifact(self.run_id, str(best), _folder(run, best))
+                if self.spec.get("log_model"):
+                    self._log_model(best)
             self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _log_model(self, best: Path) -> None:
+        """The best model as an MLflow PyTorch model (``model/`` of the run), with the checkpoint's
+        metadata. Saved as an exported graph (``pt2``: no pickle), traced on images of the run's
+        size, any batch size; pip requirements given, not inferred (that imports the model in a
+        subprocess)."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        from medtransfer import __version__
+        from medtransfer.models.checkpoint import load_checkpoint, plain_meta
+
+        model, meta = load_checkpoint(best)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                # (n, 3, h, w) float, as the network takes; a batch of 2 exports a dynamic batch size
+                example = torch.zeros(2, 3, self.size, self.size)
+                mlflow.pytorch.log_model(model, name="model", metadata=plain_meta(meta), serialization_format="pt2",
+                                         input_example=example.numpy(),
+                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                           f"medtransfer=={__version__}"])
+        finally:
+            mlflow.set_tracking_uri(previous)
 
     def fail(self, error: str) -> None:
         """Mark the MLflow run FAILED with the error as a tag."""
