@@ -64,7 +64,7 @@ def test_five_shared_images_found_and_recorded(leaky, tmp_path, capsys):
     study, out = make(), tmp_path / "study"
     out.mkdir()
     prepare_folds(study, out)
-    findings = check_leakage(study, study_datasets(study, expand(study, out)), out)
+    findings = check_leakage(study, study_datasets(study, expand(study, out), out), out)
     assert len(findings) == 1 and findings[0].images == 5
     assert sorted(findings[0].pairs["image_b"]) == shared
     err = capsys.readouterr().err
@@ -89,7 +89,7 @@ def test_leakage_off_checks_nothing(leaky, tmp_path):
     study, out = make(leakage="off"), tmp_path / "study"
     out.mkdir()
     prepare_folds(study, out)
-    assert check_leakage(study, study_datasets(study, expand(study, out)), out) == []
+    assert check_leakage(study, study_datasets(study, expand(study, out), out), out) == []
     assert not (out / LEAKAGE_FILE).exists()
 
 
@@ -112,7 +112,7 @@ def test_copies_across_a_test_part(tmp_path):
                      "folds_file": str(tmp_path / "folds.csv")}],
         "sources": [{"name": "random"}], "k_folds": 3,
         "training": {"cache_dir": str(tmp_path / "cache"), "split_fractions": [0.6666667, 0.0833333, 0.25]}})
-    findings = find_leakage(study_datasets(study, expand(study, tmp_path)), tmp_path)
+    findings = find_leakage(study_datasets(study, expand(study, tmp_path), tmp_path), tmp_path)
     # fold 0: the original is tested, its copy trained on; fold 1: the reverse; fold 2: both train
     assert [(f.what, f.images) for f in findings] == [
         ("target mine, fold 0: test images with a copy in train or val", 1),
@@ -120,13 +120,20 @@ def test_copies_across_a_test_part(tmp_path):
     assert set(findings[0].pairs["match"]) == {"exact"}
 
 
-def test_the_demo_study_has_no_leakage(tmp_path):
-    """The demo's two synthetic pretraining sets (2000 images) and its target: no false positive."""
-    data = StudyConfig.from_yaml(shipped_config("demo")).model_dump(mode="json")
-    data["training"]["cache_dir"] = str(tmp_path / "cache")
-    study = StudyConfig.parse(data)
-    prepare_folds(study, tmp_path)
-    assert find_leakage(study_datasets(study, expand(study, tmp_path)), tmp_path) == []
+def test_the_demo_study_has_no_leakage(tmp_path, monkeypatch):
+    """The demo's two synthetic pretraining sets (2000 images) and its target: no false positive.
+    Its pixel cache (``cache_dir: cache``, relative to the study directory) and the hashes made
+    with it are where the runs read them, not in the working directory."""
+    from medtransfer.demo import demo_study
+
+    study, out = demo_study(), tmp_path / "study"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out.mkdir()
+    prepare_folds(study, out)
+    assert find_leakage(study_datasets(study, expand(study, out), out), out) == []
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert len(list((out / "cache" / "hashes").glob("synthetic-*.npz"))) == 3
 
 
 def test_every_missing_root_named_before_anything_is_written(tmp_path):

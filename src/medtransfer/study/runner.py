@@ -182,7 +182,7 @@ def run_study(study: StudyConfig, out: str | Path, executor=None, detach: bool =
             recomputed.append(config.run_id)  # a file differs from what the run wrote: run it again
             run.clear()
         _check_unchanged(config, run, out)
-    datasets = study_datasets(study, configs)  # every missing root named before anything is written
+    datasets = study_datasets(study, configs, out)  # every missing root named before anything is written
     out.mkdir(parents=True, exist_ok=True)
     warn_collapsed_stages(configs)
     write_atomic(out / STUDY_FILE, study.to_yaml())
