@@ -40,3 +40,21 @@ def test_help_exits_0():
     done = medtransfer("--help")
     assert done.returncode == 0
     assert "demo" in done.stdout
+
+
+def test_version():
+    import medtransfer as package
+
+    done = medtransfer("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"medtransfer {package.__version__}"
+
+
+def test_an_error_keeps_long_words_and_brackets_whole(tmp_path):
+    """A narrow terminal: the message is not broken inside a path (nor its [brackets] taken as markup)."""
+    import os
+
+    long_root = tmp_path / ("x" * 120) / "[chest]"
+    done = subprocess.run([sys.executable, "-m", "medtransfer.cli", "data", "check", "chest", "--root", str(long_root)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "60"})
+    assert done.returncode == 2
+    assert str(long_root) in done.stderr

@@ -42,6 +42,22 @@ COMMAND_MODULES = (
     "medtransfer.analysis.cli",
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from medtransfer import __version__
+
+        typer.echo(f"medtransfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print medtransfer's version and exit."),
+) -> None:
+    pass
+
+
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
@@ -63,7 +79,8 @@ def main() -> None:
         # Without standalone mode click returns (not raises) the code of a command's typer.Exit.
         result = app(standalone_mode=False)
     except MedtransferError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        # soft_wrap: no line breaks inserted, so that a URL or a path in the message stays whole
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)

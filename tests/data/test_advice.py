@@ -97,7 +97,7 @@ def test_data_check_counts_files_left_out_by_an_option(tmp_path):
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     assert output.count("left out") == 1
-    assert "40 normal image left out (normal='exclude')" in output
+    assert "40 files left out: normal image (normal='exclude')" in output
 
 
 def test_authors_import_says_the_option_left_a_file_out(tmp_path):
@@ -110,7 +110,7 @@ def test_authors_import_says_the_option_left_a_file_out(tmp_path):
     for split, names in rows.items():
         pd.DataFrame({"path": [f"x/{n}" for n in names]}).to_csv(authors / f"{split}_fold1.csv", index=False)
     with pytest.raises(DataError, match=r"normal \(3\)\.png': the local image exists but the loader left it out "
-                                        r"\(.*normal image left out \(normal='exclude'\)\)"):
+                                        r"\(.*normal image \(normal='exclude'\)\)"):
         import_author_splits(authors, manifest, check_labels=False)
 
 

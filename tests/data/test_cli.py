@@ -90,3 +90,24 @@ def test_folds_from_author_splits_check_labels_unless_told_not_to(tmp_path):
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "unchecked.csv"), "--no-check-labels"])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(tmp_path / "unchecked.csv")) == 5
+
+
+def test_skip_bad_as_an_option_merges_with_the_flag(tmp_path):
+    """`-o skip_bad=true` (a study target's spelling, which the tool advises) is --skip-bad; a
+    contradiction or a command flag given as -o is refused with a sentence, never a TypeError."""
+    _tree(tmp_path)
+    truncate(tmp_path / "b" / "1.png", 0.3)
+    root = ["data", "check", "folder", "--root", str(tmp_path)]
+    for extra in (["-o", "skip_bad=true"], ["-o", "skip_bad=true", "--skip-bad"], ["--skip-bad"]):
+        result = runner.invoke(app, [*root, *extra])
+        assert result.exit_code == 0 and "truncated" in result.output, (extra, result.output)
+    assert runner.invoke(app, [*root, "-o", "skip_bad=false"]).exit_code == 1
+    for extra, message in ((["-o", "skip_bad=false", "--skip-bad"], "disagree"),
+                           (["-o", "skip_bad=maybe"], "expected true or false"),
+                           (["-o", "workers=2"], "use --workers")):
+        result = runner.invoke(app, [*root, *extra])
+        assert not isinstance(result.exception, TypeError)
+        assert message in str(result.exception), (extra, result.exception)
+    folds = runner.invoke(app, ["data", "folds", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "f.csv"),
+                                "--k", "2", "-o", "skip_bad=true"])
+    assert folds.exit_code == 0 and "b/1.png" not in (tmp_path / "f.csv").read_text(), folds.output

@@ -63,7 +63,7 @@ def test_check_reports_merged_excluded_and_ignored_as_counts(tmp_path):
                                "segmentation mask files ignored (*_mask.png: not images of the dataset)": 10}
     result = runner.invoke(app, ["data", "check", "breast", "--root", str(tmp_path), "-o", "normal=exclude"])
     assert result.exit_code == 0, result.output
-    assert "2 normal image left out (normal='exclude')" in result.output
+    assert "2 files left out: normal image (normal='exclude')" in result.output
     assert "10 segmentation mask files ignored" in result.output
     assert "merged into" not in result.output
     result = runner.invoke(app, ["data", "check", "breast", "--root", str(tmp_path), "-o", "normal=class"])

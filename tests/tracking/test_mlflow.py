@@ -11,7 +11,7 @@ import pytest
 from medtransfer.study.config import TrackingSpec
 from medtransfer.study.runner import run_study
 from medtransfer.training.observers import Sinks, TrackingWarning
-from medtransfer.tracking.mlflow_sink import MlflowSink, default_uri, open_study_tracking
+from medtransfer.tracking.mlflow_sink import MlflowSink, applicable, default_uri, log_analysis, open_study_tracking
 from medtransfer.training import run as run_module
 from medtransfer.training.record import MLFLOW as RUN_FILE
 from medtransfer.training.run import train_run
@@ -36,7 +36,7 @@ def _assert_history_logged(client, run_id, directory):
     history = pd.read_csv(directory / "history.csv")
     for key in EPOCH_KEYS:
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-        assert [s for s, _ in logged] == list(range(len(history))), key  # one value per epoch, none twice
+        assert [s for s, _ in logged] == list(range(1, len(history) + 1)), key  # epochs from 1, none twice
         want = history[key].to_numpy()
         got = [v for _, v in logged]
         assert all(g == w or (g != g and w != w) for g, w in zip(got, want)), key
@@ -57,6 +57,7 @@ def test_one_mlflow_run_per_run_with_the_history_params_and_test_metrics(tracked
     study, out = tracked
     client = _client(out)
     experiment = client.get_experiment_by_name(study.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the classic runs view
     children, parents = _children(client, experiment.experiment_id)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2
@@ -68,7 +69,12 @@ def test_one_mlflow_run_per_run_with_the_history_params_and_test_metrics(tracked
         _assert_history_logged(client, run.info.run_id, directory)
         config = json.loads((directory / "config.json").read_text())
         assert run.data.params["lr"] == str(config["lr"]) and run.data.params["fold"] == str(config["fold"])
-        assert set(run.data.params) == set(config)
+        assert set(run.data.params) == set(applicable(config))
+        assert any(k.startswith("probe_") for k in run.data.params) == (config["strategy"] == "freeze")
+        assert "k_folds" in run.data.params  # the study cuts k folds
+        assert "phase" not in run.data.metrics and run.data.tags["medtransfer.phase"] == "finetune"
+        assert "test_threads" not in run.data.metrics and "test_seconds" not in run.data.metrics
+        assert run.data.tags["test_threads"] == str(metrics_of(directory)["threads"])
         metrics = json.loads((directory / "metrics.json").read_text())
         assert run.data.metrics["test_auc"] == pytest.approx(metrics["auc"], abs=0)
         assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [config["lr"]] * 2
@@ -81,6 +87,45 @@ def test_one_mlflow_run_per_run_with_the_history_params_and_test_metrics(tracked
     run_study(study, out)
     again_children, again_parents = _children(client, experiment.experiment_id)
     assert len(again_children) == 2 and [p.info.run_id for p in again_parents] == [parents[0].info.run_id]
+
+
+def metrics_of(directory):
+    return json.loads((directory / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_analysis_goes_to_the_parent_run(tracked):
+    """After `analyze`: Table 2's cells as metrics of the study's run, report and csvs as artifacts."""
+    study, out = tracked
+    analysis = out / "analysis"
+    analysis.mkdir(exist_ok=True)
+    pd.DataFrame({"target": ["synth", "synth"], "source": ["random", "random"], "strategy": ["no-freeze", "freeze"],
+                  "mean": [61.5, 58.25], "std": [3.5, float("nan")], "n": [2, 1], "runs": [2, 1],
+                  "best": [True, False]}).to_csv(analysis / "table2.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(analysis / "similarity.csv", index=False)
+    (out / "report.html").write_text("<html></html>")
+    assert log_analysis(out)
+    client = _client(out)
+    parent = json.loads((out / "mlflow" / "study.json").read_text())["parent_run_id"]
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["table2/synth/random/no-freeze/mean"] == 61.5 and metrics["table2/synth/random/no-freeze/std"] == 3.5
+    assert metrics["table2/synth/random/freeze/mean"] == 58.25 and "table2/synth/random/freeze/std" not in metrics
+    assert {a.path for a in client.list_artifacts(parent, "analysis")} >= {
+        "analysis/report.html", "analysis/table2.csv", "analysis/similarity.csv"}
+
+
+def test_log_analysis_of_an_untracked_study_does_nothing(tmp_path):
+    assert log_analysis(tmp_path) is False
+
+
+def test_only_applicable_params():
+    config = {"strategy": "no-freeze", "target": "medmnist", "target_options": {"split": "official"},
+              "probe_lr": 1e-3, "probe_epochs": 3, "probe_patience": 2, "k_folds": 5, "split_seed": 0,
+              "split_fractions": [0.8, 0.05, 0.15], "lr": 1e-4}
+    assert applicable(config) == {"strategy": "no-freeze", "target": "medmnist",
+                                  "target_options": {"split": "official"}, "lr": 1e-4}
+    kept = applicable({**config, "strategy": "freeze", "target_options": {}})
+    assert {"probe_lr", "k_folds", "split_seed"} <= set(kept)
 
 
 def _dies_at_call(n, real):
@@ -116,8 +161,8 @@ def test_a_killed_and_resumed_run_continues_one_mlflow_run(tracked, tmp_path, mo
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == spec["parent_run_id"]]
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     _assert_history_logged(client, children[0].info.run_id, directory)
-    phases = sorted((m.step, m.value) for m in client.get_metric_history(children[0].info.run_id, "phase"))
-    assert [v for _, v in phases] == [0, 0, 1, 1]  # probe epochs, then fine-tuning
+    assert client.get_metric_history(children[0].info.run_id, "phase") == []  # a tag, not a metric
+    assert children[0].data.tags["medtransfer.phase"] == "finetune"
     assert "probe_test_auc" in children[0].data.metrics
     # artifacts beside the store, not in mlflow's default ./mlruns
     assert children[0].info.artifact_uri.startswith((out / "mlflow" / "artifacts").resolve().as_uri())

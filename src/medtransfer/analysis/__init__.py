@@ -1,15 +1,20 @@
 """Analysis of a study directory: Table 2, layer-wise similarity (CCA, CKA) of the paper's model
 pairs, prediction similarity, AUC gain vs CCA statistics, the paper's figures and one HTML report.
 
-Public entry: :func:`analyze` (``medtransfer analyze DIR``), imported lazily so that the command
-line starts without loading torch or matplotlib.
+Public entries: :func:`analyze` (``medtransfer analyze DIR``), :func:`compare_models`
+(``medtransfer similarity``), :func:`read_study` (a study directory's runs), :func:`load_study`
+(its results as DataFrames, for a notebook). ``analyze`` and ``compare_models`` load torch: they
+are imported on first use, so that the command line and ``load_study`` start without it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["analyze"]
+from medtransfer.analysis.inventory import Study, read_study
+from medtransfer.analysis.notebook import StudyResults, load_study
+
+__all__ = ["Study", "StudyResults", "analyze", "compare_models", "load_study", "read_study"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from medtransfer.analysis.run import analyze
 
         return analyze
+    if name == "compare_models":
+        from medtransfer.analysis.compare import compare_models
+
+        return compare_models
     raise AttributeError(f"module 'medtransfer.analysis' has no attribute {name!r}")

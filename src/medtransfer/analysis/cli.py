@@ -25,15 +25,20 @@ def register(app: typer.Typer) -> None:
     def analyze(
         study_dir: Path = typer.Argument(..., help="A study directory (written by `medtransfer run`)."),
         layers: str = typer.Option(None, help="Comma-separated layers (conv1,block1,...; Keras names; or 'all'). "
-                                   "Default: study.yaml's analysis.layers, else the paper's five."),
-        rows: int = typer.Option(None, help=f"Rows (images x positions) sampled per layer and repeat [{DEFAULTS.rows}]."),
-        channels: int = typer.Option(None, help=f"Channels sampled per layer and repeat [{DEFAULTS.channels}]."),
-        repeats: int = typer.Option(None, help=f"Fresh samples per layer [{DEFAULTS.repeats}]."),
-        measures: str = typer.Option(None, help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)} "
-                                     f"[{','.join(DEFAULTS.measures)}]."),
-        split: str = typer.Option(None, help=f"Stimulus pool of each fold: train, val, test or all [{DEFAULTS.split}]."),
-        threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine) [torch's default]."),
-        device: str = typer.Option(None, help="torch device for the activations [cuda if available, else cpu]."),
+                                   "\\[default: study.yaml's analysis.layers, else the paper's five]"),
+        rows: int = typer.Option(None, help="Rows (images x positions) sampled per layer and repeat. "
+                                f"\\[default: study.yaml's analysis.rows, else {DEFAULTS.rows}]"),
+        channels: int = typer.Option(None, help="Channels sampled per layer and repeat. "
+                                    f"\\[default: study.yaml's analysis.channels, else {DEFAULTS.channels}]"),
+        repeats: int = typer.Option(None, help="Fresh samples per layer. "
+                                   f"\\[default: study.yaml's analysis.repeats, else {DEFAULTS.repeats}]"),
+        measures: str = typer.Option(None, help=f"Comma-separated, of: {', '.join(MEASURE_NAMES)}. "
+                                    f"\\[default: study.yaml's analysis.measures, else {','.join(DEFAULTS.measures)}]"),
+        split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all. "
+                                 f"\\[default: study.yaml's analysis.split, else {DEFAULTS.split}]"),
+        threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine). "
+                                   "\\[default: torch's, the machine's cores]"),
+        device: str = typer.Option(None, help="torch device for the activations. \\[default: cuda if available, else cpu]"),
         formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "
                                     "(PNG is always written: the report embeds it)."),
         partial: bool = typer.Option(False, "--partial", help="Write the tables although the study is not a "
@@ -61,10 +66,10 @@ def register(app: typer.Typer) -> None:
         model_b: str = typer.Argument(..., help="The other network, as MODEL_A."),
         target: str = typer.Option(..., help="Dataset name for the stimulus images (chest, knee, folder, synthetic, ...)."),
         root: Path = typer.Option(None, help="The dataset's directory (not needed for synthetic)."),
-        size: int = typer.Option(None, help="Image size in pixels, 8 to 1024 (default: the size the checkpoints "
-                                 "were trained at, else 112)."),
-        images: int = typer.Option(None, help="Use this many images of the dataset, at least 2 (default: all)."),
-        layers: str = typer.Option(None, help="Comma-separated layers, or 'all' (default: the paper's five)."),
+        size: int = typer.Option(None, help="Image size in pixels, 8 to 1024. \\[default: the size the checkpoints "
+                                 "were trained at, else 112]"),
+        images: int = typer.Option(None, help="Use this many images of the dataset, at least 2. \\[default: all]"),
+        layers: str = typer.Option(None, help="Comma-separated layers, or 'all'. \\[default: the paper's five]"),
         rows: int = typer.Option(DEFAULTS.rows, help="Rows sampled per layer and repeat."),
         channels: int = typer.Option(DEFAULTS.channels, help="Channels sampled per layer and repeat."),
         repeats: int = typer.Option(DEFAULTS.repeats, help="Fresh samples per layer."),
@@ -75,11 +80,12 @@ def register(app: typer.Typer) -> None:
                                       "linear (first order in the image weights, fast) or exact (each resample's own value)."),
         permutations: int = typer.Option(DEFAULTS.permutations, help="Permutation-null draws (0: no null)."),
         sampling: str = typer.Option(DEFAULTS.sampling, help="paper (all positions of few images) or spread."),
-        device: str = typer.Option(None, help="torch device [cuda if available, else cpu]."),
-        threads: int = typer.Option(None, help="torch CPU threads [torch's default]."),
+        device: str = typer.Option(None, help="torch device. \\[default: cuda if available, else cpu]"),
+        threads: int = typer.Option(None, help="torch CPU threads. \\[default: torch's, the machine's cores]"),
         out: Path = typer.Option(None, help="Also write the table to this CSV file (a new file, or one this "
                                  "command wrote: no other file is overwritten)."),
-        layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position [the same names]."),
+        layers_b: str = typer.Option(None, help="MODEL_B's layers, paired with --layers by position. "
+                                      "\\[default: the same names as --layers]"),
         state_dict_a: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_A."),
         state_dict_b: Path = typer.Option(None, help="State dict (.pth) for a factory MODEL_B."),
         sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),

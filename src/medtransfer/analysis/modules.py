@@ -93,7 +93,7 @@ def compare_modules(
     sides = [m if isinstance(m, Model) else Model(m, Normalization("torch"), type(m).__name__) for m in (model_a, model_b)]
     names_a = list(layers_a) if layers_a else list(sides[0].default_layers)
     if not names_a:
-        raise ConfigError(f"name the layers to compare for {sides[0].origin} (e.g. `medtransfer similarity layers` lists them)")
+        raise ConfigError(f"name the layers to compare for {sides[0].origin} (e.g. `medtransfer weights layers` lists them)")
     names_b = list(layers_b) if layers_b else (names_a if layers_a or not sides[1].default_layers else list(sides[1].default_layers))
     if len(names_a) != len(names_b):
         raise ConfigError(f"layers of the two models pair by position: {len(names_a)} given for A, {len(names_b)} for B")

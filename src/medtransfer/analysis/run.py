@@ -38,6 +38,7 @@ from medtransfer.models.sources import backbone_of_source
 from medtransfer.similarity.registry import get as get_measure
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.study.table2 import table2, write_table2
+from medtransfer.tracking.mlflow_sink import log_analysis
 from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, STUDY_FILE
 from medtransfer.training.run import resolve_device
 
@@ -176,9 +177,11 @@ def analyze(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        return _analyze(study, settings, device, started, formats)
+        report = _analyze(study, settings, device, started, formats)
     finally:
         torch.set_num_threads(previous_threads)
+    log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
+    return report
 
 
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,

@@ -24,6 +24,7 @@ from medtransfer.atomic import write_text_atomic, writing
 from medtransfer import paths
 from medtransfer.console import track
 from medtransfer.data.images import INTERPOLATIONS, resize
+from medtransfer.data.leakage import HashCollector, hashes_path
 from medtransfer.data.manifest import Manifest, SkippedFile, format_problems, reason_of
 from medtransfer.errors import DataError
 
@@ -130,8 +131,12 @@ class PixelCache:
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
+        hashes_file = hashes_path(manifest, root)  # the images' fingerprints, made while they are decoded
+        hashes = None if hashes_file.is_file() else HashCollector(manifest)
         try:
-            _fill(manifest, tmp / "pixels.npy", size, interpolation, workers)
+            _fill(manifest, tmp / "pixels.npy", size, interpolation, workers, hashes)
+            if hashes is not None:
+                hashes.result().save(hashes_file)
             meta = {"name": manifest.name, "size": size, "interpolation": interpolation, "key": key,
                     "version": CACHE_VERSION, "image_ids": manifest.frame["image_id"].tolist()}
             write_text_atomic(tmp / "meta.json", json.dumps(meta))
@@ -159,7 +164,8 @@ def _reserve(file: Path) -> None:
                 raise
 
 
-def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers: int) -> None:
+def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers: int,
+          hashes: HashCollector | None = None) -> None:
     n = len(manifest)
     with writing(file):
         out = np.lib.format.open_memmap(file, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
@@ -173,7 +179,10 @@ def _fill(manifest: Manifest, file: Path, size: int, interpolation: str, workers
         bad = []
         for i in range(start, min(n, start + chunk)):
             try:
-                out[i] = resize(manifest.read_image(i), size, interpolation)
+                image = manifest.read_image(i)
+                if hashes is not None:
+                    hashes.add(i, image)
+                out[i] = resize(image, size, interpolation)
             except DataError as error:
                 bad.append((i, SkippedFile(refs[i], reason_of(error, refs[i]))))
         return bad

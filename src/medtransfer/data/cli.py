@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -28,6 +29,28 @@ def parse_options(items: list[str] | None) -> dict:
     return options
 
 
+# keywords of load_manifest that this command line sets by flags, not loader options
+_FLAGS = {"verify": "--verify/--no-verify", "workers": "--workers"}
+
+
+def command_options(items: list[str] | None, skip_bad: bool) -> tuple[dict, bool]:
+    """The loader options of ``-o key=value`` and whether bad files are left out: ``--skip-bad``
+    or ``-o skip_bad=true`` (the spelling of a study target's options), one merged setting.
+    ``ConfigError`` when they disagree or ``-o`` names a flag (``verify``, ``workers``)."""
+    options = parse_options(items)
+    if "skip_bad" in options:
+        value = options.pop("skip_bad")
+        if not isinstance(value, bool):
+            raise ConfigError(f"-o skip_bad={value!r}: expected true or false")
+        if skip_bad and not value:
+            raise ConfigError("--skip-bad and -o skip_bad=false disagree: give one of them")
+        skip_bad = value
+    for key in sorted(set(options) & set(_FLAGS)):
+        raise ConfigError(f"-o {key}=...: {key} is a setting of this command, not a loader option; "
+                          f"use {_FLAGS[key]}")
+    return options, skip_bad
+
+
 @data_app.command("check")
 def check(
     name: str = typer.Argument(..., help="dataset: chest, breast, thyroid, mammograms, knee, pcam, pcam-small, "
@@ -47,7 +70,8 @@ def check(
 
     from medtransfer.data.registry import load_manifest
 
-    manifest = load_manifest(name, root, skip_bad=True, verify=verify, workers=workers, **parse_options(option))
+    options, skip_bad = command_options(option, skip_bad)
+    manifest = load_manifest(name, root, skip_bad=True, verify=verify, workers=workers, **options)
     report = manifest.summary()
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -60,8 +84,11 @@ def check(
         for cls, count in report["classes"].items():
             table.add_row(cls, str(count))
         console.print(table)
-        for what, count in report["notes"].items():
+        for what, count in manifest.notes.items():  # phrases in the plural: "mask files ignored"
             console.print(f"{count} {what}", highlight=False, markup=False)
+        left_out = Counter(s.reason for s in manifest.skipped if not s.problem)  # one file's reason each
+        for reason, count in left_out.items():
+            console.print(f"{count} file{'s' if count != 1 else ''} left out: {reason}", highlight=False, markup=False)
         for entry in report["problems"]:  # files left out on purpose are counted in the notes above
             console.print(f"problem: {entry['path']}: {entry['reason']}", highlight=False, markup=False)
         if report["problems"] and not skip_bad:
@@ -127,7 +154,8 @@ def folds(
     from medtransfer.data.folds import import_author_splits, write_folds
     from medtransfer.data.registry import dataset_folds, load_manifest
 
-    manifest = load_manifest(name, root, skip_bad=skip_bad, **parse_options(option))
+    options, skip_bad = command_options(option, skip_bad)
+    manifest = load_manifest(name, root, skip_bad=skip_bad, **options)
     if authors:
         table = import_author_splits(authors, manifest, check_labels=check_labels)
     else:
@@ -147,7 +175,8 @@ def cache(
     size: int = typer.Option(..., "--size", help="side of the square images in pixels"),
     root: Path = typer.Option(None, "--root", help="the dataset's folder (or file)"),
     interpolation: str = typer.Option("nearest", help="nearest (the authors' loader), bilinear, bicubic, area, lanczos"),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="default ~/.cache/medtransfer/pixels"),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Pixel cache folder. "
+                                    "\\[default: $MEDTRANSFER_CACHE/pixels, else ~/.cache/medtransfer/pixels]"),
     workers: int = typer.Option(4, help="threads decoding images"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="leave bad files out"),
     option: list[str] = typer.Option(None, "--option", "-o", help="loader option key=value (repeatable)"),
@@ -156,8 +185,8 @@ def cache(
     from medtransfer.data.cache import PixelCache
     from medtransfer.data.registry import load_manifest
 
-    manifest = load_manifest(name, root, skip_bad=skip_bad, verify=skip_bad, workers=workers,
-                             **parse_options(option))
+    options, skip_bad = command_options(option, skip_bad)
+    manifest = load_manifest(name, root, skip_bad=skip_bad, verify=skip_bad, workers=workers, **options)
     built = PixelCache.build(manifest, size, interpolation, cache_dir=cache_dir, workers=workers)
     typer.echo(f"{built.path}: {len(built)} images of {size}x{size} px ({built.pixels.nbytes / 2**20:.1f} MiB)")
 

@@ -17,9 +17,10 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 
-CacheOption = typer.Option(None, "--cache-dir", help="Weights cache (default: $MEDTRANSFER_CACHE or ~/.cache/medtransfer).")
-BackboneOption = typer.Option(None, "--backbone", help="resnet50, densenet121, inception_v3, inception_resnet_v2 "
-                              "[resnet50 for source names; a file's own backbone for files].")
+CacheOption = typer.Option(None, "--cache-dir", help="Weights cache. "
+                           "\\[default: $MEDTRANSFER_CACHE, else ~/.cache/medtransfer]")
+BackboneOption = typer.Option(None, "--backbone", help="resnet50, densenet121, inception_v3, inception_resnet_v2. "
+                              "\\[default: resnet50 for source names; a file's own backbone for files]")
 
 
 @weights_app.command("fetch")
@@ -162,7 +163,7 @@ def filters(
 def layers(
     model: str = typer.Argument(..., help="A source name / weights file / checkpoint, a factory package.module:function, "
                                 "or a TorchScript file."),
-    size: int = typer.Option(None, help="Input side in pixels [the backbone's default, else 224]."),
+    size: int = typer.Option(None, help="Input side in pixels. \\[default: the backbone's, else 224]"),
     state_dict: Optional[Path] = typer.Option(None, help="State dict (.pth) for a factory."),
     backbone: Optional[str] = BackboneOption,
     sequence: str = typer.Option("tokens", help="3-D outputs: 'tokens' (n, T, C) or 'channels_first' (n, C, L)."),

@@ -120,7 +120,7 @@ class LayerTap:
             sample = [n for n in modules if n][:8]
             raise ConfigError(
                 f"{type(model).__name__} has no module named {unknown[0]!r}: names are as model.named_modules() "
-                f"gives them (e.g. {', '.join(sample)}, ...); `medtransfer similarity layers` lists them all"
+                f"gives them (e.g. {', '.join(sample)}, ...); `medtransfer weights layers` lists them all"
             )
         self.modules = {n: modules[n] for n in self.hooked}
 

@@ -6,6 +6,7 @@ arguments, then a state dict loaded into it strictly), or a TorchScript file int
 from __future__ import annotations
 
 import importlib
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +34,27 @@ class Model:
     default_layers: tuple[str, ...] = ()
 
 
+def _import_path_hint(module_name: str, error: ImportError) -> str:
+    """Why a factory's module may not import: a file in the working directory is not on
+    ``sys.path`` for the ``medtransfer`` command (an installed script puts its own folder there)."""
+    top = module_name.split(".")[0]
+    here = Path.cwd()
+    local = here / f"{top}.py" if (here / f"{top}.py").is_file() else here / top
+    if getattr(error, "name", None) == top and local.exists() and str(here) not in map(str, sys.path) \
+            and "" not in sys.path:
+        return (f"{local.name} is in the working directory, which is not on Python's import path (sys.path) "
+                f"for the medtransfer command: run it as PYTHONPATH=. medtransfer ... (or add {here} to PYTHONPATH)")
+    return ("the module must be importable from Python's import path (sys.path): install its package, or add the "
+            "folder that holds it to PYTHONPATH")
+
+
 def _import_factory(spec: str):
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"cannot import {module_name!r} of model factory {spec!r}: {error}") from error
+        raise ConfigError(f"cannot import {module_name!r} of model factory {spec!r}: {error}; "
+                          f"{_import_path_hint(module_name, error)}") from error
     factory = module
     for part in attr.split("."):
         if not hasattr(factory, part):

@@ -96,10 +96,12 @@ def register(app: typer.Typer) -> None:
     def run_command(
         study: str = typer.Argument(..., help="Study YAML file, or a shipped study: paper, mei-replication, demo."),
         out: Path = typer.Option(..., "--out", help="Study directory (created; re-running resumes it)."),
-        executor: str = typer.Option(None, "--executor", help="local, slurm or ray (default: the study's)."),
-        device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1)."),
+        executor: str = typer.Option(None, "--executor", help="local, slurm or ray. \\[default: the study's executor.kind]"),
+        device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1). "
+                                     "\\[default: the study's training.device, else auto]"),
         track: str = typer.Option(None, "--track", help="mlflow: track the runs (the study's tracking: section, "
-                                  "else a store in DIR/mlflow); off: do not track."),
+                                  "else a store in DIR/mlflow); off: do not track. "
+                                  "\\[default: mlflow when the study has a tracking: section, else off]"),
         detach: bool = typer.Option(False, "--detach", help="Submit and return (SLURM); local/ray: run the "
                                     "driver in the background. `status` shows progress, a later `run` collects."),
         steal_claims: bool = typer.Option(False, "--steal-claims", help="Take over runs claimed by another host "

@@ -200,12 +200,15 @@ class ExecutorSpec(_Strict):
 class TrackingSpec(_Strict):
     """Experiment tracking of the study's runs (medtransfer.tracking.mlflow_sink). ``uri``: an MLflow
     tracking URI (default: a SQLite store inside the study directory); ``experiment``: its name
-    (default: the study's name); ``log_weights``: also upload each run's best.pt (95 MB)."""
+    (default: the study's name); ``log_weights``: also upload each run's best.pt (95 MB);
+    ``log_model``: also log each run's best model with ``mlflow.pytorch.log_model`` (loadable with
+    ``mlflow.pytorch.load_model``; about the size of best.pt again)."""
 
     kind: Literal["mlflow"] = "mlflow"
     uri: str | None = None
     experiment: str | None = None
     log_weights: bool = False
+    log_model: bool = False
 
 
 class StudyConfig(_Strict):
@@ -227,6 +230,9 @@ class StudyConfig(_Strict):
     tracking: TrackingSpec | None = None  # off unless given
     # settings of `medtransfer analyze` for this study (medtransfer.study.analysis_settings), checked here
     analysis: dict[str, Any] = Field(default_factory=dict)
+    # images shared by a pretraining set and a target, or across a target's test parts
+    # (medtransfer.study.leakage): warn, error (refuse to run) or off (no check)
+    leakage: Literal["warn", "error", "off"] = "warn"
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))

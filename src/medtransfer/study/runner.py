@@ -17,6 +17,8 @@ from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, make_executor, pin_threads
 from medtransfer.study.expand import expand
+from medtransfer.study.datasets import study_datasets
+from medtransfer.study.leakage import check_leakage
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
                                         source_run_dir)
 from medtransfer.study.results import write_results
@@ -199,7 +201,9 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
     damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
-    Pretrained sources are made first, by the executor like every run. ``detach`` (SLURM): submit
+    Pretrained sources are made first, by the executor like every run; before them, the images
+    the pretraining sets share with the targets, and those the folds share across their test parts,
+    are looked for (``study.leakage``, :mod:`medtransfer.study.leakage`). ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
     section. ``steal_claims``: take over runs claimed by another host that this machine cannot
     check (:func:`medtransfer.study.claims.steal`); without it they are named at once and waited
@@ -209,7 +213,8 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     ``out`` holds runs made with different settings, or files that medtransfer did not write.
     """
     out = Path(out)
-    study = open_study_dir(study, out, study_file)
+    check_out_dir(out, study_file)  # before anything is read or written: a folder of the user's is refused
+    study = pin_threads(study, out)
     configs = expand(study, out)
     recomputed = []
     for config in configs:
@@ -218,9 +223,12 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
             recomputed.append(config.run_id)  # a file differs from what the run wrote: run it again
             run.clear()
         _check_unchanged(config, run, out)
+    datasets = study_datasets(study, configs, out)  # every missing root named before anything is written
+    study = open_study_dir(study, out, study_file)
     warn_collapsed_stages(configs)
     write_atomic(out / STUDY_FILE, study.to_yaml())
     prepare_folds(study, out)
+    check_leakage(study, datasets, out)  # before any training: a refused study starts no run
     if executor is None:
         spec = study.executor
         executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,

@@ -5,13 +5,21 @@ The default store is a SQLite file inside the study directory (``DIR/mlflow/mlfl
 in ``DIR/mlflow/artifacts``): offline, on a cluster node, without a server. ``uri`` points it at a
 team's server instead. What is logged per fine-tuning run:
 
-- params: every field of the run's config (``config.json``);
-- metrics per epoch, ``step`` = the row's index in ``history.csv`` (probe epochs first):
-  ``train_loss, train_accuracy, val_loss, val_accuracy, val_auc, lr, phase`` (0 probe, 1 fine-tune),
-  ``epoch_seconds``;
-- at the end: ``test_*`` (and ``probe_test_*``) from ``metrics.json``; artifacts ``predictions.csv``,
+- params: the fields of the run's config (``config.json``) that apply to it (no ``probe_*`` for a
+  no-freeze run, no ``k_folds``/``split_*`` for a dataset's official single split);
+- metrics per epoch, ``step`` = the epoch's number counted from 1 over the whole run, as the
+  console counts (probe epochs first): ``train_loss, train_accuracy, val_loss, val_accuracy,
+  val_auc, lr, epoch_seconds``; the tag ``medtransfer.phase`` names the phase of the last epoch
+  (probe, finetune);
+- at the end: ``test_*`` (and ``probe_test_*``) from ``metrics.json`` as metrics, its facts about
+  the run (threads, seconds, epochs, best_epoch, n, device) as tags; artifacts ``predictions.csv``,
   ``metrics.json``, ``history.csv``, ``config.json``, ``probe/*`` and ``checkpoint.json`` (path,
-  size and sha256 of ``checkpoints/best.pt``; the weights themselves only with ``log_weights``).
+  size and sha256 of ``checkpoints/best.pt``; the weights themselves only with ``log_weights``, the
+  best model as an MLflow PyTorch model only with ``log_model``).
+
+The experiment is tagged as one of model training (``mlflow.experimentKind``), so that the MLflow UI
+opens it in its classic runs view. After ``medtransfer analyze``, :func:`log_analysis` gives the
+study's parent run Table 2's cells as metrics and the report and ``analysis/*.csv`` as artifacts.
 
 The MLflow run id is kept in the run directory (``mlflow.json``), so a resumed run continues the
 same MLflow run; an epoch redone after a kill is not logged twice when it reproduces the logged
@@ -45,12 +53,15 @@ from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
 from medtransfer.training.observers import RunStart, TrackingWarning
 from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
-from medtransfer.vocabulary import FINETUNE, PROBE
+from medtransfer.vocabulary import NO_FREEZE
 
 STORE_DIR = "mlflow"  # inside the study directory
 STORE_STATE = "study.json"  # inside DIR/mlflow
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc")
-PHASE_CODES = {PROBE: 0, FINETUNE: 1}
+# entries of metrics.json that describe the run rather than measure the model: tags, not metrics
+RUN_FACTS = ("threads", "seconds", "epochs", "best_epoch", "n", "device", "resumed")
+# the MLflow UI's experiment types; ours is model training (else 3.x may open it as GenAI)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PROBE_TIMEOUT_S = 3.0
 # our requests fail fast: mlflow's defaults (120 s, 7 retries with backoff) would stall a run
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -147,10 +158,26 @@ def _find_by_tag(mlflow_client, experiment_id: str, key: str, value: str) -> str
     return found[0].info.run_id if found else None
 
 
+# fields of a run's config that only some runs use: (fields, does the run use them?)
+_PROBE_FIELDS = ("probe_lr", "probe_epochs", "probe_patience")
+_FOLD_FIELDS = ("k_folds", "split_fractions", "split_seed")
+
+
+def applicable(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run's config that apply to it: a no-freeze run has no probe phase, a
+    dataset's official single split (e.g. medmnist ``split: official``) cuts no k folds."""
+    from medtransfer.data.registry import single_fold
+
+    dropped = set(_PROBE_FIELDS) if config.get("strategy") == NO_FREEZE else set()
+    if single_fold(str(config.get("target")), dict(config.get("target_options") or {})):
+        dropped |= set(_FOLD_FIELDS)
+    return {key: value for key, value in config.items() if key not in dropped}
+
+
 def _params(values: dict[str, Any]) -> list:
     from mlflow.entities import Param
 
-    return [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in sorted(values.items())]
+    return [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in sorted(applicable(values).items())]
 
 
 def _warn(message: str) -> None:
@@ -182,8 +209,11 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
             experiment = mlflow_client.get_experiment_by_name(name)
             if experiment is not None:
                 experiment_id = experiment.experiment_id
+                if EXPERIMENT_KIND[0] not in experiment.tags:
+                    mlflow_client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
             else:
-                experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+                experiment_id = mlflow_client.create_experiment(name, artifact_location=artifact_location(uri),
+                                                                tags=dict([EXPERIMENT_KIND]))
             study_dir = str(out.resolve())
             saved = _read_json(out / STORE_DIR / STORE_STATE)
             parent = None
@@ -204,7 +234,8 @@ def open_study_tracking(spec: Any, out: str | Path, study_name: str) -> str:
         _warn(f"{uri}: {error.__class__.__name__}: {error}")
         return ""
     return json.dumps({"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent,
-                       "log_weights": bool(getattr(spec, "log_weights", False)), "study_dir": study_dir})
+                       "log_weights": bool(getattr(spec, "log_weights", False)),
+                       "log_model": bool(getattr(spec, "log_model", False)), "study_dir": study_dir})
 
 
 def close_study_tracking(tracking: str, finished: bool) -> None:
@@ -255,6 +286,7 @@ class MlflowSink:
             warnings.warn(f"tracking: {problem}; this run goes on untracked", TrackingWarning, stacklevel=2)
             return
         self.run = RunDir(Path(run.directory))
+        self.size = int(run.config.get("size") or 224)
         self.lrs = {p.phase: p.lr for p in run.plan}
         experiment = self.spec["experiment_id"]
         run_dir = str(self.run.path.resolve())
@@ -273,7 +305,7 @@ class MlflowSink:
                 mlflow_client.log_batch(run_id, params=_params(run.config))
             else:
                 mlflow_client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-                for key in (*EPOCH_METRICS, "lr", "phase", "epoch_seconds"):
+                for key in (*EPOCH_METRICS, "lr", "epoch_seconds"):
                     self.logged[key] = {m.step: m.value for m in mlflow_client.get_metric_history(run_id, key)}
             write_text_atomic(self.run.mlflow, json.dumps({"uri": self.uri, "run_id": run_id,
                                                            "experiment_id": experiment}))
@@ -283,23 +315,22 @@ class MlflowSink:
 
     def _row_metrics(self, row: dict[str, Any]) -> dict[str, float]:
         values = {key: row.get(key) for key in EPOCH_METRICS}
-        values.update(lr=self.lrs.get(row["phase"]), phase=PHASE_CODES.get(row["phase"], -1),
-                      epoch_seconds=row.get("seconds"))
+        values.update(lr=self.lrs.get(row["phase"]), epoch_seconds=row.get("seconds"))
         return {k: float(v) for k, v in values.items() if v is not None}
 
     def epoch(self, row: dict[str, Any]) -> None:
-        """Log one history row at step = its index in the history."""
+        """Log one history row at step = its epoch number, counted from 1 (its index + 1)."""
         if self.client is None:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
-        step, self.step = self.step, self.step + 1
+        self.step += 1
+        step = self.step
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, step) for key, value in self._row_metrics(row).items()
                    if not (step in self.logged.get(key, {}) and _same(self.logged[key][step], value))]
-        if metrics:
-            with short_http():
-                self.client.log_batch(self.run_id, metrics=metrics)
+        with short_http():
+            self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag("medtransfer.phase", str(row["phase"]))])
 
     def finish(self, metrics: dict[str, Any], probe_metrics: dict[str, Any] | None) -> None:
         """Log the test metrics and the artifacts; mark the MLflow run FINISHED."""
@@ -307,14 +338,19 @@ class MlflowSink:
             return
         from mlflow.entities import Metric, RunStatus
 
+        from mlflow.entities import RunTag
+
         now = int(time.time() * 1000)
-        final = [Metric(f"{prefix}{key}", float(value), now, 0)
-                 for prefix, values in (("test_", metrics), ("probe_test_", probe_metrics or {}))
-                 for key, value in values.items()
-                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None]
+        measured = [(f"{prefix}{key}", value)
+                    for prefix, values in (("test_", metrics), ("probe_test_", probe_metrics or {}))
+                    for key, value in values.items()]
+        final = [Metric(key, float(value), now, 0) for key, value in measured
+                 if key.split("test_", 1)[1] not in RUN_FACTS
+                 and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        facts = [RunTag(key, str(value)) for key, value in measured if key.split("test_", 1)[1] in RUN_FACTS]
         run, best = self.run, self.run.best
         with short_http():
-            self.client.log_batch(self.run_id, metrics=final)
+            self.client.log_batch(self.run_id, metrics=final, tags=facts)
             for path in run.artifacts():
                 self.client.log_artifact(self.run_id, str(path), _folder(run, path))
             if best.exists():
@@ -327,7 +363,35 @@ class MlflowSink:
                 self.client.set_tag(self.run_id, "medtransfer.checkpoint", str(best.resolve()))
                 if self.spec.get("log_weights"):
                     self.client.log_artifact(self.run_id, str(best), _folder(run, best))
+                if self.spec.get("log_model"):
+                    self._log_model(best)
             self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _log_model(self, best: Path) -> None:
+        """The best model as an MLflow PyTorch model (``model/`` of the run), with the checkpoint's
+        metadata. Saved as an exported graph (``pt2``: no pickle), traced on images of the run's
+        size, any batch size; pip requirements given, not inferred (that imports the model in a
+        subprocess)."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        from medtransfer import __version__
+        from medtransfer.models.checkpoint import load_checkpoint, plain_meta
+
+        model, meta = load_checkpoint(best)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                # (n, 3, h, w) float, as the network takes; a batch of 2 exports a dynamic batch size
+                example = torch.zeros(2, 3, self.size, self.size)
+                mlflow.pytorch.log_model(model, name="model", metadata=plain_meta(meta), serialization_format="pt2",
+                                         input_example=example.numpy(),
+                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                           f"medtransfer=={__version__}"])
+        finally:
+            mlflow.set_tracking_uri(previous)
 
     def fail(self, error: str) -> None:
         """Mark the MLflow run FAILED with the error as a tag."""
@@ -338,3 +402,43 @@ class MlflowSink:
         with short_http():
             self.client.set_tag(self.run_id, "medtransfer.error", error[:5000])
             self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
+
+
+def log_analysis(out: str | Path) -> bool:
+    """Give a tracked study's parent MLflow run what ``medtransfer analyze`` wrote: Table 2's cells
+    as metrics ``table2/{target}/{source}/{strategy}/mean`` and ``.../std`` (AUC x 100), and
+    ``report.html`` and ``analysis/*.csv`` as artifacts (under ``analysis/``). Does nothing for an
+    untracked study (no ``DIR/mlflow/study.json``); a store that fails costs one warning. Returns
+    whether it logged."""
+    import pandas as pd
+
+    out = Path(out)
+    saved = _read_json(out / STORE_DIR / STORE_STATE)
+    if not saved.get("uri") or not saved.get("parent_run_id") or probe(saved["uri"]) is not None:
+        return False
+    try:
+        with short_http():
+            from mlflow.entities import Metric
+
+            mlflow_client = client(saved["uri"])
+            parent = saved["parent_run_id"]
+            now = int(time.time() * 1000)
+            metrics = []
+            table = out / "analysis" / "table2.csv"
+            if table.is_file():
+                for row in pd.read_csv(table).itertuples(index=False):
+                    for what in ("mean", "std"):
+                        value = float(getattr(row, what))
+                        if math.isfinite(value):
+                            key = f"table2/{row.target}/{row.source}/{row.strategy}/{what}"
+                            metrics.append(Metric(key, value, now, 0))
+            if metrics:
+                mlflow_client.log_batch(parent, metrics=metrics)
+            for path in [out / "report.html", *sorted((out / "analysis").glob("*.csv"))]:
+                if path.is_file():
+                    mlflow_client.log_artifact(parent, str(path), "analysis")
+    except Exception as error:  # noqa: BLE001 - tracking never fails the analysis
+        warnings.warn(f"tracking: could not log the analysis to MLflow ({error.__class__.__name__}: {error})",
+                      TrackingWarning, stacklevel=2)
+        return False
+    return True

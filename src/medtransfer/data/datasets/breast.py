@@ -43,7 +43,7 @@ def load(root: Path, *, skip_bad: bool = False, normal: str = "benign") -> Manif
                 log.note("segmentation mask files ignored (*_mask.png: not images of the dataset)")
                 continue
             if folder == "normal" and normal == "exclude":
-                log.exclude(path, "normal image left out (normal='exclude')")
+                log.exclude(path, "normal image (normal='exclude')")
                 continue
             if folder == "normal":
                 log.note("normal images merged into benign (normal='benign')" if normal == "benign"
