@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from medtransfer.analysis.modules import _import_factory
+from medtransfer.models.resolve import _import_factory
 from medtransfer.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ import torch
 
 from medtransfer.models.checkpoint import load_checkpoint
 from medtransfer.study.config import TrackingSpec
-from medtransfer.tracking import Sinks
+from medtransfer.training.observers import Sinks
 from medtransfer.tracking.mlflow_sink import MlflowSink, default_uri, open_study_tracking
 from medtransfer.training.record import MLFLOW as RUN_FILE
 from medtransfer.training.run import train_run
