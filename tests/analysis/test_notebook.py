@@ -27,7 +27,7 @@ def test_load_study_numbers(tmp_path):
     aucs = s.aucs
     assert len(aucs) == len(s.runs) and aucs["auc"].between(0, 1).all()
     table = s.table2()
-    assert list(table.columns) == ["target", "source", "strategy", "mean", "std", "n", "runs", "best"]
+    assert list(table.columns) == ["target", "source", "strategy", "mean", "std", "low", "high", "n", "runs", "best"]
     assert table["mean"].dtype == np.float64
     # each cell is the mean and sample std of its folds' AUC x 100
     for row in table.itertuples():

@@ -108,6 +108,7 @@ def test_skip_bad_as_an_option_merges_with_the_flag(tmp_path):
         result = runner.invoke(app, [*root, *extra])
         assert not isinstance(result.exception, TypeError)
         assert message in str(result.exception), (extra, result.exception)
+    write_image(tmp_path / "b" / "2.png", seed=12)  # class b keeps 2 images without the bad one: enough for 2 folds
     folds = runner.invoke(app, ["data", "folds", "folder", "--root", str(tmp_path), "--out", str(tmp_path / "f.csv"),
                                 "--k", "2", "-o", "skip_bad=true"])
     assert folds.exit_code == 0 and "b/1.png" not in (tmp_path / "f.csv").read_text(), folds.output

@@ -195,7 +195,7 @@ MEASURES: dict[str, Measure] = {
         Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
                 False, None,
                 "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
-        Measure("pwcca_google", _pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, ("isotropic scale",),
+        Measure("pwcca_google", _pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, (),
                 False, None, "google/svcca's compute_pwcca: weights from uncentred activations (see docs)"),
         Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
                 "Kornblith et al. 2019; linear kernels, biased HSIC", _cka_blocks),
