@@ -35,12 +35,14 @@ from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
 from medtransfer.models.sources import backbone_of_source
+from medtransfer.similarity.paired import draws_for_holm
 from medtransfer.similarity.registry import get as get_measure
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.study.table2 import table2, write_table2
 from medtransfer.tracking.mlflow_sink import log_analysis
 from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, STUDY_FILE
 from medtransfer.training.run import resolve_device
+from medtransfer.vocabulary import STRATEGIES
 
 FEW_ROWS_PER_CHANNEL = 10
 
@@ -104,8 +106,12 @@ def layerwise_similarity(
                 Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed, settings.ci_method),
                 keep=kept,
             )
+            # claim 5.2's family (Holm within a target): strategies x layers x measures; enough
+            # resamples that its smallest p-value, 1 / (draws + 1), can pass that correction
+            draws = max(settings.resamples,
+                        draws_for_holm(len(STRATEGIES) * len(plan.layers) * len(settings.measures)))
             divergences += fold_divergence(target, fold, pairs, kept, plan, labels, settings.measures,
-                                           settings.resamples, settings.seed + 6007 * fold, settings.ci_method)
+                                           draws, settings.seed + 6007 * fold, settings.ci_method)
             del kept
             missing.extend(problems)
             frames.append(frame)
