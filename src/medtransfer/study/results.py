@@ -4,13 +4,10 @@ Table 2 (``results/table2.{csv,md}``, written by :mod:`medtransfer.study.table2`
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
-from typing import TextIO
 
 import pandas as pd
 
-from medtransfer.console import write_line
 from medtransfer.study.store import write_atomic
 from medtransfer.study.table2 import table2, warn_undefined_auc, write_table2
 from medtransfer.training.config import RunConfig
@@ -18,29 +15,6 @@ from medtransfer.training.record import RESULTS_DIR, RunDir, read_record, study_
 
 AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
                "accuracy", "ece", "brier"]
-
-
-def undefined_note(used: int, runs: int) -> str:
-    """The Table 2 cell suffix saying how many runs' AUCs a mean is over, when some are undefined
-    (a test fold with one class only): ``" (4 of 5 runs)"``; empty when all are used."""
-    return f" ({used} of {runs} runs)" if used < runs else ""
-
-
-def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list[str]:
-    """Say on stderr (``stream``) which runs have no test AUC (NaN/empty: their test fold holds one
-    class only), so that a Table 2 mean over the other folds is not mistaken for all of them.
-    ``aucs``: a frame with columns ``target, source, strategy, fold, auc`` (and optionally
-    ``seed``). Returns the messages."""
-    undefined = aucs[pd.to_numeric(aucs["auc"], errors="coerce").isna()] if len(aucs) else aucs
-    messages = []
-    for row in undefined.itertuples(index=False):
-        seed = f" seed {row.seed}" if "seed" in aucs.columns else ""
-        messages.append(f"warning: {row.target} / {row.source} {row.strategy} fold {row.fold}{seed}: test AUC "
-                        "undefined (its test fold holds one class only); Table 2 averages the other runs "
-                        "and says how many")
-    for message in messages:
-        write_line(stream or sys.stderr, message)
-    return messages
 
 
 def collect(out: Path, configs: list[RunConfig]) -> pd.DataFrame:
