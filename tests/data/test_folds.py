@@ -242,3 +242,50 @@ def test_one_large_group_does_not_fill_a_fold_alone():
     validate_folds(folds, m)
     for f in range(5):
         assert {"train", "val", "test"} <= set(folds.loc[folds["fold"] == f, "split"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(grouped_data())
+def test_a_smaller_train_fraction_trains_each_fold_on_whole_groups_of_the_other_blocks(data):
+    labels, groups, seed = data
+    m = manifest_from(labels, groups)
+    full = make_folds(m, k=3, fractions=(2 / 3, 1 / 18, 5 / 18), seed=seed)
+    sub = make_folds(m, k=3, fractions=(1 / 6, 1 / 18, 5 / 18), seed=seed)
+    validate_folds(sub, m)
+    # the held-out parts are those of the full folds; the rest of each fold trains in part, the
+    # remaining images are not in that fold at all
+    held = [t[t["split"] != "train"].reset_index(drop=True) for t in (full, sub)]
+    pd.testing.assert_frame_equal(held[0], held[1])
+    group_of = pd.Series(m.groups, index=m.image_ids)
+    for f in range(3):
+        trained_full = set(full.loc[(full["fold"] == f) & (full["split"] == "train"), "image_id"])
+        trained = set(sub.loc[(sub["fold"] == f) & (sub["split"] == "train"), "image_id"])
+        assert trained and trained < trained_full
+        left_out = trained_full - trained
+        # whole groups: no group has images both trained on and left out
+        assert not set(group_of[list(trained)]) & set(group_of[list(left_out)])
+    assert make_folds(m, k=3, fractions=(1 / 6, 1 / 18, 5 / 18), seed=seed).equals(sub)  # seeded
+
+
+def test_a_smaller_train_fraction_keeps_its_share_and_the_class_balance():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(1800) < 0.3).astype(int)
+    m = manifest_from(labels, np.arange(1800))
+    folds = make_folds(m, k=3, fractions=(1 / 6, 1 / 18, 5 / 18), seed=1)
+    share = folds.groupby(["fold", "split"]).size().unstack() / len(m)
+    assert np.allclose(share["train"], 1 / 6, atol=0.002) and np.allclose(share["test"], 5 / 18, atol=0.002)
+    lab = pd.Series(labels, index=m.image_ids)
+    for f in range(3):
+        train = folds[(folds["fold"] == f) & (folds["split"] == "train")]["image_id"]
+        assert lab[train].mean() == pytest.approx(labels.mean(), abs=0.02)
+
+
+@pytest.mark.parametrize("fractions, why", [
+    ((0.7, 0.1, 0.2), "train fraction 0.7 with k=5"),  # validation + test is not the held-out 1/k
+    ((0.8, 0.1, 0.15), "sum to at most 1"),
+    ((0.9, 0.05, 0.05), "train fraction 0.9 with k=5"),  # more than the other k-1 blocks
+])
+def test_fractions_that_cannot_cut_folds_are_refused(fractions, why):
+    m = manifest_from([0, 1] * 20, range(40))
+    with pytest.raises(ConfigError, match=why):
+        make_folds(m, fractions=fractions)

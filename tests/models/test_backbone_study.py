@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from medtransfer.models import registry
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.expand import expand
+from tests.study.held import start_held, wait_held
 
 STUDY = {
     "name": "backbones",
@@ -60,21 +60,15 @@ def test_each_backbone_fine_tunes_resumes_after_a_kill_and_reaches_the_report(tm
     study_file = tmp_path / "study.yaml"
     study_file.write_text(study.to_yaml())
     out = tmp_path / "study"
-    process = _start(study_file, out)
-    deadline = time.monotonic() + 240
-    # kill once a run of a graph backbone has started training
-    while process.poll() is None and time.monotonic() < deadline and not any(
-            p.exists() for p in out.glob("runs/synth@*/*/fold0/history.csv")) and not list(out.glob("runs/synth@*/*/fold0/checkpoints")):
-        time.sleep(0.05)
-    killed = process.poll() is None
-    if killed:
-        process.send_signal(signal.SIGKILL)
+    # held once a run of a graph backbone has trained its epoch (history written, not DONE): killed there
+    process = start_held(study_file, out, tmp_path / "barrier", method="write_history", pattern="synth@*/*/fold0")
+    wait_held(process, tmp_path / "barrier", timeout_s=600)
+    process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = {m: m.stat().st_mtime_ns for m in out.glob("runs/**/DONE")}
     final = _start(study_file, out)
     _, err = final.communicate(timeout=600)
     assert final.returncode == 0, err.decode()[-3000:]
-    assert killed, "the study finished before it could be killed"
     for marker, stamp in done_before.items():
         assert marker.stat().st_mtime_ns == stamp, f"{marker} was redone"
     auc = pd.read_csv(out / "results" / "auc.csv")

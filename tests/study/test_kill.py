@@ -1,5 +1,9 @@
 """SIGKILL a running study at random moments, re-run it: it completes, finished runs are not
-redone, and the metrics equal those of an uninterrupted run (CPU, same seed)."""
+redone, and the metrics equal those of an uninterrupted run (CPU, same seed).
+
+The moments are seeded fractions of the run's own measured epoch time, counted from when the
+driver trains an epoch (``progress.json``): so a kill lands while work remains on a fast machine
+and on a loaded one alike (the study has two runs of two epochs: at least two epochs remain)."""
 
 import os
 import random
@@ -11,6 +15,8 @@ import time
 import pandas as pd
 import pytest
 
+from medtransfer.progress import read_progress
+
 from .conftest import tiny_study, write_yaml
 
 
@@ -21,8 +27,15 @@ def _start(study_file, out):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _training_started(out) -> bool:
-    return any(out.glob("runs/**/history.csv"))
+def _seconds_per_epoch(out, since: float) -> float | None:
+    """The epoch time of a run that a driver started after ``since`` (time.time()) trains, once
+    it has timed an epoch (this incarnation's or one it resumed); else None."""
+    for path in out.glob("runs/**/progress.json"):
+        state = read_progress(path.parent) or {}
+        speed = (state.get("seconds_per_epoch") or {}).get(state.get("phase"))
+        if state.get("started", 0) > since and state.get("state") == "training" and speed:
+            return float(speed)
+    return None
 
 
 @pytest.mark.slow
@@ -35,11 +48,13 @@ def test_sigkill_then_rerun_equals_uninterrupted(finished_study, tmp_path):
     kills = 0
     done_stamps = {}
     for _ in range(2):
+        launched = time.time()
         process = _start(study_file, out)
         deadline = time.monotonic() + 120
-        while not _training_started(out) and process.poll() is None and time.monotonic() < deadline:
+        while (epoch_s := _seconds_per_epoch(out, launched)) is None and process.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 3.0))
+        time.sleep(rng.uniform(0.0, 1.0) * (epoch_s or 0.0))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1

@@ -115,28 +115,76 @@ def test_preemption_at_random_moments_requeues_and_resumes(cluster, preemption_r
         assert (out / name).read_bytes() == (preemption_reference / name).read_bytes(), name
 
 
+def _squeue_recorder(folder, log):
+    """A ``squeue`` that runs the real one and then appends its arguments and answer to ``log``
+    (one line per call): put ``folder`` first on a process's PATH to see what it asked SLURM."""
+    import shutil
+
+    real = shutil.which("squeue")
+    folder.mkdir()
+    script = folder / "squeue"
+    script.write_text(f"""#!/bin/sh
+answer=$("{real}" "$@")
+status=$?
+printf '%s\\n' "$answer"
+printf '%s => %s\\n' "$*" "$(printf '%s' "$answer" | tr '\\n' ' ')" >> "{log}"
+exit $status
+""")
+    script.chmod(0o755)
+    return folder
+
+
+def _until(condition, what, timeout_s=120.0):
+    """Poll ``condition`` (an observed state) until it holds; fail naming ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_a_rerun_driver_waits_for_running_jobs_instead_of_resubmitting(cluster, finished_study, tmp_path):
+    """The jobs cannot finish before the rerun driver has seen them: they are submitted while the
+    partition is down (queued, not started), and the partition comes up only once the rerun driver
+    has asked squeue about them and gone on to wait (its third query: one per run, then the wait)."""
     _, reference = finished_study
     study_file = write_yaml(tmp_path / "study.yaml", _slurm_study(tmp_path))
     out = tmp_path / "out"
     code = "from medtransfer.cli import main; main()"
     command = [sys.executable, "-c", code, "run", str(study_file), "--out", str(out)]
     env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("runs/**/RUNNING"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    while not all((claims.read(p.parent) or {}).get("job") for p in out.glob("runs/**/RUNNING")):
-        time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)  # the driver dies; its jobs run on
-    first.wait()
-    jobs = _job_dirs(out) or sorted(str(claims.read(p.parent)["job"]) for p in out.glob("runs/**/RUNNING"))
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "0 finished now" in second.stdout and "2 finished by another owner" in second.stdout, second.stdout
+
+    def claimed_by_jobs():
+        found = [claims.read(p.parent) or {} for p in out.glob("runs/**/RUNNING")]
+        return len(found) == 2 and all(c.get("job") for c in found)
+
+    cluster.run("scontrol", "update", "PartitionName=debug", "State=DOWN")
+    try:
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _until(claimed_by_jobs, "the first driver to submit both runs")
+        first.send_signal(signal.SIGKILL)  # the driver dies; its jobs stay queued
+        first.wait()
+        jobs = sorted(str(claims.read(p.parent)["job"]) for p in out.glob("runs/**/RUNNING"))
+        array = jobs[0].split("_")[0]
+        log = tmp_path / "squeue.log"
+        shim = _squeue_recorder(tmp_path / "bin", log)
+        second = subprocess.Popen(command, env={**env, "PATH": f"{shim}{os.pathsep}{env['PATH']}"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def asked():  # the rerun driver's queries about the jobs, each answered "still queued"
+            lines = log.read_text().splitlines() if log.exists() else []
+            return [line for line in lines if f"--jobs={array}" in line.split(" => ")[0]]
+
+        _until(lambda: len(asked()) >= 3 or second.poll() is not None, "the rerun driver to look at the jobs")
+        assert second.poll() is None, second.communicate()
+        assert all("PENDING" in line for line in asked()[:3]), asked()
+    finally:
+        cluster.run("scontrol", "update", "PartitionName=debug", "State=UP")
+    stdout, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-2000:]
+    assert "0 finished now" in stdout and "2 finished by another owner" in stdout, stdout
     arrays = {name.split("_")[0] for name in _job_dirs(out)}
-    assert len(arrays) == 1 and set(_job_dirs(out)) >= set(jobs), _job_dirs(out)  # nothing resubmitted
+    assert arrays == {array}, _job_dirs(out)  # nothing resubmitted
     assert (out / "results" / "auc.csv").read_bytes() == (reference / "results" / "auc.csv").read_bytes()
     assert not list(out.glob("runs/**/FAILED"))
 

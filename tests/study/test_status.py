@@ -2,10 +2,6 @@
 reported, with its phase and epoch, and the grid has an ETA once an epoch has been timed."""
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +10,7 @@ from medtransfer.cli import app
 from medtransfer.study.expand import expand
 
 from .conftest import tiny_study, write_yaml
+from .held import release, start_held, wait_held
 
 
 def _status(out):
@@ -27,26 +24,19 @@ def test_status_json_while_the_study_runs(tmp_path):
     study = tiny_study(tmp_path, training={"epochs": 3})
     study_file = write_yaml(tmp_path / "study.yaml", study)
     out = tmp_path / "study"
-    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
-    process = subprocess.Popen([sys.executable, "-c", "from medtransfer.cli import main; main()", "run",
-                                str(study_file), "--out", str(out)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # held after the first run's first epoch (timed, checkpointed): status looks at a run that
+    # certainly runs, then the driver goes on
+    process = start_held(study_file, out, tmp_path / "barrier", method="checkpoint")
     try:
-        seen = None
-        deadline = time.monotonic() + 240
-        while process.poll() is None and time.monotonic() < deadline:
-            if (out / "study.resolved.yaml").exists():
-                state = _status(out)
-                if state["counts"]["running"] and state["eta_s"] is not None:
-                    seen = state
-                    break
-            time.sleep(0.2)
+        wait_held(process, tmp_path / "barrier")
+        seen = _status(out)
+        release(tmp_path / "barrier")
         _, err = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err.decode()[-2000:]
-    assert seen is not None, "status never saw a running run with an ETA"
+    assert seen["counts"]["running"] == 1 and seen["eta_s"] is not None, seen
     want = [config.run_id for config in expand(study, out)]
     assert [r["run_id"] for r in seen["runs"]] == want
     assert seen["eta_s"] >= 0 and seen["eta_max_s"] >= seen["eta_s"]

@@ -260,31 +260,23 @@ def test_a_sigkilled_tracked_study_resumes_into_the_same_mlflow_runs(tmp_path):
     import sys
 
     from tests.study.conftest import write_yaml
+    from tests.study.held import start_held, wait_held
 
     study = tiny_study(tmp_path, tracking={"kind": "mlflow"}, training={"epochs": 3, "checkpoint_every_s": 0})
     study_file = write_yaml(tmp_path / "study.yaml", study)
     out = tmp_path / "study"
-    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
-    command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file),
-               "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-
-    def logged_an_epoch() -> bool:  # a run has its MLflow run and a checkpoint past epoch 1
-        for history in out.glob("runs/**/history.csv"):
-            directory = history.parent
-            if (directory / RUN_FILE).exists() and len(history.read_text().splitlines()) >= 2 \
-                    and (directory / "checkpoints" / "last.pt").exists() and not (directory / "DONE").exists():
-                return True
-        return False
-
-    while process.poll() is None and not logged_an_epoch() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the study ended before it could be killed: " + process.stderr.read().decode()[-1000:]
+    # held after a run's first checkpoint (its MLflow run open, an epoch logged): killed there, not raced
+    process = start_held(study_file, out, tmp_path / "barrier", method="checkpoint")
+    held = wait_held(process, tmp_path / "barrier")
+    assert (held / RUN_FILE).exists() and (held / "checkpoints" / "last.pt").exists() and not (held / "DONE").exists()
+    assert len((held / "history.csv").read_text().splitlines()) >= 2
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = {p.parent: json.loads(p.read_text())["run_id"] for p in out.glob("runs/**/" + RUN_FILE)}
     assert killed
+    env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
+    command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file),
+               "--out", str(out)]
     rerun = subprocess.run(command, env=env, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     client = _client(out)

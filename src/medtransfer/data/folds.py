@@ -12,6 +12,11 @@ In fold f, block f is held out and cut again, by group and class, into validatio
 test) of it) and test; all other blocks train. So every image is held out (validation or test) in exactly one fold, test parts of
 different folds are disjoint, and no group ever spans two parts of one fold. With 80/5/15 three
 quarters of the images are tested once and one quarter validates once.
+
+A train fraction below (k-1)/k trains each fold on a subsample of the other blocks: they are cut,
+by group and class, into ``round(((k-1)/k) / train)`` parts and the first trains; the rest of
+them has the split "excluded" in that fold (neither trained on nor tested). That keeps training cheap
+while the held-out parts stay large (the demo: train 1/6, validation 1/18, test 5/18 with k = 3).
 """
 
 from __future__ import annotations
@@ -49,15 +54,18 @@ class FoldSpec:
 
     def problem(self) -> str | None:
         """Why these settings cannot make folds, or ``None``: k >= 2, three fractions >= 0 that sum
-        to 1, and train = (k-1)/k (each fold holds out one of k blocks for validation + test)."""
+        to at most 1, validation + test = 1/k (each fold holds out one of k blocks) and train at most
+        the other (k-1)/k (below it, a subsample of them trains; see the module docstring)."""
         if self.k < 2:
             return f"k={self.k}; expected k >= 2"
         values = tuple(float(x) for x in self.fractions)
-        if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
-            return f"fractions {tuple(self.fractions)} must be 3 numbers >= 0 that sum to 1 (train, val, test)"
-        if abs(values[0] - (self.k - 1) / self.k) > 1e-6:
-            return (f"train fraction {values[0]} with k={self.k}; expected {(self.k - 1) / self.k:.4f} "
-                    "(each fold holds out one of k blocks for validation + test)")
+        if len(values) != 3 or min(values) < 0 or sum(values) > 1 + 1e-6:
+            return f"fractions {tuple(self.fractions)} must be 3 numbers >= 0 that sum to at most 1 (train, val, test)"
+        train, held = values[0], values[1] + values[2]
+        if train > (self.k - 1) / self.k + 1e-6 or abs(held - 1 / self.k) > 1e-6:
+            return (f"train fraction {train} with k={self.k}; expected {(self.k - 1) / self.k:.4f} "
+                    f"(each fold holds out one of k blocks for validation + test, {1 / self.k:.4f}; a smaller "
+                    f"train fraction with validation + test {1 / self.k:.4f} trains on a subsample of the rest)")
         return None
 
     def with_k(self, k: int) -> "FoldSpec":
@@ -133,8 +141,10 @@ def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
                seed: int = DEFAULT_FOLDS.seed) -> pd.DataFrame:
     """Grouped, stratified folds of ``manifest``: a table ``image_id, fold, split`` with N*k rows.
 
-    ``fractions`` = (train, val, test); train must be (k-1)/k since the held-out part of a fold
-    is one of k blocks (:meth:`FoldSpec.problem`). Raises ``ConfigError`` for settings that cannot
+    ``fractions`` = (train, val, test); val + test must be 1/k since the held-out part of a fold
+    is one of k blocks, and train at most (k-1)/k (below it, the fold trains on a grouped,
+    stratified subsample of the other blocks and marks the rest "excluded";
+    :meth:`FoldSpec.problem`). Raises ``ConfigError`` for settings that cannot
     make folds, ``DataError`` when there are too few groups to split or a class is held by fewer
     than k groups (too small to stratify).
     """
@@ -165,12 +175,19 @@ def make_folds(manifest: Manifest, k: int = DEFAULT_FOLDS.k,
                             "to split validation from test")
         sub = _grouped_blocks(labels[held], held_groups, m, seed + 1 + f)
         split[f, held] = np.where(sub == 0, "val", "test")
+    n_train = max(1, int(round((k - 1) / k / train_f))) if train_f > 0 else 1
+    for f in range(k if n_train > 1 else 0):  # train on one of n_train parts of the other blocks
+        rest = np.flatnonzero(block != f)
+        part = _grouped_blocks(labels[rest], groups[rest], min(n_train, len(np.unique(groups[rest]))),
+                               seed + 1 + k + f)
+        split[f, rest[part != 0]] = EXCLUDED
     ids = manifest.image_ids
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "image_id": np.tile(ids, k),
         "fold": np.repeat(np.arange(k), len(ids)),
         "split": split.reshape(-1),
     })
+    return table
 
 
 def validate_folds(folds: pd.DataFrame, manifest: Manifest, source: object = "folds") -> None:
