@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from medtransfer.data import (
@@ -249,12 +249,15 @@ def test_one_large_group_does_not_fill_a_fold_alone():
 def test_a_smaller_train_fraction_trains_each_fold_on_whole_groups_of_the_other_blocks(data):
     labels, groups, seed = data
     m = manifest_from(labels, groups)
-    full = make_folds(m, k=3, fractions=(2 / 3, 1 / 18, 5 / 18), seed=seed)
+    try:
+        full = make_folds(m, k=3, fractions=(2 / 3, 1 / 18, 5 / 18), seed=seed)
+    except DataError:
+        assume(False)  # a class too small to stratify 3 folds is refused (test_fold_properties)
     sub = make_folds(m, k=3, fractions=(1 / 6, 1 / 18, 5 / 18), seed=seed)
     validate_folds(sub, m)
     # the held-out parts are those of the full folds; the rest of each fold trains in part, the
-    # remaining images are not in that fold at all
-    held = [t[t["split"] != "train"].reset_index(drop=True) for t in (full, sub)]
+    # remaining images are "excluded" from that fold
+    held = [t[t["split"].isin(["val", "test"])].reset_index(drop=True) for t in (full, sub)]
     pd.testing.assert_frame_equal(held[0], held[1])
     group_of = pd.Series(m.groups, index=m.image_ids)
     for f in range(3):
