@@ -110,3 +110,30 @@ def test_synthetic_cache_follows_the_generated_images_not_just_the_options(tmp_p
     second = PixelCache.build(load_manifest("synthetic", None, **options), 16, cache_dir=tmp_path)
     assert second.path != first.path
     np.testing.assert_array_equal(np.asarray(second.pixels), 255 - np.asarray(first.pixels))
+
+
+def test_a_cache_written_over_in_place_is_refused_and_rebuilt_and_a_copy_is_accepted(tmp_path):
+    """``pixels.npy`` overwritten in place (same size, another time) is named and rebuilt, never
+    served; a faithful copy (new time, same bytes) is accepted and remembered."""
+    import json
+    import shutil
+
+    m, paths = _file_manifest(tmp_path)
+    cache = PixelCache.build(m, 16, "nearest", cache_dir=tmp_path / "cache", workers=2)
+    good = np.array(cache.pixels)
+    pixels_file = cache.path / "pixels.npy"
+    damaged = np.lib.format.open_memmap(pixels_file, mode="r+")
+    damaged[2] = 255 - damaged[2]  # a write in place: same size
+    damaged.flush()
+    del damaged
+    os.utime(pixels_file, ns=(1, 1))  # and another modification time, as any write gives
+    with pytest.raises(DataError, match=r"pixels\.npy: changed since its pixel cache was built"):
+        PixelCache.open(cache.path)
+    rebuilt = PixelCache.build(m, 16, "nearest", cache_dir=tmp_path / "cache", workers=2)
+    np.testing.assert_array_equal(rebuilt.pixels, good)
+
+    copy = tmp_path / "copy" / rebuilt.path.name
+    shutil.copytree(rebuilt.path, copy)  # cp -r: new times, same bytes
+    os.utime(copy / "pixels.npy", ns=(2, 2))
+    np.testing.assert_array_equal(PixelCache.open(copy).pixels, good)
+    assert json.loads((copy / "meta.json").read_text())["pixels"]["mtime_ns"] == 2

@@ -101,6 +101,7 @@ class PixelCache:
             pixels = np.load(path / "pixels.npy", mmap_mode="r")
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: not a pixel cache ({error})") from error
+        _check_pixels_unchanged(path / "pixels.npy", meta)
         ids = np.asarray(meta["image_ids"], dtype=object)
         if pixels.shape != (len(ids), meta["size"], meta["size"], 3):
             raise DataError(f"{path}: pixels.npy has shape {pixels.shape}; expected "
@@ -138,7 +139,8 @@ class PixelCache:
             if hashes is not None:
                 hashes.result().save(hashes_file)
             meta = {"name": manifest.name, "size": size, "interpolation": interpolation, "key": key,
-                    "version": CACHE_VERSION, "image_ids": manifest.frame["image_id"].tolist()}
+                    "version": CACHE_VERSION, "image_ids": manifest.frame["image_id"].tolist(),
+                    "pixels": _pixels_stamp(tmp / "pixels.npy", digest=True)}
             write_text_atomic(tmp / "meta.json", json.dumps(meta))
             try:
                 tmp.rename(path)
@@ -148,6 +150,40 @@ class PixelCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return cls.open(path)
+
+
+def _pixels_stamp(file: Path, digest: bool) -> dict:
+    """``{bytes, mtime_ns[, sha256]}`` of ``pixels.npy`` (the sha256 read in 1 MiB chunks)."""
+    stat = file.stat()
+    stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if digest:
+        sha = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        stamp["sha256"] = sha.hexdigest()
+    return stamp
+
+
+def _check_pixels_unchanged(file: Path, meta: dict) -> None:
+    """Refuse a ``pixels.npy`` written over since its cache was built (``DataError``; ``build``
+    then rebuilds it). Fast path: the size and modification time recorded at build; only when the
+    time differs (a copied study, or a write in place) is the file hashed, and a copy whose
+    sha256 matches is accepted, its new time recorded. Caches built before the stamp existed have
+    none to check."""
+    recorded = meta.get("pixels")
+    if not isinstance(recorded, dict) or "sha256" not in recorded:
+        return
+    now = _pixels_stamp(file, digest=False)
+    if now == {k: recorded.get(k) for k in now}:
+        return
+    if now["bytes"] != recorded.get("bytes") or _pixels_stamp(file, digest=True)["sha256"] != recorded["sha256"]:
+        raise DataError(f"{file}: changed since its pixel cache was built (its size or sha256 differs from "
+                        "meta.json); the cache is rebuilt from the dataset")
+    try:  # a faithful copy: remember its time, so that the next open takes the fast path
+        write_text_atomic(file.parent / "meta.json", json.dumps({**meta, "pixels": {**recorded, **now}}))
+    except OSError:
+        pass  # a read-only copy is checked again next time
 
 
 def _reserve(file: Path) -> None:
