@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from medtransfer.progress import read_progress
+from medtransfer.training.progress import read_progress
 
 from .conftest import tiny_study, write_yaml
 
