@@ -175,6 +175,7 @@ def test_the_margin_holds_at_another_seed_and_thread_count(demo, tmp_path):
     margin. The study stage alone, from the demo's own sources (copied, not pretrained again)."""
     from medtransfer.demo import demo_study
     from medtransfer.study.runner import run_study
+    from medtransfer.training.record import STUDY_FILE
 
     out, _ = demo
     study = demo_study()
@@ -182,6 +183,7 @@ def test_the_margin_holds_at_another_seed_and_thread_count(demo, tmp_path):
                                      "executor": study.executor.model_copy(update={"workers": 1})})
     other = tmp_path / "seed1-threads2"
     (other / "sources").mkdir(parents=True)
+    (other / STUDY_FILE).write_text(study.to_yaml())  # a study folder, so that --out accepts its sources
     for name in ("synth_a", "synth_b"):
         for suffix in (".pt", ".pt.sha256.json"):
             shutil.copy2(out / "sources" / f"{name}{suffix}", other / "sources" / f"{name}{suffix}")
