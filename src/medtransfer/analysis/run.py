@@ -215,10 +215,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     missing.extend(auc_problems)
     aucs.to_csv(out / "auc.csv", index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
-    write_table2(t2, out)
-    if caption:
-        with open(out / "table2.md", "a", encoding="utf-8") as handle:
-            handle.write(f"\n{caption}\n")
+    write_table2(t2, out, caption)
 
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)

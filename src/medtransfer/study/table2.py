@@ -140,10 +140,12 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table2(table: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``table2.csv`` (long, numeric: :data:`COLUMNS`) and ``table2.md`` into ``out_dir``."""
+def write_table2(table: pd.DataFrame, out_dir: Path, caption: str = "") -> tuple[Path, Path]:
+    """Write ``table2.csv`` (long, numeric: :data:`COLUMNS`) and ``table2.md`` into ``out_dir``,
+    each atomically; ``caption`` (e.g. the incomplete cells of a partial analysis) ends the markdown."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_text_atomic(out_dir / "table2.csv", table.to_csv(index=False))
-    md_path = write_text_atomic(out_dir / "table2.md", to_markdown(table))
+    markdown = to_markdown(table) + (f"\n{caption}\n" if caption else "")
+    md_path = write_text_atomic(out_dir / "table2.md", markdown)
     return csv_path, md_path
