@@ -69,6 +69,17 @@ def test_run_study_yaml_out_dot_keeps_the_users_file(tmp_path, monkeypatch):
     assert read_study_file(out).name == "tiny" and all(s.state == "done" for s in status(out))
 
 
+def test_a_relative_out_runs_and_reruns(tmp_path, monkeypatch):
+    """``--out study`` relative to the working directory: the study's own folds file is found
+    (it was once looked for under study/study/folds/)."""
+    (tmp_path / "s.yaml").write_text(tiny_study(tmp_path).to_yaml())
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["run", "s.yaml", "--out", "study"])
+        assert result.exit_code == 0, result.output
+    assert all(s.state == "done" for s in status(tmp_path / "study"))
+
+
 def test_a_study_written_with_study_yaml_stays_readable(finished_study, tmp_path):
     _, reference = finished_study
     old = tmp_path / "old"

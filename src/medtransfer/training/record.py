@@ -273,10 +273,12 @@ class RunDir:
 
     def resolve(self, config: RunConfig) -> RunConfig:
         """``config`` with its study-relative paths (folds file, source file, pixel cache) made
-        usable here."""
+        usable here (absolute, so that resolving twice or from another working directory is
+        harmless)."""
         base = self.base
         if base is None:
             return config
+        base = base.absolute()
         update: dict[str, Any] = {}
         for key in ("folds_file", "cache_dir"):
             value = getattr(config, key)
