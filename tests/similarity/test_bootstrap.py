@@ -319,3 +319,18 @@ def test_sequential_null_stops_early_only_for_unremarkable_scores():
     assert independent.p_value >= 10 / 99 and independent.p_value == pytest.approx(10 / round(10 / independent.p_value))
     related = layer_similarity(a, a + 0.3 * b, **kw)
     assert related.p_value == pytest.approx(1 / 1000)
+
+
+@pytest.mark.parametrize("name", GRAM_MEASURES)
+@pytest.mark.parametrize("duplicate", [False, True])
+def test_null_values_equal_the_measure_of_the_permuted_data(name, duplicate):
+    """Each null value (the whitening of both sides computed once for the whole batch, the cross
+    products summed from image-pair blocks) equals the data-level measure of x against y with its
+    images permuted; with a duplicated channel the sides take the eigen route of the rank rule."""
+    x, y = clustered(np.random.default_rng(12), images=10, positions=6, c=4)
+    if duplicate:
+        x = np.hstack([x, x[:, :1] * 3.0])
+    perms = boot.random_permutations(10, 25, np.random.default_rng(13))
+    values = boot.permutation_values(x, y, 6, name, perms)
+    direct = [get(name)(x, y.reshape(10, 6, -1)[pi].reshape(60, -1)) for pi in perms]
+    np.testing.assert_allclose(values, direct, atol=1e-9)

@@ -316,11 +316,11 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
     most ``FIRST_BATCH`` permutations this is the fixed-size null."""
     drawn: list[np.ndarray] = []
     done, size = 0, FIRST_BATCH
+    permuters = [boot.permuter(x, y, rows_per_image, spec.name) for x, y in zip(xs, ys)]
     while done < permutations:
         size = min(size, permutations - done)
         drawn.append(np.stack([
-            boot.permutation_values(x, y, rows_per_image, spec.name, boot.random_permutations(len(img), size, rng))
-            for x, y, img in zip(xs, ys, images)
+            values(boot.random_permutations(len(img), size, rng)) for values, img in zip(permuters, images)
         ]).mean(axis=0))
         done += size
         size *= 2
