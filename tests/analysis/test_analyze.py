@@ -7,6 +7,7 @@ import torch
 
 from medtransfer.analysis import run as run_module
 from medtransfer.analysis.run import analyze
+from medtransfer.study.analysis_settings import AnalysisSettings
 from tests.analysis.fake_study import make_study
 
 SIZE = 32
@@ -143,7 +144,11 @@ def test_similarity_csv_and_report_carry_intervals_and_the_null(analysed, study_
     assert ((many["ci_low"] <= many["mean"] + 1e-9) & (many["mean"] <= many["ci_high"] + 1e-9)).all()
     same = many[(many["pair"] == "alpha-FT vs alpha") & (many["strategy"] == "freeze")]
     assert np.allclose(same["ci_low"], 1.0, atol=1e-6) and np.allclose(same["ci_high"], 1.0, atol=1e-6)
-    assert np.allclose(same["p_value"], 1 / 21)  # 20 permutations, none reaches an identical network's 1
+    # the default null: enough permutations (199) that the floor 1 / 200 passes Holm at 0.05 over the
+    # pair's 5 layers x 2 measures; none reaches an identical network's 1, so every one is drawn
+    draws = AnalysisSettings().null_permutations(5)
+    assert draws == 199 and 1 / (draws + 1) <= 0.05 / 10
+    assert np.allclose(same["p_value"], 1 / (draws + 1))
     text = report.read_text()
     assert text.count("pair-layer scores exceed their permutation null") == 4  # one sentence per layer-wise figure (alt text + caption)
     assert "image-bootstrap intervals" in text

@@ -77,3 +77,44 @@ def test_every_figure_is_written_as_png_and_pdf_and_embedded_in_one_self_contain
     assert "radimagenet not run" in text and "name: x &amp; y" in text and "<script>" not in text
     assert text.count('class="best"') == 1 and "85.0 ± 7.1" in text  # best mean of knee is a: (90+80)/2
     assert render(content, tmp_path) == text
+
+
+def with_uncertainty(sim: pd.DataFrame) -> pd.DataFrame:
+    """Per-fold intervals around each score: stimulus +- 0.02, draws +- 0.05, a null at 0.1-0.2."""
+    return sim.assign(ci_low=sim["mean"] - 0.02, ci_high=sim["mean"] + 0.02, draws_ci_low=sim["mean"] - 0.05,
+                      draws_ci_high=sim["mean"] + 0.05, null_mean=0.1, null_p95=0.2, p_value=0.005,
+                      adjusted=(sim["mean"] - 0.1) / 0.9)
+
+
+def test_summary_and_figure_show_both_intervals_and_the_chance_corrected_score(tmp_path):
+    sim = with_uncertainty(similarity_frame())
+    summary = figs.summary_with_uncertainty(sim)
+    assert list(figs.UNCERTAINTY_SHOWN) == [c for c in summary.columns if c in figs.UNCERTAINTY_SHOWN]
+    one = summary[(summary["pair"] == "a-FT vs a") & (summary["strategy"] == "freeze") & (summary["layer"] == "block2")
+                  & (summary["measure"] == "cca")].iloc[0]
+    rows = sim[(sim["pair"] == "a-FT vs a") & (sim["strategy"] == "freeze") & (sim["layer"] == "block2")
+               & (sim["measure"] == "cca")]
+    for column in figs.UNCERTAINTY_SHOWN:
+        assert one[column] == pytest.approx(rows[column].mean())
+    captured = {}
+    real_save = figs.save
+
+    def keep(fig, out_dir, name):
+        captured[name] = fig
+        return real_save(fig, out_dir, name)
+
+    figs.save = keep
+    try:
+        figs.layerwise_figure(sim, "knee", "cca", tmp_path, LAYERS)
+        figs.layerwise_figure(similarity_frame(), "knee", "cka", tmp_path, LAYERS)  # a csv without intervals
+    finally:
+        figs.save = real_save
+    fig = captured["layerwise_knee_cca"]
+    dotted = [line.get_ydata() for line in fig.axes[0].lines if line.get_linestyle() == ":"]
+    means = sim[(sim["kind"] == "ft_vs_init") & (sim["measure"] == "cca")].groupby(["strategy", "layer"])
+    expected = {tuple(np.round(g.set_index("layer").reindex(LAYERS)[end].to_numpy(), 9))
+                for end in ("draws_ci_low", "draws_ci_high")
+                for _, g in means[["draws_ci_low", "draws_ci_high"]].mean().reset_index().groupby("strategy")}
+    assert {tuple(np.round(np.asarray(d, float), 9)) for d in dotted} == expected
+    assert "stimulus interval" in fig._suptitle.get_text() and "draws interval" in fig._suptitle.get_text()
+    assert not [line for ax in captured["layerwise_knee_cka"].axes for line in ax.lines if line.get_linestyle() == ":"]

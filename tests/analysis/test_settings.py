@@ -20,7 +20,9 @@ def test_study_yaml_section_and_overrides():
 
 @pytest.mark.parametrize("section, field", [({"rowz": 1}, "rowz"), ({"rows": 0}, "rows"), ({"measures": ["nope"]}, "measures"),
                                             ({"split": "holdout"}, "split"), ({"auc_average": "median"}, "auc_average"),
-                                            ({"ci_method": "quadratic"}, "ci_method")])
+                                            ({"ci_method": "quadratic"}, "ci_method"),
+                                            ({"permutations": -1}, "permutations"),
+                                            ({"permutations": "many"}, "permutations")])
 def test_bad_settings_name_the_field(section, field):
     with pytest.raises(ConfigError, match=field):
         AnalysisSettings.from_mapping(section)
@@ -29,3 +31,16 @@ def test_bad_settings_name_the_field(section, field):
 def test_interval_method_is_linear_unless_asked():
     assert AnalysisSettings().ci_method == "linear"
     assert AnalysisSettings.from_mapping({"ci_method": "exact"}).ci_method == "exact"
+
+
+@pytest.mark.parametrize("layers, measures", [(5, ("cca", "cka")), (17, ("cca",)), (1, ("cka",)), (17, ("cca", "cka", "rsa_pearson"))])
+def test_default_permutations_are_the_fewest_whose_floor_passes_holm_over_a_pairs_scores(layers, measures):
+    draws = AnalysisSettings(measures=measures).null_permutations(layers)
+    tests = layers * len(measures)
+    assert 1 / (draws + 1) <= 0.05 / tests < 1 / draws  # the floor passes Holm's first step; one draw fewer would not
+    assert AnalysisSettings.from_mapping({"permutations": None, "measures": list(measures)}).null_permutations(layers) == draws
+
+
+def test_explicit_permutations_are_kept_whatever_the_family():
+    assert AnalysisSettings.from_mapping({"permutations": 0}).null_permutations(5) == 0
+    assert AnalysisSettings(permutations=20).null_permutations(17) == 20

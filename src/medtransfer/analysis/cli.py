@@ -9,7 +9,7 @@ import typer
 
 from medtransfer.similarity.bootstrap import INTERVAL_METHODS
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
-from medtransfer.study.analysis_settings import AnalysisSettings
+from medtransfer.study.analysis_settings import PERMUTATIONS_HELP, AnalysisSettings
 
 DEFAULTS = AnalysisSettings()  # the one owner of the analysis defaults; the help shows them
 
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         resamples: int = typer.Option(DEFAULTS.resamples, help="Bootstrap resamples."),
         ci_method: str = typer.Option(DEFAULTS.ci_method, help=f"Resample values, one of {', '.join(INTERVAL_METHODS)}: "
                                       "linear (first order in the image weights, fast) or exact (each resample's own value)."),
-        permutations: int = typer.Option(DEFAULTS.permutations, help="Permutation-null draws (0: no null)."),
+        permutations: int = typer.Option(DEFAULTS.permutations, help=PERMUTATIONS_HELP),
         sampling: str = typer.Option(DEFAULTS.sampling, help="paper (all positions of few images) or spread."),
         device: str = typer.Option(None, help="torch device. \\[default: cuda if available, else cpu]"),
         threads: int = typer.Option(None, help="torch CPU threads. \\[default: torch's, the machine's cores]"),

@@ -10,9 +10,9 @@ are its own stimulus pool), and the statistic is the mean over folds of the per-
 The trained networks are held fixed: the interval says how far the difference moves over fresh
 stimulus draws, not over retraining.
 
-Resample values come from :mod:`medtransfer.similarity.bootstrap`'s public functions
-(``bootstrap_weights``, ``resample_values``, ``percentile_interval``, ``MIN_IMAGES``); only
-measures with a Gram form have them (``Measure.from_grams``).
+Each fold's difference and its resamples are :func:`medtransfer.similarity.paired_difference`'s
+(the one implementation of the paired image bootstrap); only measures with a Gram form have them
+(``Measure.from_grams``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from medtransfer import stats
 from medtransfer.analysis.activations import SamplingPlan
 from medtransfer.analysis.pairs import Pair
 from medtransfer.similarity import bootstrap as boot
+from medtransfer.similarity import paired_difference
 from medtransfer.similarity.registry import get
 
 
@@ -48,15 +49,11 @@ class FoldDivergence:
         return self.after - self.before
 
 
-def _mean_resamples(xs, ys, images, k, weights, spec, method) -> np.ndarray:
-    return np.stack([boot.resample_values(x, y, k, weights[:, img], spec, method)
-                     for x, y, img in zip(xs, ys, images)]).mean(axis=0)
-
-
 def fold_divergence(target: str, fold: int, pairs: list[Pair], samples: dict[str, dict[str, list[np.ndarray]]],
                     plan: SamplingPlan, labels: dict[str, str], measures: tuple[str, ...], resamples: int,
                     seed: int, method: str = boot.DEFAULT_INTERVAL_METHOD) -> list[FoldDivergence]:
-    """Paired differences of one fold for every strategy, layer and measure with a Gram form.
+    """Paired differences of one fold for every strategy, layer and measure with a Gram form, each
+    by :func:`medtransfer.similarity.paired_difference` (pair a: after fine-tuning, pair b: before).
 
     ``samples``: model key -> Keras layer name -> per-repeat activation matrices (as
     :func:`medtransfer.analysis.layerwise.fold_similarity` samples them); ``labels``: Keras layer
@@ -77,16 +74,13 @@ def fold_divergence(target: str, fold: int, pairs: list[Pair], samples: dict[str
                 continue
             fa, fb, ia, ib = (samples[k][name] for k in keys)
             for m in measures:
-                spec = get(m)
-                if spec.from_grams is None:
+                if get(m).from_grams is None:
                     continue
-                weights = boot.bootstrap_weights(plan.n_pool, resamples, rng)  # shared by both sides
-                value_after = float(np.mean([spec(x, y) for x, y in zip(fa, fb)]))
-                value_before = float(np.mean([spec(x, y) for x, y in zip(ia, ib)]))
-                diff = (_mean_resamples(fa, fb, layer.images, layer.rows_per_image, weights, spec, method)
-                        - _mean_resamples(ia, ib, layer.images, layer.rows_per_image, weights, spec, method))
-                out.append(FoldDivergence(target, fold, after.strategy, labels.get(name, name), m, value_after,
-                                          value_before, diff))
+                paired = paired_difference(fa, fb, ia, ib, list(layer.images), layer.rows_per_image, m,
+                                           n_images=plan.n_pool, resamples=resamples, ci_method=method,
+                                           seed=int(rng.integers(2**63)))
+                out.append(FoldDivergence(target, fold, after.strategy, labels.get(name, name), m, paired.mean_a,
+                                          paired.mean_b, paired.resamples))
     return out
 
 

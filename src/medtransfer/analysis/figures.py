@@ -106,11 +106,17 @@ def fold_summary(similarity: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), folds="count").reset_index()
 
 
+#: The uncertainty columns of similarity.csv the summary averages over folds, in the report's order:
+#: the stimulus interval, the draws interval (stimulus + channel/position draw), the permutation
+#: null and the chance-corrected ``adjusted`` score (docs/protocol.md, docs/measures.md).
+UNCERTAINTY_SHOWN = ("ci_low", "ci_high", "draws_ci_low", "draws_ci_high", "null_mean", "null_p95", "p_value", "adjusted")
+
+
 def summary_with_uncertainty(similarity: pd.DataFrame) -> pd.DataFrame:
     """:func:`fold_summary` plus the fold means of the interval and null columns (where present)."""
     keys = ["target", "kind", "pair", "strategy", "layer", "measure"]
     summary = fold_summary(similarity)
-    extra = [c for c in ("ci_low", "ci_high", "null_mean", "null_p95", "p_value") if c in similarity]
+    extra = [c for c in UNCERTAINTY_SHOWN if c in similarity]
     if not extra:
         return summary
     return summary.merge(similarity.groupby(keys, sort=False)[extra].mean().reset_index(), on=keys, how="left")
@@ -144,7 +150,9 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
             line = line.set_index("layer").reindex(layers)
             label = pair if strategy == "-" else f"{pair} ({strategy})"
             ax.errorbar(x, line["mean"], yerr=line["std"], label=label, capsize=3, **style)
-            interval_band(ax, x, uncertainty_line(sub, pair, strategy, layers), style.get("color"))
+            uncertainty = uncertainty_line(sub, pair, strategy, layers)
+            interval_band(ax, x, uncertainty, style.get("color"))
+            draws_outline(ax, x, uncertainty, style.get("color"))
         null_band(ax, x, sub[sub["kind"].isin(kinds)], layers)
         ax.set_xticks(x, layers, rotation=30 if len(layers) > 6 else 0)
         ax.set_title(title, fontsize=10)
@@ -154,7 +162,8 @@ def layerwise_figure(similarity: pd.DataFrame, target: str, measure: str, out_di
     axes[0].set_ylabel(measure_label(spec))
     folds = sub["fold"].nunique()
     fig.suptitle(f"Layer-wise {measure.upper()} {spec.kind} on {target} (mean ± std over {folds} fold(s); "
-                 "shaded: 95% image-bootstrap interval; grey: permutation null, mean to 95% point)")
+                 "shaded: 95% stimulus interval; dotted: 95% draws interval, with the channel and position draw;\n"
+                 "grey: permutation null, mean to 95% point)")
     return save(fig, out_dir, f"layerwise_{target}_{measure}")
 
 
@@ -174,12 +183,14 @@ def measure_label(spec: Measure) -> str:
 
 def uncertainty_line(similarity: pd.DataFrame, pair: str, strategy: str, layers: list[str]) -> pd.DataFrame:
     """Per layer (in ``layers`` order) of one pair: fold means of ``ci_low``, ``ci_high``,
-    ``null_mean``, ``null_p95`` (NaN where a fold lacks them)."""
-    columns = ["ci_low", "ci_high", "null_mean", "null_p95"]
+    ``draws_ci_low``, ``draws_ci_high``, ``null_mean``, ``null_p95`` (NaN where a fold lacks them,
+    or a column is absent: similarity.csv of earlier versions has no draws interval)."""
+    columns = ["ci_low", "ci_high", "draws_ci_low", "draws_ci_high", "null_mean", "null_p95"]
     sub = similarity[(similarity["pair"] == pair) & (similarity["strategy"] == strategy)]
-    if sub.empty or not set(columns) <= set(sub.columns):
+    present = [c for c in columns if c in sub.columns]
+    if sub.empty or not present:
         return pd.DataFrame(index=layers, columns=columns, dtype=float)
-    return sub.groupby("layer")[columns].mean().reindex(layers)
+    return sub.groupby("layer")[present].mean().reindex(index=layers, columns=columns)
 
 
 def interval_band(ax: plt.Axes, x: np.ndarray, line: pd.DataFrame, color) -> None:
@@ -187,6 +198,13 @@ def interval_band(ax: plt.Axes, x: np.ndarray, line: pd.DataFrame, color) -> Non
     if line["ci_low"].notna().any():
         ax.fill_between(x, line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), color=color, alpha=0.18,
                         linewidth=0)
+
+
+def draws_outline(ax: plt.Axes, x: np.ndarray, line: pd.DataFrame, color) -> None:
+    """Dotted lines at the ends of one line's draws interval (fold means), in its own colour."""
+    if line["draws_ci_low"].notna().any():
+        for end in ("draws_ci_low", "draws_ci_high"):
+            ax.plot(x, line[end].to_numpy(float), color=color, linestyle=":", linewidth=0.9, alpha=0.8)
 
 
 def null_band(ax: plt.Axes, x: np.ndarray, part: pd.DataFrame, layers: list[str]) -> None:

@@ -48,7 +48,7 @@ class Uncertainty:
 
     ci: float | None = DEFAULTS.ci
     resamples: int = DEFAULTS.resamples
-    permutations: int = DEFAULTS.permutations
+    permutations: int = DEFAULTS.null_permutations(len(DEFAULTS.layers))
     seed: int = DEFAULTS.seed
     ci_method: str = DEFAULTS.ci_method
 

@@ -88,7 +88,6 @@ def compare_modules(
         the table (:data:`COLUMNS`; ``layer`` is the pair's label) and the forward log.
     """
     settings = settings or AnalysisSettings()
-    uncertainty = Uncertainty(settings.ci, settings.resamples, settings.permutations, ci_method=settings.ci_method)
     dev = resolve_device(device or None)
     sides = [m if isinstance(m, Model) else Model(m, Normalization("torch"), type(m).__name__) for m in (model_a, model_b)]
     names_a = list(layers_a) if layers_a else list(sides[0].default_layers)
@@ -98,6 +97,8 @@ def compare_modules(
     if len(names_a) != len(names_b):
         raise ConfigError(f"layers of the two models pair by position: {len(names_a)} given for A, {len(names_b)} for B")
     labels = [a if a == b else f"{a}~{b}" for a, b in zip(names_a, names_b)]
+    uncertainty = Uncertainty(settings.ci, settings.resamples, settings.null_permutations(len(labels)),
+                              ci_method=settings.ci_method)
     for side in sides:
         side.module.to(dev).eval()
     taps = [tap(sides[0].module, names_a, sequence), tap(sides[1].module, names_b, sequence)]

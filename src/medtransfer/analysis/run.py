@@ -103,7 +103,8 @@ def layerwise_similarity(
                 target, fold, pairs, pool, plan,
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
-                Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed, settings.ci_method),
+                Uncertainty(settings.ci, settings.resamples, settings.null_permutations(len(layers)), settings.seed,
+                            settings.ci_method),
                 keep=kept,
             )
             # claim 5.2's family (Holm within a target): strategies x layers x measures; enough
@@ -250,7 +251,9 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
             if png is not None:
                 figures.append(Figure(png, f"Layer-wise {m.upper()} similarity on {target} (paper Figures 3, 7-12): "
                                       "(a) each network before vs after fine-tuning; (b) between networks and random baselines. "
-                                      "Mean ± std over folds; shaded: 95% image-bootstrap interval; grey: permutation null. "
+                                      "Mean ± std over folds; shaded: 95% stimulus interval (image bootstrap, channels and "
+                                      "positions held); dotted: 95% draws interval (with the channel and position draw); "
+                                      "grey: permutation null. "
                                       + layerwise_findings(sim, target, m, get_measure(m).higher_is_similar)))
     filters, gabor, lacking = conv1_filters(study, role_map)
     missing.extend(lacking)
@@ -282,7 +285,8 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     content = ReportContent(
         title=f"medtransfer analysis: {study.config.get('name', study.root.name)}",
         config_text=study.config_text,
-        settings={**asdict(settings), "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
+        settings={**asdict(settings), "permutations per layer-wise score": settings.null_permutations(len(layer_labels)),
+                  "device": str(dev), "roles": f"pretrained {list(role_map.pretrained)}, random {role_map.random}"},
         table2=t2,
         claims=claims,
         table2_caption=caption,
@@ -300,8 +304,13 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
              "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),
             ("Layer-wise similarity, over folds", "mean and std (ddof=0) over folds of the per-fold means over repeats; "
-             "ci_low/ci_high, null_mean/null_p95 and p_value: fold means of the image-bootstrap interval and "
-             "permutation null (similarity.csv has them per fold).", summary),
+             "the rest are fold means (similarity.csv has them per fold): ci_low/ci_high, the stimulus interval "
+             "(image bootstrap: fresh stimulus images, the drawn channels and positions held; it covers the "
+             "estimate's mean at this size, not a population value); draws_ci_low/draws_ci_high, the draws "
+             "interval (the stimulus interval widened by the channel and position draw, for scores on "
+             "independently drawn channels); null_mean/null_p95 and p_value, the permutation null (images "
+             "mismatched); adjusted, the score corrected for chance, (mean - null_mean) / (best - null_mean), "
+             "for comparing layers read at different geometries (docs/protocol.md).", summary),
             ("Per-run test AUC recomputed from predictions.csv", "", aucs),
         ],
         missing=missing,

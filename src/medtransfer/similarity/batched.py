@@ -34,6 +34,8 @@ def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any, power: int = 1) -> Any:
     """
     import torch
 
+    if gxx.shape[0] > 1 and gxx.stride(0) == 0 and gyy.stride(0) == 0:
+        return _cca_mean_shared_sides(gxx[:1], gyy[:1], gxy, power)
     cxx, cyy, cxy, kx, ky = _correlations(gxx, gyy, gxy)
     lx, info_x = torch.linalg.cholesky_ex(cxx)
     ly, info_y = torch.linalg.cholesky_ex(cyy)
@@ -54,6 +56,31 @@ def cca_mean_from_grams(gxx: Any, gyy: Any, gxy: Any, power: int = 1) -> Any:
         fy, rank_y = _eigen_whitener(cyy[bad])
         total[bad] = _rho_sum(fx @ cxy[bad] @ fy.transpose(-1, -2), power)
         count[bad] = torch.minimum(rank_x, rank_y).to(cxx.dtype)
+    out = total / count
+    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
+def _cca_mean_shared_sides(gxx: Any, gyy: Any, gxy: Any, power: int) -> Any:
+    """:func:`cca_mean_from_grams` when every batch element has the same ``gxx (1, p, p)`` and
+    ``gyy (1, q, q)`` (the permutation null: only the cross product changes): each side's
+    whitener, and the choice between the Cholesky and eigen routes, is made once (the same rule,
+    hence the same values) and only ``m = W_x C_xy W_y^T`` and its singular values per element."""
+    import torch
+
+    cxx, cyy, cxy, kx, ky = _correlations(gxx, gyy, gxy)
+    lx, info_x = torch.linalg.cholesky_ex(cxx)
+    ly, info_y = torch.linalg.cholesky_ex(cyy)
+    whiteners = None
+    if int(info_x[0]) == 0 and int(info_y[0]) == 0:
+        ix, iy = _triangular_inverse(lx), _triangular_inverse(ly)
+        if float(ix.square().sum()) <= MAX_TRACE_INV and float(iy.square().sum()) <= MAX_TRACE_INV:
+            whiteners, count = (ix, iy), torch.minimum(kx, ky)
+    if whiteners is None:
+        (fx, rank_x), (fy, rank_y) = _eigen_whitener(cxx), _eigen_whitener(cyy)
+        whiteners, count = (fx, fy), torch.minimum(rank_x, rank_y)
+    wx, wy = whiteners
+    total = _rho_sum(wx @ cxy @ wy.transpose(-1, -2), power)
+    count = count.to(total.dtype).expand_as(total)
     out = total / count
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 

@@ -235,7 +235,10 @@ def canonical_correlations(m: Any) -> np.ndarray:
     if is_tensor(m):
         return _canonical_correlations_torch(m)
     small = la.gram(m.T, lower_only=True) if m.shape[0] <= m.shape[1] else la.gram(m, lower_only=True)
-    eigenvalues = sla.eigh(small, eigvals_only=True, driver="ev", overwrite_a=True, check_finite=False)
+    # LAPACK's dsyev directly (what scipy's eigh with driver="ev" calls), without eigh's checks.
+    eigenvalues, _, info = sla.lapack.dsyev(small, compute_v=0, lower=1, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dsyev did not converge (info {info})")
     rho = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
     if rho[-1] < MIN_RHO_FOR_EIGH:
         rho = np.sort(sla.svdvals(m, check_finite=False))[::-1]
@@ -345,9 +348,9 @@ def _whitener(c: np.ndarray, max_trace: float | None = None, device: Any = None)
     max_trace = MAX_TRACE_INV if max_trace is None else max_trace
     if device is not None:
         return _whitener_torch(c, max_trace, device)
-    try:
-        lower = sla.cholesky(c, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
+    # LAPACK's dpotrf directly (what scipy's cholesky calls, upper triangle cleaned), without its checks.
+    lower, info = sla.lapack.dpotrf(c, lower=1, clean=1)
+    if info != 0:
         return None
     # cholesky zeroes the upper triangle of its factor and dtrtri leaves it untouched: the inverse
     # is clean lower-triangular without another pass.

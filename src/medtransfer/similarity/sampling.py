@@ -25,8 +25,10 @@ Interval (``ci``): image-bootstrap percentile interval of the repeat mean, centr
 (:func:`~medtransfer.similarity.bootstrap.percentile_interval`). Each resample draws the
 n stimulus images with replacement (multinomial counts); a repeat's resampled value weights its own
 images by their counts, so repeats that share images stay correlated as they are in the estimate.
-Null (``permutations``): each repeat's images of y are shuffled against those of x (independently
-per repeat) and the repeat mean recomputed; see :mod:`medtransfer.similarity.bootstrap`.
+Null (``permutations``): the images of y are shuffled against those of x, by one permutation of
+the pool shared by all repeats (within groups of images drawn by the same repeats,
+:func:`shared_permutations`), and the repeat mean recomputed; see
+:mod:`medtransfer.similarity.bootstrap`.
 """
 
 from __future__ import annotations
@@ -306,7 +308,9 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
                     rng: np.random.Generator) -> boot.Null:
     """The permutation null of the repeat mean, at most ``permutations`` draws, stopping early.
 
-    Each draw permutes every repeat's images independently and averages the repeats. Draws come
+    Each draw permutes the images (:func:`shared_permutations`: one permutation of the pool, the
+    same for every repeat, within the groups of images that the same repeats drew) and averages the
+    repeats. Draws come
     in batches (``FIRST_BATCH``, then doubling); once ``STOP_AFTER`` null values are at least as
     similar as ``observed`` before all ``permutations`` are drawn, the null stops and the p-value
     is Besag & Clifford's sequential one, ``STOP_AFTER / draws so far`` (valid: P(p <= a) <= a);
@@ -316,11 +320,11 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
     most ``FIRST_BATCH`` permutations this is the fixed-size null."""
     drawn: list[np.ndarray] = []
     done, size = 0, FIRST_BATCH
+    permuters = [boot.permuter(x, y, rows_per_image, spec.name) for x, y in zip(xs, ys)]
     while done < permutations:
         size = min(size, permutations - done)
         drawn.append(np.stack([
-            boot.permutation_values(x, y, rows_per_image, spec.name, boot.random_permutations(len(img), size, rng))
-            for x, y, img in zip(xs, ys, images)
+            values(perms) for values, perms in zip(permuters, shared_permutations(images, size, rng))
         ]).mean(axis=0))
         done += size
         size *= 2
@@ -331,6 +335,40 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
             summary = boot.null_summary(values, observed, spec.higher_is_similar)
             return boot.Null(values, summary.mean, summary.p95, float(STOP_AFTER / len(finite)))
     return boot.null_summary(np.concatenate(drawn), observed, spec.higher_is_similar)
+
+
+def shared_permutations(images: list[np.ndarray], count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` random permutations of the stimulus pool, each applied to every repeat:
+    ``out[r] (count, m_r)``, row j holding for each of repeat r's images the position (within the
+    repeat) of the image it is paired with in draw j.
+
+    Repeats that share images must share the permutation: with the same image in two repeats, the
+    observed mean pairs it with itself in both, and repeats permuted independently paired it with
+    two different images, a null narrower than the statistic (measured: 11% of p <= 0.05 under
+    independence with both repeats on all images). A pool permutation can only pair images that
+    a repeat has rows for, so each draw permutes within the groups of images drawn by exactly the
+    same repeats (one group for repeats on the whole pool, one per repeat for disjoint ones): under
+    "no image-level relation" every such permutation leaves the data's distribution unchanged,
+    which is what makes the test valid. ``images[r] (m_r,)``: pool indices of repeat r's images.
+    """
+    n_pool = max(int(np.max(i)) for i in images) + 1
+    member = np.zeros((n_pool, len(images)), dtype=bool)
+    for r, img in enumerate(images):
+        member[np.asarray(img), r] = True
+    drawn = np.flatnonzero(member.any(axis=1))
+    _, group = np.unique(member[drawn], axis=0, return_inverse=True)
+    sigma = np.broadcast_to(np.arange(n_pool), (int(count), n_pool)).copy()
+    for g in range(int(group.max()) + 1):
+        members = drawn[group.reshape(-1) == g]
+        if len(members) > 1:
+            sigma[:, members] = members[boot.random_permutations(len(members), count, rng)]
+    out = []
+    for img in images:
+        img = np.asarray(img)
+        position = np.full(n_pool, -1)
+        position[img] = np.arange(len(img))
+        out.append(position[sigma[:, img]])
+    return out
 
 
 def chance_corrected(score: float, null_mean: float, spec: Measure) -> float:

@@ -13,7 +13,10 @@ when it loads; the analysis (:mod:`medtransfer.analysis`) reads it from here.
       ci: 0.95           # image-bootstrap interval of every layer-wise score (null: none)
       resamples: 1000    # bootstrap resamples of that interval
       ci_method: linear  # resample values: linear (first order in the image weights) or exact
-      permutations: 20   # permutation-null draws per layer-wise score (0: no null)
+      permutations: null # permutation-null draws per layer-wise score: null (the default) for enough
+                         # that the smallest p-value passes Holm at 0.05 over one pair's layers x
+                         # measures (199 for the paper's 5 layers x 2 measures), drawn sequentially
+                         # (an unremarkable score stops after about 10 / p draws); 0: no null; N: N
       sampling: paper    # paper (all positions of few images) or spread (positions per image)
       positions: 16      # positions per image of the spread sampling
       split: test        # which split of each fold feeds the stimulus pool (train, val, test, all)
@@ -34,11 +37,22 @@ from typing import Any
 
 from medtransfer.errors import ConfigError
 from medtransfer.models import BLOCK_LAYERS, PAPER_LAYERS
+from medtransfer.similarity import draws_for_holm
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
 from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES
 from medtransfer.training.record import STUDY_FILE
 from medtransfer.vocabulary import AUC_AVERAGES
+
+
+#: Family-wise level at which the default permutation count lets a layer-wise p-value pass Holm.
+NULL_ALPHA = 0.05
+#: What ``permutations`` means, for every command's help text.
+PERMUTATIONS_HELP = (
+    "Permutation-null draws per layer-wise score (0: no null). \\[default: enough for the smallest p-value to "
+    f"pass a Holm correction at {NULL_ALPHA:g} over one pair's layers x measures (199 for 5 layers x 2 measures), "
+    "drawn sequentially: an unremarkable score stops after about 10 / p draws]"
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ class AnalysisSettings:
     ci: float | None = 0.95
     resamples: int = 1000
     ci_method: str = DEFAULT_INTERVAL_METHOD
-    permutations: int = 20
+    permutations: int | None = None
     sampling: str = "paper"
     positions: int = 16
     correlation_points: str = "target"
@@ -77,8 +91,10 @@ class AnalysisSettings:
             raise ConfigError(f"analysis.correlation_points must be 'target' or 'fold', got {self.correlation_points!r}")
         if self.sampling not in ("paper", "spread"):
             raise ConfigError(f"analysis.sampling must be 'paper' or 'spread', got {self.sampling!r}")
-        if not isinstance(self.permutations, int) or isinstance(self.permutations, bool) or self.permutations < 0:
-            raise ConfigError(f"analysis.permutations must be a non-negative integer, got {self.permutations!r}")
+        if self.permutations is not None and (not isinstance(self.permutations, int)
+                                              or isinstance(self.permutations, bool) or self.permutations < 0):
+            raise ConfigError("analysis.permutations must be a non-negative integer, or null for enough to pass Holm "
+                              f"over one pair's layers x measures; got {self.permutations!r}")
         for name in ("rows", "channels", "repeats", "batch_size", "bootstrap", "resamples", "positions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -92,6 +108,17 @@ class AnalysisSettings:
             raise ConfigError(f"analysis.split must be train, val, test or all, got {self.split!r}")
         if not self.layers:
             raise ConfigError("analysis.layers must name at least one layer")
+
+    def null_permutations(self, layers: int) -> int:
+        """Permutation-null draws per layer-wise score of a pair compared at ``layers`` layers:
+        ``permutations`` when set, else the fewest whose smallest p-value, ``1 / (draws + 1)``,
+        passes a Holm correction at ``NULL_ALPHA`` over the pair's ``layers x measures`` scores
+        (:func:`~medtransfer.similarity.draws_for_holm`). The null is drawn sequentially
+        (:func:`~medtransfer.similarity.sampling.sequential_null`), so only scores whose p-value
+        is small draw them all (docs/protocol.md)."""
+        if self.permutations is not None:
+            return self.permutations
+        return draws_for_holm(max(1, int(layers)) * len(self.measures), NULL_ALPHA)
 
     def resolved_layers(self) -> dict[str, str]:
         """Short label -> Keras layer name, in network order (``conv1`` -> ``conv1_relu``, ...)."""
