@@ -26,17 +26,17 @@ def _probs(labels: np.ndarray, quality: float, rng: np.random.Generator) -> np.n
     return np.column_stack([1 - p1, p1])
 
 
-def make_swept_study(root, quality, val_auc, folds=4, select="val", seed=0):
+def make_swept_study(root, quality, val_auc, folds=4, select="val", seed=0, targets=("knee",)):
     """Runs for every label of SETTINGS, source and fold (no-freeze): test predictions of
     ``quality[(label, source)]`` (plus fold noise), and a history whose kept epoch (best_epoch 1)
     has ``val_auc[(label, source)][fold]``."""
     rng = np.random.default_rng(seed)
     sources = list(dict.fromkeys(s for _, s in quality))
-    for label, lr in SETTINGS.items():
-        target = "knee" + (f"~{label}" if label else "")
+    for (label, lr), name in ((item, name) for item in SETTINGS.items() for name in targets):
+        target = name + (f"~{label}" if label else "")
         for fold in range(folds):
             labels = np.arange(N_TEST) % 2
-            ids = [f"img{fold}-{i}" for i in range(N_TEST)]
+            ids = [f"{name}{fold}-{i}" for i in range(N_TEST)]
             for source in sources:
                 run = RunDir(root / "runs" / target / f"{source}-no-freeze" / f"fold{fold}")
                 run.path.mkdir(parents=True)
@@ -50,7 +50,7 @@ def make_swept_study(root, quality, val_auc, folds=4, select="val", seed=0):
                                        f"finetune,0,1,0.5,1,0.5,0.99,1\nfinetune,1,1,0.5,0.9,0.5,{v},1\n"
                                        "finetune,2,1,0.5,1.1,0.5,0.01,1\n")
                 run.write_done()
-    study = {"name": "swept", "targets": [{"name": "knee"}], "sources": [{"name": s} for s in sources],
+    study = {"name": "swept", "targets": [{"name": name} for name in targets], "sources": [{"name": s} for s in sources],
              "training": {"lr": 1e-4}, "sweep": {"lr": [1e-4, 3e-3]}, "select": select}
     (root / "study.yaml").write_text(yaml.safe_dump(study))
     return root
@@ -174,3 +174,27 @@ def test_a_study_without_a_sweep_has_no_sensitivity_analysis(tmp_path):
 
     root = make_study(tmp_path / "plain")
     assert sens.sensitivity(read_study(root), ("imagenet", "radimagenet"), "random", "macro", tmp_path) is None
+
+
+def test_across_targets_a_target_at_two_settings_is_one_unit(tmp_path):
+    from medtransfer.analysis.claims import source_claim
+    from medtransfer.analysis.correlation import target_means
+    from medtransfer.analysis.tables import run_aucs
+
+    sources = ("imagenet", "radimagenet", "random")
+    root = make_swept_study(tmp_path / "study", _quality(False), _val(sources), select=None,
+                            targets=("knee", "thyroid", "breast"))
+    study = read_study(root)
+    aucs, _ = run_aucs(study)
+    rows = [r for r in source_claim(study, aucs, "imagenet", "radimagenet")
+            if r["target"].startswith("all targets") and r["strategy"] == "no-freeze"]
+    # the exact Wilcoxon per setting over the 3 targets (not over 6 target-settings), per strategy
+    assert sorted(r["target"] for r in rows) == ["all targets", "all targets~lr=0.003"]
+    assert {r["n"] for r in rows} == {3}
+    by_setting = {r["target"]: r["statistic"] for r in rows}
+    assert by_setting["all targets"] > 0 > by_setting["all targets~lr=0.003"]  # the reversal, per setting
+    points = pd.DataFrame({"target": ["knee", "knee~lr=0.003", "thyroid"], "source": ["a"] * 3,
+                           "strategy": ["no-freeze"] * 3, "layer": ["conv1"] * 3, "cca": [0.2, 0.4, 0.9],
+                           "gain": [1.0, 3.0, 5.0]})
+    means = target_means(points).set_index("target")
+    assert list(means.index) == ["knee", "thyroid"] and means.loc["knee", "cca"] == pytest.approx(0.3)
