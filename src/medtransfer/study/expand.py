@@ -1,4 +1,4 @@
-"""Expand a study into its runs: targets x backbones x settings x sources x strategies x folds x seeds.
+"""Expand a study into its runs: targets x backbones x sources x strategies x folds x seeds x settings.
 
 A backbone other than ResNet50 is part of the run's target label (``thyroid@densenet121``), so
 that run ids stay unique and every table, figure and pair of the analysis is per backbone; its
@@ -65,8 +65,22 @@ def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
     return [NO_FREEZE] if source.is_random and NO_FREEZE in wanted else ([] if source.is_random else wanted)
 
 
-def _unswept(study: StudyConfig, target: TargetSpec, source: SourceSpec) -> dict:
-    """A cell's training values without the sweep: the study's, then its target's, then its source's."""
+def setting_label(values: dict, setting: dict, k_folds: int) -> str:
+    """The label of a cell at ``setting`` (one of the sweep's) whose training values without the
+    sweep are ``values``: the swept values that differ, as a run reads them, from ``values``
+    (``""``: none; :func:`medtransfer.study.sweep.setting_label`)."""
+    if not setting:
+        return ""
+    check = {"target": "check", "k_folds": k_folds}
+    without = RunConfig.model_validate({**check, **values})
+    within = RunConfig.model_validate({**check, **values, **setting})
+    return sweeps.setting_label({k: getattr(within, k) for k in setting if getattr(within, k) != getattr(without, k)})
+
+
+def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
+               out: Path | None = None, backbone: str = "resnet50", setting: dict | None = None) -> RunConfig:
+    """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's, then
+    the source's, then ``setting`` (one of the sweep's, which labels the target)."""
     values = dict(study.training)
     values.update(target.training)
     if target.size is not None:
@@ -76,28 +90,8 @@ def _unswept(study: StudyConfig, target: TargetSpec, source: SourceSpec) -> dict
     if target.hflip is not None:
         values["hflip"] = target.hflip
     values.update(source.training)
-    return values
-
-
-def setting_label(study: StudyConfig, target: TargetSpec, source: SourceSpec, setting: dict) -> str:
-    """The label of a cell at ``setting`` (one of the sweep's): the swept values that differ,
-    as a run reads them, from the same cell without the sweep (``""``: none)."""
-    if not setting:
-        return ""
-    base = _unswept(study, target, source)
-    check = {"target": "check", "k_folds": study.k_folds}
-    without = RunConfig.model_validate({**check, **base})
-    within = RunConfig.model_validate({**check, **base, **setting})
-    return sweeps.setting_label({k: getattr(within, k) for k in setting if getattr(within, k) != getattr(without, k)})
-
-
-def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None, backbone: str = "resnet50", setting: dict | None = None) -> RunConfig:
-    """The RunConfig of one grid cell: study-wide ``training`` constants, then the target's, then
-    the source's, then ``setting`` (one of the sweep's), which labels the target."""
-    values = _unswept(study, target, source)
+    label = sweeps.labelled(target_label(target, backbone), setting_label(values, setting or {}, study.k_folds))
     values.update(setting or {})
-    label = sweeps.labelled(target_label(target, backbone), setting_label(study, target, source, setting or {}))
     values.update(
         target=target.manifest_name, target_name=label, root=target.root,
         target_options=dict(target.options), source=source_reference(source, out, backbone), source_name=source.name, normalization=source.normalization,
@@ -108,7 +102,7 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
-    """Every run of the study, in a stable order (target, backbone, setting, source, strategy, fold, seed).
+    """Every run of the study, in a stable order (target, backbone, source, strategy, fold, seed, setting).
 
     With ``out`` (the study directory) the runs read the study's own folds files.
     """
@@ -117,15 +111,14 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
     for target in study.targets:
         folds = [0] if single_fold(target.manifest_name, target.options) else study.fold_list
         for backbone in backbones:
-            for setting in sweeps.settings(study.sweep):
-                for source in study.sources:
-                    if backbone not in backbones_for(study, source):
-                        continue
-                    for strategy in strategies_for(study, source):
-                        for fold in folds:
-                            for seed in study.seeds:
-                                runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone,
-                                                       setting))
+            for source in study.sources:
+                if backbone not in backbones_for(study, source):
+                    continue
+                for strategy in strategies_for(study, source):
+                    for fold in folds:
+                        for seed in study.seeds:
+                            runs += [run_config(study, target, source, strategy, fold, seed, out, backbone, setting)
+                                     for setting in sweeps.settings(study.sweep)]
     ids = [r.run_id for r in runs]
     twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
     if twice:
