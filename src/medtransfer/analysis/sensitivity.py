@@ -35,7 +35,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
@@ -50,7 +49,7 @@ from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import MedtransferError
 from medtransfer.study import sweep as sweeps
 from medtransfer.study.table2 import format_cell, table2
-from medtransfer.vocabulary import FINETUNE, FREEZE
+from medtransfer.vocabulary import FINETUNE
 
 RUN_COLUMNS = ["target", "setting", "label", "source", "strategy", "fold", "seed", "auc", "val_auc"]
 
@@ -217,7 +216,7 @@ def sentences(pairs: pd.DataFrame, table: pd.DataFrame) -> dict[str, str]:
             if not nonzero or all(s == nonzero[0] for s in nonzero):
                 continue
             first = nonzero[0]
-            reference = rows[np.sign(rows["difference"]) == first]["setting"].iloc[0]
+            reference = _listing(rows[np.sign(rows["difference"]) == first]["setting"].tolist())
             flipped = rows[np.sign(rows["difference"]) == -first]
             leader, other = (a, b) if first > 0 else (b, a)
             won = [f"{a if r.verdict == 'supported' else b} at {r.setting}" for r in rows.itertuples()
@@ -256,53 +255,24 @@ def select_by_validation(folds: pd.DataFrame, table: pd.DataFrame) -> pd.DataFra
         if len(cell):
             row.update({k: cell.iloc[0][k] for k in ("mean", "std", "low", "high", "n")})
         rows.append(row)
-    return pd.DataFrame(rows, columns=["target", "source", "strategy", "setting", "val_auc", "settings", "mean", "std",
-                                       "low", "high", "n", "note"])
-
-
-def _numeric(values: pd.Series) -> bool:
-    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-               for v in values)
+    frame = pd.DataFrame(rows, columns=["target", "source", "strategy", "setting", "val_auc", "settings", "mean", "std",
+                                        "low", "high", "n", "note"])
+    order = {cell: i for i, cell in enumerate(dict.fromkeys(zip(table["source"], table["strategy"])))}
+    targets = {t: i for i, t in enumerate(dict.fromkeys(frame["target"]))}
+    rank = [(targets[r.target], order.get((r.source, r.strategy), len(order))) for r in frame.itertuples()]
+    frame = frame.assign(_rank=rank).sort_values("_rank", kind="stable")
+    return frame.drop(columns="_rank").reset_index(drop=True)
 
 
 def setting_figures(runs: pd.DataFrame, fields: list[str], out_dir: Path) -> list[Figure]:
-    """Per target and swept field with two or more values: mean test AUC x100 ± std over folds
-    against the field's value (a log axis for positive numbers spanning a factor of 10 or more), one
-    line per source and strategy (dashed: freeze) and per value of the other swept fields."""
+    """Per target and swept field with two or more values, :func:`figs.setting_figure`."""
     figures = []
-    fold_means = runs.groupby(["target", "setting", "source", "strategy", "fold", *fields], sort=False,
-                              as_index=False, dropna=False)["auc"].mean()
-    for target, sub in fold_means.groupby("target", sort=False):
+    for target in dict.fromkeys(runs["target"]):
         for name in fields:
-            values = list(dict.fromkeys(sub[name]))
-            if len(values) < 2:
-                continue
-            numeric = _numeric(pd.Series(values))
-            positions = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
-            others = [f for f in fields if f != name]
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            groups = sub.groupby(["source", "strategy", *others], sort=False, dropna=False)
-            for key, g in groups:
-                source, strategy, rest = key[0], key[1], key[2:]
-                cells = g.groupby(name, sort=False)["auc"].agg(["mean", "std"]).reset_index()
-                cells["x"] = cells[name].map(positions)
-                cells = cells.sort_values("x")
-                extra = sweeps.setting_label(dict(zip(others, rest)))
-                ax.errorbar(cells["x"], 100 * cells["mean"], yerr=100 * cells["std"].fillna(0.0), marker="o",
-                            capsize=3, color=figs.source_color(source), linestyle="--" if strategy == FREEZE else "-",
-                            label=f"{source} / {strategy}" + (f" ({extra})" if extra else ""))
-            xs = [positions[v] for v in values]
-            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
-                ax.set_xscale("log")
-            if not numeric:
-                ax.set_xticks(xs, [sweeps.format_value(v) for v in values])
-            ax.set_xlabel(name)
-            ax.set_ylabel("test AUC x100 (mean ± std over folds)")
-            ax.set_title(f"{target}: test AUC against {name}")
-            ax.legend(fontsize=7)
-            png = figs.save_figure(fig, out_dir, f"sensitivity_{target}_{name}")
-            figures.append(Figure(png, f"{target}: mean test AUC (x100) ± std over folds against {name}, per source "
-                                       "and strategy (dashed: freeze); each setting is one point."))
+            png = figs.setting_figure(runs, target, name, fields, out_dir)
+            if png is not None:
+                figures.append(Figure(png, f"{target}: mean test AUC (x100) ± std over folds against {name}, per "
+                                           "source and strategy (dashed: freeze); each setting is one point."))
     return figures
 
 
