@@ -42,6 +42,7 @@ from medtransfer.analysis.predictions import FINE_TUNED
 from medtransfer.analysis.tables import read_predictions
 from medtransfer.errors import DataError
 from medtransfer.similarity.registry import get as get_measure
+from medtransfer.study.sweep import labelled, split_label
 from medtransfer.training.metrics import binary_scores
 from medtransfer.vocabulary import STRATEGIES
 
@@ -119,7 +120,7 @@ def source_claim(study: Study, aucs: pd.DataFrame, a: str, b: str) -> list[dict]
     rows: list[dict] = []
     unit = "AUC x100, a - b"
     for strategy in STRATEGIES:
-        per_target = []
+        per_target: dict[str, list[float]] = {}  # per setting label (a sweep's): targets at one setting
         for target in dict.fromkeys(aucs["target"]):
             sub = aucs[(aucs["target"] == target) & (aucs["strategy"] == strategy)]
             sub = sub.groupby(["source", "fold"], as_index=False)["auc"].mean()  # several seeds: one value per fold
@@ -129,13 +130,19 @@ def source_claim(study: Study, aucs: pd.DataFrame, a: str, b: str) -> list[dict]
             diff = 100.0 * (pair["auc_a"] - pair["auc_b"]).to_numpy(np.float64)
             nb = stats.corrected_resampled_t(diff, fold_test_train_ratio(study, target), bounds=(-100.0, 100.0))
             rows.append(_row(1, target, a, b, strategy, nb, unit + ", mean over folds"))
+            setting = split_label(target)[1]
+            per_target.setdefault(setting, [])
             if np.isfinite(nb.statistic):
-                per_target.append(nb.statistic)
+                per_target[setting].append(nb.statistic)
             rows.append(_row(1, target, a, b, strategy, _delong_pooled(study, target, a, b, strategy),
                              unit + ", pooled out-of-fold"))
-        wil = stats.wilcoxon_exact(per_target)
-        rows.append(_row(1, ALL_TARGETS, a, b, strategy, wil, unit + ", Hodges-Lehmann over per-target means"))
-    _adjust(rows, lambda r: (r["strategy"], r["test"], r["target"] == ALL_TARGETS))
+        # one point per target: the settings of a sweep are tested apart (a target at two settings is
+        # one unit, not two)
+        for setting, means in (per_target or {"": []}).items():
+            wil = stats.wilcoxon_exact(means)
+            rows.append(_row(1, labelled(ALL_TARGETS, setting), a, b, strategy, wil,
+                             unit + ", Hodges-Lehmann over per-target means"))
+    _adjust(rows, lambda r: (r["strategy"], r["test"], split_label(r["target"])[0] == ALL_TARGETS))
     return rows
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medtransfer import stats
 from medtransfer.errors import MedtransferError
+from medtransfer.study.sweep import split_label
 
 GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain", "ci_low", "ci_high"]
 STAT_COLUMNS = [
@@ -76,8 +77,11 @@ def correlation(x: np.ndarray, y: np.ndarray, permutations: int = 9999, seed: in
 
 
 def target_means(points: pd.DataFrame) -> pd.DataFrame:
-    """One point per (target, source, strategy, layer): the means of ``cca`` and ``gain`` over folds."""
+    """One point per (target, source, strategy, layer): the means of ``cca`` and ``gain`` over folds
+    (and over the settings of a sweep: a target at two settings is one unit, ``thyroid~lr=0.0001``
+    and ``thyroid`` are one target here)."""
     keys = ["target", "source", "strategy", "layer"]
+    points = points.assign(target=points["target"].map(lambda t: split_label(t)[0]))
     return points.groupby(keys, sort=False)[["cca", "gain"]].mean().reset_index()
 
 

@@ -10,6 +10,7 @@ the palette set from the study's sources by :func:`configure`).
 - :func:`filters_figure` - Figure 4: the first 36 conv1 filters of each source, and Gabor filters.
 - :func:`prediction_figure` - Figure 5: box plots of prediction similarity per target.
 - :func:`gain_figure` - Figure 6: relative AUC gain over random init vs CCA(fine-tuned, init).
+- :func:`setting_figure` - a swept study: test AUC against one swept training setting, per source.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from medtransfer.errors import ConfigError  # noqa: E402
 from medtransfer.models.filters import filter_grid, gabor_bank  # noqa: E402
 from medtransfer.similarity.registry import Measure  # noqa: E402
 from medtransfer.similarity.registry import get as get_measure  # noqa: E402
+from medtransfer.study.sweep import format_value, setting_label  # noqa: E402
 from medtransfer.vocabulary import FREEZE, NO_FREEZE, STRATEGIES  # noqa: E402
 
 PANEL_A = ("ft_vs_init",)
@@ -327,3 +329,46 @@ def gain_figure(points: pd.DataFrame, stats: pd.DataFrame, out_dir: Path, layers
         ax.legend(fontsize=6, frameon=False, loc="lower right")
     fig.suptitle("AUC gain vs representation similarity before/after fine-tuning (one point per target and fold)")
     return save(fig, out_dir, "auc_gain_vs_cca")
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in values)
+
+
+def setting_figure(runs: pd.DataFrame, target: str, name: str, fields: list[str], out_dir: Path) -> Path | None:
+    """Test AUC x100 against swept field ``name`` on ``target``: per source and strategy (its
+    colour; dashed for freeze) and per value of the other swept ``fields``, the mean ± std over
+    folds (seeds averaged within a fold) at each value; a log axis for positive numbers spanning a
+    factor of 10 or more. ``runs``: one row per run with ``target, setting, source, strategy, fold,
+    auc`` and a column per swept field (:func:`medtransfer.analysis.sensitivity.setting_runs`).
+    ``None`` when the field takes fewer than two values there."""
+    sub = runs[runs["target"] == target]
+    sub = sub.groupby(["setting", "source", "strategy", "fold", *fields], sort=False, as_index=False,
+                      dropna=False)["auc"].mean()
+    values = list(dict.fromkeys(sub[name]))
+    if len(values) < 2:
+        return None
+    numeric = _numeric(values)
+    positions = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
+    others = [f for f in fields if f != name]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, group in sub.groupby(["source", "strategy", *others], sort=False, dropna=False):
+        source, strategy, rest = key[0], key[1], key[2:]
+        cells = group.groupby(name, sort=False, dropna=False)["auc"].agg(["mean", "std"]).reset_index()
+        cells["x"] = cells[name].map(positions)
+        cells = cells.sort_values("x")
+        extra = setting_label(dict(zip(others, rest)))
+        ax.errorbar(cells["x"], 100 * cells["mean"], yerr=100 * cells["std"].fillna(0.0), marker="o", capsize=3,
+                    color=source_color(source), linestyle="--" if strategy == FREEZE else "-",
+                    label=f"{source} / {strategy}" + (f" ({extra})" if extra else ""))
+    xs = [positions[v] for v in values]
+    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(xs, [format_value(v) for v in values])
+    ax.set_xlabel(name)
+    ax.set_ylabel("test AUC x100 (mean ± std over folds)")
+    ax.set_title(f"{target}: test AUC against {name}")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_dir, f"sensitivity_{target}_{name}")

@@ -47,6 +47,8 @@ class ReportContent:
     figures: list[Figure]
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)  # analysis/claims.csv's rows
     table2_caption: str = ""  # e.g. the incomplete cells of a --partial analysis
+    # a study with a sweep: the sensitivity section's HTML (medtransfer.analysis.sensitivity.report_html)
+    sensitivity_html: list[str] = field(default_factory=list)
     sections: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -198,6 +200,7 @@ def render(content: ReportContent, base: Path | None = None) -> str:
         "underlined: highest mean per target.</p>",
         table2_html(content.table2),
         f'<p class="note">{html.escape(content.table2_caption)}</p>' if content.table2_caption else "",
+        *content.sensitivity_html,
         "<h2>Figures</h2>",
     ]
     for fig in content.figures:

@@ -4,7 +4,9 @@ Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests
 :mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
 differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
-``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims.
+``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims. A study with a
+``sweep:`` (or ``select: val``) also gets its sensitivity analysis, ``sensitivity_*.csv`` and
+``selected.csv`` (:mod:`medtransfer.analysis.sensitivity`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from medtransfer.analysis.loading import load_network, source_conv1, stimulus_po
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
+from medtransfer.analysis.sensitivity import report_html as sensitivity_html
+from medtransfer.analysis.sensitivity import sensitivity
+from medtransfer.analysis.sensitivity import write_tables as write_sensitivity
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
@@ -217,6 +222,10 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     aucs.to_csv(out / "auc.csv", index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out, caption)
+    swept = sensitivity(study, role_map.pretrained, role_map.random, settings.auc_average, fig_dir)
+    if swept is not None:  # a study with a sweep (or select: val): Table 2 per setting, rankings, selection
+        write_sensitivity(swept, out)
+        missing.extend(swept.problems)
 
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
@@ -244,7 +253,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     claims.to_csv(out / "claims.csv", index=False)
 
     layer_labels = list(settings.resolved_layers())
-    figures: list[Figure] = []
+    figures: list[Figure] = list(swept.figures) if swept is not None else []
     for target in study.targets:
         for m in settings.measures:
             png = figs.layerwise_figure(sim, target, m, fig_dir, layer_labels)
@@ -290,6 +299,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         table2=t2,
         claims=claims,
         table2_caption=caption,
+        sensitivity_html=sensitivity_html(swept) if swept is not None else [],
         figures=figures,
         sections=[
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",

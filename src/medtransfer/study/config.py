@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.models import registry
+from medtransfer.study import sweep as sweeps
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
@@ -34,6 +35,12 @@ TARGET_FIELDS = ("size", "batch_size", "hflip")
 _WHOLE_STUDY = "a study-wide setting: give it under the study's 'training'"
 # settings of a pretraining run alone (it starts from random init): refused in the study's and a target's `training:`
 PRETRAINING_FIELDS = frozenset({"conv1_init_scale"})
+# how a run executes, not what it computes (a pretraining run takes them from the study's `training:`)
+EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "deterministic", "cache_dir", "checkpoint_every_s")
+# what a sweep may not vary: the folds (cut once per study) and how runs execute (cells would be duplicates)
+_NOT_SWEPT = {**dict.fromkeys(STUDY_FIELDS, "the folds are cut once for the whole study"),
+              **dict.fromkeys((*EXECUTION_FIELDS, "keep_last", "eval_batch_size"),
+                              "it changes how a run executes, not what it computes")}
 
 
 def _check_training(values: dict[str, Any], refused: dict[str, str] | None = None,
@@ -158,10 +165,17 @@ class SourceSpec(_Strict):
     pretrain: PretrainSpec | None = None
     strategies: list[Strategy] | None = None
     backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
+    # this source's own fine-tuning settings (RunConfig fields), over the study's and its target's
+    training: dict[str, Any] = Field(default_factory=dict)
 
     _name = field_validator("name")(_dir_name)
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _backbone = field_validator("backbone")(lambda v: None if v is None else _backbone_name(v))
+
+    @field_validator("training")
+    @classmethod
+    def _training(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return _check_training(values, dict.fromkeys(STUDY_FIELDS, _WHOLE_STUDY))
 
     @model_validator(mode="after")
     def _one_origin(self) -> "SourceSpec":
@@ -233,6 +247,10 @@ class StudyConfig(_Strict):
     # images shared by a pretraining set and a target, or across a target's test parts
     # (medtransfer.study.leakage): warn, error (refuse to run) or off (no check)
     leakage: Literal["warn", "error", "off"] = "warn"
+    # setting axes (medtransfer.study.sweep): {field: [values]} (every combination) or [{field: value}, ...]
+    sweep: Any = Field(default_factory=dict)
+    # `val`: per target, source and strategy, the analysis picks the setting of best mean validation AUC
+    select: Literal["val"] | None = None
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
@@ -246,6 +264,23 @@ class StudyConfig(_Strict):
         # fractions with another k_folds are refused by _check, naming k_folds)
         k = info.data.get("k_folds", DEFAULT_FOLDS.k) if "split_fractions" in values else DEFAULT_FOLDS.k
         return _check_training(values, k_folds=k)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, value: Any) -> Any:
+        seen: dict[tuple, int] = {}
+        for i, setting in enumerate(sweeps.check_shape(value)):
+            shown = sweeps.setting_label(setting) or "the study's own"
+            try:
+                _check_training(setting, _NOT_SWEPT)
+            except ValueError as error:
+                raise ValueError(f"setting {i} ({shown}): {error}") from None
+            read = RunConfig.model_validate({"target": "check", **setting})  # numbers as the runs read them
+            key = tuple(sorted((k, repr(getattr(read, k))) for k in setting))
+            if key in seen:
+                raise ValueError(f"settings {seen[key]} and {i} are the same ({shown}): a cell would be run twice")
+            seen[key] = i
+        return value
 
     @field_validator("analysis")
     @classmethod
@@ -262,6 +297,12 @@ class StudyConfig(_Strict):
             if source.pretrain is not None and source.backbone is None and len(self.backbones) > 1:
                 raise ValueError(f"source {source.name!r} is pretrained by the study on one backbone: give it "
                                  f"'backbone:' (one of {self.backbones})")
+        swept = set(sweeps.swept_fields(self.sweep))
+        for source in self.sources:
+            both = sorted(swept & set(source.training))
+            if both:
+                raise ValueError(f"source {source.name!r}: its training sets {both}, which the sweep varies: a source's "
+                                 "own setting would replace every swept value; remove one of the two")
         for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:

@@ -11,6 +11,7 @@ from medtransfer.data import Manifest, load_manifest
 from medtransfer.errors import DataError, MedtransferError
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.pretrain import pretrain_config, source_run_dir
+from medtransfer.study.sweep import split_label
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import RunDir
 
@@ -35,7 +36,7 @@ def study_datasets(study: StudyConfig, configs: list[RunConfig], out: Path) -> l
     wanted: list[tuple[str, str, RunConfig, bool]] = []
     seen: set[str] = set()
     for config in configs:
-        name = config.target_name.split("@")[0]
+        name = split_label(config.target_name)[0].split("@")[0]  # one entry per target, whatever its backbone and setting
         if name not in seen:
             seen.add(name)
             wanted.append((f"target {name}", name, RunDir.in_study(out, config).resolve(config), False))

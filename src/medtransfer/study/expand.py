@@ -1,4 +1,4 @@
-"""Expand a study into its runs: targets x backbones x sources x strategies x folds x seeds.
+"""Expand a study into its runs: targets x backbones x sources x strategies x folds x seeds x settings.
 
 A backbone other than ResNet50 is part of the run's target label (``thyroid@densenet121``), so
 that run ids stay unique and every table, figure and pair of the analysis is per backbone; its
@@ -9,6 +9,9 @@ noise, which the paper does not run). The study's own files appear in the run co
 to the study directory (``folds/{target}.csv``, ``sources/{name}.pt``), so that a study directory
 can be moved or copied; files the study file names (a target's ``folds_file``, a source's
 ``path``) are made absolute.
+
+A sweep's settings (:mod:`medtransfer.study.sweep`) label the target too, by the settings in which a
+cell differs from the study's own (``thyroid~lr=0.0001``); a study without a sweep keeps its run ids.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from medtransfer.data.registry import single_fold
+from medtransfer.errors import ConfigError
 from medtransfer.models.sources import source_key
+from medtransfer.study import sweep as sweeps
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import study_folds_file, study_source_file
@@ -60,9 +65,22 @@ def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
     return [NO_FREEZE] if source.is_random and NO_FREEZE in wanted else ([] if source.is_random else wanted)
 
 
+def setting_label(values: dict, setting: dict, k_folds: int) -> str:
+    """The label of a cell at ``setting`` (one of the sweep's) whose training values without the
+    sweep are ``values``: the swept values that differ, as a run reads them, from ``values``
+    (``""``: none; :func:`medtransfer.study.sweep.setting_label`)."""
+    if not setting:
+        return ""
+    check = {"target": "check", "k_folds": k_folds}
+    without = RunConfig.model_validate({**check, **values})
+    within = RunConfig.model_validate({**check, **values, **setting})
+    return sweeps.setting_label({k: getattr(within, k) for k in setting if getattr(within, k) != getattr(without, k)})
+
+
 def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None, backbone: str = "resnet50") -> RunConfig:
-    """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's."""
+               out: Path | None = None, backbone: str = "resnet50", setting: dict | None = None) -> RunConfig:
+    """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's, then
+    the source's, then ``setting`` (one of the sweep's, which labels the target)."""
     values = dict(study.training)
     values.update(target.training)
     if target.size is not None:
@@ -71,17 +89,20 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
         values["batch_size"] = target.batch_size
     if target.hflip is not None:
         values["hflip"] = target.hflip
+    values.update(source.training)
+    label = sweeps.labelled(target_label(target, backbone), setting_label(values, setting or {}, study.k_folds))
+    values.update(setting or {})
     values.update(
-        target=target.manifest_name, target_name=target_label(target, backbone), root=target.root,
+        target=target.manifest_name, target_name=label, root=target.root,
         target_options=dict(target.options), source=source_reference(source, out, backbone), source_name=source.name, normalization=source.normalization,
         strategy=strategy, fold=fold, seed=seed, k_folds=study.k_folds, split_seed=study.split_seed,
         split_fractions=study.split_fractions, folds_file=folds_path(target, out),
     )
-    return RunConfig.parse(values, where=f"study run {target_label(target, backbone)}/{source.name}-{strategy}/fold{fold}")
+    return RunConfig.parse(values, where=f"study run {label}/{source.name}-{strategy}/fold{fold}")
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
-    """Every run of the study, in a stable order (target, backbone, source, strategy, fold, seed).
+    """Every run of the study, in a stable order (target, backbone, source, strategy, fold, seed, setting).
 
     With ``out`` (the study directory) the runs read the study's own folds files.
     """
@@ -96,5 +117,12 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
                 for strategy in strategies_for(study, source):
                     for fold in folds:
                         for seed in study.seeds:
-                            runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone))
+                            runs += [run_config(study, target, source, strategy, fold, seed, out, backbone, setting)
+                                     for setting in sweeps.settings(study.sweep)]
+    ids = [r.run_id for r in runs]
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if twice:
+        raise ConfigError(f"sweep: two settings give the same cell ({twice[0]}{' and more' if len(twice) > 1 else ''}): a "
+                          "setting equal to the study's own (after its target's and source's settings) is the "
+                          "unlabelled cell already; remove one of the two")
     return runs

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from medtransfer.errors import MedtransferError
-from medtransfer.study.config import SourceSpec
+from medtransfer.study.config import EXECUTION_FIELDS, SourceSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import (RunDir, pretrain_run_dir, seal_file, sealed_file_problem,
                                          study_source_file)
 from medtransfer.training.run import train_run
 from medtransfer.vocabulary import NO_FREEZE, RANDOM
-
-# execution settings of the study that its pretraining runs share
-EXECUTION_FIELDS = ("device", "amp", "channels_last", "compile", "threads", "deterministic", "cache_dir", "checkpoint_every_s")
 
 
 def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:

@@ -404,6 +404,17 @@ class MlflowSink:
             self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED))
 
 
+# MLflow keys allow [A-Za-z0-9_-. :/]; a swept cell's target label (thyroid~epochs=30,lr=0.0001) holds more
+_KEY_CHARACTERS = str.maketrans({"~": " ", "=": ":", ",": " "})
+
+
+def metric_key(key: str) -> str:
+    """``key`` as MLflow accepts it: a setting label's ``~``, ``,`` and ``=`` become spaces and a
+    colon (``table2/thyroid epochs:30 lr:0.0001/...``), any other character MLflow refuses ``_``."""
+    key = key.translate(_KEY_CHARACTERS)
+    return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in key)
+
+
 def log_analysis(out: str | Path) -> bool:
     """Give a tracked study's parent MLflow run what ``medtransfer analyze`` wrote: Table 2's cells
     as metrics ``table2/{target}/{source}/{strategy}/mean`` and ``.../std`` (AUC x 100), and
@@ -430,7 +441,7 @@ def log_analysis(out: str | Path) -> bool:
                     for what in ("mean", "std"):
                         value = float(getattr(row, what))
                         if math.isfinite(value):
-                            key = f"table2/{row.target}/{row.source}/{row.strategy}/{what}"
+                            key = metric_key(f"table2/{row.target}/{row.source}/{row.strategy}/{what}")
                             metrics.append(Metric(key, value, now, 0))
             if metrics:
                 mlflow_client.log_batch(parent, metrics=metrics)
