@@ -4,7 +4,9 @@ Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests
 :mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
 differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
-``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims.
+``figures/*.{png,pdf,svg}``; for a study evaluated under corruptions (``medtransfer evaluate``)
+``robustness.csv``, ``robustness_summary.csv``, ``mca.csv`` and a figure per target
+(:mod:`medtransfer.analysis.robustness`); and ``DIR/report.html``, which opens with the claims.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
-from medtransfer.analysis.claims import claims_table
+from medtransfer.analysis.claims import claims_table, fold_test_train_ratio
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.divergence import FoldDivergence, combine, fold_divergence
 from medtransfer.analysis.grid import IncompleteStudyError, check_grid
@@ -30,6 +32,7 @@ from medtransfer.analysis.loading import load_network, source_conv1, stimulus_po
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
+from medtransfer.analysis.robustness import corruption_metrics, mca_runs, mca_table, robustness_figure, severity_summary
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
@@ -237,8 +240,17 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     if role_map.random is None:
         missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
 
+    robustness, lacking = corruption_metrics(study, settings.auc_average)  # `medtransfer evaluate`'s files
+    missing.extend(lacking)
+    robustness_summary, robustness_runs = severity_summary(robustness), mca_runs(robustness)
+    mca = mca_table(robustness_runs, lambda target: fold_test_train_ratio(study, target))
+    if not robustness.empty:
+        robustness.to_csv(out / "robustness.csv", index=False)
+        robustness_summary.to_csv(out / "robustness_summary.csv", index=False)
+        mca.to_csv(out / "mca.csv", index=False)
+
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
-                                   settings.bootstrap, settings.seed)
+                                   settings.bootstrap, settings.seed, robustness=robustness_runs)
     missing.extend(lacking)
     claims.to_csv(out / "claims.csv", index=False)
 
@@ -265,6 +277,20 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     if png is not None:
         figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
                               "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
+
+    for target in study.targets:
+        png = robustness_figure(robustness_summary, target, fig_dir)
+        if png is not None:
+            figures.append(Figure(png, f"Test AUC on {target} under image corruptions at severities 1-5 (0: clean; "
+                                  "medtransfer evaluate, no retraining): mean over folds, band: logit-t 95% interval "
+                                  "over folds; solid no-freeze, dashed freeze. Corruptions and severities: "
+                                  "medtransfer.data.corruptions."))
+    robustness_sections = [] if mca.empty else [
+        ("Robustness to image corruptions: mean corruption AUC (mCA)",
+         "Per target, source and strategy over folds: clean AUC, mCA (mean AUC over every corruption and severity "
+         "1-5 that all runs of the target were evaluated under; logit-t 95% interval over folds) and the relative "
+         "drop 100 (clean - mCA) / clean with its Nadeau-Bengio corrected t interval (unit: the fold). Per corruption "
+         "and severity: analysis/robustness_summary.csv (AUC and ECE), per run: analysis/robustness.csv.", mca)]
 
     passes = pd.Series(log.passes)
     notes.append(
@@ -303,6 +329,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              "ci_low/ci_high, null_mean/null_p95 and p_value: fold means of the image-bootstrap interval and "
              "permutation null (similarity.csv has them per fold).", summary),
             ("Per-run test AUC recomputed from predictions.csv", "", aucs),
+            *robustness_sections,
         ],
         missing=missing,
         notes=notes,

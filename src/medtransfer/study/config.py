@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from medtransfer.data.corruptions import parse_names as corruption_names
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.models import registry
@@ -211,6 +212,26 @@ class TrackingSpec(_Strict):
     log_model: bool = False
 
 
+class EvaluateSpec(_Strict):
+    """What ``run`` evaluates after training, and ``medtransfer evaluate`` by default, without
+    retraining: ``corruptions`` ("all" or names of :data:`medtransfer.data.corruptions.NAMES`),
+    each at severities 1..5 on every finished run's test part (:mod:`medtransfer.training.robustness`)."""
+
+    corruptions: list[str] = Field(default_factory=list)
+
+    @field_validator("corruptions", mode="before")
+    @classmethod
+    def _corruptions(cls, value: Any) -> list[str]:
+        if value is None or value == []:
+            return []
+        if not isinstance(value, (str, list)):
+            raise ValueError("expected 'all' or a list of corruption names")
+        try:
+            return corruption_names(value)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+
+
 class StudyConfig(_Strict):
     """A whole study: targets x sources x strategies x folds x seeds, plus shared constants."""
 
@@ -233,6 +254,8 @@ class StudyConfig(_Strict):
     # images shared by a pretraining set and a target, or across a target's test parts
     # (medtransfer.study.leakage): warn, error (refuse to run) or off (no check)
     leakage: Literal["warn", "error", "off"] = "warn"
+    # evaluations of the finished runs without retraining (corruptions), run after training
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
