@@ -16,6 +16,9 @@ From each finished run's ``corruptions/{name}.csv`` (sealed in its ``DONE``) and
   source and strategy over folds: mCA with its logit-t interval, the drop with the Nadeau-Bengio
   corrected t interval (unit: the fold; :func:`medtransfer.stats.corrected_resampled_t`).
 
+- ``cross_target.csv`` (:func:`cross_target_table`): the networks' AUC on other datasets with the
+  same label set (the study's ``evaluate.targets``, ``transfer/{name}.csv``).
+
 Which source is more robust (the paired comparison of two sources' drops per fold) is claim
 "robustness" of :mod:`medtransfer.analysis.claims`.
 """
@@ -182,3 +185,42 @@ def robustness_figure(summary: pd.DataFrame, target: str, out_dir: Path) -> Path
     fig.suptitle(f"{target}: test AUC under corruptions (mean over folds, 95% logit-t band)", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return save_figure(fig, out_dir, f"robustness_{target}")
+
+
+CROSS_COLUMNS = ["target", "source", "strategy", "evaluated_on", "auc", "auc_low", "auc_high", "own_auc", "folds", "n"]
+
+
+def cross_target_table(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[str]]:
+    """Per target, source, strategy and other dataset (the study's ``evaluate.targets``): the mean
+    over folds of the fine-tuned networks' AUC on every image of that dataset, with its logit-t 95%
+    interval over folds (unit: the fold's network; the images are the same for every fold), beside
+    the mean AUC on the own test parts (``own_auc``), and n images (:data:`CROSS_COLUMNS`)."""
+    rows, missing = [], []
+    for run in study.runs:
+        files = run.dir.transfer_files()
+        if not files:
+            continue
+        try:
+            _, labels, probs = read_predictions(run.predictions)
+        except DataError as error:
+            missing.append(f"cross-target evaluation of {run.run_id}: {error}")
+            continue
+        own = headline_auc(labels, probs, average)
+        for name, path in files.items():
+            try:
+                _, y, p = read_predictions(path)
+            except DataError as error:
+                missing.append(f"cross-target evaluation of {run.run_id}: {error}")
+                continue
+            rows.append({"target": run.target, "source": run.source, "strategy": run.strategy, "fold": run.fold,
+                         "evaluated_on": name, "auc": headline_auc(y, p, average), "own_auc": own, "n": len(y)})
+    if not rows:
+        return pd.DataFrame(columns=CROSS_COLUMNS), missing
+    keys = ["target", "source", "strategy", "evaluated_on"]
+    folds = _fold_means(pd.DataFrame(rows), keys, ["auc", "own_auc", "n"])
+    out = []
+    for values, part in folds.groupby(keys, sort=False):
+        low, high = stats.logit_t_interval(part["auc"].to_numpy(np.float64))
+        out.append({**dict(zip(keys, values)), "auc": float(part["auc"].mean()), "auc_low": low, "auc_high": high,
+                    "own_auc": float(part["own_auc"].mean()), "folds": len(part), "n": int(part["n"].max())})
+    return pd.DataFrame(out, columns=CROSS_COLUMNS), missing

@@ -5,7 +5,8 @@ Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
 differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
 ``figures/*.{png,pdf,svg}``; for a study evaluated under corruptions (``medtransfer evaluate``)
-``robustness.csv``, ``robustness_summary.csv``, ``mca.csv`` and a figure per target
+``robustness.csv``, ``robustness_summary.csv``, ``mca.csv`` and a figure per target, and
+``cross_target.csv`` for one evaluated on other datasets
 (:mod:`medtransfer.analysis.robustness`); and ``DIR/report.html``, which opens with the claims.
 """
 
@@ -32,7 +33,8 @@ from medtransfer.analysis.loading import load_network, source_conv1, stimulus_po
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
-from medtransfer.analysis.robustness import corruption_metrics, mca_runs, mca_table, robustness_figure, severity_summary
+from medtransfer.analysis.robustness import (corruption_metrics, cross_target_table, mca_runs, mca_table,
+                                             robustness_figure, severity_summary)
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
@@ -248,6 +250,10 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         robustness.to_csv(out / "robustness.csv", index=False)
         robustness_summary.to_csv(out / "robustness_summary.csv", index=False)
         mca.to_csv(out / "mca.csv", index=False)
+    cross, lacking = cross_target_table(study, settings.auc_average)
+    missing.extend(lacking)
+    if not cross.empty:
+        cross.to_csv(out / "cross_target.csv", index=False)
 
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
                                    settings.bootstrap, settings.seed, robustness=robustness_runs)
@@ -291,6 +297,12 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
          "1-5 that all runs of the target were evaluated under; logit-t 95% interval over folds) and the relative "
          "drop 100 (clean - mCA) / clean with its Nadeau-Bengio corrected t interval (unit: the fold). Per corruption "
          "and severity: analysis/robustness_summary.csv (AUC and ECE), per run: analysis/robustness.csv.", mca)]
+    if not cross.empty:
+        robustness_sections.append((
+            "Cross-target evaluation: the fine-tuned networks on other datasets with the same label set",
+            "Per network target, source and strategy, the AUC on every image of the other dataset (the study's "
+            "evaluate: targets, classes mapped to the networks'), mean over folds with a logit-t 95% interval over "
+            "folds, beside the mean AUC on the own test parts (own_auc).", cross))
 
     passes = pd.Series(log.passes)
     notes.append(

@@ -262,8 +262,8 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     if tracking:
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
-    if study.evaluate.corruptions:  # the study's evaluations without retraining, in this process
-        evaluate_study(out, study.evaluate.corruptions)
+    if study.evaluate.corruptions or study.evaluate.targets:  # evaluations without retraining, in this process
+        evaluate_study(out)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
     return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, elsewhere, recomputed)

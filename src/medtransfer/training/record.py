@@ -14,6 +14,8 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
 ``corruptions/{name}.csv``            test probabilities under one corruption at severities 1..5
                                       (:mod:`medtransfer.training.robustness`; added after ``DONE``,
                                       whose digests then name it too)
+``transfer/{name}.csv``               predictions on another dataset mapped to the run's classes
+                                      (likewise added after ``DONE``)
 ``progress.json``                     the run's progress (:class:`medtransfer.training.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
 ``outcome.json``                      what a SLURM job made of the run, for its driver
@@ -77,11 +79,12 @@ DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
 CLAIM_LOCK = f"{RUNNING}.break"
 PROGRESS, MLFLOW, OUTCOME = "progress.json", "mlflow.json", "outcome.json"
 CORRUPTIONS = "corruptions"  # corruptions/{name}.csv, written after DONE and added to its digests
+TRANSFER = "transfer"  # transfer/{name}.csv: predictions on another dataset, likewise
 SNAPSHOT = "best.{phase}.{epoch:04d}.pt"  # in checkpoints/, named by last.pt
 SNAPSHOT_GLOB = "best.*.pt"
 # every name in a run directory (files, folders, markers): no other module spells one
 LAYOUT = (CONFIG, FACTS, FOLDS, HISTORY, PREDICTIONS, METRICS, CHECKPOINTS, BEST, LAST, PROBE, PROBE_HEAD, DONE,
-          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME, CORRUPTIONS)
+          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME, CORRUPTIONS, TRANSFER)
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
                    "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
@@ -241,10 +244,21 @@ class RunDir:
     def corruption_files(self) -> dict[str, Path]:
         """The corruption files ``DONE`` records, by corruption name (a file on disk that ``DONE``
         does not name - written by an evaluation killed before it sealed it - is not among them)."""
+        return self._sealed_in(CORRUPTIONS)
+
+    def transfer_file(self, name: str) -> Path:
+        """The predictions on another dataset ``name`` (``transfer/{name}.csv``)."""
+        return self.path / TRANSFER / f"{name}.csv"
+
+    def transfer_files(self) -> dict[str, Path]:
+        """The cross-target files ``DONE`` records, by dataset name (see :meth:`corruption_files`)."""
+        return self._sealed_in(TRANSFER)
+
+    def _sealed_in(self, folder: str) -> dict[str, Path]:
         found = {}
         for name in sorted(self.digests() or {}):
             path = Path(name)
-            if path.parent.as_posix() == CORRUPTIONS and path.suffix == ".csv":
+            if path.parent.as_posix() == folder and path.suffix == ".csv":
                 found[path.stem] = self.path / path
         return found
 

@@ -29,16 +29,16 @@ import pandas as pd
 import torch
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.data import corruptions
-from medtransfer.errors import DataError
+from medtransfer.data import Manifest, PixelCache, corruptions
+from medtransfer.errors import ConfigError, DataError
 from medtransfer.models import Normalization
 from medtransfer.models.checkpoint import load_checkpoint
 from medtransfer.training.data import RunData, load_run_data
-from medtransfer.training.loop import StepSetup, predict
+from medtransfer.training.loop import StepSetup, Transform, predict
 from medtransfer.training.record import RunDir, RunRecord, read_record
 from medtransfer.training.run import resolve_amp, resolve_device
 
-__all__ = ["CorruptionEvaluator", "corruption_seed", "evaluate_corruptions", "read_corruption_file", "run_settings"]
+__all__ = ["CorruptionEvaluator", "RunNetwork", "evaluate_on_dataset", "corruption_seed", "evaluate_corruptions", "read_corruption_file", "run_settings"]
 
 SEVERITY = "severity"
 
@@ -50,50 +50,72 @@ def corruption_seed(run_seed: int, name: str) -> int:
 
 
 @dataclass
-class CorruptionEvaluator:
-    """A finished run's network and test images on the device, ready to predict corrupted batches."""
+class RunNetwork:
+    """A finished run's fine-tuned network on the device, with the run's normalisation, autocast,
+    memory format and evaluation batch size."""
 
     record: RunRecord
     device: torch.device
     model: torch.nn.Module
-    data: RunData
     normalize: Normalization
     amp: torch.dtype | None
     channels_last: bool
     batch: int
 
     @classmethod
-    def open(cls, record: RunRecord, device: str | torch.device | None = None) -> CorruptionEvaluator:
-        """Load ``record``'s data (its fold's pixels from the cache) and ``best.pt`` onto ``device``
-        (default: the run's own device setting)."""
+    def open(cls, record: RunRecord, device: str | torch.device | None = None) -> RunNetwork:
+        """Load ``best.pt`` onto ``device`` (default: the run's own device setting)."""
         config = record.resolved
         device = resolve_device(device if device is not None else config.device)
-        data = load_run_data(config, device)
+        if record.normalization is None:
+            raise DataError(f"{record.path}: the run records no input normalisation; cannot evaluate it")
         model, _ = load_checkpoint(record.checkpoint)
         channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
         memory = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory).eval()
-        if record.normalization is None:
-            raise DataError(f"{record.path}: the run records no input normalisation; cannot evaluate it")
-        return cls(record, device, model, data, Normalization(record.normalization), resolve_amp(config.amp, device),
+        return cls(record, device, model, Normalization(record.normalization), resolve_amp(config.amp, device),
                    channels_last, config.eval_batch_size or 2 * config.batch_size)
+
+    def predict(self, pixels: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
+                transform: Transform | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Probabilities ``(len(rows), k)`` float64 on the CPU of ``pixels[rows]`` (uint8 (N, 3, h, w)
+        on the device), each batch through ``transform(x, generator)`` first when given."""
+        setup = StepSetup(self.normalize, transform, self.amp, self.channels_last)
+        probs, _ = predict(self.model, pixels, labels, rows, self.batch, setup, generator)
+        return probs
+
+
+def _frame(image_ids: np.ndarray, labels: np.ndarray, probs: torch.Tensor) -> pd.DataFrame:
+    frame = pd.DataFrame({"image_id": image_ids, "label": labels})
+    for c in range(probs.shape[1]):
+        frame[f"p_{c}"] = probs[:, c].numpy()
+    return frame
+
+
+@dataclass
+class CorruptionEvaluator:
+    """A finished run's network and its fold's test images on the device."""
+
+    network: RunNetwork
+    data: RunData
+
+    @classmethod
+    def open(cls, record: RunRecord, device: str | torch.device | None = None) -> CorruptionEvaluator:
+        """Load ``record``'s network and its fold's pixels (from the cache) onto ``device``."""
+        network = RunNetwork.open(record, device)
+        return cls(network, load_run_data(record.resolved, network.device))
 
     def predict(self, name: str, severity: int) -> pd.DataFrame:
         """The test part under ``name`` at ``severity`` (0: clean): ``image_id, label, p_0..``."""
-        seed = corruption_seed(self.record.seed, name)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        seed = corruption_seed(self.network.record.seed, name)
+        generator = torch.Generator(device=self.network.device).manual_seed(seed)
 
         def transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             return corruptions.corrupt(x, name, severity, g)
 
-        setup = StepSetup(self.normalize, transform, self.amp, self.channels_last)
         rows = self.data.index["test"]
-        probs, _ = predict(self.model, self.data.pixels, self.data.labels, rows, self.batch, setup, generator)
-        frame = pd.DataFrame({"image_id": self.data.image_ids[rows.cpu().numpy()],
-                              "label": self.data.labels[rows].cpu().numpy()})
-        for c in range(probs.shape[1]):
-            frame[f"p_{c}"] = probs[:, c].numpy()
-        return frame
+        probs = self.network.predict(self.data.pixels, self.data.labels, rows, transform, generator)
+        return _frame(self.data.image_ids[rows.cpu().numpy()], self.data.labels[rows].cpu().numpy(), probs)
 
     def corruption_frame(self, name: str, severities: Sequence[int] = corruptions.SEVERITIES) -> pd.DataFrame:
         """Every severity of ``name``, stacked: ``image_id, label, severity, p_0..``."""
@@ -173,3 +195,44 @@ def read_corruption_file(path: Path) -> pd.DataFrame:
     if not np.issubdtype(severity.dtype, np.integer) or not severity.isin(corruptions.SEVERITIES).all():
         raise DataError(f"{path}: severities must be integers in {list(corruptions.SEVERITIES)}")
     return frame
+
+
+def evaluate_on_dataset(run: str | os.PathLike | RunDir, name: str, manifest: Manifest, classes: dict[str, str], *,
+                        device: str | torch.device | None = None) -> bool:
+    """Write and seal ``transfer/{name}.csv`` (``image_id, label, p_0..``) of a finished run: its
+    network on every image of ``manifest`` (another dataset) whose class ``classes`` maps to one of
+    the run's classes (``{dataset class: run class}``; images of unmapped classes are left out),
+    resized like the run's own images (its ``size`` and ``interpolation``, through the pixel
+    cache), labels in the run's class order. Returns ``False`` when ``DONE`` records it already.
+
+    Raises:
+        ConfigError: ``classes`` names a class the dataset or the run does not have, or maps none.
+    """
+    record = read_record(run, check="full")
+    if name in record.dir.transfer_files():
+        return False
+    where = f"evaluate target {name!r}: classes"
+    unknown = sorted(set(classes) - set(manifest.classes))
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not classes of its dataset (it has {manifest.classes})")
+    foreign = sorted(set(classes.values()) - set(record.classes))
+    if foreign:
+        raise ConfigError(f"{where}: {foreign} are not classes of the network of {record.run_id} "
+                          f"(it has {record.classes})")
+    to_run = {i: record.classes.index(classes[c]) for i, c in enumerate(manifest.classes) if c in classes}
+    kept = np.flatnonzero(np.isin(manifest.labels, list(to_run)))
+    if kept.size == 0:
+        raise ConfigError(f"{where}: no image of the dataset has a mapped class")
+    config = record.resolved
+    with run_settings(record):
+        network = RunNetwork.open(record, device)
+        cache = PixelCache.build(manifest, config.size, interpolation=config.interpolation, cache_dir=config.cache_dir)
+        pixels = torch.from_numpy(np.ascontiguousarray(cache.pixels[kept])).to(network.device).permute(0, 3, 1, 2)
+        labels_np = np.array([to_run[int(y)] for y in manifest.labels[kept]], dtype=np.int64)
+        labels = torch.from_numpy(labels_np).to(network.device)
+        rows = torch.arange(kept.size, device=network.device)
+        probs = network.predict(pixels.contiguous(), labels, rows)
+    path = record.dir.transfer_file(name)
+    write_text_atomic(path, _frame(manifest.frame["image_id"].to_numpy()[kept], labels_np, probs).to_csv(index=False))
+    record.dir.seal(path)
+    return True
