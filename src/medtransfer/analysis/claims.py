@@ -63,8 +63,10 @@ CLAIMS = {
     2: "5.2 representations diverge",
     3: "5.3 similar mistakes",
     4: "5.4 similarity vs gain",
-    5: "robustness",
 }
+# beyond the paper's four: tested only where the study was evaluated for it (medtransfer evaluate)
+ROBUSTNESS = "robustness"
+_NAMES = {**CLAIMS, 5: ROBUSTNESS}
 
 
 def verdict(statistic: float, p: float, expected_sign: int, note: str = "") -> str:
@@ -79,7 +81,7 @@ def verdict(statistic: float, p: float, expected_sign: int, note: str = "") -> s
 
 def _row(claim: int, target: str, a: str, b: str, strategy: str, result: stats.TestResult, unit: str,
          layer: str = "", measure: str = "") -> dict:
-    return {"claim": CLAIMS[claim], "target": target, "source_a": a, "source_b": b, "strategy": strategy,
+    return {"claim": _NAMES[claim], "target": target, "source_a": a, "source_b": b, "strategy": strategy,
             "layer": layer, "measure": measure, "statistic": result.statistic, "unit": unit, "low": result.low,
             "high": result.high, "p_value": result.p_value, "test": result.test, "n": result.n, "note": result.note}
 
@@ -254,7 +256,7 @@ def _sentence(row: dict) -> tuple[str, str]:
             -1 if higher else 1
     elif claim == CLAIMS[3]:
         word, sign = f"{a} and {b} ({row['strategy']}) agree on mistakes more than independent models", 1
-    elif claim == CLAIMS[5]:
+    elif claim == ROBUSTNESS:
         word, sign = f"{a} is more robust to image corruptions than {b} ({row['strategy']}): a smaller AUC drop", -1
     else:
         word, sign = (f"higher CCA({a}-FT, {a}) at {row['layer']} goes with less AUC gain ({row['strategy']})", -1)
@@ -286,12 +288,9 @@ def claims_table(study: Study, role_map: Roles, aucs: pd.DataFrame, images: pd.D
     rows += divergence_claim(divergence, a, b)
     rows += mistakes_claim(images, a, b, resamples, permutations, seed)
     rows += gain_claim(correlation, (a, b))
-    evaluated = robustness is not None and not robustness.empty
-    if evaluated:
+    if robustness is not None and not robustness.empty:
         rows += robustness_claim(study, robustness, a, b)
     for number, name in CLAIMS.items():
-        if number == 5 and not evaluated:
-            continue  # a study not evaluated under corruptions: nothing was asked
         if not any(r["claim"] == name for r in rows):
             missing.append(f"claim {name}: nothing to test (its runs, pairs or random-init runs are missing)")
     for r in rows:
