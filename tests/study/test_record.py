@@ -163,7 +163,7 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
 
 SRC = Path(medtransfer.__file__).resolve().parent
 RECORD = SRC / "training" / "record.py"
-FOLDERS = (record.RUNS, record.CHECKPOINTS, record.PROBE)  # names of folders: also ordinary words
+FOLDERS = (record.RUNS, record.CHECKPOINTS, record.PROBE, record.CORRUPTIONS, record.TRANSFER)  # folders: also ordinary words
 FILES = tuple(n for n in record.LAYOUT if n not in FOLDERS) + (record.STUDY_FILE, record.LEGACY_STUDY_FILE,
                                                                 record.SNAPSHOT_GLOB)
 # the record's constants naming something inside a run directory (the study-level STUDY_FILE,

@@ -22,6 +22,13 @@ For two pretrained sources a and b (the study's ``analysis: sources:`` pair, els
    targets (one point per target: its means over folds) with an exact permutation p-value;
    Holm across layers per source and strategy.
 
+5. **Robustness** (beyond the paper, its section 6.3): "a is more robust to image corruptions than
+   b". Per target and strategy, the mean over folds of the paired difference of the relative AUC
+   drop under corruption (``100 (clean - mCA) / clean``, :mod:`medtransfer.analysis.robustness`;
+   both sources see the same corrupted images) with the Nadeau-Bengio corrected resampled t-test
+   (unit: the fold); Holm across targets per strategy; across targets the exact Wilcoxon test of
+   the per-target means (unit: the target). Only for studies evaluated under corruptions.
+
 Each row's ``sentence`` reads supported / contradicted / inconclusive at :data:`ALPHA` on the
 adjusted p-value; "n too small" where a test cannot be run (e.g. the across-target tests with one
 target).
@@ -58,6 +65,9 @@ CLAIMS = {
     3: "5.3 similar mistakes",
     4: "5.4 similarity vs gain",
 }
+# beyond the paper's four: tested only where the study was evaluated for it (medtransfer evaluate)
+ROBUSTNESS = "robustness"
+_NAMES = {**CLAIMS, 5: ROBUSTNESS}
 
 
 def verdict(statistic: float, p: float, expected_sign: int, note: str = "") -> str:
@@ -72,7 +82,7 @@ def verdict(statistic: float, p: float, expected_sign: int, note: str = "") -> s
 
 def _row(claim: int, target: str, a: str, b: str, strategy: str, result: stats.TestResult, unit: str,
          layer: str = "", measure: str = "") -> dict:
-    return {"claim": CLAIMS[claim], "target": target, "source_a": a, "source_b": b, "strategy": strategy,
+    return {"claim": _NAMES[claim], "target": target, "source_a": a, "source_b": b, "strategy": strategy,
             "layer": layer, "measure": measure, "statistic": result.statistic, "unit": unit, "low": result.low,
             "high": result.high, "p_value": result.p_value, "test": result.test, "n": result.n, "note": result.note}
 
@@ -214,6 +224,31 @@ def gain_claim(correlation: pd.DataFrame, sources: tuple[str, ...]) -> list[dict
     return rows
 
 
+def robustness_claim(study: Study, runs: pd.DataFrame, a: str, b: str) -> list[dict]:
+    """Claim "robustness" rows from :func:`medtransfer.analysis.robustness.mca_runs`' frame: per
+    target and strategy the corrected t-test of drop(a) - drop(b) over folds; across targets Wilcoxon."""
+    rows: list[dict] = []
+    unit = "relative AUC drop under corruption (% of clean), a - b"
+    for strategy in STRATEGIES:
+        per_target = []
+        for target in dict.fromkeys(runs["target"]):
+            sub = runs[(runs["target"] == target) & (runs["strategy"] == strategy)]
+            sub = sub.groupby(["source", "fold"], as_index=False)["drop"].mean()  # seeds: one value per fold
+            pair = sub[sub["source"] == a].merge(sub[sub["source"] == b], on="fold", suffixes=("_a", "_b"))
+            if pair.empty:
+                continue
+            diff = (pair["drop_a"] - pair["drop_b"]).to_numpy(np.float64)
+            nb = stats.corrected_resampled_t(diff, fold_test_train_ratio(study, target))
+            rows.append(_row(5, target, a, b, strategy, nb, unit + ", mean over folds"))
+            if np.isfinite(nb.statistic):
+                per_target.append(nb.statistic)
+        if per_target:
+            wil = stats.wilcoxon_exact(per_target)
+            rows.append(_row(5, ALL_TARGETS, a, b, strategy, wil, unit + ", Hodges-Lehmann over per-target means"))
+    _adjust(rows, lambda r: (r["strategy"], r["target"] == ALL_TARGETS))
+    return rows
+
+
 def _sentence(row: dict) -> tuple[str, str]:
     """The verdict and a sentence for one row."""
     claim = row["claim"]
@@ -228,6 +263,8 @@ def _sentence(row: dict) -> tuple[str, str]:
             -1 if higher else 1
     elif claim == CLAIMS[3]:
         word, sign = f"{a} and {b} ({row['strategy']}) agree on mistakes more than independent models", 1
+    elif claim == ROBUSTNESS:
+        word, sign = f"{a} is more robust to image corruptions than {b} ({row['strategy']}): a smaller AUC drop", -1
     else:
         word, sign = (f"higher CCA({a}-FT, {a}) at {row['layer']} goes with less AUC gain ({row['strategy']})", -1)
     word += f" [{row['test']}]"
@@ -246,8 +283,9 @@ def _sentence(row: dict) -> tuple[str, str]:
 
 def claims_table(study: Study, role_map: Roles, aucs: pd.DataFrame, images: pd.DataFrame, divergence: pd.DataFrame,
                  correlation: pd.DataFrame, resamples: int = 2000, permutations: int = 2000,
-                 seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """Every claim's rows (:data:`COLUMNS`), and what could not be tested at all."""
+                 seed: int = 0, robustness: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every claim's rows (:data:`COLUMNS`), and what could not be tested at all. ``robustness``:
+    :func:`medtransfer.analysis.robustness.mca_runs`' frame (no robustness claim when empty)."""
     missing = []
     if len(role_map.pretrained) < 2:
         return pd.DataFrame(columns=COLUMNS), ["claims need two pretrained sources; the study has "
@@ -257,6 +295,8 @@ def claims_table(study: Study, role_map: Roles, aucs: pd.DataFrame, images: pd.D
     rows += divergence_claim(divergence, a, b)
     rows += mistakes_claim(images, a, b, resamples, permutations, seed)
     rows += gain_claim(correlation, (a, b))
+    if robustness is not None and not robustness.empty:
+        rows += robustness_claim(study, robustness, a, b)
     for number, name in CLAIMS.items():
         if not any(r["claim"] == name for r in rows):
             missing.append(f"claim {name}: nothing to test (its runs, pairs or random-init runs are missing)")

@@ -4,9 +4,12 @@ Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests
 :mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
 differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
-``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims. A study with a
-``sweep:`` (or ``select: val``) also gets its sensitivity analysis, ``sensitivity_*.csv`` and
-``selected.csv`` (:mod:`medtransfer.analysis.sensitivity`).
+``figures/*.{png,pdf,svg}``; for a study evaluated under corruptions (``medtransfer evaluate``)
+``robustness.csv``, ``robustness_summary.csv``, ``mca.csv`` and a figure per target, and
+``cross_target.csv`` for one evaluated on other datasets
+(:mod:`medtransfer.analysis.robustness`); and ``DIR/report.html``, which opens with the claims. A
+study with a ``sweep:`` (or ``select: val``) also gets its sensitivity analysis,
+``sensitivity_*.csv`` and ``selected.csv`` (:mod:`medtransfer.analysis.sensitivity`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from medtransfer.analysis import figures as figs
 from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
-from medtransfer.analysis.claims import claims_table
+from medtransfer.analysis.claims import claims_table, fold_test_train_ratio
 from medtransfer.analysis.correlation import correlation_table, gain_points
 from medtransfer.analysis.divergence import FoldDivergence, combine, fold_divergence
 from medtransfer.analysis.grid import IncompleteStudyError, check_grid
@@ -35,6 +38,8 @@ from medtransfer.analysis.report import Figure, ReportContent, check_report_path
 from medtransfer.analysis.sensitivity import report_html as sensitivity_html
 from medtransfer.analysis.sensitivity import sensitivity
 from medtransfer.analysis.sensitivity import write_tables as write_sensitivity
+from medtransfer.analysis.robustness import (corruption_metrics, cross_target_table, mca_runs, mca_table,
+                                             robustness_figure, severity_summary)
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
@@ -247,8 +252,21 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     if role_map.random is None:
         missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
 
+    robustness, lacking = corruption_metrics(study, settings.auc_average)  # `medtransfer evaluate`'s files
+    missing.extend(lacking)
+    robustness_summary, robustness_runs = severity_summary(robustness), mca_runs(robustness)
+    mca = mca_table(robustness_runs, lambda target: fold_test_train_ratio(study, target))
+    if not robustness.empty:
+        robustness.to_csv(out / "robustness.csv", index=False)
+        robustness_summary.to_csv(out / "robustness_summary.csv", index=False)
+        mca.to_csv(out / "mca.csv", index=False)
+    cross, lacking = cross_target_table(study, settings.auc_average)
+    missing.extend(lacking)
+    if not cross.empty:
+        cross.to_csv(out / "cross_target.csv", index=False)
+
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
-                                   settings.bootstrap, settings.seed)
+                                   settings.bootstrap, settings.seed, robustness=robustness_runs)
     missing.extend(lacking)
     claims.to_csv(out / "claims.csv", index=False)
 
@@ -277,6 +295,26 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     if png is not None:
         figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
                               "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
+
+    for target in study.targets:
+        png = robustness_figure(robustness_summary, target, fig_dir)
+        if png is not None:
+            figures.append(Figure(png, f"Test AUC on {target} under image corruptions at severities 1-5 (0: clean; "
+                                  "medtransfer evaluate, no retraining): mean over folds, band: logit-t 95% interval "
+                                  "over folds; solid no-freeze, dashed freeze. Corruptions and severities: "
+                                  "medtransfer.data.corruptions."))
+    robustness_sections = [] if mca.empty else [
+        ("Robustness to image corruptions: mean corruption AUC (mCA)",
+         "Per target, source and strategy over folds: clean AUC, mCA (mean AUC over every corruption and severity "
+         "1-5 that all runs of the target were evaluated under; logit-t 95% interval over folds) and the relative "
+         "drop 100 (clean - mCA) / clean with its Nadeau-Bengio corrected t interval (unit: the fold). Per corruption "
+         "and severity: analysis/robustness_summary.csv (AUC and ECE), per run: analysis/robustness.csv.", mca)]
+    if not cross.empty:
+        robustness_sections.append((
+            "Cross-target evaluation: the fine-tuned networks on other datasets with the same label set",
+            "Per network target, source and strategy, the AUC on every image of the other dataset (the study's "
+            "evaluate: targets, classes mapped to the networks'), mean over folds with a logit-t 95% interval over "
+            "folds, beside the mean AUC on the own test parts (own_auc).", cross))
 
     passes = pd.Series(log.passes)
     notes.append(
@@ -322,6 +360,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              "mismatched); adjusted, the score corrected for chance, (mean - null_mean) / (best - null_mean), "
              "for comparing layers read at different geometries (docs/protocol.md).", summary),
             ("Per-run test AUC recomputed from predictions.csv", "", aucs),
+            *robustness_sections,
         ],
         missing=missing,
         notes=notes,

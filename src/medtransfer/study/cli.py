@@ -1,5 +1,5 @@
 """Commands of ``medtransfer.study`` for the command line (registered by ``medtransfer.cli``):
-``medtransfer run STUDY.yaml --out DIR`` and ``medtransfer status DIR``."""
+``medtransfer run STUDY.yaml --out DIR``, ``medtransfer evaluate DIR`` and ``medtransfer status DIR``."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def _detach_driver(study: str, out: Path, executor: str | None, device: str | No
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run`` and ``status`` to the root app."""
+    """Add ``run``, ``evaluate`` and ``status`` to the root app."""
 
     @app.command("run")
     def run_command(
@@ -140,6 +140,34 @@ def register(app: typer.Typer) -> None:
         table = (out / study_results_file("table2.md")).read_text()
         console.print(table, highlight=False)
         if report.failed:
+            raise typer.Exit(1)
+
+    @app.command("evaluate")
+    def evaluate_command(
+        out: Path = typer.Argument(..., help="Study directory (its finished runs are evaluated, none retrained)."),
+        corruptions: str = typer.Option(None, "--corruptions", help="all, or comma-separated names: "
+                                        "gaussian_noise, speckle_noise, gaussian_blur, motion_blur, contrast, "
+                                        "brightness, jpeg, downsample. \\[default: the study's evaluate.corruptions]"),
+        device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1. \\[default: each run's device setting]"),
+    ) -> None:
+        """Evaluate each finished run's test part under image corruptions at 5 severities (no retraining);
+        resumable; `medtransfer analyze` then adds robustness tables, figures and claims."""
+        from rich.console import Console
+
+        from medtransfer.atomic import check_folder
+        from medtransfer.study.evaluate import evaluate_study
+
+        check_folder(out, write=True, what="the study folder")
+        console = Console()
+        report = evaluate_study(out, corruptions, device)
+        console.print(f"{report.runs} runs: {len(report.evaluated)} evaluated now ({report.files} corruption files), "
+                      f"{len(report.unfinished)} unfinished, {len(report.damaged)} damaged", highlight=False)
+        for run_id in report.unfinished:
+            console.print(f"[yellow]unfinished[/] {run_id}: `medtransfer run` finishes it, then evaluate again",
+                          highlight=False)
+        for problem in report.damaged:
+            console.print(f"[red]damaged[/] {problem}", highlight=False)
+        if report.damaged:
             raise typer.Exit(1)
 
     @app.command("status")

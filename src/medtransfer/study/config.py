@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from medtransfer.data.corruptions import parse_names as corruption_names
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.models import registry
@@ -225,6 +226,50 @@ class TrackingSpec(_Strict):
     log_model: bool = False
 
 
+class CrossTargetSpec(_Strict):
+    """Another dataset the fine-tuned networks are evaluated on (every image of it, no training):
+    ``name`` labels it in files and tables, ``dataset`` is its loader (default: ``name``), ``root``
+    and ``options`` as for a target; ``classes`` maps its class names to the networks' class names
+    (images of unmapped classes are left out); ``networks``: the study targets whose runs are
+    evaluated (default: every target)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: str | None = None
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    classes: dict[str, str] = Field(min_length=1)
+    networks: list[str] | None = None
+
+    _name = field_validator("name")(_dir_name)
+
+    @property
+    def manifest_name(self) -> str:
+        return self.dataset or self.name
+
+
+class EvaluateSpec(_Strict):
+    """What ``run`` evaluates after training, and ``medtransfer evaluate`` by default, without
+    retraining: ``corruptions`` ("all" or names of :data:`medtransfer.data.corruptions.NAMES`),
+    each at severities 1..5 on every finished run's test part (:mod:`medtransfer.training.robustness`);
+    ``targets``: other datasets with the same label set (:class:`CrossTargetSpec`). A list given
+    as ``evaluate:`` is its ``targets``."""
+
+    corruptions: list[str] = Field(default_factory=list)
+    targets: list[CrossTargetSpec] = Field(default_factory=list)
+
+    @field_validator("corruptions", mode="before")
+    @classmethod
+    def _corruptions(cls, value: Any) -> list[str]:
+        if value is None or value == []:
+            return []
+        if not isinstance(value, (str, list)):
+            raise ValueError("expected 'all' or a list of corruption names")
+        try:
+            return corruption_names(value)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+
+
 class StudyConfig(_Strict):
     """A whole study: targets x sources x strategies x folds x seeds, plus shared constants."""
 
@@ -251,6 +296,13 @@ class StudyConfig(_Strict):
     sweep: Any = Field(default_factory=dict)
     # `val`: per target, source and strategy, the analysis picks the setting of best mean validation AUC
     select: Literal["val"] | None = None
+    # evaluations of the finished runs without retraining (corruptions), run after training
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+
+    @field_validator("evaluate", mode="before")
+    @classmethod
+    def _evaluate(cls, value: Any) -> Any:
+        return {"targets": value} if isinstance(value, list) else value
 
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
     _folds = field_validator("folds")(lambda v: _unique(v, "folds"))
@@ -307,6 +359,12 @@ class StudyConfig(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")
+        names = [t.name for t in self.targets]
+        for other in self.evaluate.targets:
+            unknown = sorted(set(other.networks or []) - set(names))
+            if unknown:
+                raise ValueError(f"evaluate target {other.name!r}: networks {unknown} are not targets of the study "
+                                 f"({names})")
         bad = [f for f in self.folds or [] if not 0 <= f < self.k_folds]
         if bad:
             raise ValueError(f"folds {bad} are outside 0..{self.k_folds - 1} (k_folds={self.k_folds})")

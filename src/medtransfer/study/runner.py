@@ -16,6 +16,7 @@ from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, make_executor, pin_threads
+from medtransfer.study.evaluate import evaluate_study
 from medtransfer.study.expand import expand
 from medtransfer.study.datasets import study_datasets
 from medtransfer.study.leakage import check_leakage
@@ -261,6 +262,8 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     if tracking:
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
+    if study.evaluate.corruptions or study.evaluate.targets:  # evaluations without retraining, in this process
+        evaluate_study(out)
     failed = [o for o in outcomes if o.state == "failed"]
     finished = sum(o.state == "done" for o in outcomes)
     return StudyReport(len(configs), len(configs) - len(tasks), finished, failed, elsewhere, recomputed)

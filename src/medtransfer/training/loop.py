@@ -102,15 +102,17 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-            batch_size: int, setup: StepSetup) -> tuple[torch.Tensor, float]:
+            batch_size: int, setup: StepSetup, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
     """Softmax probabilities ``(len(rows), k)`` float64 on the CPU and mean cross-entropy, in
-    inference mode, without augmentation. The caller puts the model in eval mode."""
+    inference mode, without augmentation unless ``generator`` is given (then ``setup.augment``,
+    e.g. a test-time corruption, transforms each batch drawing from it). The caller puts the
+    model in eval mode."""
     device = pixels.device
     chunks = []
     loss_sum = torch.zeros((), device=device)
     for start, stop in batch_slices(rows.numel(), batch_size, drop_single=False):
         index = rows[start:stop]
-        x = setup.prepare(pixels[index], None)
+        x = setup.prepare(pixels[index], generator)
         with setup.autocast(device):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, labels[index], reduction="sum")

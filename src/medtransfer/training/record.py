@@ -11,6 +11,11 @@ A run directory (``DIR/runs/{run id}/`` inside a study, any directory for a lone
                                       best-weights snapshot ``best.{phase}.{epoch}.pt`` it names)
 ``predictions.csv``, ``metrics.json``  test probabilities and metrics after fine-tuning
 ``probe/``                            freeze runs: ``head.pt``, ``predictions.csv``, ``metrics.json``
+``corruptions/{name}.csv``            test probabilities under one corruption at severities 1..5
+                                      (:mod:`medtransfer.training.robustness`; added after ``DONE``,
+                                      whose digests then name it too)
+``transfer/{name}.csv``               predictions on another dataset mapped to the run's classes
+                                      (likewise added after ``DONE``)
 ``progress.json``                     the run's progress (:class:`medtransfer.training.progress.RunProgress`)
 ``mlflow.json``                       its MLflow run (:mod:`medtransfer.tracking.mlflow_sink`)
 ``outcome.json``                      what a SLURM job made of the run, for its driver
@@ -73,11 +78,13 @@ PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
 CLAIM_LOCK = f"{RUNNING}.break"
 PROGRESS, MLFLOW, OUTCOME = "progress.json", "mlflow.json", "outcome.json"
+CORRUPTIONS = "corruptions"  # corruptions/{name}.csv, written after DONE and added to its digests
+TRANSFER = "transfer"  # transfer/{name}.csv: predictions on another dataset, likewise
 SNAPSHOT = "best.{phase}.{epoch:04d}.pt"  # in checkpoints/, named by last.pt
 SNAPSHOT_GLOB = "best.*.pt"
 # every name in a run directory (files, folders, markers): no other module spells one
 LAYOUT = (CONFIG, FACTS, FOLDS, HISTORY, PREDICTIONS, METRICS, CHECKPOINTS, BEST, LAST, PROBE, PROBE_HEAD, DONE,
-          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME)
+          RUNNING, FAILED, CLAIM_LOCK, PROGRESS, MLFLOW, OUTCOME, CORRUPTIONS, TRANSFER)
 HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc",
                    "seconds"]
 # what a finished run wrote for good, relative to its directory (each digested in DONE if present)
@@ -230,6 +237,31 @@ class RunDir:
     mlflow = property(lambda self: self.path / MLFLOW)
     outcome = property(lambda self: self.path / OUTCOME)
 
+    def corruption_file(self, name: str) -> Path:
+        """The test predictions under corruption ``name`` (``corruptions/{name}.csv``)."""
+        return self.path / CORRUPTIONS / f"{name}.csv"
+
+    def corruption_files(self) -> dict[str, Path]:
+        """The corruption files ``DONE`` records, by corruption name (a file on disk that ``DONE``
+        does not name - written by an evaluation killed before it sealed it - is not among them)."""
+        return self._sealed_in(CORRUPTIONS)
+
+    def transfer_file(self, name: str) -> Path:
+        """The predictions on another dataset ``name`` (``transfer/{name}.csv``)."""
+        return self.path / TRANSFER / f"{name}.csv"
+
+    def transfer_files(self) -> dict[str, Path]:
+        """The cross-target files ``DONE`` records, by dataset name (see :meth:`corruption_files`)."""
+        return self._sealed_in(TRANSFER)
+
+    def _sealed_in(self, folder: str) -> dict[str, Path]:
+        found = {}
+        for name in sorted(self.digests() or {}):
+            path = Path(name)
+            if path.parent.as_posix() == folder and path.suffix == ".csv":
+                found[path.stem] = self.path / path
+        return found
+
     def snapshot(self, name: str) -> Path:
         """A best-weights snapshot under ``checkpoints/`` by its file name (as ``last.pt`` names it)."""
         return self.checkpoints / name
@@ -338,6 +370,21 @@ class RunDir:
         """Write ``DONE`` (last), with the digest of every sealed file the run wrote."""
         files = {name: file_digest(self.file(name)) for name in SEALED if self.file(name).is_file()}
         write_text_atomic(self.done, json.dumps({"finished": time.time(), "files": files}, indent=2))
+
+    def seal(self, *paths: Path) -> None:
+        """Add the digests of ``paths`` (files the run directory holds, written after ``DONE``) to
+        ``DONE``, rewritten atomically; from then on :meth:`check` covers them. Refused (``DataError``)
+        for a run whose ``DONE`` carries no digests: sealing would pass its other files unverified.
+        One process at a time: two sealing at once may lose one of the additions (it is then
+        recomputed, as if never written)."""
+        state, _ = self.marker()
+        if state != "verified":
+            raise DataError(f"{self.done}: the run's marker carries no digests of its files ({state}); "
+                            "run it again with this medtransfer before adding files to it")
+        data = _read_json(self.done, "DONE marker")
+        for path in paths:
+            data["files"][self.relative(path)] = file_digest(Path(path))
+        write_text_atomic(self.done, json.dumps(data, indent=2))
 
     # -- state ------------------------------------------------------------------------------
 
