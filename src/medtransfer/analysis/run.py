@@ -10,7 +10,7 @@ differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, ro
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.tables import run_aucs
+from medtransfer.console import stages
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
@@ -45,6 +46,9 @@ from medtransfer.training.run import resolve_device
 from medtransfer.vocabulary import STRATEGIES
 
 FEW_ROWS_PER_CHANNEL = 10
+# the stages of one fold's layer-wise analysis, as progress lines name them
+STAGE_NAMES = {"activations": "activations", "measures": "similarity, intervals and nulls",
+               "divergence": "paired differences (claim 5.2)"}
 
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
@@ -59,9 +63,11 @@ def layerwise_similarity(
     settings: AnalysisSettings,
     device: torch.device,
     log: ForwardLog,
+    stage=lambda name: None,  # noqa: ANN001
 ) -> tuple[pd.DataFrame, list[str], list[str], list[FoldDivergence]]:
     """similarity.csv's frame for every target and fold, the missing pieces, notes, and claim 5.2's
-    per-fold paired differences (:func:`medtransfer.analysis.divergence.fold_divergence`)."""
+    per-fold paired differences (:func:`medtransfer.analysis.divergence.fold_divergence`).
+    ``stage(name)`` is called as each fold's activations, measures and paired differences begin."""
     layers = settings.resolved_layers()
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
@@ -104,10 +110,11 @@ def layerwise_similarity(
                 load,
                 labels, settings.measures, settings.batch_size, device, log,
                 Uncertainty(settings.ci, settings.resamples, settings.permutations, settings.seed, settings.ci_method),
-                keep=kept,
+                keep=kept, stage=lambda name: stage(f"{target} fold {fold}: {STAGE_NAMES[name]}"),
             )
             # claim 5.2's family (Holm within a target): strategies x layers x measures; enough
             # resamples that its smallest p-value, 1 / (draws + 1), can pass that correction
+            stage(f"{target} fold {fold}: {STAGE_NAMES['divergence']}")
             draws = max(settings.resamples,
                         draws_for_holm(len(STRATEGIES) * len(plan.layers) * len(settings.measures)))
             divergences += fold_divergence(target, fold, pairs, kept, plan, labels, settings.measures,
@@ -153,6 +160,7 @@ def analyze(
     device: str | None = None,
     formats: list[str] | None = None,
     partial: bool = False,
+    **settings: object,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -168,6 +176,11 @@ def analyze(
     missing, unfinished, damaged, mismatched, foreign run and changed source. ``partial`` writes
     the tables from the usable runs instead; their caption, ``table2.md`` and the report name the
     incomplete cells.
+
+    ``settings``: any other field of :class:`AnalysisSettings` (``resamples``, ``permutations``,
+    ``ci``, ...); ``None`` keeps the study's value; ``ci=0`` asks for no interval.
+
+    Each stage is reported on stderr as it ends (:func:`medtransfer.console.stages`).
     """
     started = time.perf_counter()
     check_report_path(Path(study_dir) / REPORT_FILE)  # before any work: a file of the user's is never replaced
@@ -177,22 +190,32 @@ def analyze(
         raise IncompleteStudyError(grid.refusal())
     study = read_study(study_dir, skip=grid.excluded, verified=grid.verified)
     study.grid = grid
+    unknown = sorted(set(settings) - {f.name for f in fields(AnalysisSettings)})
+    if unknown:
+        raise TypeError(f"analyze() got unknown analysis setting(s) {unknown}")
+    no_ci = settings.get("ci") == 0
+    if no_ci:
+        settings = {k: v for k, v in settings.items() if k != "ci"}
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
-                            split=split, threads=threads)
+                            split=split, threads=threads, **settings)
+    if no_ci:
+        settings = replace(settings, ci=None)
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        report = _analyze(study, settings, device, started, formats)
+        with stages("analyze") as stage:
+            report = _analyze(study, settings, device, started, formats, stage)
+            stage("tracking")
+            log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
     finally:
         torch.set_num_threads(previous_threads)
-    log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
     return report
 
 
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
-             formats: list[str] | None = None) -> Path:
-    """:func:`analyze` once the settings are resolved."""
+             formats: list[str] | None = None, stage=lambda name: None) -> Path:  # noqa: ANN001
+    """:func:`analyze` once the settings are resolved; ``stage(name)`` is called as each stage begins."""
     dev = resolve_device(device)
     out = study.root / ANALYSIS_DIR
     fig_dir = out / FIGURES_DIR
@@ -211,25 +234,28 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
                        f"so their files could not be checked, e.g. {study.unverified[0]}")
     notes: list[str] = []
 
+    stage("Table 2 (AUC from predictions.csv)")
     aucs, auc_problems = run_aucs(study, settings.auc_average)
     missing.extend(auc_problems)
     aucs.to_csv(out / "auc.csv", index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out, caption)
 
+    stage("prediction similarity")
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
     pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
     pred.to_csv(out / "prediction_similarity.csv", index=False)
 
     log = ForwardLog()
-    sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log)
+    sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log, stage)
     missing.extend(lacking)
     notes.extend(sim_notes)
     sim.to_csv(out / "similarity.csv", index=False)
     divergence = combine(fold_divergences)
     divergence.to_csv(out / "divergence.csv", index=False)
 
+    stage("correlation and claims")
     points = gain_points(sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
     points.to_csv(out / "gain_points.csv", index=False)
@@ -242,6 +268,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     missing.extend(lacking)
     claims.to_csv(out / "claims.csv", index=False)
 
+    stage("figures")
     layer_labels = list(settings.resolved_layers())
     figures: list[Figure] = []
     for target in study.targets:
@@ -266,6 +293,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
                               "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
 
+    stage("report")
     passes = pd.Series(log.passes)
     notes.append(
         f"{len(passes)} network-fold activation passes, each network run at most "
