@@ -238,7 +238,8 @@ class LocalExecutor:
                     submit_next()
 
         try:
-            for future in count_finished(finished(), "fine-tuning", len(tasks)):
+            work = "pretraining" if all(t.publish for t in tasks) else "fine-tuning"
+            for future in count_finished(finished(), work, len(tasks)):
                 outcomes[running.pop(future)] = future.result()  # a worker's interrupt is raised here
         except BaseException:
             # an interrupt (here or in a worker): no further run starts; a worker that got the
