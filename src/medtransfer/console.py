@@ -78,13 +78,14 @@ def write_line(stream: IO[str], text: str) -> None:
 FILE_WIDTH = 4096
 
 
-def output_console(stderr: bool = False) -> Console:
+def output_console(stderr: bool = False, soft_wrap: bool = False) -> Console:
     """A rich console for a command's output on stdout (stderr with ``stderr``): the terminal's
-    width on a terminal; for a file or a pipe no width limit (``FILE_WIDTH`` columns, lines never
-    wrapped), so that a table cell or a long line is never cut or folded."""
+    width on a terminal (long lines left to the terminal with ``soft_wrap``); for a file or a pipe
+    no width limit (``FILE_WIDTH`` columns, lines never wrapped), so that a table cell or a long
+    line is never cut or folded."""
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty():
-        return Console(stderr=stderr)
+        return Console(stderr=stderr, soft_wrap=soft_wrap)
     return Console(stderr=stderr, width=FILE_WIDTH, soft_wrap=True)
 
 
