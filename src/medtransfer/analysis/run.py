@@ -3,7 +3,8 @@
 Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests,
 :mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
-differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
+differences), ``prediction_similarity.csv``, ``prediction_pairs.csv`` (every pair of fine-tuned
+networks, random init included), ``gain_points.csv``, ``correlation.csv``,
 ``figures/*.{png,pdf,svg}``; and ``DIR/report.html``, which opens with the claims.
 """
 
@@ -28,7 +29,7 @@ from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
-from medtransfer.analysis.predictions import mistake_images, prediction_table
+from medtransfer.analysis.predictions import fine_tuned_pairs, mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.console import stages
@@ -246,6 +247,9 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     missing.extend(lacking)
     pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
     pred.to_csv(out / "prediction_similarity.csv", index=False)
+    pairs, lacking = fine_tuned_pairs(study, settings.bootstrap, settings.bootstrap, settings.seed)
+    missing.extend(lacking)
+    pairs.to_csv(out / "prediction_pairs.csv", index=False)
 
     log = ForwardLog()
     sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log, stage)
@@ -324,6 +328,12 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy; "
              "prediction_similarity.csv has per fold the excess over the baseline with its image-bootstrap interval "
              "and a permutation p-value (b's correctness permuted within class).", pred_summary),
+            ("Prediction similarity of every pair of fine-tuned networks",
+             "Per target, each pair of fine-tuned networks (random init included), pooled over folds: observed "
+             "P(err_a = err_b), the independent baseline, and excess = observed - baseline with its 95% image-bootstrap "
+             "interval (stratified by fold) and one-sided permutation p-value (b's correctness permuted within fold "
+             "and class), Holm-adjusted over the target's pairs (p_holm). Unit: the test image; the models are fixed.",
+             pairs),
             ("conv1 filters: resemblance to Gabor filters (Figure 4)",
              "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
              "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),
