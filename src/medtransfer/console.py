@@ -50,13 +50,59 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
 def count_finished(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
     """Yield finished items (futures, job results) with a bar on a terminal, or one plain line per
     finished item otherwise (``description: k/total finished, elapsed``)."""
-    if progress_enabled() or quiet():
-        yield from track(iterable, description, total)
+    if quiet():
+        yield from iterable
+        return
+    if progress_enabled():
+        # no time-remaining column: rich would extrapolate it from the few items finished so far
+        # (runs of unequal length); the runs' own lines and `status` give ETAs from measured epochs
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("finished,"),
+                      TimeElapsedColumn(), TextColumn("elapsed"), console=Console(stderr=True),
+                      transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            for item in iterable:
+                yield item
+                bar.advance(task)
         return
     began = time.monotonic()
     for k, item in enumerate(iterable, 1):
         yield item
         write_line(sys.stderr, f"{description}: {k}/{total} finished, {clock(time.monotonic() - began)} elapsed")
+
+
+_LINES: IO[str] | None = None  # where plain progress lines go instead of stderr (see send_lines_to)
+
+
+def line_stream() -> IO[str]:
+    """Where plain progress lines go: stderr, or the parent's queue in a worker process whose
+    parent shows a progress bar (:func:`send_lines_to`)."""
+    return _LINES if _LINES is not None else sys.stderr
+
+
+class _QueueLines:
+    """A text stream that puts each complete line on a multiprocessing queue."""
+
+    def __init__(self, queue) -> None:  # noqa: ANN001
+        self.queue, self.buffer = queue, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.queue.put(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def send_lines_to(queue) -> None:  # noqa: ANN001 - a multiprocessing queue
+    """In a worker process: send plain progress lines to ``queue``, for the parent to print above
+    its progress bar (a line written to the terminal by another process lands on the bar's line)."""
+    global _LINES
+    _LINES = _QueueLines(queue)
 
 
 def clock(seconds: float | None) -> str:

@@ -161,6 +161,7 @@ def analyze(
     device: str | None = None,
     formats: list[str] | None = None,
     partial: bool = False,
+    timings: dict[str, float] | None = None,
     **settings: object,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
@@ -181,7 +182,8 @@ def analyze(
     ``settings``: any other field of :class:`AnalysisSettings` (``resamples``, ``permutations``,
     ``ci``, ...); ``None`` keeps the study's value; ``ci=0`` asks for no interval.
 
-    Each stage is reported on stderr as it ends (:func:`medtransfer.console.stages`).
+    Each stage is reported on stderr as it ends (:func:`medtransfer.console.stages`); ``timings``,
+    if given, receives the seconds of each stage (stage name -> seconds).
     """
     started = time.perf_counter()
     check_report_path(Path(study_dir) / REPORT_FILE)  # before any work: a file of the user's is never replaced
@@ -209,6 +211,8 @@ def analyze(
             report = _analyze(study, settings, device, started, formats, stage)
             stage("tracking")
             log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
+        if timings is not None:
+            timings.update(stage.seconds)
     finally:
         torch.set_num_threads(previous_threads)
     return report

@@ -64,7 +64,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
         for r in shown:
             table.add_row(r["run_id"], r["state"], r["phase"], f"{r['epoch']}/{r['epochs']}",
                           _fmt(r["best_val_auc"], ".3f"), _fmt(r["seconds_per_epoch"], ".1f"),
-                          clock(r["eta_s"]) if r["eta_s"] is not None else "-",
+                          f"{clock(r['eta_s'])} (<= {clock(r.get('eta_max_s'))})" if r["eta_s"] is not None else "-",
                           _fmt(r["test_auc"], ".3f"), *([(r["error"] or "")[:60]] * errors))
         parts.append(table)
     return Group(*parts)

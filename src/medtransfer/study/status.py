@@ -44,7 +44,8 @@ def study_progress(out: str | Path, check: Check = "quick") -> dict[str, Any]:
     Per run: ``run_id, target, strategy, state`` (done, running, interrupted, failed, pending),
     ``phase, epoch, epochs`` (epoch k/N of the current phase), ``best_val_auc``,
     ``seconds_per_epoch`` (current phase), ``test_auc`` (done runs), ``eta_s`` (this run's time
-    left, while it runs; None otherwise), ``expected_s`` (its time left, also for a run that waits),
+    left, while it runs; None otherwise), ``eta_max_s`` (the same with every epoch limit reached: the
+    bound the run's live line shows as ``ETA <=``), ``expected_s`` (its time left, also for a run that waits),
     ``task`` (``pretrain`` or ``finetune``). ``pretraining``: the same rows for the runs that make
     the sources the study pretrains itself (they run before every fine-tuning run); ``counts`` and
     ``runs`` are the fine-tuning grid's.
@@ -112,7 +113,9 @@ def study_progress(out: str | Path, check: Check = "quick") -> dict[str, Any]:
                "epochs": summary.get("epochs", 0), "best_val_auc": summary.get("best_val_auc"),
                "seconds_per_epoch": speed, "test_auc": run["status"].auc,
                # a run that waits has no time left of its own yet: its expected duration counts in the grid's ETA
-               "eta_s": eta if state == "running" else None, "expected_s": eta, "error": run["status"].error}
+               "eta_s": eta if state == "running" else None, "expected_s": eta,
+               # every epoch limit reached: what the run's live line shows as "ETA <="
+               "eta_max_s": eta_max if state == "running" else None, "error": run["status"].error}
         (pretraining if run["task"] == "pretrain" else rows).append(row)
     parallel = max(1, running)
     grid = [r["status"] for r in runs if r["task"] == "finetune"]

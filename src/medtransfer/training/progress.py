@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.text import Text
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.console import clock, progress_enabled, quiet, write_line
+from medtransfer.console import clock, line_stream, progress_enabled, quiet, write_line
 from medtransfer.training.record import RunDir
 from medtransfer.vocabulary import is_pretraining
 
@@ -229,7 +229,7 @@ class LineView:
     """One plain line per event, flushed (for files and cluster logs)."""
 
     def __init__(self, stream: IO[str] | None = None, total: int | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream or line_stream()
         self.grid = _Grid(total)
 
     def started(self, state: dict[str, Any]) -> None:
@@ -271,7 +271,7 @@ class LiveView(LineView):
     def _render(self):  # noqa: ANN202 - a rich renderable
         grid = self.grid
         work = "pretraining" if self.state is not None and self.state.get("task") == "pretrain" else "fine-tuning"
-        head = f"{work} run {grid.ended + 1}/{grid.total}, {clock(time.monotonic() - grid.began)} elapsed" \
+        head = f"{work} run {min(grid.ended + 1, grid.total)}/{grid.total}, {clock(time.monotonic() - grid.began)} elapsed" \
             if grid.total else work
         if self.state is None:
             return Text(head)
