@@ -129,8 +129,9 @@ def main() -> None:
     for name, seconds in timings.items():
         key = name.split(": ", 1)[1] if " fold " in name else name
         groups[key] = groups.get(key, 0.0) + seconds
-    print(f"study {out}: {args.images} images at {args.size} px, 9 runs, {args.epochs} epochs; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    made = f"{args.images} images at {args.size} px, {args.epochs} epochs" if trained is not None else \
+        "trained earlier (its settings: study.resolved.yaml)"
+    print(f"study {out}: 9 runs, {made}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if trained is not None:
         print(f"training wall time (2 workers, pretraining included): {trained:.0f} s")
     print(f"training epochs recorded: {epochs_s:.0f} s in all (one worker's time; 2 workers: ~{epochs_s / 2:.0f} s wall)")
