@@ -1,118 +1,150 @@
-"""Benchmark: the layer-wise analysis of one fold on CPU - every pair of the paper's grid
-(two pretrained sources + random, both strategies) x 5 layers x ``repeats``, CCA and CKA.
+"""Benchmark: `medtransfer analyze` of a BUSI-sized study against the study's own training time.
 
-Networks are built in memory (Keras-initialised ResNet50s and perturbed copies standing in for
-fine-tuned models); stimuli are synthetic images at ``--size`` px. Reports the time of each stage
-and the number of forward passes per network.
+Builds a study like the one of issue "the researcher's day" (a source pretrained by the study,
+fine-tuned on a target against random init, both strategies, 3 folds: 9 runs, 64 px, 2 workers
+of one thread) on the synthetic dataset, trains it, then analyses it with the default analysis
+settings (or the ones given) and reports where the analysis' time goes: each stage of
+`analyze` (Table 2, prediction similarity, per fold: activations, similarity with intervals and
+nulls, paired differences; correlation and claims; figures; report), and inside the similarity
+stages the time of the image-bootstrap resamples and of the permutation nulls. The bar: analysis
+time <= 1/4 of the training time (pretraining included) on the same machine.
 
-    python benchmarks/analysis.py --size 112 --pool 256 --threads 2
+    python benchmarks/analysis.py --out /tmp/bench-study                     # BUSI-sized: 780 images
+    python benchmarks/analysis.py --out /tmp/bench-study --images 300 --epochs 4   # quicker
+
+A second call with the same --out reuses the trained study (its training time is read from the
+runs' history) and only analyses it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+
+def study_yaml(images: int, size: int, epochs: int, pretrain_images: int, pretrain_epochs: int) -> dict:
+    """The study: synthetic target (``images`` images, 2 per patient) at ``size`` px, one source
+    pretrained by the study on another synthetic task, random init; 3 folds, both strategies."""
+    return {
+        "name": "bench-analysis",
+        "targets": [{"name": "synthetic", "dataset": "synthetic",
+                     "options": {"n_patients": images // 2, "images_per_patient": 2, "size": size, "task": "target",
+                                 "seed": 0},
+                     "size": size, "batch_size": 16}],
+        "sources": [{"name": "synth_a", "pretrain": {
+            "dataset": "synthetic", "size": size, "batch_size": 32, "epochs": pretrain_epochs, "lr": 1.0e-3,
+            "options": {"n_patients": pretrain_images, "images_per_patient": 1, "size": size, "task": "source-a",
+                        "n_classes": 4, "seed": 1},
+            "training": {"bn_momentum": 0.3, "augment": False}}},
+            {"name": "random"}],
+        "strategies": ["no-freeze", "freeze"],
+        "k_folds": 3,
+        "seeds": [0],
+        "training": {"split_fractions": [0.6666667, 0.0833333, 0.25], "lr": 1.0e-4, "epochs": epochs, "patience": epochs, "probe_epochs": max(1, epochs // 2),
+                     "probe_patience": epochs, "threads": 1, "bn_momentum": 0.3, "checkpoint_every_s": 60},
+        "executor": {"kind": "local", "workers": 2},
+        "analysis": {"sources": ["synth_a"]},
+    }
 
 
-def fake_fold(root: Path) -> None:
-    """Run directories (config + DONE) of one fold: alpha and beta x both strategies, random."""
-    for source, strategies in (("alpha", ("no-freeze", "freeze")), ("beta", ("no-freeze", "freeze")), ("random", ("no-freeze",))):
-        for strategy in strategies:
-            run = root / "runs" / "bench" / f"{source}-{strategy}" / "fold0"
-            run.mkdir(parents=True)
-            (run / "config.json").write_text(json.dumps({"target": "bench", "source": source, "strategy": strategy,
-                                                         "fold": 0, "seed": 0, "normalization": "caffe"}))
-            (run / "DONE").write_text("")
+def history_seconds(out: Path) -> float:
+    """Seconds of every epoch the study's runs recorded (pretraining included): its training
+    time with one worker; the wall time with 2 workers is about half of it."""
+    total = 0.0
+    for history in list(out.glob("runs/**/history.csv")) + list(out.glob("sources/*-run/history.csv")):
+        with open(history) as handle:
+            total += sum(float(row["seconds"]) for row in csv.DictReader(handle) if row.get("seconds"))
+    return total
+
+
+class Timer:
+    """Wraps a function of a module and adds up the seconds spent in it."""
+
+    def __init__(self, module, name: str) -> None:  # noqa: ANN001
+        self.module, self.name, self.seconds, self.calls = module, name, 0.0, 0
+        self.original = getattr(module, name)
+
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            began = time.perf_counter()
+            try:
+                return self.original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - began
+                self.calls += 1
+
+        setattr(module, name, timed)
+
+    def restore(self) -> None:
+        setattr(self.module, self.name, self.original)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=112)
-    parser.add_argument("--pool", type=int, default=256, help="stimulus images in the fold's test split")
-    parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="study directory (reused when it exists)")
+    parser.add_argument("--images", type=int, default=780, help="target images (BUSI: 780)")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--pretrain-images", type=int, default=780)
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the analysis [default: torch's]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an analysis setting (repeatable), e.g. --set resamples=200")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    os.environ.setdefault("MEDTRANSFER_QUIET", "1")
 
-    from medtransfer.analysis.activations import ForwardLog, Network, plan_sampling
-    from medtransfer.analysis.inventory import read_study
-    from medtransfer.analysis.layerwise import fold_similarity
-    from medtransfer.analysis.pairs import distinct_models, fold_pairs, roles
-    from medtransfer.data import load_manifest
-    from medtransfer.models import PAPER_LAYERS, ResNet50, keras_init_
-    from medtransfer.models.registry import layer_shapes
+    import yaml
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fake_fold(Path(tmp))
-        study = read_study(tmp)
-        pairs, _ = fold_pairs(study, "bench", 0, roles(study))
-    models = distinct_models(pairs)
+    from medtransfer.analysis import run as analysis_run
+    from medtransfer.similarity import bootstrap, sampling
+    from medtransfer.study.config import StudyConfig
+    from medtransfer.study.runner import run_study
 
-    t0 = time.perf_counter()
-    networks: dict[str, ResNet50] = {}
-    for i, (key, ref) in enumerate(models.items()):
-        seed = {"alpha": 11, "beta": 12}.get(ref.load, ref.seed)
-        model = keras_init_(ResNet50(), seed=seed)
-        if ref.kind == "finetuned":
-            g = torch.Generator().manual_seed(100 + i)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(0.2 * p.abs().mean() * torch.randn(p.shape, generator=g))
-        networks[key] = model.eval()
-    t_build = time.perf_counter() - t0
+    out = args.out
+    study = StudyConfig.parse(study_yaml(args.images, args.size, args.epochs, args.pretrain_images,
+                                         args.pretrain_epochs))
+    trained = None
+    if not (out / "results" / "auc.csv").exists():
+        began = time.perf_counter()
+        report = run_study(study, out)
+        trained = time.perf_counter() - began
+        assert not report.failed, report.failed
+    epochs_s = history_seconds(out)
 
-    manifest = load_manifest("synthetic", None, n_patients=args.pool, images_per_patient=1, size=args.size, seed=0)
-    pool = np.stack([manifest.read_image(i) for i in range(args.pool)])
-    from medtransfer.models import Normalization
+    settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null")]
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    try:
+        analysis_run.analyze(out, threads=args.threads, timings=timings, formats=["png", "pdf", "svg"], **settings)
+    finally:
+        for timer in timers:
+            timer.restore()
+    analysed = time.perf_counter() - began
 
-    norm = Normalization("caffe")
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    layers = {v: k for k, v in PAPER_LAYERS.items()}
-    plan = plan_sampling(len(pool), layer_shapes(args.size, list(layers)), args.rows, args.channels, args.repeats, 0)
-    log = ForwardLog()
-    forward_time = {"t": 0.0, "cpu": 0.0}
-
-    def load(ref):
-        net = networks[ref.key]
-
-        def features(x, names):
-            start, cpu = time.perf_counter(), time.process_time()
-            out = net.features(x, names)
-            forward_time["t"] += time.perf_counter() - start
-            forward_time["cpu"] += time.process_time() - cpu
-            return out
-
-        return Network(features, norm)
-
-    frame, problems = fold_similarity("bench", 0, pairs, pool, plan, load, layers, ("cca", "cka"),
-                                      args.batch_size, "cpu", log)
-    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"pairs {len(pairs)}, distinct networks {len(models)}, layers {len(plan.layers)}, repeats {args.repeats}, "
-          f"measures 2 -> {len(frame)} rows ({len(frame) * args.repeats} similarity values)")
-    print(f"size {args.size}px, pool {args.pool} images, images run per network {len(plan.images)}, "
-          f"threads {args.threads}")
-    for name, p in plan.layers.items():
-        print(f"  {layers[name]:7s} {p.shape}: {len(p.images[0])} images x {p.shape[1]}x{p.shape[2]} = {p.rows} rows, "
-              f"{len(p.channels[0])} channels")
-    print(f"forward passes per network: {sorted(set(log.passes.values()))} (networks: {len(log.passes)}); "
-          f"sampled activations kept: {plan.nbytes(len(models)) / 2**20:.1f} MiB")
-    print(f"wall time: analysis of the fold {total:.1f} s = forward {forward_time['t']:.1f} s + sampling/measures "
-          f"{total - forward_time['t']:.1f} s (network build, not counted: {t_build:.1f} s)")
-    print(f"CPU time (all threads): {total_cpu:.1f} s = forward {forward_time['cpu']:.1f} s + sampling/measures "
-          f"{total_cpu - forward_time['cpu']:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    if problems:
-        print("problems:", *problems, sep="\n  ")
+    groups: dict[str, float] = {}
+    for name, seconds in timings.items():
+        key = name.split(": ", 1)[1] if " fold " in name else name
+        groups[key] = groups.get(key, 0.0) + seconds
+    made = f"{args.images} images at {args.size} px, {args.epochs} epochs" if trained is not None else \
+        "trained earlier (its settings: study.resolved.yaml)"
+    print(f"study {out}: 9 runs, {made}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if trained is not None:
+        print(f"training wall time (2 workers, pretraining included): {trained:.0f} s")
+    print(f"training epochs recorded: {epochs_s:.0f} s in all (one worker's time; 2 workers: ~{epochs_s / 2:.0f} s wall)")
+    print(f"analysis wall time: {analysed:.0f} s; settings {settings or 'defaults'}")
+    for key, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:45s} {seconds:8.1f} s  {100 * seconds / analysed:5.1f}%")
+    resamples, null = timers
+    print(f"  of which image-bootstrap resamples        {resamples.seconds:8.1f} s  ({resamples.calls} calls)")
+    print(f"  of which permutation nulls                {null.seconds:8.1f} s  ({null.calls} calls)")
+    reference = trained if trained is not None else epochs_s / 2
+    print(f"analysis / training = {analysed / reference:.2f} (bar: <= 0.25)")
+    print(json.dumps({"analysis_s": analysed, "training_s": trained, "epochs_s": epochs_s, "stages": groups,
+                      "resamples_s": resamples.seconds, "null_s": null.seconds}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def demo(tmp_path_factory):
 def test_demo_runs_the_whole_study_and_resumes(demo):
     out, output = demo
     assert "0 failed" in output
+    assert "…" not in output  # not a terminal: no table cell cut to rich's 80 columns
 
     auc = pd.read_csv(out / "results" / "auc.csv")
     # 3 folds x (2 pretrained sources x 2 strategies + random no-freeze)

@@ -88,7 +88,7 @@ def main() -> None:
         sys.exit(1)
     except OSError as error:  # a full disk, a read-only or foreign folder met where no code expected it
         message = storage_error(error.filename or "(no file named)", error, "")
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as error:
         # Usage errors (unknown command, bad option) arrive here in non-standalone mode; typer

@@ -19,6 +19,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medtransfer.console import output_console
+
 
 def similarity_showcase(seed: int = 0) -> list[tuple[str, str, float, float]]:
     """CCA and CKA on synthetic activations whose relation is known.
@@ -126,4 +128,4 @@ def register(app: typer.Typer) -> None:
                                         "minute) and report robustness. \\[default: none]"),
     ) -> None:
         """Run medtransfer end to end on embedded synthetic data, fully offline."""
-        run_demo(out, Console(), corruptions)
+        run_demo(out, output_console(), corruptions)

@@ -25,6 +25,15 @@ NO_FREEZE, FREEZE = STRATEGIES
 Phase = Literal["probe", "finetune"]
 PROBE, FINETUNE = get_args(Phase)
 
+# the source name of a run that pretrains a study's own source (``pretrain-{source}``): its
+# progress reads "pretraining", not "finetune"
+PRETRAIN_PREFIX = "pretrain-"
+
+
+def is_pretraining(source_name: str | None) -> bool:
+    """Whether a run with this ``source_name`` pretrains a source (see :data:`PRETRAIN_PREFIX`)."""
+    return bool(source_name) and str(source_name).startswith(PRETRAIN_PREFIX)
+
 NormalizationMode = Literal["caffe", "unit", "symmetric", "torch"]
 NORMALIZATION_MODES: dict[str, str] = dict(zip(get_args(NormalizationMode), (
     "RGB->BGR, minus the ImageNet BGR mean [103.939, 116.779, 123.68], no scaling (Keras)",

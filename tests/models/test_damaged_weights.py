@@ -82,3 +82,12 @@ def test_check_finite_state_skips_integer_tensors_and_accepts_clean_state():
     check_finite_state({"bn.num_batches_tracked": torch.tensor(3), "bn.running_var": torch.ones(4)}, "f.pth")
     with pytest.raises(WeightsError, match="f.pth: BatchNorm variance bn.running_var"):
         check_finite_state({"bn.running_var": np.array([1.0, -2.0])}, "f.pth")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_check_finite_state_accepts_finite_values_whose_sum_overflows_and_refuses_canceling_infinities(dtype):
+    big = torch.full((8,), torch.finfo(dtype).max, dtype=dtype)  # finite, but their sum is inf
+    check_finite_state({"w": big}, "f.pth")
+    both = torch.tensor([float("inf"), float("-inf"), 1.0], dtype=dtype)  # sums to NaN
+    with pytest.raises(WeightsError, match="f.pth: tensor w holds 2 infinite value"):
+        check_finite_state({"w": both}, "f.pth")

@@ -60,7 +60,7 @@ def test_preemption_at_random_moments_on_submitit_local_jobs(preemption_referenc
     starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
     print(f"requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
     assert logs.count("this job is preempted") == LOCAL_PREEMPTIONS, logs[-3000:]
-    assert logs.count(": resumed at finetune epoch") == LOCAL_PREEMPTIONS and starts == LOCAL_PREEMPTIONS + 1
+    assert logs.count(": resumed from its checkpoint after finetune epoch") == LOCAL_PREEMPTIONS and starts == LOCAL_PREEMPTIONS + 1
 
 
 @pytest.mark.slow

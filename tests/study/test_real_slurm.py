@@ -107,7 +107,7 @@ def test_preemption_at_random_moments_requeues_and_resumes(cluster, preemption_r
     assert len(signaller.resumes) == PREEMPTIONS and all(r["resumed"] for r in signaller.resumes)
     assert logs.count("this job is preempted") == PREEMPTIONS, logs[-3000:]
     assert starts == PREEMPTIONS + 1
-    assert logs.count(": resumed at finetune epoch") == PREEMPTIONS, logs[-3000:]
+    assert logs.count(": resumed from its checkpoint after finetune epoch") == PREEMPTIONS, logs[-3000:]
     assert not (run / "FAILED").exists()
     assert len(_job_dirs(out)) == 1  # one array task, requeued: never resubmitted
     assert len({s["owner"] for s in signaller.sent}) == 1  # the same job every time

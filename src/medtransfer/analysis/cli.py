@@ -18,6 +18,11 @@ def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _study_default(name: str, value: object) -> str:
+    """The help's default of an ``analyze`` option: the study's setting, else AnalysisSettings'."""
+    return f"\\[default: study.yaml's analysis.{name}, else {value}]"
+
+
 def register(app: typer.Typer) -> None:
     """Add ``analyze`` and ``similarity`` to the root app."""
 
@@ -43,21 +48,47 @@ def register(app: typer.Typer) -> None:
                                     "(PNG is always written: the report embeds it)."),
         partial: bool = typer.Option(False, "--partial", help="Write the tables although the study is not a "
                                      "complete, verified grid; the caption and report name the incomplete cells."),
+        ci: float = typer.Option(None, help="Image-bootstrap interval level of each layer-wise score; 0 for none. "
+                                 f"{_study_default('ci', DEFAULTS.ci)}"),
+        resamples: int = typer.Option(None, help="Bootstrap resamples of that interval. "
+                                      f"{_study_default('resamples', DEFAULTS.resamples)}"),
+        ci_method: str = typer.Option(None, help=f"Resample values, one of {', '.join(INTERVAL_METHODS)}. "
+                                      f"{_study_default('ci_method', DEFAULTS.ci_method)}"),
+        permutations: int = typer.Option(None, help=PERMUTATIONS_HELP.replace(
+            "\\[default: ", "\\[default: study.yaml's analysis.permutations, else ")),
+        sampling: str = typer.Option(None, help="paper (all positions of few images) or spread (positions per image). "
+                                     f"{_study_default('sampling', DEFAULTS.sampling)}"),
+        positions: int = typer.Option(None, help="Positions per image of the spread sampling. "
+                                      f"{_study_default('positions', DEFAULTS.positions)}"),
+        batch_size: int = typer.Option(None, help="Images per forward batch. "
+                                       f"{_study_default('batch_size', DEFAULTS.batch_size)}"),
+        seed: int = typer.Option(None, help="Seed of the row and channel sampling. "
+                                 f"{_study_default('seed', DEFAULTS.seed)}"),
+        sources: str = typer.Option(None, help="Comma-separated: the two pretrained sources in the paper's roles. "
+                                    "\\[default: study.yaml's analysis.sources, else the study's first two]"),
+        auc_average: str = typer.Option(None, help="Multiclass AUC of Table 2: macro, weighted or micro. "
+                                        f"{_study_default('auc_average', DEFAULTS.auc_average)}"),
+        bootstrap: int = typer.Option(None, help="Resamples of the claims' bootstrap intervals and permutation tests. "
+                                      f"{_study_default('bootstrap', DEFAULTS.bootstrap)}"),
+        correlation_points: str = typer.Option(None, help="Figure 6's points: target (mean over folds) or fold. "
+                                               f"{_study_default('correlation_points', DEFAULTS.correlation_points)}"),
     ) -> None:
         """Tables, figures and statistics of a study, in DIR/analysis/ and one DIR/report.html.
 
         The runs are first checked against the study's grid; a study with a missing, unfinished,
         damaged, mismatched or foreign run is refused, naming each, unless --partial is given."""
-        from rich.console import Console
-
         from medtransfer.analysis.run import analyze as run_analysis
         from medtransfer.atomic import check_folder
+        from medtransfer.console import output_console
 
         check_folder(study_dir, write=True, what="the study folder")
         path = run_analysis(study_dir, layers=_split(layers), rows=rows, channels=channels, repeats=repeats,
                             measures=_split(measures), split=split, threads=threads, device=device,
-                            formats=_split(formats), partial=partial)
-        Console().print(f"report: {path}", highlight=False)
+                            formats=_split(formats), partial=partial, ci=ci, resamples=resamples,
+                            ci_method=ci_method, permutations=permutations, sampling=sampling,
+                            positions=positions, batch_size=batch_size, seed=seed, sources=_split(sources),
+                            auc_average=auc_average, bootstrap=bootstrap, correlation_points=correlation_points)
+        output_console().print(f"report: {path}", highlight=False)
 
     @app.command()
     def similarity(
@@ -93,7 +124,6 @@ def register(app: typer.Typer) -> None:
                                          "(repeatable; see `medtransfer data options NAME`)."),
     ) -> None:
         """Layer-wise CCA and CKA of two networks over a dataset's images."""
-        from rich.console import Console
         from rich.table import Table
 
         import torch
@@ -102,6 +132,7 @@ def register(app: typer.Typer) -> None:
 
         from medtransfer.analysis.compare import check_options, compare_models, resolve_size
         from medtransfer.atomic import write_text_atomic
+        from medtransfer.console import output_console
         from medtransfer.data.cli import parse_options
 
         check_options(size=size, images=images, threads=threads, device=device, out=out)
@@ -124,6 +155,6 @@ def register(app: typer.Typer) -> None:
         for r in frame.itertuples():
             table.add_row(r.layer, r.measure, f"{r.mean:.3f}±{r.std:.3f}", f"{r.ci_low:.3f}-{r.ci_high:.3f}",
                           f"{r.null_mean:.3f}/{r.null_p95:.3f}", f"{r.p_value:.2f}", f"{r.rows}x{r.channels}")
-        Console().print(table)
+        output_console().print(table)
         if out is not None:
             write_text_atomic(out, frame.to_csv(index=False))

@@ -79,6 +79,7 @@ def fold_similarity(
     log: ForwardLog | None = None,
     uncertainty: Uncertainty | None = None,
     keep: dict[str, dict[str, list[np.ndarray]]] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Similarity rows (:data:`COLUMNS`) of every pair at every planned layer, and problems met.
 
@@ -89,12 +90,16 @@ def fold_similarity(
         uncertainty: interval and null settings (None: neither; the columns are NaN).
         keep: if given, receives the sampled activations (model key -> layer -> per-repeat
             matrices) for paired statistics on the same stimuli (:mod:`medtransfer.analysis.divergence`).
+        stage: called with ``"activations"`` before the networks run and ``"measures"`` before the
+            pairs are scored (progress reporting, :func:`medtransfer.console.stages`).
 
     A network that fails to load (e.g. weights not available) is reported and its pairs skipped.
     """
     log = log if log is not None else ForwardLog()
     problems: list[str] = []
     samples: dict[str, dict[str, list[np.ndarray]]] = {}
+    stage = stage or (lambda name: None)
+    stage("activations")
     for key, ref in distinct_models(pairs).items():
         try:
             network = load(ref)
@@ -108,6 +113,7 @@ def fold_similarity(
     rows = []
     refused: dict[tuple[str, str], str] = {}
     seed = (uncertainty.seed if uncertainty is not None else 0) + 7919 * fold
+    stage("measures")
     for p, pair in enumerate(track(pairs, f"similarity {target} fold {fold}", total=len(pairs))):
         if pair.a.key not in samples or pair.b.key not in samples:
             continue

@@ -97,6 +97,12 @@ class StudyResults:
         """``analysis/prediction_similarity.csv``; ``DataError`` before the analysis ran."""
         return self._analysis_table("prediction_similarity.csv", "the prediction similarity")
 
+    def prediction_pairs(self) -> pd.DataFrame:
+        """``analysis/prediction_pairs.csv``: every pair of fine-tuned networks of each target, random
+        init included, with the agreement excess, its interval and test; ``DataError`` before the
+        analysis ran."""
+        return self._analysis_table("prediction_pairs.csv", "the prediction similarity of every pair")
+
     def claims(self) -> pd.DataFrame:
         """The paper's claims checked on this study (``analysis/claims.csv``); ``DataError`` before
         an analysis that writes it ran."""

@@ -10,6 +10,11 @@ a1*a2 + (1-a1)*(1-a2), their difference ``excess`` with its image-bootstrap 95% 
 (``excess_low``, ``excess_high``) and the one-sided ``p_value`` of "agreement above chance"
 (permutation of b's correctness within class; :func:`medtransfer.stats.agreement_excess`). Unit:
 the test image; the trained models are fixed.
+
+:func:`fine_tuned_pairs` (``prediction_pairs.csv``) does not need two pretrained sources: every
+pair of fine-tuned networks of a target (each source, random init included, each strategy and
+seed), pooled over the folds both have, with the same statistic, interval and test, and the
+p-value Holm-adjusted over the pairs of the target (``p_holm``).
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ def mistake_images(study: Study, role_map: Roles) -> tuple[pd.DataFrame, list[st
                         "correct_a": pa.argmax(axis=1) == labels, "correct_b": pb.argmax(axis=1) == labels,
                     }))
     if len(role_map.pretrained) < 2:
-        missing.append("prediction similarity needs two pretrained sources; the study has "
-                       f"{', '.join(role_map.pretrained) or 'none'}")
+        missing.append("prediction similarity between two pretrained sources (Figure 5) needs two; the study has "
+                       f"{', '.join(role_map.pretrained) or 'none'} (prediction_pairs.csv compares every pair of "
+                       "fine-tuned networks, random init included)")
     images = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=IMAGE_COLUMNS)
     return images, missing
 
@@ -111,3 +117,57 @@ def prediction_table(images: pd.DataFrame, resamples: int = 2000, permutations: 
         rows.append([*key, float((a == b).mean()), a1 * a2 + (1 - a1) * (1 - a2), a1, a2, len(g),
                      test.statistic, test.low, test.high, test.p_value])
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+PAIR_COLUMNS = ["target", "model_a", "model_b", "source_a", "strategy_a", "seed_a", "source_b", "strategy_b", "seed_b",
+                "folds", "n", "observed", "baseline", "accuracy_a", "accuracy_b", "excess", "excess_low", "excess_high",
+                "p_value", "p_holm"]
+
+
+def _model_label(source: str, strategy: str, seed: int) -> str:
+    return f"{source}-{strategy}" + (f"-seed{seed}" if seed else "")
+
+
+def fine_tuned_pairs(study: Study, resamples: int = 2000, permutations: int = 2000,
+                     seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """``prediction_pairs.csv``'s rows (:data:`PAIR_COLUMNS`): for each target, every unordered
+    pair of its fine-tuned networks (``(source, strategy, seed)``, random init included), pooled
+    over the folds where both finished: agreement ``observed``, the independent baseline, each
+    model's accuracy, and :func:`medtransfer.stats.agreement_excess` (excess, its image-bootstrap
+    interval stratified by fold, permutation p within fold and class); ``p_holm`` adjusts the
+    p-values over the target's pairs. Also a message per pair that lacks a fold or whose files
+    disagree."""
+    rows: list[list] = []
+    missing: list[str] = []
+    for target in study.targets:
+        runs = [r for r in study.runs if r.target == target]
+        models = sorted({(r.source, r.strategy, r.seed) for r in runs},
+                        key=lambda m: (study.sources.index(m[0]) if m[0] in study.sources else len(study.sources),
+                                       STRATEGIES.index(m[1]) if m[1] in STRATEGIES else len(STRATEGIES), m[2]))
+        first = len(rows)
+        for a, b in combinations(models, 2):
+            label_a, label_b = _model_label(*a), _model_label(*b)
+            parts = []
+            for fold in study.folds(target):
+                ra, rb = study.run(target, a[0], a[1], fold, a[2]), study.run(target, b[0], b[1], fold, b[2])
+                if ra is None or rb is None:
+                    missing.append(f"{target} fold {fold}: prediction pair {label_a} vs {label_b} lacks a finished run")
+                    continue
+                try:
+                    labels, pa, pb = aligned(ra.predictions, rb.predictions)
+                except DataError as error:
+                    missing.append(f"{target} fold {fold}: prediction pair {label_a} vs {label_b} skipped: {error}")
+                    continue
+                parts.append((np.full(len(labels), fold), labels, pa.argmax(axis=1) == labels, pb.argmax(axis=1) == labels))
+            if not parts:
+                continue
+            folds, labels, ca, cb = (np.concatenate(x) for x in zip(*parts))
+            test = stats.agreement_excess(ca, cb, folds, labels, resamples, permutations, seed + len(rows))
+            a1, a2 = float(ca.mean()), float(cb.mean())
+            rows.append([target, label_a, label_b, a[0], a[1], a[2], b[0], b[1], b[2], len(parts), len(ca),
+                         float((ca == cb).mean()), a1 * a2 + (1 - a1) * (1 - a2), a1, a2,
+                         test.statistic, test.low, test.high, test.p_value, float("nan")])
+        if len(rows) > first:
+            for row, value in zip(rows[first:], stats.holm([r[-2] for r in rows[first:]])):
+                row[-1] = float(value)
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS), missing

@@ -3,7 +3,8 @@
 Writes under ``DIR/analysis/``: ``claims.csv`` (the paper's four claims as tests,
 :mod:`medtransfer.analysis.claims`), ``auc.csv`` (per run, recomputed from probabilities),
 ``table2.csv`` and ``table2.md``, ``similarity.csv``, ``divergence.csv`` (claim 5.2's paired
-differences), ``prediction_similarity.csv``, ``gain_points.csv``, ``correlation.csv``,
+differences), ``prediction_similarity.csv``, ``prediction_pairs.csv`` (every pair of fine-tuned
+networks, random init included), ``gain_points.csv``, ``correlation.csv``,
 ``figures/*.{png,pdf,svg}``; for a study evaluated under corruptions (``medtransfer evaluate``)
 ``robustness.csv``, ``robustness_summary.csv``, ``mca.csv`` and a figure per target, and
 ``cross_target.csv`` for one evaluated on other datasets
@@ -15,7 +16,7 @@ study with a ``sweep:`` (or ``select: val``) also gets its sensitivity analysis,
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from medtransfer.analysis.layerwise import COLUMNS as SIM_COLUMNS
 from medtransfer.analysis.layerwise import Uncertainty, fold_similarity
 from medtransfer.analysis.loading import load_network, source_conv1, stimulus_pool
 from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, roles
-from medtransfer.analysis.predictions import mistake_images, prediction_table
+from medtransfer.analysis.predictions import fine_tuned_pairs, mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.sensitivity import report_html as sensitivity_html
 from medtransfer.analysis.sensitivity import sensitivity
@@ -41,6 +42,7 @@ from medtransfer.analysis.sensitivity import write_tables as write_sensitivity
 from medtransfer.analysis.robustness import (corruption_metrics, cross_target_table, mca_runs, mca_table,
                                              robustness_figure, severity_summary)
 from medtransfer.analysis.tables import run_aucs
+from medtransfer.console import stages
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
@@ -55,6 +57,9 @@ from medtransfer.training.run import resolve_device
 from medtransfer.vocabulary import STRATEGIES
 
 FEW_ROWS_PER_CHANNEL = 10
+# the stages of one fold's layer-wise analysis, as progress lines name them
+STAGE_NAMES = {"activations": "activations", "measures": "similarity, intervals and nulls",
+               "divergence": "paired differences (claim 5.2)"}
 
 
 def settings_for(study: Study, **overrides) -> AnalysisSettings:
@@ -69,9 +74,11 @@ def layerwise_similarity(
     settings: AnalysisSettings,
     device: torch.device,
     log: ForwardLog,
+    stage=lambda name: None,  # noqa: ANN001
 ) -> tuple[pd.DataFrame, list[str], list[str], list[FoldDivergence]]:
     """similarity.csv's frame for every target and fold, the missing pieces, notes, and claim 5.2's
-    per-fold paired differences (:func:`medtransfer.analysis.divergence.fold_divergence`)."""
+    per-fold paired differences (:func:`medtransfer.analysis.divergence.fold_divergence`).
+    ``stage(name)`` is called as each fold's activations, measures and paired differences begin."""
     layers = settings.resolved_layers()
     labels = {keras: label for label, keras in layers.items()}
     frames, missing, notes = [], [], []
@@ -115,10 +122,11 @@ def layerwise_similarity(
                 labels, settings.measures, settings.batch_size, device, log,
                 Uncertainty(settings.ci, settings.resamples, settings.null_permutations(len(layers)), settings.seed,
                             settings.ci_method),
-                keep=kept,
+                keep=kept, stage=lambda name: stage(f"{target} fold {fold}: {STAGE_NAMES[name]}"),
             )
             # claim 5.2's family (Holm within a target): strategies x layers x measures; enough
             # resamples that its smallest p-value, 1 / (draws + 1), can pass that correction
+            stage(f"{target} fold {fold}: {STAGE_NAMES['divergence']}")
             draws = max(settings.resamples,
                         draws_for_holm(len(STRATEGIES) * len(plan.layers) * len(settings.measures)))
             divergences += fold_divergence(target, fold, pairs, kept, plan, labels, settings.measures,
@@ -164,6 +172,8 @@ def analyze(
     device: str | None = None,
     formats: list[str] | None = None,
     partial: bool = False,
+    timings: dict[str, float] | None = None,
+    **settings: object,
 ) -> Path:
     """Analyse a study directory and write ``DIR/report.html`` (returned) and ``DIR/analysis/``.
 
@@ -179,6 +189,12 @@ def analyze(
     missing, unfinished, damaged, mismatched, foreign run and changed source. ``partial`` writes
     the tables from the usable runs instead; their caption, ``table2.md`` and the report name the
     incomplete cells.
+
+    ``settings``: any other field of :class:`AnalysisSettings` (``resamples``, ``permutations``,
+    ``ci``, ...); ``None`` keeps the study's value; ``ci=0`` asks for no interval.
+
+    Each stage is reported on stderr as it ends (:func:`medtransfer.console.stages`); ``timings``,
+    if given, receives the seconds of each stage (stage name -> seconds).
     """
     started = time.perf_counter()
     check_report_path(Path(study_dir) / REPORT_FILE)  # before any work: a file of the user's is never replaced
@@ -188,22 +204,34 @@ def analyze(
         raise IncompleteStudyError(grid.refusal())
     study = read_study(study_dir, skip=grid.excluded, verified=grid.verified)
     study.grid = grid
+    unknown = sorted(set(settings) - {f.name for f in fields(AnalysisSettings)})
+    if unknown:
+        raise TypeError(f"analyze() got unknown analysis setting(s) {unknown}")
+    no_ci = settings.get("ci") == 0
+    if no_ci:
+        settings = {k: v for k, v in settings.items() if k != "ci"}
     settings = settings_for(study, layers=layers, repeats=repeats, rows=rows, channels=channels, measures=measures,
-                            split=split, threads=threads)
+                            split=split, threads=threads, **settings)
+    if no_ci:
+        settings = replace(settings, ci=None)
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     try:
-        report = _analyze(study, settings, device, started, formats)
+        with stages("analyze") as stage:
+            report = _analyze(study, settings, device, started, formats, stage)
+            stage("tracking")
+            log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
+        if timings is not None:
+            timings.update(stage.seconds)
     finally:
         torch.set_num_threads(previous_threads)
-    log_analysis(study.root)  # a tracked study's MLflow parent run gets Table 2 and the report
     return report
 
 
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
-             formats: list[str] | None = None) -> Path:
-    """:func:`analyze` once the settings are resolved."""
+             formats: list[str] | None = None, stage=lambda name: None) -> Path:  # noqa: ANN001
+    """:func:`analyze` once the settings are resolved; ``stage(name)`` is called as each stage begins."""
     dev = resolve_device(device)
     out = study.root / ANALYSIS_DIR
     fig_dir = out / FIGURES_DIR
@@ -222,6 +250,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
                        f"so their files could not be checked, e.g. {study.unverified[0]}")
     notes: list[str] = []
 
+    stage("Table 2 (AUC from predictions.csv)")
     aucs, auc_problems = run_aucs(study, settings.auc_average)
     missing.extend(auc_problems)
     aucs.to_csv(out / "auc.csv", index=False)
@@ -232,19 +261,24 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         write_sensitivity(swept, out)
         missing.extend(swept.problems)
 
+    stage("prediction similarity")
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
     pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
     pred.to_csv(out / "prediction_similarity.csv", index=False)
+    pairs, lacking = fine_tuned_pairs(study, settings.bootstrap, settings.bootstrap, settings.seed)
+    missing.extend(lacking)
+    pairs.to_csv(out / "prediction_pairs.csv", index=False)
 
     log = ForwardLog()
-    sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log)
+    sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log, stage)
     missing.extend(lacking)
     notes.extend(sim_notes)
     sim.to_csv(out / "similarity.csv", index=False)
     divergence = combine(fold_divergences)
     divergence.to_csv(out / "divergence.csv", index=False)
 
+    stage("correlation and claims")
     points = gain_points(sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
     points.to_csv(out / "gain_points.csv", index=False)
@@ -270,6 +304,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     missing.extend(lacking)
     claims.to_csv(out / "claims.csv", index=False)
 
+    stage("figures")
     layer_labels = list(settings.resolved_layers())
     figures: list[Figure] = list(swept.figures) if swept is not None else []
     for target in study.targets:
@@ -316,6 +351,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
             "evaluate: targets, classes mapped to the networks'), mean over folds with a logit-t 95% interval over "
             "folds, beside the mean AUC on the own test parts (own_auc).", cross))
 
+    stage("report")
     passes = pd.Series(log.passes)
     notes.append(
         f"{len(passes)} network-fold activation passes, each network run at most "
@@ -348,6 +384,12 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
              "observed = P(err_a = err_b); baseline = a1·a2 + (1−a1)(1−a2) with each model's own accuracy; "
              "prediction_similarity.csv has per fold the excess over the baseline with its image-bootstrap interval "
              "and a permutation p-value (b's correctness permuted within class).", pred_summary),
+            ("Prediction similarity of every pair of fine-tuned networks",
+             "Per target, each pair of fine-tuned networks (random init included), pooled over folds: observed "
+             "P(err_a = err_b), the independent baseline, and excess = observed - baseline with its 95% image-bootstrap "
+             "interval (stratified by fold) and one-sided permutation p-value (b's correctness permuted within fold "
+             "and class), Holm-adjusted over the target's pairs (p_holm). Unit: the test image; the models are fixed.",
+             pairs),
             ("conv1 filters: resemblance to Gabor filters (Figure 4)",
              "Per filter, the best absolute cosine similarity with a bank of 36 Gabor filters (7x7, 6 orientations, "
              "3 wavelengths, 2 phases), after removing each filter's mean; summarised per source.", gabor),

@@ -65,7 +65,7 @@ def check(
     """What a loader finds: images per class, groups, files skipped and why, every problem.
 
     Exit status 1 when there are problems (bad input) and --skip-bad is not given."""
-    from rich.console import Console
+    from medtransfer.console import output_console
     from rich.table import Table
 
     from medtransfer.data.registry import load_manifest
@@ -76,7 +76,7 @@ def check(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        console = Console()
+        console = output_console()
         console.print(f"{name}: {report['images']} images, {report['groups']} groups", highlight=False)
         table = Table()
         table.add_column("class")
@@ -113,7 +113,7 @@ def options(
 ) -> None:
     """Every option of a dataset's loader (give them as -o key=value or a target's options:), with
     its default and effect."""
-    from rich.console import Console
+    from medtransfer.console import output_console
     from rich.markup import escape
     from rich.table import Table
 
@@ -129,7 +129,7 @@ def options(
     for item in listed:
         table.add_row(item.name, escape(_as_yaml(item.default)) + (" (fixed)" if item.fixed else ""),
                       escape(item.effect))
-    Console().print(table)
+    output_console().print(table)
 
 
 @data_app.command("folds")

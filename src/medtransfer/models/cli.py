@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from medtransfer.console import output_console
 
 weights_app = typer.Typer(
     help="Weight sources: fetch ImageNet, inspect a weights file, check that it loads, export conv1 filters.",
@@ -34,7 +35,7 @@ def fetch(
     from medtransfer.models import registry
     from medtransfer.models.download import find_radimagenet, imagenet_file, imagenet_weights
 
-    console = Console(soft_wrap=True)
+    console = output_console(soft_wrap=True)
     spec = registry.get(backbone)
     if name == "imagenet":
         path = imagenet_weights(cache_dir, backbone=spec.name)
@@ -56,7 +57,7 @@ def info(file: Path = typer.Argument(..., help="A Keras .h5 / .weights.h5 or PyT
     from medtransfer.models.torch_port import read_port, read_state_dict
     from medtransfer.vocabulary import SourceRef
 
-    console = Console(soft_wrap=True)
+    console = output_console(soft_wrap=True)
     console.print(f"file: {file}", highlight=False)
     try:
         if SourceRef.of(file).format == "keras":
@@ -102,7 +103,7 @@ def check(
     from medtransfer.models.sources import load_source
 
     loaded = load_source(source, cache_dir=cache_dir, normalization=normalization, backbone=backbone)
-    console = Console(soft_wrap=True)
+    console = output_console(soft_wrap=True)
     console.print(f"source: {loaded.name}\nbackbone: {loaded.backbone}\norigin: {loaded.origin}\n"
                   f"normalization: {loaded.normalize}", highlight=False)
     if loaded.report is not None:
@@ -124,7 +125,7 @@ def export(
 
     loaded = load_source(source, cache_dir=cache_dir, backbone=backbone, seed=seed)
     path, digest = export_port(out, loaded.model, normalization=str(loaded.normalize), origin=loaded.origin)
-    Console(soft_wrap=True).print(
+    output_console(soft_wrap=True).print(
         f"wrote {path}\nbackbone: {loaded.backbone}\nnormalization: {loaded.normalize}\nsha256: {digest}\n"
         f"load in PyTorch: torch.load(path, weights_only=True)['state_dict'] -> "
         f"medtransfer.models.create_model({loaded.backbone!r}).load_state_dict(...)", highlight=False)
@@ -152,7 +153,7 @@ def filters(
     bank = gabor_bank(size=kernels.shape[-1])
     reference = save_grid_png(filter_grid(bank, count=min(count, len(bank)), bgr=False), out / "gabor_reference.png")
     scores = gabor_similarity(kernels, bank)
-    Console(soft_wrap=True).print(
+    output_console(soft_wrap=True).print(
         f"{grid}\n{reference}\nGabor similarity of the {len(scores)} conv1 filters: median {np.median(scores):.3f}, "
         f"max {scores.max():.3f}",
         highlight=False,
@@ -190,7 +191,7 @@ def layers(
         table.add_row(name, kind, str(shape), str(compared) if compared is not None else "refused")
     if resolved.default_layers:
         table.caption = f"stage names: {', '.join(resolved.default_layers)}"
-    Console(soft_wrap=True).print(table)
+    output_console(soft_wrap=True).print(table)
 
 
 def register(app: typer.Typer) -> None:

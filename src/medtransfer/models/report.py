@@ -53,8 +53,14 @@ def check_finite_state(state: Mapping[str, Any], origin: str) -> None:
         tensor = torch.as_tensor(value)
         if not tensor.is_floating_point():
             continue
-        finite = torch.isfinite(tensor)
-        if not bool(finite.all()):
+        # NaN and infinity propagate through a sum: a finite sum clears the tensor in one cheap pass
+        # (an order of magnitude faster than isfinite().all() on ResNet50); a sum that overflowed
+        # from finite values falls through to the exact check
+        if bool(torch.isfinite(tensor.sum())):
+            finite = None
+        else:
+            finite = torch.isfinite(tensor)
+        if finite is not None and not bool(finite.all()):
             bad = int((~finite).sum())
             kinds = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
             raise WeightsError(

@@ -11,7 +11,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def measures() -> None:
         """The similarity measures: name, kind, range, invariances, and whether they get an image-bootstrap interval."""
-        from rich.console import Console
+        from medtransfer.console import output_console
         from rich.table import Table
 
         from medtransfer.similarity.registry import MEASURES
@@ -22,4 +22,4 @@ def register(app: typer.Typer) -> None:
         for m in MEASURES.values():
             table.add_row(m.name, m.kind, f"[{m.low:g}, {m.high:g}]", ", ".join(m.invariances),
                           "yes" if m.from_grams is not None else "no")
-        Console().print(table)
+        output_console().print(table)

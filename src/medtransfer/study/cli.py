@@ -46,6 +46,14 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
                          f"{100 * counts['done'] / max(total, 1):.0f}%  {eta_text}"),
         Text("  ".join(f"{state}: {n}" for state, n in counts.items())),
     ]
+    made = progress.get("pretraining", [])
+    if made and (show_all or any(r["state"] != "done" for r in made)):
+        parts.append(Text("pretraining: " + "; ".join(
+            f"{r['source']} {r['state']}, epoch {r['epoch']}/{r['epochs']}"
+            + (f", {_fmt(r['seconds_per_epoch'], '.1f')} s/epoch" if r["seconds_per_epoch"] is not None else "")
+            + (f", ETA {clock(r['eta_s'])}" if r["eta_s"] is not None else "")
+            + (f" ({r['error'][:60]})" if r["error"] else "") for r in made)
+            + " (the fine-tuning runs start once every source is made)"))
     shown = [r for r in runs if show_all or r["state"] != "done"]
     if shown:
         errors = any(r["error"] for r in shown)
@@ -56,17 +64,17 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
         for r in shown:
             table.add_row(r["run_id"], r["state"], r["phase"], f"{r['epoch']}/{r['epochs']}",
                           _fmt(r["best_val_auc"], ".3f"), _fmt(r["seconds_per_epoch"], ".1f"),
-                          clock(r["eta_s"]) if r["eta_s"] is not None else "-",
+                          f"{clock(r['eta_s'])} (<= {clock(r.get('eta_max_s'))})" if r["eta_s"] is not None else "-",
                           _fmt(r["test_auc"], ".3f"), *([(r["error"] or "")[:60]] * errors))
         parts.append(table)
     return Group(*parts)
 
 
-def print_status(out: Path, console, show_all: bool = False) -> dict[str, int]:  # noqa: ANN001 - a rich Console
+def print_status(out: Path, console, show_all: bool = False, check: str = "quick") -> dict[str, int]:  # noqa: ANN001 - a rich Console
     """Print a study's state (see :func:`status_view`); returns the counts per state."""
     from medtransfer.study.status import study_progress
 
-    progress = study_progress(out)
+    progress = study_progress(out, check)
     console.print(status_view(progress, show_all), highlight=False)
     return progress["counts"]
 
@@ -109,15 +117,14 @@ def register(app: typer.Typer) -> None:
                                           "when nothing there works on this study any more."),
     ) -> None:
         """Run a study: every missing fine-tuning run, then results/auc.csv and results/table2.md."""
-        from rich.console import Console
-
         from medtransfer.atomic import check_folder
+        from medtransfer.console import output_console
         from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import open_study_dir, run_study
         from medtransfer.training.record import study_results_file
 
         check_folder(out, write=True, what="the study folder (--out)")
-        console = Console()
+        console = output_console()
         config = StudyConfig.from_yaml(_study_path(study)).with_overrides(executor=executor, device=device,
                                                                             track=track)
         study_file = _study_path(study)
@@ -177,36 +184,40 @@ def register(app: typer.Typer) -> None:
         watch: bool = typer.Option(False, "--watch", help="Refresh until every run is done (Ctrl-C stops)."),
         interval: float = typer.Option(5.0, "--interval", min=0.1, help="Seconds between refreshes with --watch."),
         show_all: bool = typer.Option(False, "--all", help="List finished runs too."),
+        verify: bool = typer.Option(False, "--verify", help="Hash every file of every finished run (slow on "
+                                    "many runs); without it a file is hashed only when its size or modification "
+                                    "time differs from what the run recorded."),
     ) -> None:
-        """Show each run's state, phase, epoch k/N, best val AUC and s/epoch, and the grid's ETA."""
+        """Show the sources being pretrained and each run's state, phase, epoch k/N, best val AUC and
+        s/epoch, and the grid's ETA. A finished run whose files differ from what it wrote is `damaged`."""
         import json
         import time
 
-        from rich.console import Console
-
+        from medtransfer.console import output_console
         from medtransfer.study.status import study_progress
 
-        console = Console()
+        console = output_console()
+        check = "full" if verify else "quick"
 
         def finished(progress: dict) -> bool:
             return progress["counts"]["running"] == 0 and progress["counts"]["done"] == len(progress["runs"])
 
         if as_json:
             while True:
-                progress = study_progress(out)
+                progress = study_progress(out, check)
                 print(json.dumps(progress), flush=True)
                 if not watch or finished(progress):
                     return
                 time.sleep(interval)
         if not watch:
-            print_status(out, console, show_all)
+            print_status(out, console, show_all, check)
             return
         from rich.live import Live
 
         try:
             with Live(console=console, auto_refresh=False) as live:
                 while True:
-                    progress = study_progress(out)
+                    progress = study_progress(out, check)
                     live.update(status_view(progress, show_all), refresh=True)
                     if finished(progress):
                         return

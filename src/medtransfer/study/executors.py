@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import queue as queue_module
 import re
 import signal
 import socket
@@ -26,7 +27,7 @@ import torch
 
 from medtransfer import interrupts
 from medtransfer.atomic import write_text_atomic
-from medtransfer.console import count_finished, quiet, write_line
+from medtransfer.console import count_finished, progress_enabled, quiet, send_lines_to, write_line
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims, slurm
 from medtransfer.study.config import read_study_yaml
@@ -172,13 +173,26 @@ def _leave_resumable(directory: Path) -> None:
 _WORKER_DEVICE: str | None = None
 
 
-def _claim_device(devices) -> None:  # noqa: ANN001 - a multiprocessing queue
+def _claim_device(devices, lines=None) -> None:  # noqa: ANN001 - multiprocessing queues
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get()
+    if lines is not None:  # the parent shows a progress bar: its lines go above it, not onto it
+        send_lines_to(lines)
 
 
 def _execute_on_worker_device(task: Task) -> Outcome:
     return execute_task(task, _WORKER_DEVICE)
+
+
+def _print_lines(lines) -> None:  # noqa: ANN001 - a multiprocessing queue or None
+    """Print the workers' progress lines waiting in ``lines`` on this process's stderr, which the
+    progress bar's display redirects above the bar."""
+    while lines is not None:
+        try:
+            line = lines.get_nowait()
+        except queue_module.Empty:
+            return
+        write_line(sys.stderr, line)
 
 
 class LocalExecutor:
@@ -215,11 +229,13 @@ class LocalExecutor:
                 return [execute_task(task, device) for task in tasks]
 
         context = mp.get_context("spawn")
-        queue = context.Manager().Queue()
+        manager = context.Manager()
+        queue = manager.Queue()
         for device in slots:
             queue.put(device)
         outcomes: dict[int, Outcome] = {}
-        pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device, initargs=(queue,))
+        lines = manager.Queue() if progress_enabled() else None
+        pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device, initargs=(queue, lines))
         queued = iter(enumerate(tasks))
         running: dict = {}  # future -> task index; a task is submitted only when a worker is free
 
@@ -232,13 +248,16 @@ class LocalExecutor:
             for _ in slots:
                 submit_next()
             while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=None if lines is None else 0.2, return_when=FIRST_COMPLETED)
+                _print_lines(lines)
                 for future in done:
                     yield future
                     submit_next()
+            _print_lines(lines)
 
         try:
-            for future in count_finished(finished(), "fine-tuning", len(tasks)):
+            work = "pretraining" if all(t.publish for t in tasks) else "fine-tuning"
+            for future in count_finished(finished(), work, len(tasks)):
                 outcomes[running.pop(future)] = future.result()  # a worker's interrupt is raised here
         except BaseException:
             # an interrupt (here or in a worker): no further run starts; a worker that got the

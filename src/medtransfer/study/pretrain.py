@@ -15,7 +15,7 @@ from medtransfer.training.config import RunConfig
 from medtransfer.training.record import (RunDir, pretrain_run_dir, seal_file, sealed_file_problem,
                                          study_source_file)
 from medtransfer.training.run import train_run
-from medtransfer.vocabulary import NO_FREEZE, RANDOM
+from medtransfer.vocabulary import NO_FREEZE, PRETRAIN_PREFIX, RANDOM
 
 
 def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
@@ -25,7 +25,7 @@ def pretrain_config(spec: SourceSpec, execution: dict[str, Any]) -> RunConfig:
     values.update(p.training)
     values.update(target=p.dataset, root=p.root, target_options=dict(p.options),
                   source=RANDOM if spec.backbone in (None, "resnet50") else f"{RANDOM}@{spec.backbone}",
-                  source_name=f"pretrain-{spec.name}", strategy=NO_FREEZE, size=p.size,
+                  source_name=f"{PRETRAIN_PREFIX}{spec.name}", strategy=NO_FREEZE, size=p.size,
                   batch_size=p.batch_size, epochs=p.epochs, lr=p.lr, seed=p.seed,
                   patience=values.get("patience", p.epochs))
     return RunConfig.parse(values, where=f"source {spec.name}: pretrain")

@@ -6,8 +6,9 @@ to :mod:`medtransfer.study.claims`; this module names the states. A run is ``don
 them is missing or changed (``medtransfer run`` recomputes it); ``running`` while a live process
 holds its ``RUNNING`` claim; ``interrupted`` when that process is gone (killed, preempted) -
 re-running resumes it from ``checkpoints/last.pt``; ``failed`` when it raised (``FAILED`` holds
-the error); ``pending`` otherwise. ``status`` checks sizes only (quick); ``run`` and ``analyze``
-check the sha256 too.
+the error); ``pending`` otherwise. ``status`` checks quickly (sizes, and the sha256 of a file whose
+modification time changed: :func:`medtransfer.training.record.file_problem`); ``status --verify``,
+``run`` and ``analyze`` hash every file.
 """
 
 from __future__ import annotations

@@ -28,8 +28,9 @@ from rich.live import Live
 from rich.text import Text
 
 from medtransfer.atomic import write_text_atomic
-from medtransfer.console import clock, progress_enabled, quiet, write_line
+from medtransfer.console import clock, line_stream, progress_enabled, quiet, write_line
 from medtransfer.training.record import RunDir
+from medtransfer.vocabulary import is_pretraining
 
 
 def _finite(value: Any) -> float | None:
@@ -149,8 +150,9 @@ class RunProgress:
         self.directory = Path(run.directory)
         self.history = list(run.history)
         plan = [{"phase": p.phase, "lr": p.lr, "epochs": p.epochs} for p in run.plan]
+        task = "pretrain" if is_pretraining(run.config.get("source_name")) else "finetune"
         self.state = {"run_id": run.run_id, "state": "training", "plan": plan, "resumed": run.resumed,
-                      "started": time.time()}
+                      "task": task, "started": time.time()}
         self._update()
         if self.view is not None:
             self.view.started(self.state)
@@ -185,6 +187,20 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def phase_label(state: dict[str, Any]) -> str:
+    """What a run's current phase is called on the console: ``pretraining`` for a run that makes
+    a study's source (its one phase is a full fine-tuning from random init), else the phase."""
+    return "pretraining" if state.get("task") == "pretrain" else str(state.get("phase", ""))
+
+
+def resumed_text(state: dict[str, Any]) -> str:
+    """How a resumed run goes on: from its checkpoint after epoch k of the phase, epoch k+1 next
+    (epochs recorded after that checkpoint, if any, are run again)."""
+    k, n = state.get("epoch", 0), state.get("epochs", 0)
+    then = f"epoch {k + 1}/{n} runs next" if k < n else "the next phase starts"
+    return f"resumed from its checkpoint after {phase_label(state)} epoch {k}/{n}: {then}"
+
+
 def describe(state: dict[str, Any], since_update: float = 0.0) -> str:
     """One line for a run in progress: phase, epoch k/N, losses, val AUC, s/epoch and its ETA
     (counted down by ``since_update``, the seconds since ``state`` was last updated)."""
@@ -193,7 +209,7 @@ def describe(state: dict[str, Any], since_update: float = 0.0) -> str:
     eta = remaining_seconds(state, state.get("plan", []))
     if eta is not None:
         eta = max(0.0, eta - since_update)
-    return (f"{state.get('phase', '')} epoch {state.get('epoch', 0)}/{state.get('epochs', 0)}  "
+    return (f"{phase_label(state)} epoch {state.get('epoch', 0)}/{state.get('epochs', 0)}  "
             f"loss {_num(last.get('train_loss'))} val {_num(last.get('val_loss'))}  "
             f"val AUC {_num(last.get('val_auc'))} best {_num(state.get('best_val_auc'))}  "
             f"{_num(speed, 1)} s/epoch  ETA <= {clock(eta)}")
@@ -213,11 +229,11 @@ class LineView:
     """One plain line per event, flushed (for files and cluster logs)."""
 
     def __init__(self, stream: IO[str] | None = None, total: int | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream or line_stream()
         self.grid = _Grid(total)
 
     def started(self, state: dict[str, Any]) -> None:
-        how = f"resumed at {state['phase']} epoch {state['epoch']}" if state.get("resumed") else "started"
+        how = resumed_text(state) if state.get("resumed") else "started"
         write_line(self.stream, f"{self.grid.prefix()}{state['run_id']}: {how}")
 
     def epoch(self, state: dict[str, Any]) -> None:
@@ -254,8 +270,9 @@ class LiveView(LineView):
 
     def _render(self):  # noqa: ANN202 - a rich renderable
         grid = self.grid
-        head = f"fine-tuning run {grid.ended + 1}/{grid.total}, {clock(time.monotonic() - grid.began)} elapsed" \
-            if grid.total else "fine-tuning"
+        work = "pretraining" if self.state is not None and self.state.get("task") == "pretrain" else "fine-tuning"
+        head = f"{work} run {min(grid.ended + 1, grid.total)}/{grid.total}, {clock(time.monotonic() - grid.began)} elapsed" \
+            if grid.total else work
         if self.state is None:
             return Text(head)
         return Text(f"{head}: {self.state['run_id']}\n  {describe(self.state, time.time() - self.state.get('updated', time.time()))}")
