@@ -56,7 +56,7 @@ def study_stage(out: Path, console: Console) -> None:
     """Stage two: fine-tune every run of the demo study and print its Table 2."""
     from medtransfer.study.table2 import table2, table2_wide
     from medtransfer.study.runner import run_study
-    from medtransfer.training.record import study_results_file
+    from medtransfer.training.record import AUC_TABLE, study_results_file
 
     study = demo_study()
     console.print(f"[bold]Fine-tuning[/]: {study.description}")
@@ -69,7 +69,7 @@ def study_stage(out: Path, console: Console) -> None:
         console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
     import pandas as pd
 
-    table = table2_wide(table2(pd.read_csv(out / study_results_file("auc.csv"))), mark_best=False)
+    table = table2_wide(table2(pd.read_csv(out / study_results_file(AUC_TABLE))), mark_best=False)
     # no vertical rules and no wrapping: five "78.0 ± 13.1" cells fit an 80-column terminal
     summary = Table(title="Test AUC x 100, mean ± std over folds (paper Table 2 layout)", box=box.SIMPLE_HEAD)
     summary.add_column("target", no_wrap=True)

@@ -172,7 +172,7 @@ class SourceSpec(_Strict):
     @property
     def is_random(self) -> bool:
         """Random init: run with the no-freeze strategy only (a frozen random backbone is meaningless)."""
-        return self.name == "random" and not self.path and not self.pretrain
+        return self.name == RANDOM and not self.path and not self.pretrain
 
 
 class ExecutorSpec(_Strict):

@@ -52,7 +52,7 @@ from typing import Any
 from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import ConfigError
 from medtransfer.training.observers import RunStart, TrackingWarning
-from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
+from medtransfer.training.record import ANALYSIS_DIR, STUDY_FILE, TABLE2_CSV, RunDir, file_digest
 from medtransfer.vocabulary import NO_FREEZE
 
 STORE_DIR = "mlflow"  # inside the study directory
@@ -424,7 +424,7 @@ def log_analysis(out: str | Path) -> bool:
             parent = saved["parent_run_id"]
             now = int(time.time() * 1000)
             metrics = []
-            table = out / "analysis" / "table2.csv"
+            table = out / ANALYSIS_DIR / TABLE2_CSV
             if table.is_file():
                 for row in pd.read_csv(table).itertuples(index=False):
                     for what in ("mean", "std"):
