@@ -56,7 +56,7 @@ def study_stage(out: Path, console: Console) -> None:
     """Stage two: fine-tune every run of the demo study and print its Table 2."""
     from medtransfer.study.table2 import table2, table2_wide
     from medtransfer.study.runner import run_study
-    from medtransfer.training.record import AUC_TABLE, study_results_file
+    from medtransfer.training.record import AUC_TABLE, TABLE2_MD, study_results_file
 
     study = demo_study()
     console.print(f"[bold]Fine-tuning[/]: {study.description}")
@@ -78,7 +78,7 @@ def study_stage(out: Path, console: Console) -> None:
     for target, row in table.iterrows():
         summary.add_row(str(target), *row.tolist())
     console.print(summary)
-    console.print(f"results: {out / study_results_file('auc.csv')}, {out / study_results_file('table2.md')}",
+    console.print(f"results: {out / study_results_file(AUC_TABLE)}, {out / study_results_file(TABLE2_MD)}",
                   highlight=False)
 
 

@@ -194,7 +194,8 @@ def test_the_layout_lists_every_name_the_record_defines():
            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}  # not imported ones
     names = {value for name, value in vars(record).items() if name in own and name.isupper() and isinstance(value, str)
              and name not in ("SNAPSHOT", "SNAPSHOT_GLOB", "STUDY_FILE", "LEGACY_STUDY_FILE", "SOURCES", "FOLDS_DIR", "RUNS",
-                              "RESULTS_DIR", "ANALYSIS_DIR", "FIGURES_DIR", "REPORT_FILE", "SLURM_DIR")}  # the study's
+                              "RESULTS_DIR", "ANALYSIS_DIR", "FIGURES_DIR", "REPORT_FILE", "SLURM_DIR", "AUC_TABLE",
+                              "TABLE2_CSV", "TABLE2_MD", "SIMILARITY_TABLE")}  # the study's
     assert names == set(record.LAYOUT) and len(set(record.LAYOUT)) == len(record.LAYOUT)
     assert {"config.json", "DONE", "RUNNING", "FAILED", "history.csv", "mlflow.json", "progress.json",
             "last.pt", "best.pt"} <= names

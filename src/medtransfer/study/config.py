@@ -70,7 +70,7 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
 
 def _backbone_name(value: str) -> str:
     try:
-        return registry.get(value).name
+        return registry.canonical(value)
     except ConfigError as error:
         raise ValueError(str(error)) from None
 
@@ -224,7 +224,7 @@ class StudyConfig(_Strict):
     split_seed: int = DEFAULT_FOLDS.seed
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
-    backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
+    backbones: list[str] = Field(default_factory=lambda: [registry.DEFAULT], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given

@@ -3,12 +3,18 @@
 Knows nothing of grids or clusters; ``medtransfer.study`` builds on :func:`train_run`.
 """
 
-from medtransfer.training.config import RunConfig
-from medtransfer.training.early_stopping import EarlyStopping
-from medtransfer.training.metrics import classification_metrics
-from medtransfer.training.optim import KerasAdam
-from medtransfer.training.probe import load_probe
-from medtransfer.training.run import RunResult, train_run
+from medtransfer.lazy import lazy_exports
 
-__all__ = ["EarlyStopping", "KerasAdam", "RunConfig", "RunResult", "classification_metrics", "load_probe",
-           "train_run"]
+# public name -> the module that defines it, imported on first use (a light module of the package
+# does not load the heavy ones)
+_EXPORTS = {
+    "RunConfig": "config",
+    "EarlyStopping": "early_stopping",
+    "classification_metrics": "metrics",
+    "KerasAdam": "optim",
+    "load_probe": "probe",
+    "RunResult": "run",
+    "train_run": "run",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
