@@ -12,18 +12,24 @@ from collections.abc import Callable
 from typing import Any
 
 
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps each public name to the module
-    under the package that defines it (``"normalization:MODES"`` when the module calls it otherwise)."""
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[list[str], Callable[[str], Any],
+                                                                             Callable[[], list[str]]]:
+    """``(__all__, __getattr__, __dir__)`` for ``package``: ``exports`` maps each module under the
+    package to the public names it defines (``"NORMALIZATION_MODES=MODES"`` when the module calls
+    it otherwise), as ``from .module import a, b`` would."""
+    where: dict[str, tuple[str, str]] = {}
+    for module, names in exports.items():
+        for name in names:
+            public, _, own = name.partition("=")
+            where[public] = (module, own or public)
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module attribute hook
-        where = exports.get(name)
-        if where is None:
+        if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module, _, attribute = where.partition(":")
-        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
+        module, attribute = where[name]
+        return getattr(importlib.import_module(f"{package}.{module}"), attribute)
 
     def __dir__() -> list[str]:  # noqa: N807
-        return sorted(exports)
+        return sorted(where)
 
-    return __getattr__, __dir__
+    return list(where), __getattr__, __dir__

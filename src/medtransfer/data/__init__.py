@@ -7,25 +7,14 @@ training device. See ``docs/interfaces.md``.
 
 from medtransfer.lazy import lazy_exports
 
-# public name -> the module that defines it, imported on first use (a light module of the package
-# does not load the heavy ones)
+# module -> the public names it defines, imported on first use (a light module of the package does
+# not load the heavy ones)
 _EXPORTS = {
-    "AffineParams": "augment",
-    "KerasAugment": "augment",
-    "keras_matrices": "augment",
-    "PixelCache": "cache",
-    "import_author_splits": "folds",
-    "make_folds": "folds",
-    "read_folds": "folds",
-    "validate_folds": "folds",
-    "write_folds": "folds",
-    "decode_file": "images",
-    "resize": "images",
-    "Manifest": "manifest",
-    "SkippedFile": "manifest",
-    "dataset_names": "registry",
-    "load_manifest": "registry",
-    "verify_images": "registry",
+    "augment": ("AffineParams", "KerasAugment", "keras_matrices"),
+    "cache": ("PixelCache",),
+    "folds": ("import_author_splits", "make_folds", "read_folds", "validate_folds", "write_folds"),
+    "images": ("decode_file", "resize"),
+    "manifest": ("Manifest", "SkippedFile"),
+    "registry": ("dataset_names", "load_manifest", "verify_images"),
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

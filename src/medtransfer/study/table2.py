@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.console import write_line
 from medtransfer.stats import logit_t_interval
 from medtransfer.training.record import TABLE2_CSV, TABLE2_MD
 from medtransfer.vocabulary import FREEZE, NO_FREEZE, RANDOM, STRATEGIES
@@ -50,7 +51,7 @@ def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list
                         "undefined (its test fold holds one class only); Table 2 averages the other runs "
                         "and says how many")
     for message in messages:
-        print(message, file=stream or sys.stderr)
+        write_line(stream or sys.stderr, message)
     return messages
 
 

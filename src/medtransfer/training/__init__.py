@@ -5,16 +5,14 @@ Knows nothing of grids or clusters; ``medtransfer.study`` builds on :func:`train
 
 from medtransfer.lazy import lazy_exports
 
-# public name -> the module that defines it, imported on first use (a light module of the package
-# does not load the heavy ones)
+# module -> the public names it defines, imported on first use (a light module of the package does
+# not load the heavy ones)
 _EXPORTS = {
-    "RunConfig": "config",
-    "EarlyStopping": "early_stopping",
-    "classification_metrics": "metrics",
-    "KerasAdam": "optim",
-    "load_probe": "probe",
-    "RunResult": "run",
-    "train_run": "run",
+    "config": ("RunConfig",),
+    "early_stopping": ("EarlyStopping",),
+    "metrics": ("classification_metrics",),
+    "optim": ("KerasAdam",),
+    "probe": ("load_probe",),
+    "run": ("RunResult", "train_run"),
 }
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
