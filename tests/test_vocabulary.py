@@ -17,6 +17,7 @@ from medtransfer.vocabulary import (
     FINETUNE,
     NORMALIZATION_MODES,
     PROBE,
+    RANDOM,
     SOURCE_NAMES,
     STRATEGIES,
     WEIGHT_SUFFIXES,
@@ -74,6 +75,31 @@ def test_each_vocabulary_word_is_defined_once_in_src():
     assert found == {kind: [owner] for kind, owner in owners.items()}
     for suffix in WEIGHT_SUFFIXES:
         assert suffix.startswith(".")
+
+
+def _code_strings(tree):
+    """(line, text) of every string constant that is code, not a docstring."""
+    bodies = [node.body for node in ast.walk(tree) if isinstance(getattr(node, "body", None), list)]
+    docs = {id(stmt.value) for body in bodies for stmt in body
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
+
+
+def test_strategy_words_and_study_table_names_are_not_retyped():
+    """A strategy word or ``random`` as a whole code string only in vocabulary.py, a table of
+    results/ or analysis/ only in the record module: the others import the names."""
+    from medtransfer.training import record
+
+    words = {*STRATEGIES, RANDOM}
+    tables = {record.AUC_TABLE, record.TABLE2_CSV, record.TABLE2_MD, record.SIMILARITY_TABLE}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = path.relative_to(SRC).as_posix()
+        for line, text in _code_strings(ast.parse(path.read_text(encoding="utf-8"))):
+            if (text in words and module != "vocabulary.py") or (text in tables and module != "training/record.py"):
+                found.append(f"{module}:{line}: {text!r}")
+    assert found == []
 
 
 def test_the_default_fold_spec_is_written_once_in_src():

@@ -8,17 +8,11 @@ weight sources), ``data`` (datasets, folds, pixel cache, augmentation), ``traini
 __version__ = "0.1.0"
 
 
+from medtransfer.lazy import lazy_exports
+
 # The notebook entry points, loaded on first use: ``import medtransfer`` stays light, and the
 # package root (above every layer, like the command line) only points down into ``analysis``.
-_API = {"load_study": "medtransfer.analysis.notebook", "compare_models": "medtransfer.analysis.compare",
-        "analyze": "medtransfer.analysis.run", "read_study": "medtransfer.analysis.inventory"}
-
-__all__ = ["__version__", *_API]
-
-
-def __getattr__(name: str):  # noqa: ANN202 - the attribute named
-    if name in _API:
-        import importlib
-
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'medtransfer' has no attribute {name!r}")
+_API = {"analysis.notebook": ("load_study",), "analysis.compare": ("compare_models",),
+        "analysis.run": ("analyze",), "analysis.inventory": ("read_study",)}
+_names, __getattr__, __dir__ = lazy_exports(__name__, _API)
+__all__ = ["__version__", *_names]

@@ -63,7 +63,7 @@ def study_stage(out: Path, console: Console, corruptions: str | None = None) -> 
     """Stage two: fine-tune every run of the demo study and print its Table 2."""
     from medtransfer.study.table2 import table2, table2_wide
     from medtransfer.study.runner import run_study
-    from medtransfer.training.record import study_results_file
+    from medtransfer.training.record import AUC_TABLE, TABLE2_MD, study_results_file
 
     study = demo_study(corruptions)
     console.print(f"[bold]Fine-tuning[/]: {study.description}"
@@ -77,7 +77,7 @@ def study_stage(out: Path, console: Console, corruptions: str | None = None) -> 
         console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
     import pandas as pd
 
-    table = table2_wide(table2(pd.read_csv(out / study_results_file("auc.csv"))), mark_best=False)
+    table = table2_wide(table2(pd.read_csv(out / study_results_file(AUC_TABLE))), mark_best=False)
     # no vertical rules and no wrapping: five "78.0 ± 13.1" cells fit an 80-column terminal
     summary = Table(title="Test AUC x 100, mean ± std over folds (paper Table 2 layout)", box=box.SIMPLE_HEAD)
     summary.add_column("target", no_wrap=True)
@@ -86,7 +86,7 @@ def study_stage(out: Path, console: Console, corruptions: str | None = None) -> 
     for target, row in table.iterrows():
         summary.add_row(str(target), *row.tolist())
     console.print(summary)
-    console.print(f"results: {out / study_results_file('auc.csv')}, {out / study_results_file('table2.md')}",
+    console.print(f"results: {out / study_results_file(AUC_TABLE)}, {out / study_results_file(TABLE2_MD)}",
                   highlight=False)
 
 

@@ -25,3 +25,9 @@ class ConfigError(MedtransferError):
 class StorageError(MedtransferError):
     """A file or folder cannot be written or read: the disk is full, the folder is read-only or
     belongs to someone else. The message names the path and the system's reason."""
+
+
+class TooFewRowsError(MedtransferError):
+    """Too few rows (data points) for a similarity measure to be defined on them (fewer than it
+    needs, more neurons than the rows can hold apart, or a debiased estimate that is not positive).
+    The layer-wise analysis leaves such a layer out with a warning instead of failing."""

@@ -69,6 +69,17 @@ def test_import_medtransfer_stays_light():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("entry", ["import medtransfer.analysis.notebook", "from medtransfer import load_study",
+                                   "import medtransfer.training.record, medtransfer.study.config"])
+def test_load_study_does_not_import_torch(entry):
+    """The notebook reader, the run record and the study file need no torch: each package loads its
+    heavy modules only when one of their names is used."""
+    code = f"import sys; {entry}; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_documented_analysis_entries_import_from_medtransfer_analysis():
     """Each bullet of docs/interfaces.md's analysis section that starts with a call
     (`- `name(...)``) names a function of medtransfer.analysis."""

@@ -195,3 +195,24 @@ def test_export_command_and_info(tmp_path):
     ours = load_source("random", seed=2, backbone="inception_v3").model
     theirs = load_source(out).model
     assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+
+
+def test_each_backbone_is_defined_by_its_module_alone():
+    """The registry lists a module per name; the module's SPEC holds every fact of the backbone,
+    its published weights included (what the download reads), and names are checked without it."""
+    import importlib
+    import subprocess
+    import sys
+
+    from medtransfer.models import download
+
+    for name, (module, _) in registry.BACKBONES.items():
+        spec = importlib.import_module(f"medtransfer.models.{module}").SPEC
+        assert registry.get(name) is spec and spec.name == name and registry.canonical(spec.keras_name) == name
+        weights = spec.imagenet
+        assert download.imagenet_file(name) == (weights.url, weights.md5, weights.file)
+        assert weights.file.endswith("_notop.h5") and len(weights.md5) == 32 and spec.radimagenet
+    code = ("import sys; from medtransfer.models import registry; "
+            "print(registry.names(), registry.canonical('Inception-V3'), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split()[-2:] == ["inception_v3", "False"]

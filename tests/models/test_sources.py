@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import urllib.error
@@ -13,14 +14,14 @@ import torch
 
 from medtransfer.errors import WeightsError
 from medtransfer.models import (
-    IMAGENET_URL,
     Normalization,
     ResNet50,
     load_source,
     load_torch_port,
     save_checkpoint,
 )
-from medtransfer.models import download
+from medtransfer.models import download, resnet
+from medtransfer.models.registry import Weights
 from medtransfer.paths import cache_dir
 from tests.models.test_keras_h5 import max_rel_error, paper_features
 
@@ -148,28 +149,34 @@ def test_imagenet_offline_error_says_what_to_fetch_and_where(monkeypatch, tmp_pa
     with pytest.raises(WeightsError) as info:
         load_source("imagenet", cache_dir=tmp_path)
     message = str(info.value)
-    assert IMAGENET_URL in message and str(tmp_path / download.IMAGENET_FILE) in message and download.IMAGENET_MD5 in message
+    weights = resnet.SPEC.imagenet
+    assert weights.url in message and str(tmp_path / weights.file) in message and weights.md5 in message
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def _publish(monkeypatch, url, md5=None):
+    """ResNet50's ImageNet weights published at ``url`` (with ``md5``, else Keras' md5) for one test."""
+    weights = Weights(url, md5 or resnet.SPEC.imagenet.md5)
+    monkeypatch.setattr(resnet, "SPEC", dataclasses.replace(resnet.SPEC, imagenet=weights))
 
 
 def test_imagenet_download_once_checked_by_md5(keras_reference, monkeypatch, tmp_path):
     served = keras_reference.files["weights"]
     md5 = hashlib.md5(served.read_bytes()).hexdigest()
-    monkeypatch.setattr(download, "IMAGENET_URL", served.as_uri())
-    monkeypatch.setattr(download, "IMAGENET_MD5", md5)
+    _publish(monkeypatch, served.as_uri(), md5)
     source = load_source("imagenet", cache_dir=tmp_path / "cache")
     assert source.name == "imagenet" and source.report.layout == "weights-only"
-    assert (tmp_path / "cache" / download.IMAGENET_FILE).read_bytes() == served.read_bytes()
+    assert (tmp_path / "cache" / served.name).read_bytes() == served.read_bytes()
     monkeypatch.setattr(urllib.request, "urlopen", _offline)  # second time: from the cache
     again = load_source("imagenet", cache_dir=tmp_path / "cache")
     torch.testing.assert_close(again.model.conv1.weight, source.model.conv1.weight)
-    (tmp_path / "cache" / download.IMAGENET_FILE).write_bytes(b"corrupt")
+    (tmp_path / "cache" / served.name).write_bytes(b"corrupt")
     with pytest.raises(WeightsError, match=f"md5 .*{md5}"):
         load_source("imagenet", cache_dir=tmp_path / "cache")
 
 
 def test_download_with_wrong_md5_is_not_kept(keras_reference, monkeypatch, tmp_path):
-    monkeypatch.setattr(download, "IMAGENET_URL", keras_reference.files["weights"].as_uri())
+    _publish(monkeypatch, keras_reference.files["weights"].as_uri())
     with pytest.raises(WeightsError, match="expected 4d473c1dd8becc155b73f8504c6f6626"):
         download.imagenet_weights(tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -42,10 +42,17 @@ def test_status_reads_a_history_with_bad_bytes(tmp_path):
 
 
 def test_a_pretraining_source_that_cannot_make_its_folds_is_named(tmp_path):
-    from medtransfer.study.config import SourceSpec
-    from medtransfer.study.pretrain import pretrain_source
+    """The study's pretraining run fails with the fold error, under a run id that names the source,
+    and nothing is trained on the missing source."""
+    from medtransfer.study.executors import LocalExecutor
+    from medtransfer.study.runner import run_study
+    from tests.study.conftest import tiny_study
 
-    spec = SourceSpec(name="tiny", pretrain={"dataset": "synthetic", "options": {"n_patients": 2, "size": 8},
-                                             "size": 8, "batch_size": 2, "epochs": 1})
-    with pytest.raises(DataError, match=r"^source tiny \(pretraining on synthetic\): .*fold"):
-        pretrain_source(spec, tmp_path, {"device": "cpu"})
+    pretrain = {"dataset": "synthetic", "options": {"n_patients": 2, "size": 8}, "size": 8, "batch_size": 2,
+                "epochs": 1}
+    study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], training={"epochs": 1},
+                       sources=[{"name": "tiny", "pretrain": pretrain}])
+    report = run_study(study, tmp_path / "out", executor=LocalExecutor([]))
+    assert [f.run_id for f in report.failed] == ["synthetic/pretrain-tiny-no-freeze/fold0"]
+    assert report.failed[0].error.startswith("DataError: synthetic:") and "fold" in report.failed[0].error
+    assert report.finished == 0 and not (tmp_path / "out" / "sources" / "tiny.pt").exists()

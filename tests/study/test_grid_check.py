@@ -113,10 +113,10 @@ def test_a_legacy_done_is_unverified_not_damaged(copied):
 
 def test_status_and_run_treat_a_damaged_done_as_damaged(copied):
     from medtransfer.study.runner import run_study
-    from medtransfer.study.store import status
+    from medtransfer.study.status import study_progress
 
     _run(copied).done.write_text("")
-    assert {s.run_id: s.state for s in status(copied)}[NO_FREEZE] == "damaged"
+    assert {s["run_id"]: s["state"] for s in study_progress(copied)["runs"]}[NO_FREEZE] == "damaged"
     report = run_study(tiny_study(copied.parent), copied)
     assert report.recomputed == [NO_FREEZE] and check_grid(copied).complete
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from medtransfer.cli import app
 from medtransfer.errors import ConfigError
 from medtransfer.study.runner import run_study
-from medtransfer.study.store import check_out_dir, read_study_file, status
+from medtransfer.study.status import study_progress
+from medtransfer.study.store import check_out_dir, read_study_file
 from medtransfer.training.record import LEGACY_STUDY_FILE, STUDY_FILE, recorded_study_file
 
 from .conftest import tiny_study
@@ -66,7 +67,7 @@ def test_run_study_yaml_out_dot_keeps_the_users_file(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         assert (out / "study.yaml").read_text() == user_text
     assert recorded_study_file(out) == out / STUDY_FILE
-    assert read_study_file(out).name == "tiny" and all(s.state == "done" for s in status(out))
+    assert read_study_file(out).name == "tiny" and all(s["state"] == "done" for s in study_progress(out)["runs"])
 
 
 def test_a_relative_out_runs_and_reruns(tmp_path, monkeypatch):
@@ -87,7 +88,7 @@ def test_a_study_written_with_study_yaml_stays_readable(finished_study, tmp_path
     (old / STUDY_FILE).rename(old / LEGACY_STUDY_FILE)  # the layout earlier versions wrote
     legacy_text = (old / LEGACY_STUDY_FILE).read_text()
     assert recorded_study_file(old) == old / LEGACY_STUDY_FILE
-    assert [s.state for s in status(old)] == ["done", "done"]
+    assert [s["state"] for s in study_progress(old)["runs"]] == ["done", "done"]
     check_out_dir(old)  # a study: accepted
     report = run_study(tiny_study(tmp_path), old)
     assert report.skipped == 2 and (old / LEGACY_STUDY_FILE).read_text() == legacy_text

@@ -215,7 +215,7 @@ def test_mistakes_on_a_real_cluster(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_detach_submits_pretraining_and_runs_as_jobs_and_a_later_run_collects(cluster, tmp_path):
-    from medtransfer.study.store import count_states, status
+    from medtransfer.study.status import study_progress
 
     pretrain = {"dataset": "synthetic", "options": {"n_patients": 12, "images_per_patient": 2, "size": 32,
                                                     "task": "source-a", "seed": 1},
@@ -226,7 +226,7 @@ def test_detach_submits_pretraining_and_runs_as_jobs_and_a_later_run_collects(cl
     began = time.monotonic()
     report = run_study(study, out, detach=True)
     assert report.submitted == 2 and time.monotonic() - began < 60  # returns at once
-    assert count_states(status(out))["pending"] == 0  # the fine-tuning job is queued (or already running)
+    assert study_progress(out)["counts"]["pending"] == 0  # the fine-tuning job is queued (or already running)
     # the fine-tuning job waits for the pretraining job: afterok dependency
     fine_tune = str(claims.read(out / "runs" / "synth" / "mine-no-freeze" / "fold0")["job"])
     shown = cluster.run("scontrol", "show", "job", fine_tune.split("_")[0]).stdout

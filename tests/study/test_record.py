@@ -21,7 +21,7 @@ from medtransfer.cli import app
 from medtransfer.errors import DataError
 from medtransfer.study.results import AUC_COLUMNS
 from medtransfer.study.runner import run_study
-from medtransfer.study.store import status
+from medtransfer.study.status import study_progress
 from medtransfer.training import record
 from medtransfer.training.record import DamagedRunError, RunDir, read_record
 
@@ -60,15 +60,14 @@ def test_a_damaged_run_is_shown_refused_and_recomputed(copied, damage, name):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         path.unlink()
-    states = {s.run_id: s for s in status(out)}
-    damaged = [s for s in states.values() if s.state == "damaged"]
-    assert len(damaged) == 1 and name in damaged[0].error
+    damaged = [s for s in study_progress(out)["runs"] if s["state"] == "damaged"]
+    assert len(damaged) == 1 and name in damaged[0]["error"]
     with pytest.raises(DamagedRunError, match=name.replace(".", r"\.")):
         read_study(out)  # analyze refuses it, naming the file
     before = pd.read_csv(out / "results" / "auc.csv")
     report = run_study(study, out)
-    assert report.recomputed == [damaged[0].run_id] and report.finished == 1
-    assert [s.state for s in status(out)] == ["done", "done"]
+    assert report.recomputed == [damaged[0]["run_id"]] and report.finished == 1
+    assert [s["state"] for s in study_progress(out)["runs"]] == ["done", "done"]
     pd.testing.assert_frame_equal(pd.read_csv(out / "results" / "auc.csv"), before)  # deterministic on the CPU
 
 
@@ -151,7 +150,7 @@ def test_a_moved_or_copied_study_is_done_and_reads_its_own_files(finished_study,
         assert saved["folds_file"] == "folds/synth.csv"  # relative to the study
     if how == "cp":
         shutil.rmtree(original)  # the copy does not depend on the original
-        assert [s.state for s in status(moved)] == ["done", "done"]
+        assert [s["state"] for s in study_progress(moved)["runs"]] == ["done", "done"]
     shutil.rmtree(moved / "analysis")
     analyze(moved, **settings)
     again = {p.name: p.read_bytes() for p in (moved / "analysis").glob("*.csv")}
@@ -194,7 +193,8 @@ def test_the_layout_lists_every_name_the_record_defines():
            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}  # not imported ones
     names = {value for name, value in vars(record).items() if name in own and name.isupper() and isinstance(value, str)
              and name not in ("SNAPSHOT", "SNAPSHOT_GLOB", "STUDY_FILE", "LEGACY_STUDY_FILE", "SOURCES", "FOLDS_DIR", "RUNS",
-                              "RESULTS_DIR", "ANALYSIS_DIR", "FIGURES_DIR", "REPORT_FILE", "SLURM_DIR")}  # the study's
+                              "RESULTS_DIR", "ANALYSIS_DIR", "FIGURES_DIR", "REPORT_FILE", "SLURM_DIR", "AUC_TABLE",
+                              "TABLE2_CSV", "TABLE2_MD", "SIMILARITY_TABLE")}  # the study's
     assert names == set(record.LAYOUT) and len(set(record.LAYOUT)) == len(record.LAYOUT)
     assert {"config.json", "DONE", "RUNNING", "FAILED", "history.csv", "mlflow.json", "progress.json",
             "last.pt", "best.pt"} <= names

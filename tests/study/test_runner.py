@@ -8,7 +8,7 @@ from medtransfer.cli import app
 from medtransfer.errors import ConfigError
 from medtransfer.study.results import AUC_COLUMNS
 from medtransfer.study.runner import run_study
-from medtransfer.study.store import status
+from medtransfer.study.status import study_progress
 
 from .conftest import tiny_study
 
@@ -31,7 +31,7 @@ def test_rerun_does_nothing_and_status(finished_study):
     report = run_study(study, out)
     assert (report.skipped, report.finished) == (2, 0)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/**/metrics.json")} == stamps
-    assert [s.state for s in status(out)] == ["done", "done"]
+    assert [s["state"] for s in study_progress(out)["runs"]] == ["done", "done"]
     result = CliRunner().invoke(app, ["status", str(out)])
     assert result.exit_code == 0 and "2/2 runs done" in " ".join(result.output.split())  # rich wraps long paths
 

@@ -26,6 +26,7 @@ import pandas as pd
 from medtransfer import stats
 from medtransfer.errors import MedtransferError
 from medtransfer.study.sweep import split_label
+from medtransfer.vocabulary import NO_FREEZE
 
 GAIN_COLUMNS = ["target", "fold", "source", "strategy", "layer", "cca", "gain", "ci_low", "ci_high"]
 STAT_COLUMNS = [
@@ -48,7 +49,7 @@ def gain_points(similarity: pd.DataFrame, aucs: pd.DataFrame, random: str | None
     if random is None or similarity.empty or aucs.empty:
         return pd.DataFrame(columns=GAIN_COLUMNS)
     sim = similarity[(similarity["kind"] == "ft_vs_init") & (similarity["measure"] == measure) & (similarity["source"] != random)]
-    base = aucs[(aucs["source"] == random) & (aucs["strategy"] == "no-freeze")][["target", "fold", "auc"]]
+    base = aucs[(aucs["source"] == random) & (aucs["strategy"] == NO_FREEZE)][["target", "fold", "auc"]]
     base = base.rename(columns={"auc": "auc_random"})
     merged = sim.merge(aucs[["target", "fold", "source", "strategy", "auc"]], on=["target", "fold", "source", "strategy"])
     merged = merged.merge(base, on=["target", "fold"])

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from medtransfer.errors import ConfigError, DataError
+from medtransfer.errors import DataError
+from medtransfer.study.config import read_study_yaml
 from medtransfer.training.record import (SOURCES, RunRecord, find_run_dirs, read_record, recorded_study_file,
                                          runs_folder, sealed_file_problem)
 from medtransfer.vocabulary import RANDOM, STRATEGIES
@@ -113,10 +112,7 @@ def read_study(root: str | Path, skip: set[str] = frozenset(), verified: set[str
     yaml_path = recorded_study_file(root)
     if yaml_path is not None:
         text = yaml_path.read_text()
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{yaml_path}: not valid YAML ({error})") from error
+        loaded = read_study_yaml(yaml_path)
         config = loaded if isinstance(loaded, dict) else {}
     for made in sorted((root / SOURCES).glob("*.pt")):
         problem = sealed_file_problem(made)

@@ -34,7 +34,7 @@ from torch import nn
 
 from medtransfer.analysis.activations import ForwardLog, LayerPlan, Network, SamplingPlan, plan_sampling, sample_activations
 from medtransfer.analysis.layerwise import UNCERTAINTY, Uncertainty, score_layer
-from medtransfer.errors import ConfigError, MedtransferError
+from medtransfer.errors import ConfigError, MedtransferError, TooFewRowsError
 from medtransfer.models.hooks import tap
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.resolve import Model
@@ -137,9 +137,7 @@ def compare_modules(
         for j, m in enumerate(settings.measures):
             try:
                 scores = score_layer(acts[0][label], acts[1][label], p, m, len(pool), uncertainty, settings.seed + j)
-            except MedtransferError as error:
-                if not _too_few_rows(error):
-                    raise
+            except TooFewRowsError as error:
                 warnings.warn(f"layer {label}, {m}: skipped, {p.rows} rows for {len(p.channels[0])} channels are "
                               f"too few ({error}); more images (--images, or the whole dataset) or fewer channels "
                               "(--channels) measure it", SimilarityWarning, stacklevel=2)
@@ -151,11 +149,6 @@ def compare_modules(
 
 class SimilarityWarning(UserWarning):
     """A layer-wise score that could not be computed and was left out of the table."""
-
-
-def _too_few_rows(error: MedtransferError) -> bool:
-    text = str(error)
-    return "data points" in text or ("at least" in text and "rows" in text)
 
 
 def _require_finite(samples: list, origin: str, layer: str) -> None:

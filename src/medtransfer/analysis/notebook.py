@@ -25,7 +25,7 @@ from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.analysis.tables import run_aucs
 from medtransfer.errors import DataError
 from medtransfer.study.table2 import table2, table2_wide
-from medtransfer.training.record import ANALYSIS_DIR, STUDY_FILE
+from medtransfer.training.record import ANALYSIS_DIR, SIMILARITY_TABLE, STUDY_FILE
 
 
 class StudyResults:
@@ -91,7 +91,7 @@ class StudyResults:
     def similarity(self) -> pd.DataFrame:
         """The layer-wise similarity of the model pairs (``analysis/similarity.csv``: target, fold,
         pair, strategy, layer, measure, mean, std, ...); ``DataError`` before the analysis ran."""
-        return self._analysis_table("similarity.csv", "the layer-wise similarity")
+        return self._analysis_table(SIMILARITY_TABLE, "the layer-wise similarity")
 
     def prediction_similarity(self) -> pd.DataFrame:
         """``analysis/prediction_similarity.csv``; ``DataError`` before the analysis ran."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from medtransfer.study.table2 import INTERVAL, format_cell
 from medtransfer.atomic import write_text_atomic
+from medtransfer.errors import ConfigError
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -246,8 +247,6 @@ def written_by_medtransfer(path: Path) -> bool:
 
 def check_report_path(path: Path) -> None:
     """Refuse to replace a file at ``path`` that is not a medtransfer report (a file of the user's)."""
-    from medtransfer.errors import ConfigError
-
     path = Path(path)
     if path.exists() and not (path.is_file() and written_by_medtransfer(path)):
         raise ConfigError(f"{path} exists and was not written by medtransfer: it is left as it is; move it away "

@@ -52,7 +52,7 @@ from medtransfer.similarity.registry import get as get_measure
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.study.table2 import table2, write_table2
 from medtransfer.tracking.mlflow_sink import log_analysis
-from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, STUDY_FILE
+from medtransfer.training.record import ANALYSIS_DIR, AUC_TABLE, FIGURES_DIR, REPORT_FILE, SIMILARITY_TABLE, STUDY_FILE
 from medtransfer.training.run import resolve_device
 from medtransfer.vocabulary import STRATEGIES
 
@@ -253,7 +253,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     stage("Table 2 (AUC from predictions.csv)")
     aucs, auc_problems = run_aucs(study, settings.auc_average)
     missing.extend(auc_problems)
-    aucs.to_csv(out / "auc.csv", index=False)
+    aucs.to_csv(out / AUC_TABLE, index=False)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out, caption)
     swept = sensitivity(study, role_map.pretrained, role_map.random, settings.auc_average, fig_dir)
@@ -274,7 +274,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log, stage)
     missing.extend(lacking)
     notes.extend(sim_notes)
-    sim.to_csv(out / "similarity.csv", index=False)
+    sim.to_csv(out / SIMILARITY_TABLE, index=False)
     divergence = combine(fold_divergences)
     divergence.to_csv(out / "divergence.csv", index=False)
 

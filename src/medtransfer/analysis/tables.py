@@ -13,6 +13,7 @@ from medtransfer.analysis.inventory import Study
 from medtransfer.errors import DataError
 from medtransfer.study.table2 import warn_undefined_auc
 from medtransfer.training import metrics
+from medtransfer.training.record import AUC_TABLE, study_results_file
 
 AUC_TOLERANCE = 1e-6
 
@@ -71,7 +72,7 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
         )
     frame = pd.DataFrame(rows, columns=["target", "source", "strategy", "fold", "auc", "n_classes"])
     problems += [m.removeprefix("warning: ") for m in warn_undefined_auc(frame)]
-    stored_path = study.root / "results" / "auc.csv"
+    stored_path = study.root / study_results_file(AUC_TABLE)
     if stored_path.is_file() and len(frame):
         stored = pd.read_csv(stored_path)
         keys = ["target", "source", "strategy", "fold"]

@@ -5,34 +5,16 @@ Flow: ``load_manifest(name, root)`` -> ``Manifest`` (one row per image) -> ``mak
 training device. See ``docs/interfaces.md``.
 """
 
-from medtransfer.data.augment import AffineParams, KerasAugment, keras_matrices
-from medtransfer.data.cache import PixelCache
-from medtransfer.data.folds import (
-    import_author_splits,
-    make_folds,
-    read_folds,
-    validate_folds,
-    write_folds,
-)
-from medtransfer.data.images import decode_file, resize
-from medtransfer.data.manifest import Manifest, SkippedFile
-from medtransfer.data.registry import dataset_names, load_manifest, verify_images
+from medtransfer.lazy import lazy_exports
 
-__all__ = [
-    "AffineParams",
-    "KerasAugment",
-    "Manifest",
-    "PixelCache",
-    "SkippedFile",
-    "dataset_names",
-    "decode_file",
-    "import_author_splits",
-    "keras_matrices",
-    "load_manifest",
-    "make_folds",
-    "read_folds",
-    "resize",
-    "validate_folds",
-    "verify_images",
-    "write_folds",
-]
+# module -> the public names it defines, imported on first use (a light module of the package does
+# not load the heavy ones)
+_EXPORTS = {
+    "augment": ("AffineParams", "KerasAugment", "keras_matrices"),
+    "cache": ("PixelCache",),
+    "folds": ("import_author_splits", "make_folds", "read_folds", "validate_folds", "write_folds"),
+    "images": ("decode_file", "resize"),
+    "manifest": ("Manifest", "SkippedFile"),
+    "registry": ("dataset_names", "load_manifest", "verify_images"),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -73,8 +73,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     return write_atomic(path, lambda handle: torch.save(payload, handle), fsync=True)
 
 
-def is_checkpoint(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote.
+def _payload(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The payload of a file medtransfer's :func:`save_checkpoint` wrote, None for other files.
 
     Raises:
         UnsafeFileError: the file holds pickled Python objects (never unpickled).
@@ -84,25 +84,21 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     except UnsafeFileError:
         raise
     except WeightsError:
-        return False
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
+        return None
+    return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
+
+
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file medtransfer's :func:`save_checkpoint` wrote (UnsafeFileError:
+    a file of pickled Python objects, never unpickled)."""
+    return _payload(path) is not None
 
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files.
-
-    Raises:
-        UnsafeFileError: the file holds pickled Python objects (never unpickled).
-    """
-    try:
-        payload = load_tensors(path, mmap=True)
-    except UnsafeFileError:
-        raise
-    except WeightsError:
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(payload.get("meta"), dict):
-        return None
-    return dict(payload["meta"])
+    """The ``meta`` of a medtransfer checkpoint (without building the model), None for other files
+    (UnsafeFileError: a file of pickled Python objects, never unpickled)."""
+    payload = _payload(path)
+    return dict(payload["meta"]) if payload is not None and isinstance(payload.get("meta"), dict) else None
 
 
 def read_payload(path: str | os.PathLike, file_format: str, version: int, what: str,

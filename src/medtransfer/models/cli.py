@@ -13,6 +13,8 @@ import typer
 
 from medtransfer.console import output_console
 
+from medtransfer.models import registry
+
 weights_app = typer.Typer(
     help="Weight sources: fetch ImageNet, inspect a weights file, check that it loads, export conv1 filters.",
     no_args_is_help=True,
@@ -20,7 +22,7 @@ weights_app = typer.Typer(
 
 CacheOption = typer.Option(None, "--cache-dir", help="Weights cache. "
                            "\\[default: $MEDTRANSFER_CACHE, else ~/.cache/medtransfer]")
-BackboneOption = typer.Option(None, "--backbone", help="resnet50, densenet121, inception_v3, inception_resnet_v2. "
+BackboneOption = typer.Option(None, "--backbone", help=f"{', '.join(registry.names())}. "
                               "\\[default: resnet50 for source names; a file's own backbone for files]")
 
 
@@ -32,7 +34,6 @@ def fetch(
 ) -> None:
     """Download Keras' ImageNet notop weights of a backbone into the cache once, checking the md5."""
     from medtransfer.errors import ConfigError
-    from medtransfer.models import registry
     from medtransfer.models.download import find_radimagenet, imagenet_file, imagenet_weights
 
     console = output_console(soft_wrap=True)
@@ -50,7 +51,6 @@ def fetch(
 def info(file: Path = typer.Argument(..., help="A Keras .h5 / .weights.h5 or PyTorch .pth file.")) -> None:
     """Show what a weights file contains, which backbone it holds and whether it loads (exit 1 if not)."""
     from medtransfer.errors import MedtransferError
-    from medtransfer.models import registry
     from medtransfer.models.checkpoint import is_checkpoint, load_checkpoint
     from medtransfer.models.keras_h5 import read_keras_h5
     from medtransfer.models.sources import identify_backbone, load_weights_file
@@ -174,7 +174,6 @@ def layers(
     from rich.table import Table
 
     from medtransfer.models.resolve import resolve_model
-    from medtransfer.models import registry
     from medtransfer.models.hooks import list_layers
 
     resolved = resolve_model(model, state_dict=state_dict, backbone=backbone)

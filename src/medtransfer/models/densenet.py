@@ -9,6 +9,7 @@ eps 1.001e-5. The stem pads explicitly (``ZeroPadding2D``) before its valid 7x7/
 from __future__ import annotations
 
 from medtransfer.models.keras_graph import GraphBuilder, KerasGraphNet
+from medtransfer.models.registry import KERAS_WEIGHTS_URL, BackboneSpec, Weights
 
 BN_EPS = 1.001e-5
 BLOCKS = (6, 12, 24, 16)
@@ -69,3 +70,13 @@ class DenseNet121(KerasGraphNet):
 
     def __init__(self, num_classes: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(build(), num_classes=num_classes, dropout=dropout)
+
+
+SPEC = BackboneSpec(
+    "densenet121", "DenseNet121", DenseNet121, input_size=224, min_size=32, normalization="torch", features=1024,
+    paper_layers=dict(PAPER_LAYERS), block_layers=BLOCK_LAYERS, keras_layers=241,
+    imagenet=Weights(KERAS_WEIGHTS_URL + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     "30ee3e1110167f948a6b9946edeeb738"),
+    radimagenet=("RadImageNet-DenseNet121_notop.h5", "RadImageNet-DenseNet121_notop.pth"),
+)
+"""DenseNet121 in the registry (:mod:`medtransfer.models.registry`)."""

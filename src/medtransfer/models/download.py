@@ -1,4 +1,5 @@
-"""The weights cache and the one-time download of Keras' ImageNet weights of each backbone."""
+"""The weights cache and the one-time download of Keras' ImageNet weights of each backbone (the
+URLs, md5s and file names are the backbone's: ``SPEC.imagenet`` and ``SPEC.radimagenet`` of its module)."""
 
 from __future__ import annotations
 
@@ -12,44 +13,18 @@ from pathlib import Path
 from medtransfer.atomic import file_mode
 from medtransfer.console import track
 from medtransfer.errors import WeightsError
+from medtransfer.models import registry
 from medtransfer.paths import CACHE_ENV, cache_dir
-
-IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
-IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"
-"""Keras' published md5 of the notop file (keras.applications.resnet.WEIGHTS_HASHES)."""
-
-_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-IMAGENET: dict[str, tuple[str, str]] = {
-    "densenet121": (_KERAS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    "30ee3e1110167f948a6b9946edeeb738"),
-    "inception_v3": (_KERAS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     "bcbd6486424b2319ff4ef7d526e38f63"),
-    "inception_resnet_v2": (_KERAS + "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                            "d19885ff4a710c122648d3b5c3b684e4"),
-}
-"""Backbone -> (URL, md5) of Keras' ImageNet notop file (the md5s ``keras.applications`` checks);
-ResNet50's are :data:`IMAGENET_URL` / :data:`IMAGENET_MD5`."""
 
 
 def imagenet_file(backbone: str = "resnet50") -> tuple[str, str, str]:
-    """(URL, md5, file name) of Keras' ImageNet notop weights of ``backbone``."""
-    if backbone == "resnet50":
-        return IMAGENET_URL, IMAGENET_MD5, IMAGENET_FILE
-    if backbone not in IMAGENET:
-        raise WeightsError(f"no ImageNet weights known for backbone {backbone!r}: expected resnet50 or one of {', '.join(IMAGENET)}")
-    url, md5 = IMAGENET[backbone]
-    return url, md5, url.rsplit("/", 1)[-1]
+    """(URL, md5, file name) of Keras' ImageNet notop weights of ``backbone`` (its spec's ``imagenet``)."""
+    weights = registry.get(backbone).imagenet
+    if weights is None:
+        known = [name for name, spec in registry.registry().items() if spec.imagenet is not None]
+        raise WeightsError(f"no ImageNet weights known for backbone {backbone!r}: expected one of {', '.join(known)}")
+    return weights.url, weights.md5, weights.file
 
-RADIMAGENET_FILES = ("RadImageNet-ResNet50_notop.h5", "RadImageNet-ResNet50_notop.pth")
-RADIMAGENET: dict[str, tuple[str, ...]] = {
-    "resnet50": RADIMAGENET_FILES,
-    "densenet121": ("RadImageNet-DenseNet121_notop.h5", "RadImageNet-DenseNet121_notop.pth"),
-    "inception_v3": ("RadImageNet-InceptionV3_notop.h5", "RadImageNet-InceptionV3_notop.pth"),
-    "inception_resnet_v2": ("RadImageNet-IRV2_notop.h5", "RadImageNet-InceptionResNetV2_notop.h5",
-                            "RadImageNet-IRV2_notop.pth", "RadImageNet-InceptionResNetV2_notop.pth"),
-}
-"""Backbone -> file names of RadImageNet's release (and its PyTorch ports) looked for in the cache."""
 
 _CHUNK = 1 << 20
 
@@ -125,7 +100,7 @@ def imagenet_weights(cache: str | os.PathLike | None = None, download: bool = Tr
 def find_radimagenet(cache: str | os.PathLike | None = None, backbone: str = "resnet50") -> Path:
     """The RadImageNet file of ``backbone`` (h5, else pth) in the cache, or a clear error saying where to put it."""
     folder = cache_dir(cache)
-    files = RADIMAGENET.get(backbone, ())
+    files = registry.get(backbone).radimagenet
     for name in files:
         if (folder / name).is_file():
             return folder / name

@@ -12,6 +12,7 @@ input (Keras' ``CustomScaleLayer``). Inputs must be at least 75 x 75.
 from __future__ import annotations
 
 from medtransfer.models.keras_graph import GraphBuilder, KerasGraphNet
+from medtransfer.models.registry import KERAS_WEIGHTS_URL, BackboneSpec, Weights
 
 BN_EPS = 1e-3
 
@@ -102,3 +103,15 @@ class InceptionResNetV2(KerasGraphNet):
 
     def __init__(self, num_classes: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(build(), num_classes=num_classes, dropout=dropout)
+
+
+SPEC = BackboneSpec(
+    "inception_resnet_v2", "InceptionResNetV2", InceptionResNetV2, input_size=299, min_size=75,
+    normalization="symmetric", features=1536, paper_layers=dict(PAPER_LAYERS), block_layers=BLOCK_LAYERS,
+    keras_layers=448,
+    imagenet=Weights(KERAS_WEIGHTS_URL + "inception_resnet_v2/"
+                     "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "d19885ff4a710c122648d3b5c3b684e4"),
+    radimagenet=("RadImageNet-IRV2_notop.h5", "RadImageNet-InceptionResNetV2_notop.h5",
+                 "RadImageNet-IRV2_notop.pth", "RadImageNet-InceptionResNetV2_notop.pth"),
+)
+"""InceptionResNetV2 in the registry (:mod:`medtransfer.models.registry`)."""

@@ -11,6 +11,7 @@ Inputs must be at least 75 x 75.
 from __future__ import annotations
 
 from medtransfer.models.keras_graph import GraphBuilder, KerasGraphNet
+from medtransfer.models.registry import KERAS_WEIGHTS_URL, BackboneSpec, Weights
 
 BN_EPS = 1e-3
 
@@ -88,3 +89,13 @@ class InceptionV3(KerasGraphNet):
 
     def __init__(self, num_classes: int | None = None, dropout: float = 0.5) -> None:
         super().__init__(build(), num_classes=num_classes, dropout=dropout)
+
+
+SPEC = BackboneSpec(
+    "inception_v3", "InceptionV3", InceptionV3, input_size=299, min_size=75, normalization="symmetric",
+    features=2048, paper_layers=dict(PAPER_LAYERS), block_layers=BLOCK_LAYERS, keras_layers=188,
+    imagenet=Weights(KERAS_WEIGHTS_URL + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     "bcbd6486424b2319ff4ef7d526e38f63"),
+    radimagenet=("RadImageNet-InceptionV3_notop.h5", "RadImageNet-InceptionV3_notop.pth"),
+)
+"""InceptionV3 in the registry (:mod:`medtransfer.models.registry`)."""

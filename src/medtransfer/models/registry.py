@@ -1,25 +1,48 @@
-"""The backbones medtransfer knows, by name: constructor, input size, normalisation, Keras names.
+"""The backbones medtransfer knows, by name: constructor, input size, normalisation, Keras names,
+published weights.
 
 A timm-style registry: ``create("densenet121", num_classes=3)`` builds a Keras-layout model,
 ``get(name)`` returns its :class:`BackboneSpec`, ``backbone_of(model)`` names the backbone of a
 model instance. RadImageNet's authors released Keras weights for exactly these four backbones.
 
-Each spec records the paper-equivalent stage outputs used for layer-wise similarity
-(``conv1``, ``block1`` .. ``block4``: the last output at stride 2, 4, 8, 16 and 32, as the paper's
-five ResNet50 layers), every block output (``analysis.layers: all``), and ``normalization``: the
-input mode of Keras' ``preprocess_input`` for that application (what its ImageNet weights expect).
+A backbone is defined in one place: its module (``models/resnet.py``) holds the network and its
+``SPEC``, a :class:`BackboneSpec` with the paper-equivalent stage outputs used for layer-wise
+similarity (``conv1``, ``block1`` .. ``block4``: the last output at stride 2, 4, 8, 16 and 32, as
+the paper's five ResNet50 layers), every block output (``analysis.layers: all``),
+``normalization`` (the input mode of Keras' ``preprocess_input`` for that application: what its
+ImageNet weights expect) and its published weights. :data:`BACKBONES` lists the modules by name.
+This module does not import torch: the names are checked without it, and a backbone's module
+(which does) is imported the first time its spec is asked for.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from medtransfer.errors import ConfigError
-from medtransfer.models import densenet, inception_resnet_v2, inception_v3, resnet
+
+if TYPE_CHECKING:
+    from torch import nn
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+"""Where ``keras.applications`` downloads its ImageNet weights from."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A published weights file: its URL and the md5 its publisher gives (``keras.applications``
+    checks the same md5s)."""
+
+    url: str
+    md5: str
+
+    @property
+    def file(self) -> str:
+        """The file name, as cached."""
+        return self.url.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -36,6 +59,8 @@ class BackboneSpec:
         paper_layers: short stage name -> Keras layer name.
         block_layers: Keras names of every block output, in forward order.
         keras_layers: number of Keras weight layers of the headless model (conv + BatchNorm).
+        imagenet: Keras' ImageNet notop weights (None: none published).
+        radimagenet: file names of RadImageNet's release (and its PyTorch ports) looked for in the cache.
     """
 
     name: str
@@ -48,53 +73,54 @@ class BackboneSpec:
     paper_layers: dict[str, str]
     block_layers: tuple[str, ...]
     keras_layers: int
+    imagenet: Weights | None = None
+    radimagenet: tuple[str, ...] = ()
 
     def create(self, num_classes: int | None = None, dropout: float = 0.5) -> nn.Module:
         """A fresh model (PyTorch's default init; use a weight reader or ``keras_init_`` for Keras')."""
         return self.constructor(num_classes=num_classes, dropout=dropout)
 
 
-def _specs() -> dict[str, BackboneSpec]:
-    specs = [
-        BackboneSpec("resnet50", "ResNet50", resnet.ResNet50, 224, 32, "caffe", 2048,
-                     dict(resnet.PAPER_LAYERS), resnet.BLOCK_LAYERS, 106),
-        BackboneSpec("densenet121", "DenseNet121", densenet.DenseNet121, 224, 32, "torch", 1024,
-                     dict(densenet.PAPER_LAYERS), densenet.BLOCK_LAYERS, 241),
-        BackboneSpec("inception_v3", "InceptionV3", inception_v3.InceptionV3, 299, 75, "symmetric", 2048,
-                     dict(inception_v3.PAPER_LAYERS), inception_v3.BLOCK_LAYERS, 188),
-        BackboneSpec("inception_resnet_v2", "InceptionResNetV2", inception_resnet_v2.InceptionResNetV2, 299, 75,
-                     "symmetric", 1536, dict(inception_resnet_v2.PAPER_LAYERS), inception_resnet_v2.BLOCK_LAYERS, 448),
-    ]
-    return {s.name: s for s in specs}
+BACKBONES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "resnet50": ("resnet", ("resnet",)),
+    "densenet121": ("densenet", ("densenet",)),
+    "inception_v3": ("inception_v3", ("inceptionv3",)),
+    "inception_resnet_v2": ("inception_resnet_v2", ("inceptionresnetv2",)),
+}
+"""Registry name -> (the module under ``medtransfer.models`` whose ``SPEC`` defines it, other
+spellings accepted, compared without underscores)."""
 
-
-_REGISTRY: dict[str, BackboneSpec] | None = None
 DEFAULT = "resnet50"
-
-
-def registry() -> dict[str, BackboneSpec]:
-    """Name -> spec of every registered backbone."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = _specs()
-    return _REGISTRY
 
 
 def names() -> tuple[str, ...]:
     """The registered backbone names."""
-    return tuple(registry())
+    return tuple(BACKBONES)
+
+
+def canonical(name: str | None) -> str:
+    """The registry name ``name`` spells (``None``: resnet50; case, ``-``/``_`` and the aliases of
+    :data:`BACKBONES` are forgiven); a clear error for unknown names. Imports no backbone."""
+    key = DEFAULT if name is None else str(name).strip().lower().replace("-", "_")
+    aliases = {alias: backbone for backbone, (_, spellings) in BACKBONES.items() for alias in spellings}
+    key = aliases.get(key.replace("_", ""), key)
+    if key not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
+    return key
 
 
 def get(name: str | None) -> BackboneSpec:
     """The spec of backbone ``name`` (``None``: resnet50); a clear error for unknown names."""
-    key = DEFAULT if name is None else str(name).strip().lower().replace("-", "_")
-    aliases = {"resnet": "resnet50", "densenet": "densenet121", "inceptionv3": "inception_v3",
-               "inceptionresnetv2": "inception_resnet_v2"}
-    key = aliases.get(key.replace("_", ""), key)
-    specs = registry()
-    if key not in specs:
-        raise ConfigError(f"unknown backbone {name!r}: expected one of {', '.join(specs)}")
-    return specs[key]
+    key = canonical(name)
+    spec = importlib.import_module(f"medtransfer.models.{BACKBONES[key][0]}").SPEC
+    if spec.name != key:
+        raise ConfigError(f"backbone {key!r}: its module's SPEC is named {spec.name!r}")
+    return spec
+
+
+def registry() -> dict[str, BackboneSpec]:
+    """Name -> spec of every registered backbone."""
+    return {name: get(name) for name in BACKBONES}
 
 
 def create(name: str | None, num_classes: int | None = None, dropout: float = 0.5) -> nn.Module:
@@ -119,6 +145,8 @@ def layer_shapes(size: int, layers: Iterable[str], backbone: str | None = None) 
     """``(C, h, w)`` of each Keras layer of the backbone (default ResNet50) for ``size x size``
     inputs (one tiny pass); the paper's ResNet50 layer names stand for the backbone's stages
     (:func:`medtransfer.models.stage_layer`), keyed as asked."""
+    import torch  # heavy: the registry's names are read without it
+
     layers = list(layers)
     own = {name: stage_layer(backbone, name) for name in layers}
     with torch.no_grad():

@@ -19,6 +19,7 @@ from torch import nn
 
 from medtransfer.errors import ConfigError
 from medtransfer.models.init import glorot_uniform_
+from medtransfer.models.registry import KERAS_WEIGHTS_URL, BackboneSpec, Weights
 
 BN_EPS = 1.001e-5
 """Keras' BatchNorm epsilon in ``keras.applications.ResNet50``."""
@@ -242,3 +243,13 @@ class ResNet50(nn.Module):
             if name in wanted_set:
                 found[name] = out.clone()
         return {name: found[name] for name in sorted(found, key=_TAP_INDEX.__getitem__)}
+
+
+SPEC = BackboneSpec(
+    "resnet50", "ResNet50", ResNet50, input_size=224, min_size=32, normalization="caffe", features=2048,
+    paper_layers=dict(PAPER_LAYERS), block_layers=BLOCK_LAYERS, keras_layers=106,
+    imagenet=Weights(KERAS_WEIGHTS_URL + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     "4d473c1dd8becc155b73f8504c6f6626"),
+    radimagenet=("RadImageNet-ResNet50_notop.h5", "RadImageNet-ResNet50_notop.pth"),
+)
+"""ResNet50 in the registry (:mod:`medtransfer.models.registry`)."""

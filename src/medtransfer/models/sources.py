@@ -29,7 +29,7 @@ from medtransfer.models.keras_h5 import keras_state, load_keras_h5, read_keras_h
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.torch_port import load_torch_port, read_port
-from medtransfer.vocabulary import KERAS_SUFFIXES, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
+from medtransfer.vocabulary import KERAS_SUFFIXES, RANDOM, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
 
 NAMES = SOURCE_NAMES
 H5_SUFFIXES = KERAS_SUFFIXES
@@ -140,7 +140,7 @@ def source_weights_file(name_or_path: str | os.PathLike, cache_dir: str | os.Pat
     """
     key, named = split_key(str(name_or_path))
     backbone = registry.get(named).name
-    if key == "random":
+    if key == RANDOM:
         return None
     if key == "imagenet":
         return imagenet_weights(cache_dir, download=False, backbone=backbone)
@@ -185,10 +185,10 @@ def load_source(
         backbone = named
     if key in NAMES:
         spec = registry.get(backbone)
-    if key == "random":
+    if key == RANDOM:
         model = keras_init_(spec.create(), seed=seed).eval()
         norm = Normalization.coerce(normalization, spec.normalization)
-        return Source(name="random", model=model, normalize=norm, origin=f"Keras default initialisation, seed {int(seed)}",
+        return Source(name=RANDOM, model=model, normalize=norm, origin=f"Keras default initialisation, seed {int(seed)}",
                       backbone=spec.name)
     if key == "imagenet":
         return _from_file("imagenet", imagenet_weights(cache_dir, backbone=spec.name), normalization, spec.name)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, TooFewRowsError
 
 
 #: Largest number of rows (data points) of the measures that build n x n matrices (RSA's
@@ -105,7 +105,7 @@ def as_pair(x: Any, y: Any, min_rows: int = 2, check_finite: bool = True) -> tup
             f"x and y must have the same number of rows (data points): x has {x.shape[0]}, y has {y.shape[0]}"
         )
     if x.shape[0] < min_rows:
-        raise MedtransferError(f"x and y need at least {min_rows} rows (data points), got {x.shape[0]}")
+        raise TooFewRowsError(f"x and y need at least {min_rows} rows (data points), got {x.shape[0]}")
     if is_tensor(x) != is_tensor(y):
         x, y = to_numpy(x), to_numpy(y)
     elif is_tensor(x) and x.device != y.device:
@@ -124,7 +124,7 @@ def check_cca_shape(x: Any, y: Any, what: str = "CCA") -> None:
     """
     n, p, q = x.shape[0], x.shape[1], y.shape[1]
     if p + q > n - 1:
-        raise MedtransferError(
+        raise TooFewRowsError(
             f"{what} of x with p = {p} neurons and y with q = {q} neurons over n = {n} data points: "
             f"p + q = {p + q} > n - 1 = {n - 1}, so {p + q - (n - 1)} canonical correlations are exactly 1 "
             f"whatever the data; use at least p + q + 1 = {p + q + 1} rows or fewer neurons"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medtransfer.errors import MedtransferError
+from medtransfer.errors import MedtransferError, TooFewRowsError
 from medtransfer.similarity import _linalg as la
 from medtransfer.similarity._validation import as_pair, is_tensor
 
@@ -79,7 +79,7 @@ def _lower_frobenius_squared(g: np.ndarray) -> float:
 def _require_positive(xx: float, yy: float, n: int, debiased: bool) -> None:
     for name, value in (("x", xx), ("y", yy)):
         if value <= 0.0:
-            raise MedtransferError(
+            raise TooFewRowsError(
                 f"the unbiased estimate of HSIC({name}, {name}) over {n} data points is not positive "
                 f"({value:.3g}): debiased CKA is undefined here; use more data points or the biased CKA"
             )

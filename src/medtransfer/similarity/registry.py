@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity import batched
 from medtransfer.similarity._validation import MAX_PAIRWISE_ROWS
+from medtransfer.similarity.canonical import cca, pwcca, pwcca_google, svcca
+from medtransfer.similarity.cka import cka_from_blocks, linear_cka
+from medtransfer.similarity.neighbors import knn_jaccard, mutual_knn
+from medtransfer.similarity.procrustes import procrustes_distance
+from medtransfer.similarity.rsa import rsa
+from medtransfer.similarity.shape import angular_shape_distance, shape_from_grams
 
 INVARIANCE_WORDS = (
     "translation", "permutation", "isotropic scale", "orthogonal", "invertible linear",
@@ -80,102 +87,35 @@ class Measure:
 
 
 def _cca(x, y):
-    from medtransfer.similarity.canonical import cca
-
     return cca(x, y).mean
 
 
 def _cca_r2(x, y):
-    from medtransfer.similarity.canonical import cca
-
     return float(np.mean(cca(x, y).rho ** 2))
 
 
 def _svcca(x, y):
-    from medtransfer.similarity.canonical import svcca
-
     return svcca(x, y).mean
 
 
-def _pwcca(x, y):
-    from medtransfer.similarity.canonical import pwcca
-
-    return pwcca(x, y)
-
-
-def _pwcca_google(x, y):
-    from medtransfer.similarity.canonical import pwcca_google
-
-    return pwcca_google(x, y)
-
-
-def _cka(x, y):
-    from medtransfer.similarity.cka import linear_cka
-
-    return linear_cka(x, y)
-
-
 def _cka_debiased(x, y):
-    from medtransfer.similarity.cka import linear_cka
-
     return linear_cka(x, y, debiased=True)
 
 
-def _procrustes(x, y):
-    from medtransfer.similarity.procrustes import procrustes_distance
-
-    return procrustes_distance(x, y)
-
-
 def _shape(x, y):
-    from medtransfer.similarity.shape import angular_shape_distance
-
     return angular_shape_distance(x, y, alpha=1.0)
 
 
 def _shape_grams(gxx, gyy, gxy):
-    from medtransfer.similarity.shape import shape_from_grams
-
     return shape_from_grams(gxx, gyy, gxy, alpha=1.0)
 
 
 def _rsa_spearman(x, y):
-    from medtransfer.similarity.rsa import rsa
-
     return rsa(x, y, "spearman")
 
 
 def _rsa_pearson(x, y):
-    from medtransfer.similarity.rsa import rsa
-
     return rsa(x, y, "pearson")
-
-
-def _mutual_knn(x, y):
-    from medtransfer.similarity.neighbors import mutual_knn
-
-    return mutual_knn(x, y)
-
-
-def _knn_jaccard(x, y):
-    from medtransfer.similarity.neighbors import knn_jaccard
-
-    return knn_jaccard(x, y)
-
-
-def _cka_blocks(blocks, weights):
-    from medtransfer.similarity.cka import cka_from_blocks
-
-    return cka_from_blocks(blocks, weights)
-
-
-def _batched(name: str) -> Callable:
-    def call(gxx, gyy, gxy):
-        from medtransfer.similarity import batched
-
-        return getattr(batched, name)(gxx, gyy, gxy)
-
-    return call
 
 
 _LINEAR = ("translation", "permutation", "isotropic scale", "orthogonal", "invertible linear", "neuron scale")
@@ -186,23 +126,23 @@ MEASURES: dict[str, Measure] = {
     m.name: m
     for m in (
         Measure("cca", _cca, "CCA (mean ρ)", "similarity", 0.0, 1.0, _LINEAR, True,
-                _batched("cca_mean_from_grams"), "Hotelling 1936; mean of all canonical correlations (the paper's score)"),
+                batched.cca_mean_from_grams, "Hotelling 1936; mean of all canonical correlations (the paper's score)"),
         Measure("cca_r2", _cca_r2, "CCA (mean ρ²)", "similarity", 0.0, 1.0, _LINEAR, True,
-                _batched("cca_r2_from_grams"),
+                batched.cca_r2_from_grams,
                 "Kornblith et al. 2019's R²_CCA; mean of the squared canonical correlations (adjusts like R², see docs)"),
         Measure("svcca", _svcca, "SVCCA", "similarity", 0.0, 1.0, _ORTHO, True, None,
                 "Raghu et al. 2017; CCA of the top principal directions explaining 99% of the variance"),
-        Measure("pwcca", _pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
+        Measure("pwcca", pwcca, "PWCCA", "similarity", 0.0, 1.0, ("translation", "permutation", "isotropic scale"),
                 False, None,
                 "Morcos et al. 2018; projection-weighted mean of the canonical correlations"),
-        Measure("pwcca_google", _pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, (),
+        Measure("pwcca_google", pwcca_google, "PWCCA (google/svcca)", "similarity", 0.0, 1.0, (),
                 False, None, "google/svcca's compute_pwcca: weights from uncentred activations (see docs)"),
-        Measure("cka", _cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, _batched("cka_from_grams"),
-                "Kornblith et al. 2019; linear kernels, biased HSIC", _cka_blocks),
+        Measure("cka", linear_cka, "linear CKA", "similarity", 0.0, 1.0, _ORTHO, True, batched.cka_from_grams,
+                "Kornblith et al. 2019; linear kernels, biased HSIC", cka_from_blocks),
         Measure("cka_debiased", _cka_debiased, "linear CKA (debiased)", "similarity", -1.0, 1.0, _ORTHO, True, None,
                 "Kornblith et al. 2019 with the unbiased HSIC of Song et al. 2012"),
-        Measure("procrustes", _procrustes, "Procrustes distance", "distance", 0.0, 2.0, _ORTHO, True,
-                _batched("procrustes_from_grams"), "Ding, Denain & Steinhardt 2021; squared, unit-norm sides"),
+        Measure("procrustes", procrustes_distance, "Procrustes distance", "distance", 0.0, 2.0, _ORTHO, True,
+                batched.procrustes_from_grams, "Ding, Denain & Steinhardt 2021; squared, unit-norm sides"),
         Measure("angular_shape", _shape, "angular shape metric", "distance", 0.0, 1.5707963267948966, _ORTHO, True,
                 _shape_grams, "Williams et al. 2021, generalized shape metric with alpha = 1 (angular Procrustes), radians"),
         Measure("rsa_spearman", _rsa_spearman, "RSA (Spearman)", "similarity", -1.0, 1.0,
@@ -213,9 +153,9 @@ MEASURES: dict[str, Measure] = {
                 ("permutation", "isotropic scale", "row scale", "row offset"), True, None,
                 "Kriegeskorte et al. 2008; correlation-distance RDMs compared by Pearson's r",
                 max_rows=MAX_PAIRWISE_ROWS),
-        Measure("mutual_knn", _mutual_knn, "mutual k-NN (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
+        Measure("mutual_knn", mutual_knn, "mutual k-NN (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
                 "Huh et al. 2024; cosine neighbours, k = 10", max_rows=MAX_PAIRWISE_ROWS),
-        Measure("knn_jaccard", _knn_jaccard, "k-NN Jaccard (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
+        Measure("knn_jaccard", knn_jaccard, "k-NN Jaccard (k=10)", "similarity", 0.0, 1.0, _KNN, True, None,
                 "mean Jaccard index of the cosine 10-NN sets", max_rows=MAX_PAIRWISE_ROWS),
     )
 }
@@ -233,11 +173,3 @@ def get(name: str) -> Measure:
     except (KeyError, TypeError):
         raise MedtransferError(f"unknown similarity measure {name!r}; expected one of {', '.join(NAMES)}") from None
 
-
-def check_names(names: Any, field: str = "measures") -> tuple[str, ...]:
-    """``names`` as a non-empty tuple of known measure names (MedtransferError naming ``field``)."""
-    names = (names,) if isinstance(names, str) else tuple(names)
-    bad = [n for n in names if n not in MEASURES]
-    if bad or not names:
-        raise MedtransferError(f"{field} must be a non-empty list of {', '.join(NAMES)}; got {list(names)}")
-    return names

@@ -1,12 +1,15 @@
 """Studies: a YAML grid of runs, expanded, executed (local, SLURM, Ray), resumable, tabulated."""
 
-from medtransfer.study.config import StudyConfig, shipped_config
-from medtransfer.study.executors import LocalExecutor, RayExecutor, SlurmExecutor, Task, make_executor
-from medtransfer.study.expand import expand
-from medtransfer.study.results import write_results
-from medtransfer.study.table2 import table2
-from medtransfer.study.runner import StudyReport, run_study
-from medtransfer.study.store import count_states, status
+from medtransfer.lazy import lazy_exports
 
-__all__ = ["LocalExecutor", "RayExecutor", "SlurmExecutor", "StudyConfig", "StudyReport", "Task", "count_states",
-           "expand", "make_executor", "run_study", "shipped_config", "status", "table2", "write_results"]
+# module -> the public names it defines, imported on first use (a light module of the package does
+# not load the heavy ones)
+_EXPORTS = {
+    "config": ("StudyConfig", "shipped_config"),
+    "executors": ("LocalExecutor", "RayExecutor", "SlurmExecutor", "Task", "make_executor"),
+    "expand": ("expand",),
+    "results": ("write_results",),
+    "runner": ("StudyReport", "run_study"),
+    "store": ("count_states",),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

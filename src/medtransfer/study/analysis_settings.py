@@ -36,8 +36,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.models import BLOCK_LAYERS, PAPER_LAYERS
 from medtransfer.similarity import draws_for_holm
+from medtransfer.models import registry
 from medtransfer.similarity.bootstrap import DEFAULT_INTERVAL_METHOD, INTERVAL_METHODS
 from medtransfer.similarity.registry import NAMES as MEASURE_NAMES
 from medtransfer.similarity.registry import PAPER_MEASURES as MEASURES
@@ -123,14 +123,15 @@ class AnalysisSettings:
     def resolved_layers(self) -> dict[str, str]:
         """Short label -> Keras layer name, in network order (``conv1`` -> ``conv1_relu``, ...)."""
         layers = self.layers
+        paper = registry.get(registry.DEFAULT)  # the paper's ResNet50 names the layers of every backbone
         if layers == ("all",):
-            names = list(BLOCK_LAYERS)
-            short = {v: k for k, v in PAPER_LAYERS.items()}
+            names = list(paper.block_layers)
+            short = {v: k for k, v in paper.paper_layers.items()}
             return {short.get(n, n): n for n in names}
         out: dict[str, str] = {}
         for name in layers:
-            keras = PAPER_LAYERS.get(name, name)
-            label = next((k for k, v in PAPER_LAYERS.items() if v == keras), keras)
+            keras = paper.paper_layers.get(name, name)
+            label = next((k for k, v in paper.paper_layers.items() if v == keras), keras)
             out[label] = keras
         return out
 

@@ -116,8 +116,6 @@ def alive(info: dict[str, Any] | None, directory: Path | None = None, stale_afte
 def unverifiable(info: dict[str, Any] | None) -> bool:
     """Whether claim ``info`` belongs to another host and no scheduler here can say if it lives
     (no SLURM job id, or one that ``squeue`` cannot be asked about from this machine)."""
-    from medtransfer.study import slurm
-
     if info is None or (info.get("host") == socket.gethostname() and info.get("pid")):
         return False
     return not info.get("job") or slurm.job_listed(str(info["job"])) is None

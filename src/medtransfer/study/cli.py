@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         from medtransfer.console import output_console
         from medtransfer.study.config import StudyConfig
         from medtransfer.study.runner import open_study_dir, run_study
-        from medtransfer.training.record import study_results_file
+        from medtransfer.training.record import TABLE2_MD, study_results_file
 
         check_folder(out, write=True, what="the study folder (--out)")
         console = output_console()
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
-        table = (out / study_results_file("table2.md")).read_text()
+        table = (out / study_results_file(TABLE2_MD)).read_text()
         console.print(table, highlight=False)
         if report.failed:
             raise typer.Exit(1)

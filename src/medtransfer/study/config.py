@@ -7,6 +7,7 @@ seeds, and shared training constants (any ``RunConfig`` field). Unknown keys are
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,6 @@ from medtransfer.study import sweep as sweeps
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
-
 # fields set by the grid itself; a study may not override them through `training:`
 GRID_FIELDS = frozenset({"target", "target_name", "root", "target_options", "classes", "source", "source_name",
                          "strategy", "fold", "seed", "k_folds", "split_seed", "folds_file", "normalization"})
@@ -78,7 +78,7 @@ def _check_training(values: dict[str, Any], refused: dict[str, str] | None = Non
 
 def _backbone_name(value: str) -> str:
     try:
-        return registry.get(value).name
+        return registry.canonical(value)
     except ConfigError as error:
         raise ValueError(str(error)) from None
 
@@ -187,11 +187,23 @@ class SourceSpec(_Strict):
     @property
     def is_random(self) -> bool:
         """Random init: run with the no-freeze strategy only (a frozen random backbone is meaningless)."""
-        return self.name == "random" and not self.path and not self.pretrain
+        return self.name == RANDOM and not self.path and not self.pretrain
+
+
+EXECUTORS: dict[str, str] = {
+    "local": "executors:LocalExecutor",
+    "slurm": "executors:SlurmExecutor",
+    "ray": "executors:RayExecutor",
+}
+"""The executors by name (``executor.kind``, ``--executor``): ``module:Class`` under
+``medtransfer.study``, a class that implements :class:`medtransfer.study.executors.Executor` and
+builds itself from this section (``from_spec(spec, out, threads)``). Imported when a study runs
+(an executor loads torch and the training loop; the study file is read without them)."""
 
 
 class ExecutorSpec(_Strict):
-    """How the runs are executed; the command line's ``--executor`` overrides ``kind``.
+    """How the runs are executed; the command line's ``--executor`` overrides ``kind`` (a name of
+    :data:`EXECUTORS`).
 
     ``devices`` and ``workers`` are the local executor's: the devices its worker processes use
     (default: every GPU when there are two or more) and how many runs it trains at a time
@@ -199,17 +211,31 @@ class ExecutorSpec(_Strict):
     trains two runs side by side). SLURM and Ray schedule runs themselves and ignore both.
     """
 
-    kind: Literal["local", "slurm", "ray"] = "local"
+    kind: str = "local"
     devices: list[str] | None = None
     workers: int | None = Field(None, ge=1)
     slurm: dict[str, Any] = Field(default_factory=dict)
     ray_address: str | None = None
     gpus_per_run: float | None = Field(None, ge=0)
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in EXECUTORS:
+            raise ValueError(f"unknown executor {value!r}: expected one of {', '.join(EXECUTORS)}")
+        return value
+
     @field_validator("devices")
     @classmethod
     def _devices(cls, values: list[str] | None) -> list[str] | None:
         return None if values is None else [check_device(v) for v in values]
+
+    def build(self, out: Path, threads: int | None = None) -> Any:  # noqa: ANN401 - an executors.Executor
+        """The executor this section describes (a :class:`medtransfer.study.executors.Executor`), for
+        the study in ``out``; ``threads`` is the study's pinned thread count (the default CPUs per
+        run on SLURM and Ray)."""
+        module, _, name = EXECUTORS[self.kind].partition(":")
+        return getattr(importlib.import_module(f"medtransfer.study.{module}"), name).from_spec(self, out, threads)
 
 
 class TrackingSpec(_Strict):
@@ -283,7 +309,7 @@ class StudyConfig(_Strict):
     split_seed: int = DEFAULT_FOLDS.seed
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # the grid's backbone axis (registry names); a source's own `backbone` replaces it for that source
-    backbones: list[str] = Field(default_factory=lambda: ["resnet50"], min_length=1)
+    backbones: list[str] = Field(default_factory=lambda: [registry.DEFAULT], min_length=1)
     training: dict[str, Any] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     tracking: TrackingSpec | None = None  # off unless given

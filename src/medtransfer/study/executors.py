@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from pydantic import ValidationError
 
 from medtransfer import interrupts
 from medtransfer.atomic import write_text_atomic
 from medtransfer.console import count_finished, progress_enabled, quiet, send_lines_to, write_line
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims, slurm
-from medtransfer.study.config import read_study_yaml
+from medtransfer.study.config import ExecutorSpec, read_study_yaml
 from medtransfer.study.pretrain import publish_source
 from medtransfer.study.store import clear_running, mark_failed, mark_running, recorded_study_file
 from medtransfer.tracking.sinks import run_sinks
-from medtransfer.training.config import RunConfig
+from medtransfer.training.config import RunConfig, describe_validation_error
 from medtransfer.training.progress import run_view
 from medtransfer.training.record import SLURM_DIR, STUDY_FILE, RunDir
 from medtransfer.training.run import train_run
@@ -98,12 +99,16 @@ class Outcome:
 
 class Executor(Protocol):
     """What runs a study's tasks (:class:`LocalExecutor`, :class:`SlurmExecutor`,
-    :class:`RayExecutor`; :func:`make_executor` builds one from the study's ``executor:`` section).
+    :class:`RayExecutor`, by name in :data:`medtransfer.study.config.EXECUTORS`; the study's
+    ``executor:`` section builds one with ``ExecutorSpec.build``, which calls ``from_spec``).
 
     ``run`` returns one :class:`Outcome` per task, in order; wherever a task runs, it runs through
     :func:`execute_task` (idempotent, so a rerun or a retried job only does the missing work)."""
 
     name: str
+
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, out: Path, threads: int | None) -> Executor: ...
 
     def run(self, tasks: list[Task]) -> list[Outcome]: ...
 
@@ -206,6 +211,10 @@ class LocalExecutor:
     """
 
     name = "local"
+
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, out: Path, threads: int | None) -> LocalExecutor:  # noqa: ARG003
+        return cls(spec.devices, spec.workers)
 
     def __init__(self, devices: list[str] | None = None, workers: int | None = None) -> None:
         if devices is None:
@@ -349,6 +358,15 @@ class SlurmExecutor:
     """
 
     name = "slurm"
+
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, out: Path, threads: int | None) -> SlurmExecutor:
+        """Logs under ``out/slurm``; ``executor.slurm`` gives the job settings, ``cluster`` and
+        ``poll_s`` (how often the driver asks squeue, in seconds)."""
+        options = dict(spec.slurm or {})
+        cluster = options.pop("cluster", None)
+        poll_s = float(options.pop("poll_s", 10.0))
+        return cls(out / SLURM_DIR, cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
 
     def __init__(self, folder: str | Path, cluster: str | None = None, poll_s: float = 10.0,
                  default_cpus: int | None = None, **parameters: Any) -> None:
@@ -521,6 +539,11 @@ class RayExecutor:
 
     name = "ray"
 
+    @classmethod
+    def from_spec(cls, spec: ExecutorSpec, out: Path, threads: int | None) -> RayExecutor:  # noqa: ARG003
+        return cls(address=spec.ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=spec.gpus_per_run,
+                   cpus_per_run=threads or 1)
+
     def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float = 1,
                  **init_options: Any) -> None:
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
@@ -601,19 +624,11 @@ class RayExecutor:
 def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
                   ray_address: str | None = None, gpus_per_run: float | None = None,
                   threads: int | None = None, workers: int | None = None) -> Executor:
-    """An executor by name: ``local``, ``slurm`` (logs under ``out/slurm``) or ``ray``.
-
-    ``threads`` (the study's pinned thread count) is the default CPUs per run on SLURM and Ray;
-    ``workers`` is the local executor's number of runs at a time.
-    """
-    if kind == "local":
-        return LocalExecutor(devices, workers)
-    if kind == "slurm":
-        options = dict(slurm or {})
-        cluster = options.pop("cluster", None)
-        poll_s = float(options.pop("poll_s", 10.0))  # how often the driver asks squeue, in seconds
-        return SlurmExecutor(out / SLURM_DIR, cluster=cluster, poll_s=poll_s, default_cpus=threads, **options)
-    if kind == "ray":
-        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS"), gpus_per_run=gpus_per_run,
-                           cpus_per_run=threads or 1)
-    raise ConfigError(f"executor {kind!r}: expected local, slurm or ray")
+    """An executor by name (:data:`medtransfer.study.config.EXECUTORS`) with these settings of the
+    ``executor:`` section: ``ExecutorSpec(...).build(out, threads)``, the one way one is built."""
+    try:
+        spec = ExecutorSpec(kind=kind, devices=devices, workers=workers, slurm=slurm or {}, ray_address=ray_address,
+                            gpus_per_run=gpus_per_run)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, "executor")) from None
+    return spec.build(out, threads)

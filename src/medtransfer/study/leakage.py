@@ -26,6 +26,7 @@ from medtransfer.data import PixelCache, read_folds
 from medtransfer.data.cache import default_cache_dir
 from medtransfer.data.leakage import (MIN_CORRELATION, NEAR_DISTANCE, ImageHashes, dataset_hashes, fold_overlaps,
                                       overlaps)
+from medtransfer.console import write_line
 from medtransfer.errors import DataError
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.datasets import StudyDataset
@@ -131,8 +132,8 @@ def check_leakage(study: StudyConfig, datasets: list[StudyDataset], out: Path) -
                                    "'leakage: error'; remove the shared images from one of the datasets, or set "
                                    "'leakage: warn' in the study file to run anyway."]))
     for line in lines:
-        print(f"warning: {line}", file=sys.stderr)
-    print(f"warning: (same image: {criterion}.) Numbers measured on images the network has seen are "
-          "inflated; set 'leakage: error' in the study file to refuse such a study, 'leakage: off' to skip "
-          "the check.", file=sys.stderr)
+        write_line(sys.stderr, f"warning: {line}")
+    write_line(sys.stderr, f"warning: (same image: {criterion}.) Numbers measured on images the network has seen "
+               "are inflated; set 'leakage: error' in the study file to refuse such a study, 'leakage: off' to "
+               "skip the check.")
     return findings

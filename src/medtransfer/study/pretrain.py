@@ -9,12 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medtransfer.errors import MedtransferError
 from medtransfer.study.config import EXECUTION_FIELDS, SourceSpec
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import (RunDir, pretrain_run_dir, seal_file, sealed_file_problem,
                                          study_source_file)
-from medtransfer.training.run import train_run
 from medtransfer.vocabulary import NO_FREEZE, PRETRAIN_PREFIX, RANDOM
 
 
@@ -57,22 +55,3 @@ def publish_source(run_dir: Path, target: Path) -> bool:
         os.replace(best, target)  # the run is DONE: its best.pt moves
         seal_file(target)
     return target.exists()
-
-
-def pretrain_source(spec: SourceSpec, out: Path, execution: dict[str, Any]) -> Path:
-    """Make ``out/sources/{name}.pt`` unless it exists intact (resuming an interrupted pretraining
-    run; a damaged file is made again from scratch)."""
-    target = source_file(out, spec.name)
-    run = RunDir(source_run_dir(spec, out))
-    if target.exists():
-        if sealed_file_problem(target) is None:
-            return target
-        target.unlink()
-        run.clear()
-    try:
-        train_run(pretrain_config(spec, execution), run.path)
-    except MedtransferError as error:  # e.g. a dataset too small for its folds: say which source
-        raise type(error)(f"source {spec.name} (pretraining on {spec.pretrain.dataset}): {error}") from error
-    os.replace(run.best, target)  # the run is DONE: its best.pt moves
-    seal_file(target)
-    return target

@@ -11,7 +11,7 @@ import pandas as pd
 from medtransfer.study.store import write_atomic
 from medtransfer.study.table2 import table2, warn_undefined_auc, write_table2
 from medtransfer.training.config import RunConfig
-from medtransfer.training.record import RESULTS_DIR, RunDir, read_record, study_results_file
+from medtransfer.training.record import AUC_TABLE, RESULTS_DIR, RunDir, read_record, study_results_file
 
 AUC_COLUMNS = ["target", "source", "strategy", "fold", "seed", "auc", "auc_macro", "auc_weighted", "auc_micro",
                "accuracy", "ece", "brier"]
@@ -43,6 +43,6 @@ def write_results(out: Path, configs: list[RunConfig]) -> tuple[pd.DataFrame, pd
     auc = collect(out, configs)
     warn_undefined_auc(auc)
     table = table2(auc)
-    write_atomic(out / study_results_file("auc.csv"), auc.to_csv(index=False))
+    write_atomic(out / study_results_file(AUC_TABLE), auc.to_csv(index=False))
     write_table2(table, out / RESULTS_DIR)
     return auc, table

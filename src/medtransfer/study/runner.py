@@ -15,7 +15,7 @@ from medtransfer.models import PAPER_LAYERS
 from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, make_executor, pin_threads
+from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, pin_threads
 from medtransfer.study.evaluate import evaluate_study
 from medtransfer.study.expand import expand
 from medtransfer.study.datasets import study_datasets
@@ -232,8 +232,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     check_leakage(study, datasets, out)  # before any training: a refused study starts no run
     if executor is None:
         spec = study.executor
-        executor = make_executor(spec.kind, out, spec.devices, spec.slurm, spec.ray_address, spec.gpus_per_run,
-                                 study.training["threads"], spec.workers)
+        executor = spec.build(out, study.training["threads"])
     tracking = ""
     if study.tracking is not None:
         tracking = open_study_tracking(study.tracking, out, study.name)

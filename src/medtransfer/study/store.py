@@ -20,12 +20,11 @@ from medtransfer.atomic import check_folder, write_text_atomic
 from medtransfer.errors import ConfigError, MedtransferError
 from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
-from medtransfer.study.expand import expand
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, Check, RunDir, recorded_study_file
 
 __all__ = ["STATES", "RunStatus", "check_out_dir", "clear_claim", "clear_running", "count_states",
-           "mark_failed", "mark_running", "read_study_file", "recorded_study_file", "run_dir", "run_status", "status",
+           "mark_failed", "mark_running", "read_study_file", "recorded_study_file", "run_dir", "run_status",
            "write_atomic"]
 
 STATES = ("done", "damaged", "running", "queued", "interrupted", "failed", "pending")
@@ -142,13 +141,6 @@ def read_study_file(out: Path):
         raise ConfigError(f"{out} is not a study directory: {Path(out) / STUDY_FILE} is missing (create it with "
                           "`medtransfer run`)")
     return StudyConfig.from_yaml(path)
-
-
-def status(out: Path) -> list[RunStatus]:
-    """State of every run of the study in ``out``, in the study's order."""
-    out = Path(out)
-    study = read_study_file(out)
-    return [run_status(run_dir(out, config), config.run_id) for config in expand(study, out)]
 
 
 def count_states(statuses: list[RunStatus]) -> dict[str, int]:

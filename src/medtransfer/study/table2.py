@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.atomic import write_text_atomic
+from medtransfer.console import write_line
 from medtransfer.stats import logit_t_interval
-from medtransfer.vocabulary import RANDOM, STRATEGIES
+from medtransfer.training.record import TABLE2_CSV, TABLE2_MD
+from medtransfer.vocabulary import FREEZE, NO_FREEZE, RANDOM, STRATEGIES
 
 COLUMNS = ["target", "source", "strategy", "mean", "std", "low", "high", "n", "runs", "best"]
 #: AUCs are clipped this far inside [0, 1] before the logit of the interval.
@@ -49,7 +51,7 @@ def warn_undefined_auc(aucs: pd.DataFrame, stream: TextIO | None = None) -> list
                         "undefined (its test fold holds one class only); Table 2 averages the other runs "
                         "and says how many")
     for message in messages:
-        print(message, file=stream or sys.stderr)
+        write_line(stream or sys.stderr, message)
     return messages
 
 
@@ -65,7 +67,7 @@ def column_order(frame: pd.DataFrame, pretrained: tuple[str, ...], random: str |
     present = set(zip(frame["source"], frame["strategy"]))
     order = [(s, st) for s in pretrained for st in STRATEGIES]
     if random is not None:
-        order += [(random, "no-freeze"), (random, "freeze")]
+        order += [(random, NO_FREEZE), (random, FREEZE)]
     order += sorted(present - set(order))
     return [c for c in order if c in present]
 
@@ -145,7 +147,7 @@ def write_table2(table: pd.DataFrame, out_dir: Path, caption: str = "") -> tuple
     each atomically; ``caption`` (e.g. the incomplete cells of a partial analysis) ends the markdown."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = write_text_atomic(out_dir / "table2.csv", table.to_csv(index=False))
+    csv_path = write_text_atomic(out_dir / TABLE2_CSV, table.to_csv(index=False))
     markdown = to_markdown(table) + (f"\n{caption}\n" if caption else "")
-    md_path = write_text_atomic(out_dir / "table2.md", markdown)
+    md_path = write_text_atomic(out_dir / TABLE2_MD, markdown)
     return csv_path, md_path

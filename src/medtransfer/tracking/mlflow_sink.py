@@ -49,10 +49,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medtransfer import __version__
 from medtransfer.atomic import write_text_atomic
+from medtransfer.data.registry import single_fold
 from medtransfer.errors import ConfigError
 from medtransfer.training.observers import RunStart, TrackingWarning
-from medtransfer.training.record import STUDY_FILE, RunDir, file_digest
+from medtransfer.training.record import ANALYSIS_DIR, STUDY_FILE, TABLE2_CSV, RunDir, file_digest
 from medtransfer.vocabulary import NO_FREEZE
 
 STORE_DIR = "mlflow"  # inside the study directory
@@ -166,8 +168,6 @@ _FOLD_FIELDS = ("k_folds", "split_fractions", "split_seed")
 def applicable(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of a run's config that apply to it: a no-freeze run has no probe phase, a
     dataset's official single split (e.g. medmnist ``split: official``) cuts no k folds."""
-    from medtransfer.data.registry import single_fold
-
     dropped = set(_PROBE_FIELDS) if config.get("strategy") == NO_FREEZE else set()
     if single_fold(str(config.get("target")), dict(config.get("target_options") or {})):
         dropped |= set(_FOLD_FIELDS)
@@ -376,8 +376,7 @@ class MlflowSink:
         import mlflow.pytorch
         import torch
 
-        from medtransfer import __version__
-        from medtransfer.models.checkpoint import load_checkpoint, plain_meta
+        from medtransfer.models.checkpoint import load_checkpoint, plain_meta  # heavy: torch, as above
 
         model, meta = load_checkpoint(best)
         previous = mlflow.get_tracking_uri()
@@ -435,7 +434,7 @@ def log_analysis(out: str | Path) -> bool:
             parent = saved["parent_run_id"]
             now = int(time.time() * 1000)
             metrics = []
-            table = out / "analysis" / "table2.csv"
+            table = out / ANALYSIS_DIR / TABLE2_CSV
             if table.is_file():
                 for row in pd.read_csv(table).itertuples(index=False):
                     for what in ("mean", "std"):

@@ -3,12 +3,16 @@
 Knows nothing of grids or clusters; ``medtransfer.study`` builds on :func:`train_run`.
 """
 
-from medtransfer.training.config import RunConfig
-from medtransfer.training.early_stopping import EarlyStopping
-from medtransfer.training.metrics import classification_metrics
-from medtransfer.training.optim import KerasAdam
-from medtransfer.training.probe import load_probe
-from medtransfer.training.run import RunResult, train_run
+from medtransfer.lazy import lazy_exports
 
-__all__ = ["EarlyStopping", "KerasAdam", "RunConfig", "RunResult", "classification_metrics", "load_probe",
-           "train_run"]
+# module -> the public names it defines, imported on first use (a light module of the package does
+# not load the heavy ones)
+_EXPORTS = {
+    "config": ("RunConfig",),
+    "early_stopping": ("EarlyStopping",),
+    "metrics": ("classification_metrics",),
+    "optim": ("KerasAdam",),
+    "probe": ("load_probe",),
+    "run": ("RunResult", "train_run"),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -74,6 +74,8 @@ LEGACY_STUDY_FILE = "study.yaml"  # the resolved study of studies written before
 RESULTS_DIR, ANALYSIS_DIR, FIGURES_DIR, REPORT_FILE, SLURM_DIR = "results", "analysis", "figures", "report.html", "slurm"
 CONFIG, FACTS, FOLDS, HISTORY = "config.json", "facts.json", "folds.csv", "history.csv"
 PREDICTIONS, METRICS = "predictions.csv", "metrics.json"
+# the tables of results/ (AUC per run, Table 2) and of analysis/ (the same names, and the similarity)
+AUC_TABLE, TABLE2_CSV, TABLE2_MD, SIMILARITY_TABLE = "auc.csv", "table2.csv", "table2.md", "similarity.csv"
 CHECKPOINTS, BEST, LAST = "checkpoints", "best.pt", "last.pt"
 PROBE, PROBE_HEAD = "probe", "head.pt"
 DONE, RUNNING, FAILED = "DONE", "RUNNING", "FAILED"
