@@ -17,6 +17,7 @@ from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.models import registry
 from medtransfer.study.analysis_settings import AnalysisSettings
+from medtransfer.study.transfer_axis import transfer_variants, variant_label
 from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 
@@ -148,6 +149,27 @@ class PretrainSpec(_Strict):
         return _check_training(values, refused, pretraining=True)
 
 
+def _one_or_list(value: Any) -> list[Any] | None:
+    return None if value is None else _unique(list(value) if isinstance(value, list) else [value], "transfer values")
+
+
+class SourceTransfer(_Strict):
+    """A source's transfer axis (``medtransfer.study.transfer_axis``): ``up_to`` one stage or a list
+    (one run per depth: stages conv1 .. it from the source, the rest a fresh init), ``init`` one or a
+    list of ``mean-var`` / ``shuffled`` (the whole backbone re-drawn from the source's weights)."""
+
+    up_to: list[str] | None = None
+    init: list[Literal["mean-var", "shuffled"]] | None = None
+
+    _lists = field_validator("up_to", "init", mode="before")(_one_or_list)
+
+    @model_validator(mode="after")
+    def _something(self) -> "SourceTransfer":
+        if not self.up_to and not self.init:
+            raise ValueError("give up_to (a stage or a list of stages) and/or init (mean-var, shuffled)")
+        return self
+
+
 class SourceSpec(_Strict):
     """One initialisation: ``imagenet``, ``radimagenet``, ``random``, a weights file (``path``),
     or a source pretrained by the study (``pretrain``)."""
@@ -158,6 +180,7 @@ class SourceSpec(_Strict):
     pretrain: PretrainSpec | None = None
     strategies: list[Strategy] | None = None
     backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
+    transfer: SourceTransfer | None = None  # partial transfer / re-drawn inits as extra runs of this source
 
     _name = field_validator("name")(_dir_name)
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
@@ -167,12 +190,20 @@ class SourceSpec(_Strict):
     def _one_origin(self) -> "SourceSpec":
         if self.path and self.pretrain:
             raise ValueError(f"source {self.name!r}: give either 'path' or 'pretrain', not both")
+        if self.transfer is not None and self.is_random:
+            raise ValueError(f"source {self.name!r} is random init: it has nothing to transfer (drop 'transfer')")
         return self
 
     @property
     def is_random(self) -> bool:
         """Random init: run with the no-freeze strategy only (a frozen random backbone is meaningless)."""
         return self.name == "random" and not self.path and not self.pretrain
+
+    def transfers(self, backbone: str) -> list:
+        """``None`` (this source, full transfer), then each run its ``transfer:`` adds on ``backbone``
+        (:func:`medtransfer.study.transfer_axis.transfer_variants`)."""
+        given = self.transfer
+        return transfer_variants(self.name, given.up_to if given else None, given.init if given else None, backbone)
 
 
 class ExecutorSpec(_Strict):
@@ -262,7 +293,17 @@ class StudyConfig(_Strict):
             if source.pretrain is not None and source.backbone is None and len(self.backbones) > 1:
                 raise ValueError(f"source {source.name!r} is pretrained by the study on one backbone: give it "
                                  f"'backbone:' (one of {self.backbones})")
-        for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
+        labels: list[str] = []
+        for source in self.sources:
+            found = set()
+            for backbone in [source.backbone] if source.backbone else self.backbones:
+                try:
+                    found |= {variant_label(source.name, t) for t in source.transfers(backbone)[1:]}
+                except ConfigError as error:
+                    raise ValueError(str(error)) from None
+            labels += sorted(found)
+        for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources]),
+                            ("source and transfer run label", [s.name for s in self.sources] + labels)):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")

@@ -18,7 +18,8 @@ from pathlib import Path
 from medtransfer.data.registry import single_fold
 from medtransfer.models.sources import source_key
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
-from medtransfer.training.config import RunConfig
+from medtransfer.study.transfer_axis import variant_label
+from medtransfer.training.config import RunConfig, TransferSetting
 from medtransfer.training.record import study_folds_file, study_source_file
 from medtransfer.vocabulary import NO_FREEZE
 
@@ -54,14 +55,16 @@ def folds_path(target: TargetSpec, out: Path | None) -> str | None:
     return None if out is None else study_folds_file(target.name)
 
 
-def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
-    """A source's strategies: its own list, else the study's; random init no-freeze only."""
+def strategies_for(study: StudyConfig, source: SourceSpec, transfer: TransferSetting | None = None) -> list[str]:
+    """A source's strategies: its own list, else the study's; random init and a source's transfer
+    runs (``transfer``) no-freeze only."""
     wanted = list(source.strategies or study.strategies)
-    return [NO_FREEZE] if source.is_random and NO_FREEZE in wanted else ([] if source.is_random else wanted)
+    fresh = source.is_random or transfer is not None
+    return [NO_FREEZE] if fresh and NO_FREEZE in wanted else ([] if fresh else wanted)
 
 
 def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None, backbone: str = "resnet50") -> RunConfig:
+               out: Path | None = None, backbone: str = "resnet50", transfer: TransferSetting | None = None) -> RunConfig:
     """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's."""
     values = dict(study.training)
     values.update(target.training)
@@ -77,7 +80,9 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
         strategy=strategy, fold=fold, seed=seed, k_folds=study.k_folds, split_seed=study.split_seed,
         split_fractions=study.split_fractions, folds_file=folds_path(target, out),
     )
-    return RunConfig.parse(values, where=f"study run {target_label(target, backbone)}/{source.name}-{strategy}/fold{fold}")
+    if transfer is not None:  # absent otherwise: a study without transfer keeps its run configs
+        values.update(transfer=transfer, source_name=variant_label(source.name, transfer))
+    return RunConfig.parse(values, where=f"study run {target_label(target, backbone)}/{values['source_name']}-{strategy}/fold{fold}")
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
@@ -93,8 +98,10 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
             for source in study.sources:
                 if backbone not in backbones_for(study, source):
                     continue
-                for strategy in strategies_for(study, source):
-                    for fold in folds:
-                        for seed in study.seeds:
-                            runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone))
+                for transfer in source.transfers(backbone):
+                    for strategy in strategies_for(study, source, transfer):
+                        for fold in folds:
+                            for seed in study.seeds:
+                                runs.append(run_config(study, target, source, strategy, fold, seed, out, backbone,
+                                                       transfer))
     return runs
