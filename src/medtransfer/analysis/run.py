@@ -31,6 +31,8 @@ from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, ro
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.tables import run_aucs
+from medtransfer.analysis.transfer_depth import depth_figure, depth_table, plateau_sentence
+from medtransfer.analysis.weight_distance import weight_distances, write_weight_distances
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
@@ -229,8 +231,15 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     sim.to_csv(out / "similarity.csv", index=False)
     divergence = combine(fold_divergences)
     divergence.to_csv(out / "divergence.csv", index=False)
+    distances, lacking = weight_distances(study)
+    missing.extend(lacking)
+    write_weight_distances(distances, out)
+    depths = depth_table(study, aucs, role_map.random)
+    if not depths.empty:
+        depths.to_csv(out / "transfer_depth.csv", index=False)
 
-    points = gain_points(sim, aucs, role_map.random)
+    # Figure 6 is the paper's sources' figure: the transfer runs have their own (transfer depth)
+    points = gain_points(sim[~sim["source"].isin(role_map.transfers)] if not sim.empty else sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
     points.to_csv(out / "gain_points.csv", index=False)
     stats.to_csv(out / "correlation.csv", index=False)
@@ -266,6 +275,15 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
                               "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
 
+    depth_sentences = [plateau_sentence(depths, target) for target in dict.fromkeys(depths["target"])]
+    for target in dict.fromkeys(depths["target"]):
+        png = depth_figure(depths, target, fig_dir)
+        if png is not None:
+            figures.append(Figure(png, f"Transfer depth on {target} (Raghu et al. 2019): no-freeze test AUC x100 "
+                                  "against the stages taken from the source, from random init to full transfer, "
+                                  "and the re-drawn inits (Mean-Var, shuffled) beside them; mean and 95% t interval "
+                                  "over folds on the logit scale. " + plateau_sentence(depths, target)))
+
     passes = pd.Series(log.passes)
     notes.append(
         f"{len(passes)} network-fold activation passes, each network run at most "
@@ -288,6 +306,15 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         table2_caption=caption,
         figures=figures,
         sections=[
+            *([("Transfer depth: where the AUC stops rising",
+                " ".join(depth_sentences) + " A curve stops rising at the shallowest depth whose 95% interval holds "
+                "the mean AUC of every deeper depth (analysis/transfer_depth.csv; unit: the fold).", depths)]
+              if not depths.empty else []),
+            ("Weight-space distance to the initialisation, per stage",
+             "||W_ft - W_0||_F / ||W_0||_F over each stage's parameters, mean over folds "
+             "(analysis/weight_distance.csv has every run).",
+             distances.groupby(["target", "source", "strategy", "stage"], sort=False)["distance"].mean()
+             .unstack("stage").reset_index() if not distances.empty else distances),
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",
              "Pearson r and Spearman ρ across targets with two-sided permutation p-values (exact up to 10 points) and "
              "Fisher-z 95% intervals from 10 points on; the unit column says what a point is (by default one target: "

@@ -384,5 +384,5 @@ def shipped_config(name: str) -> Path:
     """Path of a study shipped with medtransfer (``paper``, ``mei-replication``, ``demo``)."""
     path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"no shipped study named {name!r}; expected paper, mei-replication or demo")
+        raise ConfigError(f"no shipped study named {name!r}; expected paper, mei-replication, feature-reuse, demo or demo-feature-reuse")
     return path
