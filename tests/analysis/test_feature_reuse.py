@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medtransfer.analysis.transfer_depth import arms, depth_table, plateau, plateau_sentence
+from medtransfer.analysis.figures import configure
+from medtransfer.analysis.transfer_depth import arms, depth_figure, depth_table, plateau, plateau_sentence
 from medtransfer.analysis.weight_distance import relative_distances
 from medtransfer.training.config import TransferSetting
 
@@ -55,7 +56,7 @@ def _aucs(means):
     return pd.DataFrame(rows)
 
 
-def test_depth_table_orders_random_depths_full_then_redrawn():
+def test_depth_table_orders_random_depths_full_then_redrawn(tmp_path):
     study = _study(LABELS)
     mapping = arms(study)
     assert set(mapping["source"]) == {"imagenet"} and "random" not in set(mapping["label"])
@@ -71,6 +72,9 @@ def test_depth_table_orders_random_depths_full_then_redrawn():
     assert stop["arm"] == "block2"  # 81 lies inside block2's interval; 80 lies above conv1's
     sentence = plateau_sentence(table, "t")
     assert "stops rising at block2: 80.0 [" in sentence and "random init 50.0" in sentence
+    configure(["png"])
+    assert depth_figure(table, "t", tmp_path) == tmp_path / "transfer_depth_t.png"
+    assert (tmp_path / "transfer_depth_t.png").stat().st_size > 1000
 
 
 def test_plateau_at_full_when_every_step_rises_beyond_the_interval():

@@ -135,17 +135,17 @@ def depth_figure(table: pd.DataFrame, target: str, out_dir: Path) -> Path | None
         line = curve[curve["depth"].notna()].sort_values("depth")
         side = curve[curve["depth"].isna()]
         color = source_color(source)
-        x = np.arange(len(line))
+        x = line["depth"].to_numpy()  # stages transferred: a skipped depth leaves its gap
         ax.errorbar(x, line["mean"], yerr=[line["mean"] - line["low"], line["high"] - line["mean"]], color=color,
                     marker="o", capsize=3, label=f"{source}: stages transferred")
-        xs = np.arange(len(line), len(line) + len(side)) + 0.5
+        xs = (x.max() if len(x) else 0.0) + 1.5 + np.arange(len(side))
         if len(side):
             ax.errorbar(xs, side["mean"], yerr=[side["mean"] - side["low"], side["high"] - side["mean"]],
                         color=color, marker="D", linestyle="none", capsize=3, mfc="white", label="re-drawn inits")
         ax.set_xticks(list(x) + list(xs), list(line["arm"]) + list(side["arm"]), rotation=30, fontsize=8)
         stop = plateau(curve)
         if stop is not None:
-            ax.axvline(list(line["arm"]).index(stop["arm"]), color="gray", ls=":", lw=1, label="stops rising")
+            ax.axvline(stop["depth"], color="gray", ls=":", lw=1, label="stops rising")
         ax.set_ylabel("test AUC x100 (mean, 95% interval over folds)")
         ax.set_title(f"{target}: {source}", fontsize=10, color=color)
         ax.grid(alpha=0.3)
