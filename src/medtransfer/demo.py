@@ -45,14 +45,15 @@ def similarity_showcase(seed: int = 0) -> list[tuple[str, str, float, float]]:
     return [(name, expected, cca(x, y).mean, linear_cka(x, y)) for name, expected, y in cases]
 
 
-def demo_study(corruptions: str | None = None):  # noqa: ANN201 - a StudyConfig
-    """The shipped demo study, with its pixel cache inside the study directory (``cache/``, a path
-    relative to it, so that the demo directory can be moved or copied); ``corruptions`` ("all" or
-    names) adds the evaluation under image corruptions after training (off by default: the whole
-    suite on the demo's 15 runs costs about 35 s of one core per corruption on 2 busy cores)."""
+def demo_study(name: str = "demo", corruptions: str | None = None):  # noqa: ANN201 - a StudyConfig
+    """The shipped demo study ``name`` (``demo``, ``demo-feature-reuse``), with its pixel cache inside
+    the study directory (``cache/``, a path relative to it, so that the demo directory can be moved
+    or copied); ``corruptions`` ("all" or names) adds the evaluation under image corruptions after
+    training (off by default: the whole suite on the demo's 15 runs costs about 35 s of one core per
+    corruption on 2 busy cores)."""
     from medtransfer.study.config import EvaluateSpec, StudyConfig, shipped_config
 
-    study = StudyConfig.from_yaml(shipped_config("demo"))
+    study = StudyConfig.from_yaml(shipped_config(name))
     update = {"training": {**study.training, "cache_dir": "cache"}}
     if corruptions:
         update["evaluate"] = EvaluateSpec(corruptions=corruptions, targets=study.evaluate.targets)
@@ -65,7 +66,7 @@ def study_stage(out: Path, console: Console, corruptions: str | None = None) -> 
     from medtransfer.study.runner import run_study
     from medtransfer.training.record import AUC_TABLE, TABLE2_MD, study_results_file
 
-    study = demo_study(corruptions)
+    study = demo_study(corruptions=corruptions)
     console.print(f"[bold]Fine-tuning[/]: {study.description}"
                   + (f", then each run under corruptions ({', '.join(study.evaluate.corruptions)})" if corruptions else ""))
     began = time.perf_counter()
@@ -117,15 +118,62 @@ def analysis_stage(out: Path, console: Console) -> None:
     console.print(f"report: {report} ({time.perf_counter() - began:.0f} s)", highlight=False)
 
 
+def feature_reuse_demo(out: Path, console: Console):  # noqa: ANN201 - a DataFrame
+    """``demo --feature-reuse``: train ``configs/demo-feature-reuse.yaml`` into ``out``, then write
+    its transfer-depth table (``analysis/transfer_depth.csv``) and figure, print them with the
+    sentence saying where the AUC stops rising, and return the table (AUC x100)."""
+    from medtransfer.analysis.figures import configure
+    from medtransfer.analysis.inventory import read_study
+    from medtransfer.analysis.tables import run_aucs
+    from medtransfer.analysis.transfer_depth import depth_figure, depth_table, plateau_sentence
+    from medtransfer.study.runner import run_study
+    from medtransfer.training.record import ANALYSIS_DIR, FIGURES_DIR
+
+    study = demo_study("demo-feature-reuse")
+    console.print(f"[bold]Fine-tuning[/]: {study.description}")
+    began = time.perf_counter()
+    report = run_study(study, out)
+    console.print(f"{report.total} runs ({report.skipped} already done, {report.finished} now, "
+                  f"{len(report.failed)} failed) in {time.perf_counter() - began:.0f} s")
+    for failure in report.failed:
+        console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
+    runs = read_study(out)
+    aucs, _ = run_aucs(runs)
+    table = depth_table(runs, aucs, "random")
+    figures = out / ANALYSIS_DIR / FIGURES_DIR
+    figures.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / ANALYSIS_DIR / "transfer_depth.csv", index=False)
+    configure(["png"], ["synth_a", "random"])
+    shown = Table(title="Test AUC x 100 against the stages transferred (mean, 95% t interval over folds)",
+                  box=box.SIMPLE_HEAD)
+    for column in ("source", "arm", "depth", "AUC", "interval"):
+        shown.add_column(column, no_wrap=True)
+    for row in table.itertuples(index=False):
+        depth = "" if row.depth != row.depth else f"{row.depth:.0f}"
+        shown.add_row(row.source, row.arm, depth, f"{row.mean:.1f}", f"[{row.low:.1f}, {row.high:.1f}]")
+    console.print(shown)
+    for target in dict.fromkeys(table["target"]):
+        png = depth_figure(table, target, figures)
+        console.print(plateau_sentence(table, target), highlight=False)
+        console.print(f"figure: {png}", highlight=False)
+    return table
+
+
 def register(app: typer.Typer) -> None:
     """Add ``medtransfer demo`` to the root app."""
 
     @app.command()
     def demo(
-        out: Path = typer.Option(Path("demo-study"), "--out", help="Directory for the demo's results."),
+        out: Path = typer.Option(None, "--out", help="Directory for the demo's results (default demo-study, "
+                                 "or demo-feature-reuse with --feature-reuse)."),
         corruptions: str = typer.Option(None, "--corruptions", help="Also evaluate every run under image "
                                         "corruptions (all, or comma-separated names; each adds about half a "
                                         "minute) and report robustness. \\[default: none]"),
+        feature_reuse: bool = typer.Option(False, "--feature-reuse", help="Instead: the transfer-depth curve "
+                                           "(partial transfer, Mean-Var, random init) on the synthetic task."),
     ) -> None:
         """Run medtransfer end to end on embedded synthetic data, fully offline."""
-        run_demo(out, output_console(), corruptions)
+        if feature_reuse:
+            feature_reuse_demo(out or Path("demo-feature-reuse"), output_console())
+        else:
+            run_demo(out or Path("demo-study"), output_console(), corruptions)

@@ -78,7 +78,7 @@ def test_a_relative_out_runs_and_reruns(tmp_path, monkeypatch):
     for _ in range(2):
         result = CliRunner().invoke(app, ["run", "s.yaml", "--out", "study"])
         assert result.exit_code == 0, result.output
-    assert all(s.state == "done" for s in status(tmp_path / "study"))
+    assert all(s["state"] == "done" for s in study_progress(tmp_path / "study")["runs"])
 
 
 def test_a_study_written_with_study_yaml_stays_readable(finished_study, tmp_path):

@@ -17,6 +17,7 @@ from medtransfer.models import Normalization, ResNet50, load_checkpoint, load_so
 from medtransfer.models.filters import conv1_filters
 from medtransfer.training.config import RunConfig
 from medtransfer.training.data import fold_table
+from medtransfer.training.initial import initial_source
 from medtransfer.training.record import SOURCES, RunRecord, sealed_file_problem
 from medtransfer.vocabulary import SourceRef
 
@@ -46,7 +47,8 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
     """The :class:`Network` of a model reference, in eval mode on ``device``.
 
     Fine-tuned: ``load_checkpoint(ref.checkpoint)`` with the checkpoint's normalisation.
-    Init: ``load_source(ref.load, seed=ref.seed, normalization=ref.normalization)``.
+    Init: ``load_source(ref.load, seed=ref.seed, normalization=ref.normalization)``, with
+    ``ref.transfer`` applied (:func:`medtransfer.training.initial.initial_source`).
 
     Raises:
         WeightsError: weights missing or unreadable (from medtransfer.models).
@@ -55,7 +57,7 @@ def load_network(ref: ModelRef, device: str | torch.device = "cpu", study_root: 
         model, meta = load_checkpoint(ref.checkpoint)
         normalize = Normalization.coerce(meta.get("normalization", ref.normalization))
     else:
-        source = load_source(resolve_source(ref.load, study_root), seed=ref.seed, normalization=ref.normalization)
+        source = initial_source(resolve_source(ref.load, study_root), ref.seed, ref.transfer, ref.normalization)
         model, normalize = source.model, source.normalize
     model = model.to(device).eval()
     return Network(features=_stage_features(model), normalize=normalize)

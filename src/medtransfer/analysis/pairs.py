@@ -28,11 +28,12 @@ fold's seed when no random run exists) and ``s + 1`` for the second random netwo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
 from medtransfer.analysis.inventory import RANDOM, Run, Study
+from medtransfer.training.config import TransferSetting
 from medtransfer.vocabulary import FREEZE, NO_FREEZE, STRATEGIES
 
 NO_STRATEGY = "-"
@@ -52,13 +53,15 @@ class ModelRef:
     normalization: str | None
     checkpoint: Path | None
     label: str
+    transfer: TransferSetting | None = field(default=None, hash=False)  # an init that takes part of its source (a transfer run's)
 
     @property
     def key(self) -> str:
         """Identity of the network: two refs with equal keys compute the same activations."""
         if self.kind == "finetuned":
             return f"finetuned:{self.checkpoint}"
-        return f"init:{self.load}:seed={self.seed}:norm={self.normalization}"
+        part = "" if self.transfer is None else f":transfer={self.transfer.model_dump_json()}"
+        return f"init:{self.load}:seed={self.seed}:norm={self.normalization}{part}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Roles:
 
     pretrained: tuple[str, ...]
     random: str | None
+    transfers: tuple[str, ...] = ()  # the sources' transfer runs (``imagenet.to_block2``): ft_vs_init only
 
 
 def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
@@ -89,20 +93,22 @@ def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
     when both exist, else the order of ``study.yaml``'s source list or of first appearance.
     """
     random_name = next((r.source for r in study.runs if r.is_random), None)
-    pretrained = [s for s in study.sources if s != random_name]
+    transfers = tuple(dict.fromkeys(r.source for r in study.runs if r.config.transfer is not None))
+    pretrained = [s for s in study.sources if s != random_name and s not in transfers]
     if preferred:
         pretrained = [s for s in preferred if s in pretrained] + [s for s in pretrained if s not in preferred]
     elif "imagenet" in pretrained and "radimagenet" in pretrained:
         rest = [s for s in pretrained if s not in ("imagenet", "radimagenet")]
         pretrained = ["imagenet", "radimagenet", *rest]
-    return Roles(pretrained=tuple(pretrained), random=random_name)
+    return Roles(pretrained=tuple(pretrained), random=random_name, transfers=transfers)
 
 
 def init_ref(run: Run, seed: int | None = None) -> ModelRef:
     """The run's initialisation: ``load_source(config["source"], seed=config["seed"])``."""
     seed = run.seed if seed is None else seed
     norm = run.normalization
-    return ModelRef("init", run.load_string, int(seed), None if norm is None else str(norm), None, run.source)
+    return ModelRef("init", run.load_string, int(seed), None if norm is None else str(norm), None, run.source,
+                    run.config.transfer)
 
 
 def _finetuned(run: Run) -> ModelRef:
@@ -172,6 +178,12 @@ def fold_pairs(study: Study, target: str, fold: int, role_map: Roles) -> tuple[l
             pairs.append(Pair("ft_vs_init", name, NO_FREEZE, role_map.random, _finetuned(ft), init_ref(ft)))
     else:
         missing.append(f"{where}: no random-init run, so no random-FT vs its init pair")
+
+    for source in role_map.transfers:  # each transfer run against the init it started from
+        ft = run(source, NO_FREEZE)
+        name = f"{source}-FT vs {source}"
+        if need(name, (f"{source}-no-freeze", ft)):
+            pairs.append(Pair("ft_vs_init", name, NO_FREEZE, source, _finetuned(ft), init_ref(ft)))
 
     for a, b in combinations(role_map.pretrained, 2):
         for strategy in STRATEGIES:

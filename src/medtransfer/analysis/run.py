@@ -42,6 +42,8 @@ from medtransfer.analysis.sensitivity import write_tables as write_sensitivity
 from medtransfer.analysis.robustness import (corruption_metrics, cross_target_table, mca_runs, mca_table,
                                              robustness_figure, severity_summary)
 from medtransfer.analysis.tables import run_aucs
+from medtransfer.analysis.transfer_depth import depth_figure, depth_table, plateau_sentence
+from medtransfer.analysis.weight_distance import weight_distances, write_weight_distances
 from medtransfer.console import stages
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
@@ -277,9 +279,16 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     sim.to_csv(out / SIMILARITY_TABLE, index=False)
     divergence = combine(fold_divergences)
     divergence.to_csv(out / "divergence.csv", index=False)
+    distances, lacking = weight_distances(study)
+    missing.extend(lacking)
+    write_weight_distances(distances, out)
+    depths = depth_table(study, aucs, role_map.random)
+    if not depths.empty:
+        depths.to_csv(out / "transfer_depth.csv", index=False)
 
     stage("correlation and claims")
-    points = gain_points(sim, aucs, role_map.random)
+    # Figure 6 is the paper's sources' figure: the transfer runs have their own (transfer depth)
+    points = gain_points(sim[~sim["source"].isin(role_map.transfers)] if not sim.empty else sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
     points.to_csv(out / "gain_points.csv", index=False)
     stats.to_csv(out / "correlation.csv", index=False)
@@ -331,6 +340,15 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         figures.append(Figure(png, "Relative AUC gain over random init vs CCA between each fine-tuned model and its "
                               "initialisation (paper Figure 6); r = Pearson, ρ = Spearman, both strategies pooled."))
 
+    depth_sentences = [plateau_sentence(depths, target) for target in dict.fromkeys(depths["target"])]
+    for target in dict.fromkeys(depths["target"]):
+        png = depth_figure(depths, target, fig_dir)
+        if png is not None:
+            figures.append(Figure(png, f"Transfer depth on {target} (Raghu et al. 2019): no-freeze test AUC x100 "
+                                  "against the stages taken from the source, from random init to full transfer, "
+                                  "and the re-drawn inits (Mean-Var, shuffled) beside them; mean and 95% t interval "
+                                  "over folds on the logit scale. " + plateau_sentence(depths, target)))
+
     for target in study.targets:
         png = robustness_figure(robustness_summary, target, fig_dir)
         if png is not None:
@@ -376,6 +394,15 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
         sensitivity_html=sensitivity_html(swept) if swept is not None else [],
         figures=figures,
         sections=[
+            *([("Transfer depth: where the AUC stops rising",
+                " ".join(depth_sentences) + " A curve stops rising at the shallowest depth whose 95% interval holds "
+                "the mean AUC of every deeper depth (analysis/transfer_depth.csv; unit: the fold).", depths)]
+              if not depths.empty else []),
+            ("Weight-space distance to the initialisation, per stage",
+             "||W_ft - W_0||_F / ||W_0||_F over each stage's parameters, mean over folds "
+             "(analysis/weight_distance.csv has every run).",
+             distances.groupby(["target", "source", "strategy", "stage"], sort=False)["distance"].mean()
+             .unstack("stage").reset_index() if not distances.empty else distances),
             ("Correlation of AUC gain with CCA(fine-tuned, init) (Figure 6)",
              "Pearson r and Spearman ρ across targets with two-sided permutation p-values (exact up to 10 points) and "
              "Fisher-z 95% intervals from 10 points on; the unit column says what a point is (by default one target: "

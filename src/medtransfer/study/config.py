@@ -20,6 +20,7 @@ from medtransfer.errors import ConfigError
 from medtransfer.models import registry
 from medtransfer.study import sweep as sweeps
 from medtransfer.study.analysis_settings import AnalysisSettings
+from medtransfer.study.transfer_axis import transfer_variants, variant_label
 from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 # fields set by the grid itself; a study may not override them through `training:`
@@ -156,6 +157,27 @@ class PretrainSpec(_Strict):
         return _check_training(values, refused, pretraining=True)
 
 
+def _one_or_list(value: Any) -> list[Any] | None:
+    return None if value is None else _unique(list(value) if isinstance(value, list) else [value], "transfer values")
+
+
+class SourceTransfer(_Strict):
+    """A source's transfer axis (``medtransfer.study.transfer_axis``): ``up_to`` one stage or a list
+    (one run per depth: stages conv1 .. it from the source, the rest a fresh init), ``init`` one or a
+    list of ``mean-var`` / ``shuffled`` (the whole backbone re-drawn from the source's weights)."""
+
+    up_to: list[str] | None = None
+    init: list[Literal["mean-var", "shuffled"]] | None = None
+
+    _lists = field_validator("up_to", "init", mode="before")(_one_or_list)
+
+    @model_validator(mode="after")
+    def _something(self) -> "SourceTransfer":
+        if not self.up_to and not self.init:
+            raise ValueError("give up_to (a stage or a list of stages) and/or init (mean-var, shuffled)")
+        return self
+
+
 class SourceSpec(_Strict):
     """One initialisation: ``imagenet``, ``radimagenet``, ``random``, a weights file (``path``),
     or a source pretrained by the study (``pretrain``)."""
@@ -168,6 +190,7 @@ class SourceSpec(_Strict):
     backbone: str | None = None  # this source's backbone only (registry name); default: the study's backbones
     # this source's own fine-tuning settings (RunConfig fields), over the study's and its target's
     training: dict[str, Any] = Field(default_factory=dict)
+    transfer: SourceTransfer | None = None  # partial transfer / re-drawn inits as extra runs of this source
 
     _name = field_validator("name")(_dir_name)
     _strategies = field_validator("strategies")(lambda v: _unique(v, "strategies"))
@@ -182,12 +205,20 @@ class SourceSpec(_Strict):
     def _one_origin(self) -> "SourceSpec":
         if self.path and self.pretrain:
             raise ValueError(f"source {self.name!r}: give either 'path' or 'pretrain', not both")
+        if self.transfer is not None and self.is_random:
+            raise ValueError(f"source {self.name!r} is random init: it has nothing to transfer (drop 'transfer')")
         return self
 
     @property
     def is_random(self) -> bool:
         """Random init: run with the no-freeze strategy only (a frozen random backbone is meaningless)."""
         return self.name == RANDOM and not self.path and not self.pretrain
+
+    def transfers(self, backbone: str) -> list:
+        """``None`` (this source, full transfer), then each run its ``transfer:`` adds on ``backbone``
+        (:func:`medtransfer.study.transfer_axis.transfer_variants`)."""
+        given = self.transfer
+        return transfer_variants(self.name, given.up_to if given else None, given.init if given else None, backbone)
 
 
 EXECUTORS: dict[str, str] = {
@@ -381,7 +412,17 @@ class StudyConfig(_Strict):
             if both:
                 raise ValueError(f"source {source.name!r}: its training sets {both}, which the sweep varies: a source's "
                                  "own setting would replace every swept value; remove one of the two")
-        for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources])):
+        labels: list[str] = []
+        for source in self.sources:
+            found = set()
+            for backbone in [source.backbone] if source.backbone else self.backbones:
+                try:
+                    found |= {variant_label(source.name, t) for t in source.transfers(backbone)[1:]}
+                except ConfigError as error:
+                    raise ValueError(str(error)) from None
+            labels += sorted(found)
+        for kind, names in (("target", [t.name for t in self.targets]), ("source", [s.name for s in self.sources]),
+                            ("source and transfer run label", [s.name for s in self.sources] + labels)):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique, repeated: {duplicates}")
@@ -468,5 +509,5 @@ def shipped_config(name: str) -> Path:
     """Path of a study shipped with medtransfer (``paper``, ``mei-replication``, ``demo``)."""
     path = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"no shipped study named {name!r}; expected paper, mei-replication or demo")
+        raise ConfigError(f"no shipped study named {name!r}; expected paper, mei-replication, feature-reuse, demo or demo-feature-reuse")
     return path

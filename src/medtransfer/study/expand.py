@@ -23,7 +23,8 @@ from medtransfer.errors import ConfigError
 from medtransfer.models.sources import source_key
 from medtransfer.study import sweep as sweeps
 from medtransfer.study.config import SourceSpec, StudyConfig, TargetSpec
-from medtransfer.training.config import RunConfig
+from medtransfer.study.transfer_axis import variant_label
+from medtransfer.training.config import RunConfig, TransferSetting
 from medtransfer.training.record import study_folds_file, study_source_file
 from medtransfer.vocabulary import NO_FREEZE
 
@@ -59,10 +60,12 @@ def folds_path(target: TargetSpec, out: Path | None) -> str | None:
     return None if out is None else study_folds_file(target.name)
 
 
-def strategies_for(study: StudyConfig, source: SourceSpec) -> list[str]:
-    """A source's strategies: its own list, else the study's; random init no-freeze only."""
+def strategies_for(study: StudyConfig, source: SourceSpec, transfer: TransferSetting | None = None) -> list[str]:
+    """A source's strategies: its own list, else the study's; random init and a source's transfer
+    runs (``transfer``) no-freeze only."""
     wanted = list(source.strategies or study.strategies)
-    return [NO_FREEZE] if source.is_random and NO_FREEZE in wanted else ([] if source.is_random else wanted)
+    fresh = source.is_random or transfer is not None
+    return [NO_FREEZE] if fresh and NO_FREEZE in wanted else ([] if fresh else wanted)
 
 
 def setting_label(values: dict, setting: dict, k_folds: int) -> str:
@@ -78,9 +81,11 @@ def setting_label(values: dict, setting: dict, k_folds: int) -> str:
 
 
 def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strategy: str, fold: int, seed: int,
-               out: Path | None = None, backbone: str = "resnet50", setting: dict | None = None) -> RunConfig:
+               out: Path | None = None, backbone: str = "resnet50", setting: dict | None = None,
+               transfer: TransferSetting | None = None) -> RunConfig:
     """The RunConfig of one grid cell; study-wide ``training`` constants, then the target's, then
-    the source's, then ``setting`` (one of the sweep's, which labels the target)."""
+    the source's, then ``setting`` (one of the sweep's, which labels the target); ``transfer`` (one
+    of the source's transfer variants) labels the source."""
     values = dict(study.training)
     values.update(target.training)
     if target.size is not None:
@@ -98,7 +103,9 @@ def run_config(study: StudyConfig, target: TargetSpec, source: SourceSpec, strat
         strategy=strategy, fold=fold, seed=seed, k_folds=study.k_folds, split_seed=study.split_seed,
         split_fractions=study.split_fractions, folds_file=folds_path(target, out),
     )
-    return RunConfig.parse(values, where=f"study run {label}/{source.name}-{strategy}/fold{fold}")
+    if transfer is not None:  # absent otherwise: a study without transfer keeps its run configs
+        values.update(transfer=transfer, source_name=variant_label(source.name, transfer))
+    return RunConfig.parse(values, where=f"study run {label}/{values['source_name']}-{strategy}/fold{fold}")
 
 
 def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
@@ -114,11 +121,13 @@ def expand(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
             for source in study.sources:
                 if backbone not in backbones_for(study, source):
                     continue
-                for strategy in strategies_for(study, source):
-                    for fold in folds:
-                        for seed in study.seeds:
-                            runs += [run_config(study, target, source, strategy, fold, seed, out, backbone, setting)
-                                     for setting in sweeps.settings(study.sweep)]
+                for transfer in source.transfers(backbone):
+                    for strategy in strategies_for(study, source, transfer):
+                        for fold in folds:
+                            for seed in study.seeds:
+                                runs += [run_config(study, target, source, strategy, fold, seed, out, backbone,
+                                                    setting, transfer)
+                                         for setting in sweeps.settings(study.sweep)]
     ids = [r.run_id for r in runs]
     twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
     if twice:

@@ -96,6 +96,33 @@ def check_device(name: str) -> str:
     return name
 
 
+#: How a partially transferred or re-drawn source's stages are initialised (medtransfer.models.transfer).
+TransferInit = Literal["weights", "mean-var", "shuffled"]
+_INIT_LABELS = {"weights": "", "mean-var": "meanvar", "shuffled": "shuffled"}
+
+
+class TransferSetting(StrictModel):
+    """What a run takes from its source (``medtransfer.models.transfer.transfer_init``): stages
+    ``conv1 .. up_to`` (``None``: the whole backbone), as the source's ``weights``, as ``mean-var``
+    draws or ``shuffled``; every other stage and the head are a fresh init with the run's seed,
+    which also seeds the draws."""
+
+    up_to: str | None = None
+    init: TransferInit = "weights"
+
+    @model_validator(mode="after")
+    def _something(self) -> "TransferSetting":
+        if self.up_to is None and self.init == "weights":
+            raise ValueError("transfer of the whole backbone as its weights is the source itself: give up_to or "
+                             "init: mean-var / shuffled")
+        return self
+
+    def label(self, source: str) -> str:
+        """The run's source label: ``imagenet.to_block2``, ``imagenet.meanvar``, ``imagenet.meanvar_to_block2``."""
+        parts = [p for p in (_INIT_LABELS[self.init], f"to_{self.up_to}" if self.up_to else "") if p]
+        return f"{source}.{'_'.join(parts)}"
+
+
 class RunConfig(StrictModel):
     """One fine-tuning run: target data, source, strategy, fold, seed and every training constant.
 
@@ -115,6 +142,7 @@ class RunConfig(StrictModel):
     source_name: str | None = None  # label in run ids and tables; default source
     normalization: NormalizationMode | None = None
     strategy: Strategy = NO_FREEZE
+    transfer: TransferSetting | None = None  # part of the source only, or re-drawn (None: the whole source)
     # which images
     fold: int = Field(0, ge=0)
     k_folds: int = Field(DEFAULT_FOLDS.k, ge=2)
@@ -184,6 +212,11 @@ class RunConfig(StrictModel):
         if self.conv1_init_scale != 1.0 and not SourceRef.of(self.source).is_random:
             raise ValueError(f"conv1_init_scale {self.conv1_init_scale} scales a random initialisation: the "
                              f"source must be random init, not {self.source!r}")
+        if self.transfer is not None and SourceRef.of(self.source).is_random:
+            raise ValueError("transfer: a random-init source has nothing to transfer")
+        if self.transfer is not None and self.strategy != NO_FREEZE:
+            raise ValueError(f"transfer with strategy {self.strategy!r}: a partly fresh backbone is fine-tuned "
+                             f"whole (strategy {NO_FREEZE!r}), as random init is")
         check_label(self.target_label, "target name")
         check_label(self.source_label, "source name")
         return self

@@ -26,7 +26,7 @@ import torch
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.data import KerasAugment
-from medtransfer.models import load_source, save_checkpoint
+from medtransfer.models import save_checkpoint
 from medtransfer.models.digests import tensor_digests
 from medtransfer.models.filters import first_conv
 from medtransfer.training import checkpoints as ckpt
@@ -35,6 +35,7 @@ from medtransfer.errors import ConfigError
 from medtransfer.training.config import RunConfig, check_device
 from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.early_stopping import EarlyStopping
+from medtransfer.training.initial import initial_source
 from medtransfer.training.loop import StepSetup, predict, train_epoch
 from medtransfer.training.metrics import classification_metrics
 from medtransfer.training.observers import PhasePlan, RunStart, Sinks
@@ -189,7 +190,7 @@ class _Run:
         self.config = c = directory.resolve(config)  # study-relative paths made usable
         self.device = resolve_device(c.device)
         self.data = load_run_data(c, self.device)
-        source = load_source(c.source, seed=c.seed, cache_dir=None, normalization=c.normalization)
+        source = initial_source(c.source, c.seed, c.transfer, c.normalization)
         # the probe is stored as its difference from the source: digest the source before training
         self.source_digests = tensor_digests(source.model.state_dict()) if c.strategy == FREEZE else None
         self.normalize = source.normalize
