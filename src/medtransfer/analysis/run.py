@@ -31,6 +31,7 @@ from medtransfer.analysis.pairs import ModelRef, Roles, fold_pairs, init_ref, ro
 from medtransfer.analysis.predictions import mistake_images, prediction_table
 from medtransfer.analysis.report import Figure, ReportContent, check_report_path, layerwise_findings, write_report
 from medtransfer.analysis.tables import run_aucs
+from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
@@ -190,6 +191,12 @@ def analyze(
     return report
 
 
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as a CSV without its index, written atomically (a full disk names ``path`` and
+    leaves the previous file whole)."""
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
              formats: list[str] | None = None) -> Path:
     """:func:`analyze` once the settings are resolved."""
@@ -213,34 +220,34 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
 
     aucs, auc_problems = run_aucs(study, settings.auc_average)
     missing.extend(auc_problems)
-    aucs.to_csv(out / "auc.csv", index=False)
+    _write_csv(aucs, out / "auc.csv")
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out, caption)
 
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
     pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
-    pred.to_csv(out / "prediction_similarity.csv", index=False)
+    _write_csv(pred, out / "prediction_similarity.csv")
 
     log = ForwardLog()
     sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log)
     missing.extend(lacking)
     notes.extend(sim_notes)
-    sim.to_csv(out / "similarity.csv", index=False)
+    _write_csv(sim, out / "similarity.csv")
     divergence = combine(fold_divergences)
-    divergence.to_csv(out / "divergence.csv", index=False)
+    _write_csv(divergence, out / "divergence.csv")
 
     points = gain_points(sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
-    points.to_csv(out / "gain_points.csv", index=False)
-    stats.to_csv(out / "correlation.csv", index=False)
+    _write_csv(points, out / "gain_points.csv")
+    _write_csv(stats, out / "correlation.csv")
     if role_map.random is None:
         missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
 
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
                                    settings.bootstrap, settings.seed)
     missing.extend(lacking)
-    claims.to_csv(out / "claims.csv", index=False)
+    _write_csv(claims, out / "claims.csv")
 
     layer_labels = list(settings.resolved_layers())
     figures: list[Figure] = []

@@ -140,6 +140,7 @@ def filters(
     """Export conv1 filters as an RGB grid (paper Figure 4) with a Gabor reference grid and scores."""
     import numpy as np
 
+    from medtransfer.atomic import write_atomic
     from medtransfer.models.filters import conv1_filters, filter_grid, gabor_bank, gabor_similarity, save_grid_png
     from medtransfer.models.sources import load_source
 
@@ -147,7 +148,7 @@ def filters(
     kernels = conv1_filters(loaded.model)
     bgr = loaded.normalize.mode == "caffe"
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / f"{loaded.name}_conv1.npy", kernels)
+    write_atomic(out / f"{loaded.name}_conv1.npy", lambda handle: np.save(handle, kernels))
     grid = save_grid_png(filter_grid(kernels, count=count, bgr=bgr), out / f"{loaded.name}_conv1.png")
     bank = gabor_bank(size=kernels.shape[-1])
     reference = save_grid_png(filter_grid(bank, count=min(count, len(bank)), bgr=False), out / "gabor_reference.png")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medtransfer.atomic import write_atomic
 from medtransfer.errors import ConfigError
 
 
@@ -55,15 +56,14 @@ def filter_grid(filters: np.ndarray, count: int = 36, columns: int | None = None
 
 
 def save_grid_png(grid: np.ndarray, path: str | os.PathLike, scale: int = 12) -> Path:
-    """Write an RGB grid ``(H, W, 3)`` in [0, 1] as a PNG, enlarged ``scale`` times (nearest)."""
+    """Write an RGB grid ``(H, W, 3)`` in [0, 1] as a PNG, enlarged ``scale`` times (nearest),
+    atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.clip(np.round(np.asarray(grid) * 255), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, mode="RGB")
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
-    return path
+    enlarged = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    return write_atomic(path, lambda handle: enlarged.save(handle, format="PNG"))
 
 
 def gabor_bank(size: int = 7, orientations: int = 6, wavelengths: tuple[float, ...] = (3.0, 5.0, 7.0), phases: tuple[float, ...] = (0.0, math.pi / 2), sigma_ratio: float = 0.45, gamma: float = 1.0) -> np.ndarray:
