@@ -120,8 +120,9 @@ def export(
 ) -> None:
     """Write a source's backbone as a PyTorch .pth (state dict + backbone, normalisation, sha256)."""
     from medtransfer.models.sources import load_source
-    from medtransfer.models.torch_port import export_port
+    from medtransfer.models.torch_port import check_port_target, export_port
 
+    check_port_target(out)  # before the source is loaded: a file of the user's is never overwritten
     loaded = load_source(source, cache_dir=cache_dir, backbone=backbone, seed=seed)
     path, digest = export_port(out, loaded.model, normalization=str(loaded.normalize), origin=loaded.origin)
     Console(soft_wrap=True).print(
@@ -140,10 +141,11 @@ def filters(
     """Export conv1 filters as an RGB grid (paper Figure 4) with a Gabor reference grid and scores."""
     import numpy as np
 
-    from medtransfer.atomic import write_atomic
+    from medtransfer.atomic import check_folder, write_atomic
     from medtransfer.models.filters import conv1_filters, filter_grid, gabor_bank, gabor_similarity, save_grid_png
     from medtransfer.models.sources import load_source
 
+    check_folder(out, write=True, what="--out")  # a file, or a folder that cannot be written: named before loading
     loaded = load_source(source, cache_dir=cache_dir)
     kernels = conv1_filters(loaded.model)
     bgr = loaded.normalize.mode == "caffe"
