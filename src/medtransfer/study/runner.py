@@ -82,7 +82,8 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
 
 def report_unverifiable_claims(tasks: list[Task]) -> int:
     """Name on stderr, at once, every run in ``tasks`` held by a claim that this machine cannot
-    check (another host, no scheduler to ask), and how to take them over; returns how many."""
+    check (another host, no scheduler to ask), and how to take them over; returns how many. Runs
+    whose claim cannot be read are named too, with when they are taken over."""
     found = [(Path(t.directory), info) for t in tasks
              if (info := claims.read(Path(t.directory))) is not None and claims.unverifiable(info)]
     if found:
@@ -91,6 +92,12 @@ def report_unverifiable_claims(tasks: list[Task]) -> int:
         write_line(sys.stderr, f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
               + "\nIf no process there works on this study any more (it was copied from there, or that host is "
               "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.")
+    unreadable = [RunDir(Path(t.directory)).running for t in tasks
+                  if claims.read(Path(t.directory)) is None and RunDir(Path(t.directory)).running.exists()]
+    if unreadable:
+        write_line(sys.stderr, f"waiting for {len(unreadable)} run(s) whose claim is not readable (damaged, or being "
+                               f"replaced), e.g. {unreadable[0]}: each is taken over once it has not changed for "
+                               f"{claims.UNREADABLE_GRACE_S:.0f} s")
     return len(found)
 
 
