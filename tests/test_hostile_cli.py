@@ -114,3 +114,13 @@ def test_each_case_ends_in_one_named_error(tmp_path, monkeypatch, capsys, setup,
     for word in words:
         assert word in err, err
     assert {path: path.read_bytes() for path in kept} == before
+
+
+@pytest.mark.parametrize("name", ["folder.pt", "folder.h5"])
+def test_weights_info_on_a_folder_says_it_is_a_folder(tmp_path, monkeypatch, capsys, name):
+    (tmp_path / name).mkdir()
+    monkeypatch.setattr(sys, "argv", ["medtransfer", "weights", "info", str(tmp_path / name)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 1 and f"loads: no - weights file {tmp_path / name} is a folder; expected a file" in out

@@ -122,7 +122,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``.pth`` file, unwrapped from ``state_dict``/``model`` and ``module.``."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} " + ("is a folder; expected a file" if path.is_dir() else "does not exist"))
     try:
         payload = load_tensors(path, "weights file")
     except UnsafeFileError:
