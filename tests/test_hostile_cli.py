@@ -80,6 +80,9 @@ CASES = [
     ("weights filters --out a file",
      lambda t: (["weights", "filters", "random", "--out", _user_file(t / "f")], [t / "f"]),
      ["--out", "is a file; expected a folder"]),
+    ("weights filters over a PNG of the user's",
+     lambda t: (["weights", "filters", "random", "--out", t / "o"], [_user_file(t / "o" / "gabor_reference.png")]),
+     ["gabor_reference.png exists and was not written by `medtransfer weights filters`"]),
     ("study file of binary garbage",
      lambda t: (["run", _bytes(t / "s.yaml", bytes(range(128, 256))), "--out", t / "out"], []),
      ["s.yaml", "not a text file"]),
@@ -124,3 +127,10 @@ def test_weights_info_on_a_folder_says_it_is_a_folder(tmp_path, monkeypatch, cap
         cli.main()
     out = " ".join(capsys.readouterr().out.split())
     assert exited.value.code == 1 and f"loads: no - weights file {tmp_path / name} is a folder; expected a file" in out
+
+
+def test_weights_filters_may_replace_what_it_wrote(tmp_path, monkeypatch):
+    for _ in range(2):
+        monkeypatch.setattr(sys, "argv", ["medtransfer", "weights", "filters", "random", "--out", str(tmp_path)])
+        cli.main()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gabor_reference.png", "random_conv1.npy", "random_conv1.png"]

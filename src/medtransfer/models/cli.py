@@ -142,11 +142,13 @@ def filters(
     import numpy as np
 
     from medtransfer.atomic import check_folder, write_atomic
-    from medtransfer.models.filters import conv1_filters, filter_grid, gabor_bank, gabor_similarity, save_grid_png
+    from medtransfer.models.filters import (check_outputs, conv1_filters, filter_grid, gabor_bank, gabor_similarity,
+                                            save_grid_png)
     from medtransfer.models.sources import load_source
 
     check_folder(out, write=True, what="--out")  # a file, or a folder that cannot be written: named before loading
     loaded = load_source(source, cache_dir=cache_dir)
+    check_outputs([out / f"{loaded.name}_conv1.npy", out / f"{loaded.name}_conv1.png", out / "gabor_reference.png"])
     kernels = conv1_filters(loaded.model)
     bgr = loaded.normalize.mode == "caffe"
     out.mkdir(parents=True, exist_ok=True)
