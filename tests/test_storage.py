@@ -203,3 +203,97 @@ def test_a_full_disk_while_unpacking_pcam_names_the_copy_not_the_download(tmp_pa
     assert list((tmp_path / "unpacked").iterdir()) == []  # no half-unpacked file left
     monkeypatch.setattr(pcam.shutil, "copyfileobj", real)
     assert len(load_manifest("pcam", tmp_path / "gz", unpack_dir=tmp_path / "unpacked")) == 12
+
+
+# Writes that do not go through medtransfer.atomic, each with the reason it is safe.
+_NOT_ATOMIC = {
+    ("study/claims.py", "fdopen"): "the RUNNING claim: created with O_EXCL, its existence is the lock",
+    ("models/download.py", "fdopen"): "a download into its own temporary file, renamed once its md5 matches",
+    ("data/datasets/pcam.py", "open"): "an unpacked HDF5 into its own temporary file, renamed once whole",
+    ("study/cli.py", "open"): "the SLURM driver's log, appended to (a log, read as one)",
+    ("data/cache.py", "save"): "ImageHashes.save: write_atomic inside",
+    ("data/leakage.py", "save"): "ImageHashes.save: write_atomic inside",
+}
+
+
+def _direct_writes(tree) -> list[tuple[int, str]]:
+    """Calls in ``tree`` that write a file in place: ``to_csv(path)``, ``np.save(path)``,
+    ``savefig(path)``, ``torch.save(x, path)``, ``Image.save(path)``, ``write_text``/``write_bytes``,
+    ``open``/``fdopen`` for writing. A first argument named ``handle`` is the atomic writer's file."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        args = node.args
+        if name == "save" and not isinstance(node.func, ast.Attribute):
+            continue  # a function of ours named save (figures.save), not a library's writer
+        torch_save = name == "save" and getattr(node.func.value, "id", "") == "torch"
+        target = (args[1] if len(args) > 1 else None) if torch_save else (args[0] if args else None)
+        to_handle = isinstance(target, ast.Name) and target.id == "handle"
+        if name in ("write_text", "write_bytes"):
+            found.append((node.lineno, name))
+        elif name in ("to_csv", "savefig", "savez", "save", "imwrite", "to_json", "to_parquet") and target is not None \
+                and not to_handle:
+            found.append((node.lineno, name))
+        elif name in ("open", "fdopen"):
+            modes = [a for a in args[1:2]] + [k.value for k in node.keywords if k.arg == "mode"]
+            if any(isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax")
+                   for m in modes):
+                found.append((node.lineno, name))
+    return found
+
+
+def test_every_output_goes_through_the_atomic_writer():
+    """A grep the tree must pass: no output of medtransfer is written in place (a full disk or a
+    kill would leave a half-written table, figure or array where a reader takes it for whole)."""
+    import ast
+    from pathlib import Path
+
+    import medtransfer
+
+    root = Path(medtransfer.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "atomic.py":
+            continue
+        for line, name in _direct_writes(ast.parse(path.read_text())):
+            if (rel, name) not in _NOT_ATOMIC:
+                offenders.append(f"{rel}:{line} {name}")
+    assert offenders == []
+
+
+def test_the_grep_finds_a_direct_write():
+    import ast
+
+    source = ("frame.to_csv(out / 'a.csv', index=False)\nnp.save(out / 'x.npy', a)\nfig.savefig(path)\n"
+              "p.write_text('x')\nopen(p, 'w')\ntorch.save(obj, path)\n"
+              "write_atomic(p, lambda handle: np.save(handle, a))\nframe.to_csv(index=False)\nopen(p)\n")
+    assert [name for _, name in _direct_writes(ast.parse(source))] == \
+        ["to_csv", "save", "savefig", "write_text", "open", "save"]
+
+
+def test_a_full_disk_while_exporting_filters_names_the_file_and_leaves_none(tmp_path, full_disk):
+    out = tmp_path / "filters"
+    full_disk(room=100)
+    result = runner.invoke(app, ["weights", "filters", "random", "--out", str(out)])
+    assert isinstance(result.exception, StorageError), result.output
+    assert str(result.exception).startswith(f"No space left on device: cannot write {out / 'random_conv1.npy'}")
+    assert list(out.iterdir()) == []
+
+
+def test_the_analysis_tables_are_written_atomically(tmp_path, full_disk):
+    import pandas as pd
+
+    from medtransfer.analysis.run import _write_csv
+
+    frame = pd.DataFrame({"a": range(1000)})
+    _write_csv(frame, tmp_path / "auc.csv")
+    whole = (tmp_path / "auc.csv").read_text()
+    full_disk(room=100)
+    with pytest.raises(StorageError, match=rf"^No space left on device: cannot write {tmp_path / 'auc.csv'}"):
+        _write_csv(frame.assign(b=1), tmp_path / "auc.csv")
+    assert (tmp_path / "auc.csv").read_text() == whole and temp_files(tmp_path) == []

@@ -132,6 +132,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], *, 
     on device: cannot write ..."), whatever error the library inside ``write`` made of it.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would name the temporary file, and only after the whole write
+        raise storage_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
+                            "cannot write a file over the folder")
     with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -19,6 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from medtransfer.atomic import write_text_atomic
 from medtransfer.console import output_console
 
 
@@ -101,10 +102,8 @@ def run_demo(out: Path, console: Console, corruptions: str | None = None) -> Non
         table.add_row(name, expected, f"{cca_mean:.6f}", f"{cka:.6f}")
     console.print(table)
     study_stage(out, console, corruptions)  # first: it refuses a folder of the user's own files before anything is written
-    with open(out / "similarity_showcase.csv", "w") as handle:
-        handle.write("case,cca_mean,linear_cka\n")
-        for name, _, cca_mean, cka in rows:
-            handle.write(f'"{name}",{cca_mean:.10f},{cka:.10f}\n')
+    lines = ["case,cca_mean,linear_cka", *(f'"{name}",{cca_mean:.10f},{cka:.10f}' for name, _, cca_mean, cka in rows)]
+    write_text_atomic(out / "similarity_showcase.csv", "\n".join(lines) + "\n")
     analysis_stage(out, console)
 
 

@@ -96,3 +96,15 @@ def test_an_npy_that_holds_no_volume_is_named(tmp_path, bad, shape):
     assert re.search(rf"holds an array of shape {shape}; expected a volume", result.output)
     with pytest.raises(DataError, match=rf"0004\.npy: holds an array of shape {shape}; expected a volume"):
         load_manifest("knee", tmp_path)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    (["ds/a.png,a,extra,more", "ds/b.png,b"], "line 2 has 4 fields, the header 2"),  # pandas would shift the columns
+    (["ds/a.png,a", "ds/b.png,b,extra"], "Expected 2 fields in line 3, saw 3"),
+])
+def test_a_user_csv_with_a_row_longer_than_its_header_is_named(tmp_path, rows, message):
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(["path,label", *rows]) + "\n")
+    result = runner.invoke(app, ["data", "check", "csv", "--root", str(table)])
+    assert isinstance(result.exception, DataError), result.output
+    assert str(result.exception).startswith(f"{table}: ") and message in str(result.exception)

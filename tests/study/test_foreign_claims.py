@@ -111,3 +111,13 @@ def test_the_cli_offers_steal_claims():
 
     result = CliRunner().invoke(app, ["run", "--help"])
     assert "--steal-claims" in result.output
+
+
+def test_an_unreadable_claim_is_named_before_the_wait(tmp_path, capsys):
+    run = RunDir(tmp_path / "runs" / "t" / "random-no-freeze" / "fold0")
+    run.path.mkdir(parents=True)
+    run.running.write_text("garbage")
+    assert runner.report_unverifiable_claims([Task("r", "{}", str(run.path))]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"whose claim is not readable (damaged, or being replaced), e.g. {run.running}" in err
+    assert "taken over once it has not changed for 60 s" in err

@@ -70,6 +70,34 @@ def _no_record(out):  # noqa: ANN001, ANN202
     (out / STUDY_FILE).unlink()
 
 
+def _done_names(extra: dict, drop: str | None = None, replace: tuple[str, str] | None = None):  # noqa: ANN202
+    """DONE with ``extra`` digests added, ``drop`` left out, and ``replace`` = (file, new content) written."""
+    def damage(out):  # noqa: ANN001, ANN202
+        run = _run(out)
+        done = json.loads(run.done.read_text())
+        done["files"].update(extra)
+        done["files"].pop(drop, None)
+        if replace:
+            run.file(replace[0]).write_text(replace[1])
+        run.done.write_text(json.dumps(done))
+    return damage
+
+
+def _resealed_predictions(edit):  # noqa: ANN001, ANN202 - predictions changed, DONE written again over them
+    def damage(out):  # noqa: ANN001, ANN202
+        run = _run(out)
+        lines = run.predictions.read_text().splitlines()
+        content = edit(lines)
+        (run.predictions.write_bytes if isinstance(content, bytes) else run.predictions.write_text)(content)
+        run.write_done()
+    return damage
+
+
+def _nan_probability(lines):  # noqa: ANN001, ANN202
+    fields = lines[1].split(",")
+    return "\n".join([lines[0], ",".join(fields[:2] + ["nan"] * (len(fields) - 2)), *lines[2:]]) + "\n"
+
+
 CASES = [  # (damage, the kind reported, what the line must name)
     (_delete_run, "missing", NO_FREEZE),
     (_unfinish, "unfinished", NO_FREEZE),
@@ -82,6 +110,13 @@ CASES = [  # (damage, the kind reported, what the line must name)
     (_no_config, "damaged", "config.json is missing"),
     (_other_lr, "config mismatch", "lr: 0.5 -> 0.0001"),
     (_no_record, "no grid", STUDY_FILE),
+    (_done_names({"../../../../../../etc/passwd": {"sha256": "0" * 64, "bytes": 3}}), "damaged",
+     "not a file a run writes"),
+    (_done_names({}, drop="predictions.csv", replace=("predictions.csv", "image_id,label,p_0,p_1\nx,0,1,0\n")),
+     "damaged", "predictions.csv is not covered by the digests"),
+    (_done_names({}, drop="predictions.csv", replace=None), "damaged", "predictions.csv is not covered"),
+    (_resealed_predictions(_nan_probability), "damaged", "probabilities must be finite numbers in [0, 1]"),
+    (_resealed_predictions(lambda lines: b"\x81\xff\x00garbage"), "damaged", "predictions.csv: not a readable CSV"),
 ]
 
 
@@ -133,7 +168,7 @@ def test_partial_writes_tables_that_name_the_incomplete_cells(copied):
     caption = "Incomplete cells (--partial"
     assert caption in (copied / "analysis" / "table2.md").read_text()
     report = (copied / "report.html").read_text()
-    assert caption in report and "synth random-no-freeze" in report
+    assert caption in report and "synth random-no-freeze (unfinished: 1 run)" in report
     assert f"unfinished: {NO_FREEZE}" in report
 
 
@@ -152,5 +187,30 @@ def test_a_replaced_source_file_is_named(tmp_path):
     check = check_grid(out)
     assert [r for r, _ in check.source_changed] == ["synth/mine-no-freeze/fold0"]
     assert str(weights) in check.source_changed[0][1] and "replaced" in check.source_changed[0][1]
+    from medtransfer.analysis import analyze
+
+    with pytest.raises(IncompleteStudyError, match="source changed: synth/mine-no-freeze/fold0"):
+        analyze(out)
+    analyze(out, partial=True, rows=200, channels=8, repeats=1, threads=1, device="cpu", formats=["png"])
+    caption = "synth mine-no-freeze (source changed: 1 run)"
+    assert caption in (out / "analysis" / "table2.md").read_text()
+    report = (out / "report.html").read_text()
+    assert caption in report and f"source changed: synth/mine-no-freeze/fold0: {weights}" in report
     weights.unlink()  # gone, not replaced: the analysis names the init it cannot load
     assert check_grid(out).source_changed == []
+
+
+@pytest.mark.parametrize("content", [b"\x81\x00garbage", b"target,source,strategy,fold,auc\nsynth,random,no-freeze,0,abc\n",
+                                     "twice"], ids=["binary", "not numbers", "a run twice"])
+def test_a_damaged_results_auc_csv_is_named_not_a_traceback(copied, content):
+    from medtransfer.analysis.inventory import read_study
+    from medtransfer.analysis.tables import run_aucs
+
+    stored = copied / "results" / "auc.csv"
+    if content == "twice":
+        lines = stored.read_text().splitlines()
+        content = ("\n".join(lines + lines[1:]) + "\n").encode()
+    stored.write_bytes(content)
+    frame, problems = run_aucs(read_study(copied))
+    assert len(frame) == 2 and "auc_stored" not in frame
+    assert [p for p in problems if str(stored) in p and "not cross-checked" in p], problems

@@ -20,13 +20,12 @@ from medtransfer.models import registry
 from medtransfer.models.checkpoint import checkpoint_meta
 from medtransfer.models.resolve import Model, resolve_model
 from medtransfer.study.analysis_settings import AnalysisSettings
+from medtransfer.training.config import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from medtransfer.training.run import resolve_device
 
 DEFAULT_SIZE = 112  # the paper's input size, for networks that do not record one (weight files)
-#: The largest image side ``medtransfer similarity`` accepts, in pixels: the paper trains at 112-224
-#: px, and a ResNet50's first stage alone holds 64 x (side/2)^2 floats per image (256 MiB at 1024 px).
-MAX_SIZE = 1024
-MIN_SIZE = 8  # the smallest side the networks take (RunConfig.size)
+MAX_SIZE = MAX_IMAGE_SIDE  # the largest image side ``medtransfer similarity`` accepts, as a run does
+MIN_SIZE = MIN_IMAGE_SIDE  # the smallest side the networks take (RunConfig.size)
 MIN_IMAGES = 2  # CCA and CKA centre over images: one image has no variance to compare
 #: The first columns of the table ``medtransfer similarity --out`` writes: a file whose header does
 #: not start with them was not written by medtransfer, and is never replaced.

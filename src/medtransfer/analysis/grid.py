@@ -5,7 +5,7 @@ Every run of the grid (``expand`` of the recorded study) is looked up under ``ru
 - *missing*: no run directory; *unfinished*: no ``DONE`` (its state: running, queued,
   interrupted, failed, pending - so ``analyze`` during ``run`` never passes for complete);
 - *damaged*: ``DONE`` is damaged, or a file differs from its digest (``RunDir.check``), or its
-  ``config.json`` cannot be read;
+  ``config.json`` or ``predictions.csv`` cannot be read;
 - *config mismatch*: its ``config.json`` differs from the planned run in a setting that changes
   what it computes (``medtransfer.study.runner.changed_settings``);
 - *source changed*: the weights file its source is read from now is not the file it trained from
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtransfer.analysis.loading import resolve_source
+from medtransfer.analysis.tables import read_predictions
 from medtransfer.errors import MedtransferError
 from medtransfer.models.sources import source_weights_file
 from medtransfer.study.config import StudyConfig
@@ -77,9 +78,23 @@ class GridCheck:
         return lines
 
     def incomplete_cells(self) -> list[str]:
-        """The table cells (``target source-strategy``) that lack a usable run of the grid."""
-        lacking = set(self.missing) | {r for r, _ in self.unfinished} | (self.excluded - set(self.foreign))
-        return sorted({f"{t} {s}-{g}" for r, (t, s, g) in self.cells.items() if r in lacking})
+        """The table cells that lack a usable run of the grid, each with why and how many runs:
+        ``"synth mine-no-freeze (source changed: 2 runs)"``."""
+        why: dict[str, str] = {r: "missing" for r in self.missing}
+        why.update({r: "unfinished" for r, _ in self.unfinished})
+        why.update({r: "damaged" for r, _ in self.damaged})
+        why.update({r: "config mismatch" for r, _ in self.mismatched})
+        why.update({r: "source changed" for r, _ in self.source_changed})
+        cells: dict[str, dict[str, int]] = {}
+        for run_id, (t, s, g) in self.cells.items():
+            if run_id in why:
+                counts = cells.setdefault(f"{t} {s}-{g}", {})
+                counts[why[run_id]] = counts.get(why[run_id], 0) + 1
+        def runs(n: int) -> str:
+            return f"{n} run" + ("s" if n > 1 else "")
+
+        return [f"{cell} ({', '.join(f'{kind}: {runs(n)}' for kind, n in counts.items())})"
+                for cell, counts in sorted(cells.items())]
 
     def refusal(self) -> str:
         """The message of :class:`IncompleteStudyError`."""
@@ -144,6 +159,10 @@ def check_grid(root: str | Path) -> GridCheck:
         if not run.is_done():
             continue
         problems = run.check("full")
+        try:  # sealed but unreadable (resealed by hand, or written so by a faulty version): no AUC to take
+            read_predictions(run.predictions)
+        except MedtransferError as error:
+            problems.append(str(error))
         if problems:
             check.damaged.append((run_id, "; ".join(problems)))
             continue

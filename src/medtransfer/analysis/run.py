@@ -45,6 +45,7 @@ from medtransfer.analysis.tables import run_aucs
 from medtransfer.analysis.transfer_depth import depth_figure, depth_table, plateau_sentence
 from medtransfer.analysis.weight_distance import weight_distances, write_weight_distances
 from medtransfer.console import stages
+from medtransfer.atomic import write_text_atomic
 from medtransfer.errors import MedtransferError
 from medtransfer.models.filters import gabor_similarity
 from medtransfer.models.registry import layer_shapes
@@ -231,6 +232,12 @@ def analyze(
     return report
 
 
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as a CSV without its index, written atomically (a full disk names ``path`` and
+    leaves the previous file whole)."""
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
 def _analyze(study: Study, settings: AnalysisSettings, device: str | None, started: float,
              formats: list[str] | None = None, stage=lambda name: None) -> Path:  # noqa: ANN001
     """:func:`analyze` once the settings are resolved; ``stage(name)`` is called as each stage begins."""
@@ -255,7 +262,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     stage("Table 2 (AUC from predictions.csv)")
     aucs, auc_problems = run_aucs(study, settings.auc_average)
     missing.extend(auc_problems)
-    aucs.to_csv(out / AUC_TABLE, index=False)
+    _write_csv(aucs, out / AUC_TABLE)
     t2 = table2(aucs, role_map.pretrained, role_map.random)
     write_table2(t2, out, caption)
     swept = sensitivity(study, role_map.pretrained, role_map.random, settings.auc_average, fig_dir)
@@ -267,31 +274,31 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     images, lacking = mistake_images(study, role_map)
     missing.extend(lacking)
     pred = prediction_table(images, settings.bootstrap, settings.bootstrap, settings.seed)
-    pred.to_csv(out / "prediction_similarity.csv", index=False)
+    _write_csv(pred, out / "prediction_similarity.csv")
     pairs, lacking = fine_tuned_pairs(study, settings.bootstrap, settings.bootstrap, settings.seed)
     missing.extend(lacking)
-    pairs.to_csv(out / "prediction_pairs.csv", index=False)
+    _write_csv(pairs, out / "prediction_pairs.csv")
 
     log = ForwardLog()
     sim, lacking, sim_notes, fold_divergences = layerwise_similarity(study, role_map, settings, dev, log, stage)
     missing.extend(lacking)
     notes.extend(sim_notes)
-    sim.to_csv(out / SIMILARITY_TABLE, index=False)
+    _write_csv(sim, out / SIMILARITY_TABLE)
     divergence = combine(fold_divergences)
-    divergence.to_csv(out / "divergence.csv", index=False)
+    _write_csv(divergence, out / "divergence.csv")
     distances, lacking = weight_distances(study)
     missing.extend(lacking)
     write_weight_distances(distances, out)
     depths = depth_table(study, aucs, role_map.random)
     if not depths.empty:
-        depths.to_csv(out / "transfer_depth.csv", index=False)
+        _write_csv(depths, out / "transfer_depth.csv")
 
     stage("correlation and claims")
     # Figure 6 is the paper's sources' figure: the transfer runs have their own (transfer depth)
     points = gain_points(sim[~sim["source"].isin(role_map.transfers)] if not sim.empty else sim, aucs, role_map.random)
     stats = correlation_table(points, settings.bootstrap, settings.seed, settings.correlation_points)
-    points.to_csv(out / "gain_points.csv", index=False)
-    stats.to_csv(out / "correlation.csv", index=False)
+    _write_csv(points, out / "gain_points.csv")
+    _write_csv(stats, out / "correlation.csv")
     if role_map.random is None:
         missing.append("no random-init runs: no AUC gain over random init (Figure 6)")
 
@@ -311,7 +318,7 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
                                    settings.bootstrap, settings.seed, robustness=robustness_runs)
     missing.extend(lacking)
-    claims.to_csv(out / "claims.csv", index=False)
+    _write_csv(claims, out / "claims.csv")
 
     stage("figures")
     layer_labels = list(settings.resolved_layers())

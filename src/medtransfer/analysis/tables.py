@@ -18,6 +18,14 @@ from medtransfer.training.record import AUC_TABLE, study_results_file
 AUC_TOLERANCE = 1e-6
 
 
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """``pd.read_csv`` with a file that is no CSV (binary, empty, ragged) as a ``DataError`` naming it."""
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"{path}: not a readable CSV ({type(error).__name__}: {error})") from error
+
+
 def read_predictions(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Read a ``predictions.csv`` (``image_id, label, p_0..p_{k-1}``).
 
@@ -28,14 +36,21 @@ def read_predictions(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found")
-    frame = pd.read_csv(path, dtype={"image_id": str})
+    frame = _read_csv(path, dtype={"image_id": str})
     prob_cols = [c for c in frame.columns if c.startswith("p_")]
     prob_cols.sort(key=lambda c: int(c[2:]) if c[2:].isdigit() else 10**9)
     if "image_id" not in frame or "label" not in frame or not prob_cols:
         raise DataError(f"{path}: expected columns image_id, label, p_0..p_(k-1); found {list(frame.columns)}")
     if [c for c in prob_cols] != [f"p_{i}" for i in range(len(prob_cols))]:
         raise DataError(f"{path}: probability columns must be p_0..p_{len(prob_cols) - 1}, found {prob_cols}")
-    probs = frame[prob_cols].to_numpy(dtype=np.float64)
+    try:
+        probs = frame[prob_cols].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: probability columns hold values that are not numbers ({error})") from error
+    if not np.all(np.isfinite(probs) & (probs >= 0) & (probs <= 1)):
+        row = int(np.flatnonzero(~np.all(np.isfinite(probs) & (probs >= 0) & (probs <= 1), axis=1))[0])
+        raise DataError(f"{path}: line {row + 2}: probabilities must be finite numbers in [0, 1], "
+                        f"found {probs[row].tolist()}")
     labels = frame["label"].to_numpy()
     if not np.issubdtype(labels.dtype, np.integer) or labels.min(initial=0) < 0 or labels.max(initial=0) >= probs.shape[1]:
         raise DataError(f"{path}: labels must be integers in 0..{probs.shape[1] - 1}")
@@ -74,9 +89,25 @@ def run_aucs(study: Study, average: str = "macro") -> tuple[pd.DataFrame, list[s
     problems += [m.removeprefix("warning: ") for m in warn_undefined_auc(frame)]
     stored_path = study.root / study_results_file(AUC_TABLE)
     if stored_path.is_file() and len(frame):
-        stored = pd.read_csv(stored_path)
         keys = ["target", "source", "strategy", "fold"]
-        if set(keys + ["auc"]) <= set(stored.columns):
+        try:
+            stored = _read_csv(stored_path)
+        except DataError as error:
+            problems.append(f"{error}; AUCs were not cross-checked")
+            stored = pd.DataFrame()
+        numbers = [c for c in ("fold", "auc", f"auc_{average}") if c in stored.columns]
+        unreadable = [c for c in numbers if pd.to_numeric(stored[c], errors="coerce").isna().ne(stored[c].isna()).any()]
+        if unreadable:
+            problems.append(f"{stored_path}: column(s) {unreadable} hold values that are not numbers; "
+                            "AUCs were not cross-checked")
+        elif stored.empty:
+            pass
+        elif set(keys) <= set(stored.columns) and stored.duplicated(keys).any():
+            twice = stored.loc[stored.duplicated(keys), keys].iloc[0].tolist()
+            problems.append(f"{stored_path}: lists a run twice (e.g. {'/'.join(map(str, twice))}); "
+                            "AUCs were not cross-checked")
+        elif set(keys + ["auc"]) <= set(stored.columns):
+            stored = stored.astype({c: "float64" for c in numbers if c != "fold"})
             column = f"auc_{average}"
             cols = keys + ["auc"] + ([column] if column in stored.columns else [])
             merged = frame.merge(stored[cols].rename(columns={"auc": "_auc", column: "_avg"}), on=keys, how="left")

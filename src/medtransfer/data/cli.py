@@ -151,9 +151,10 @@ def folds(
     """Write patient-grouped, stratified folds of a dataset (the default fold spec of
     medtransfer.data.folds with k folds: train (k-1)/k, the held-out block split into validation
     and test in the default's proportion), or import the authors'."""
-    from medtransfer.data.folds import import_author_splits, write_folds
+    from medtransfer.data.folds import check_folds_target, import_author_splits, write_folds
     from medtransfer.data.registry import dataset_folds, load_manifest
 
+    check_folds_target(out)  # before the dataset is read: a file of the user's is never overwritten
     options, skip_bad = command_options(option, skip_bad)
     manifest = load_manifest(name, root, skip_bad=skip_bad, **options)
     if authors:

@@ -70,6 +70,8 @@ class FoldSpec:
 
     def with_k(self, k: int) -> "FoldSpec":
         """The same validation : test proportion of the held-out part with ``k`` folds (train (k-1)/k)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ConfigError(f"folds: k={k!r}; expected k >= 2")
         _, val, test = (float(x) for x in self.fractions)
         held = 1.0 / k
         return FoldSpec(k, (1.0 - held, held * val / (val + test), held * test / (val + test)), self.seed)
@@ -236,9 +238,31 @@ def _require_coverage(folds: pd.DataFrame, manifest: Manifest, source: object) -
                             f"left out on purpose with split '{EXCLUDED}' (image_id,fold,{EXCLUDED})")
 
 
+FOLDS_HEADER = "image_id,fold,split"  # the first line of every folds file write_folds writes
+
+
+def check_folds_target(path: str | Path) -> None:
+    """Refuse, before any work, to write a folds file over a folder or over a file that is not a
+    folds file (its first line is not :data:`FOLDS_HEADER`): ``ConfigError`` naming it. A folds
+    file (ours, or the same table from elsewhere) may be replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path}: is a folder; expected the path of a CSV file to write")
+    if not path.exists():
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline().strip()
+    except OSError as error:
+        raise ConfigError(f"--out {path}: cannot be read ({error.strerror}); give a new file name") from error
+    if first != FOLDS_HEADER:
+        raise ConfigError(f"--out {path}: exists and is not a folds file (its first line is not '{FOLDS_HEADER}'); "
+                          "medtransfer never overwrites other files: give a new file name")
+
+
 def write_folds(folds: pd.DataFrame, path: str | Path) -> Path:
     """Write a fold table as CSV (atomically: temporary file, then rename)."""
-    return write_text_atomic(path, folds.loc[:, ["image_id", "fold", "split"]].to_csv(index=False))
+    return write_text_atomic(path, folds.loc[:, FOLDS_HEADER.split(",")].to_csv(index=False))
 
 
 def read_folds(path: str | Path, manifest: Manifest | None = None) -> pd.DataFrame:

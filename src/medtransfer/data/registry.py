@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -115,6 +117,49 @@ def _keywords(module: Any) -> dict[str, inspect.Parameter]:
     return {p: v for p, v in inspect.signature(module.load).parameters.items() if p not in ("root", "skip_bad")}
 
 
+_SIMPLE = {bool: "true or false", int: "an integer", float: "a number", str: "a text",
+           list: "a list", tuple: "a list"}
+
+
+def _accepts(value: Any, annotation: Any) -> bool | None:
+    """Whether ``value`` fits ``annotation`` (None: a type this check does not know)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_accepts(value, a) for a in typing.get_args(annotation)]
+        return None if None in verdicts and not any(verdicts) else any(v for v in verdicts if v)
+    if annotation is type(None):
+        return value is None
+    kind = origin or annotation
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if kind in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return None
+
+
+def _option_type_problem(module: Any, key: str, value: Any) -> str | None:
+    """``option key=value`` when ``value`` is not of the type the loader declares for it (a
+    number where it expects one, ...), else None: the loader then never meets a text where it
+    compares numbers."""
+    try:
+        annotation = typing.get_type_hints(module.load).get(key)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: nothing to check
+        return None
+    if annotation is None or _accepts(value, annotation) is not False:
+        return None
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    expected = " or ".join(dict.fromkeys("null" if a is type(None) else _SIMPLE.get(typing.get_origin(a) or a, str(a))
+                                         for a in args))
+    return f"option {key}={value!r}: expected {expected}"
+
+
 def loader_options(name: str) -> list[LoaderOption]:
     """Every option ``load_manifest(name, ...)`` accepts, with its default and effect."""
     module_name, fixed = LOADERS[name] if name in LOADERS else (None, {})
@@ -180,6 +225,10 @@ def load_manifest(name: str, root: str | Path | None = None, *, skip_bad: bool =
         raise DataError(f"dataset {name!r}: unknown option(s) {unknown}; expected some of {accepted}"
                         + (f" (fixed for {name}: {sorted(fixed)})" if set(options) & set(fixed) else "")
                         + f" (see `medtransfer data options {name}`)")
+    wrong = [problem for key, value in options.items()
+             if (problem := _option_type_problem(module, key, value)) is not None]
+    if wrong:
+        raise DataError(f"dataset {name!r}: " + "; ".join(wrong) + f" (see `medtransfer data options {name}`)")
     manifest = module.load(root, skip_bad=skip_bad, **{**fixed, **options})
     if name != manifest.name:
         manifest = replace(manifest, name=name)

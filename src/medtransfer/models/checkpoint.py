@@ -109,7 +109,7 @@ def read_payload(path: str | os.PathLike, file_format: str, version: int, what: 
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{what} {path} does not exist")
+        raise WeightsError(f"{what} {path} " + ("is a folder; expected a file" if path.is_dir() else "does not exist"))
     payload = load_tensors(path, what, map_location)
     if not isinstance(payload, dict) or payload.get("format") != file_format:
         raise WeightsError(f"{path} is not a medtransfer {what} (no format={file_format!r} marker)")

@@ -121,8 +121,9 @@ def export(
 ) -> None:
     """Write a source's backbone as a PyTorch .pth (state dict + backbone, normalisation, sha256)."""
     from medtransfer.models.sources import load_source
-    from medtransfer.models.torch_port import export_port
+    from medtransfer.models.torch_port import check_port_target, export_port
 
+    check_port_target(out)  # before the source is loaded: a file of the user's is never overwritten
     loaded = load_source(source, cache_dir=cache_dir, backbone=backbone, seed=seed)
     path, digest = export_port(out, loaded.model, normalization=str(loaded.normalize), origin=loaded.origin)
     output_console(soft_wrap=True).print(
@@ -141,14 +142,18 @@ def filters(
     """Export conv1 filters as an RGB grid (paper Figure 4) with a Gabor reference grid and scores."""
     import numpy as np
 
-    from medtransfer.models.filters import conv1_filters, filter_grid, gabor_bank, gabor_similarity, save_grid_png
+    from medtransfer.atomic import check_folder, write_atomic
+    from medtransfer.models.filters import (check_outputs, conv1_filters, filter_grid, gabor_bank, gabor_similarity,
+                                            save_grid_png)
     from medtransfer.models.sources import load_source
 
+    check_folder(out, write=True, what="--out")  # a file, or a folder that cannot be written: named before loading
     loaded = load_source(source, cache_dir=cache_dir)
+    check_outputs([out / f"{loaded.name}_conv1.npy", out / f"{loaded.name}_conv1.png", out / "gabor_reference.png"])
     kernels = conv1_filters(loaded.model)
     bgr = loaded.normalize.mode == "caffe"
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / f"{loaded.name}_conv1.npy", kernels)
+    write_atomic(out / f"{loaded.name}_conv1.npy", lambda handle: np.save(handle, kernels))
     grid = save_grid_png(filter_grid(kernels, count=count, bgr=bgr), out / f"{loaded.name}_conv1.png")
     bank = gabor_bank(size=kernels.shape[-1])
     reference = save_grid_png(filter_grid(bank, count=min(count, len(bank)), bgr=False), out / "gabor_reference.png")

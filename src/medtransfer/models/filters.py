@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medtransfer.atomic import write_atomic
 from medtransfer.errors import ConfigError
 
 
@@ -55,15 +56,44 @@ def filter_grid(filters: np.ndarray, count: int = 36, columns: int | None = None
 
 
 def save_grid_png(grid: np.ndarray, path: str | os.PathLike, scale: int = 12) -> Path:
-    """Write an RGB grid ``(H, W, 3)`` in [0, 1] as a PNG, enlarged ``scale`` times (nearest)."""
+    """Write an RGB grid ``(H, W, 3)`` in [0, 1] as a PNG, enlarged ``scale`` times (nearest),
+    atomically."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from PIL.PngImagePlugin import PngInfo
+
     pixels = np.clip(np.round(np.asarray(grid) * 255), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, mode="RGB")
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
-    return path
+    enlarged = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    info = PngInfo()
+    info.add_text("Software", GRID_MARK)  # what check_outputs recognises as a grid it may replace
+    return write_atomic(path, lambda handle: enlarged.save(handle, format="PNG", pnginfo=info))
+
+
+GRID_MARK = "medtransfer weights filters"
+
+
+def check_outputs(paths: list[Path]) -> None:
+    """Refuse to replace a file of ``paths`` that ``medtransfer weights filters`` did not write: a
+    PNG without :data:`GRID_MARK`, an ``.npy`` that is not a filter array ``(n, 3, k, k)``
+    (``ConfigError`` naming it); files that do not exist pass."""
+    from PIL import Image
+
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            if path.suffix == ".png":
+                with Image.open(path) as image:
+                    ours = image.info.get("Software") == GRID_MARK
+            else:
+                array = np.load(path, allow_pickle=False, mmap_mode="r")
+                ours = array.ndim == 4 and array.shape[1] == 3
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"{path} exists and was not written by `medtransfer weights filters`; medtransfer never "
+                              "overwrites other files: give another --out folder")
 
 
 def gabor_bank(size: int = 7, orientations: int = 6, wavelengths: tuple[float, ...] = (3.0, 5.0, 7.0), phases: tuple[float, ...] = (0.0, math.pi / 2), sigma_ratio: float = 0.45, gamma: float = 1.0) -> np.ndarray:

@@ -207,7 +207,7 @@ def read_keras_h5(path: str | os.PathLike, backbone: str | None = None) -> Keras
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} " + ("is a folder; expected a file" if path.is_dir() else "does not exist"))
     try:
         handle = h5py.File(_keras_zip_weights(path) if path.suffix.lower() == ".keras" else path, "r")
     except OSError as error:

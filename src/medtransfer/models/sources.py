@@ -148,7 +148,7 @@ def source_weights_file(name_or_path: str | os.PathLike, cache_dir: str | os.Pat
         return find_radimagenet(cache_dir, backbone=backbone)
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        raise WeightsError(f"source file {path} does not exist")
+        raise WeightsError(f"source file {path} " + ("is a folder; expected a file" if path.is_dir() else "does not exist"))
     return path
 
 

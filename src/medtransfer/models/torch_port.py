@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medtransfer.atomic import write_atomic
-from medtransfer.errors import WeightsError
+from medtransfer.errors import ConfigError, MedtransferError, WeightsError
 from medtransfer.models import registry
 from medtransfer.models.digests import state_digest
 from medtransfer.models.normalization import Normalization
@@ -78,6 +78,23 @@ def export_port(path: str | os.PathLike, model: nn.Module, *, normalization: str
     return path, digest
 
 
+def check_port_target(path: str | os.PathLike) -> None:
+    """Refuse, before any work, to export over a folder or over a file that is not a medtransfer
+    port (:func:`read_port` cannot read it): ``ConfigError`` naming it. A port may be replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected the path of the .pth file to write")
+    if not path.exists():
+        return
+    try:
+        ours = read_port(path) is not None
+    except MedtransferError:  # a pickle, a damaged or another version's port: not to be replaced silently
+        ours = False
+    if not ours:
+        raise ConfigError(f"{path}: exists and is not a port medtransfer wrote; medtransfer never overwrites "
+                          "other files: give a new file name")
+
+
 def read_port(path: str | os.PathLike) -> dict[str, Any] | None:
     """The payload of a medtransfer port with its digest checked, or ``None`` for any other file."""
     path = Path(path)
@@ -105,7 +122,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``.pth`` file, unwrapped from ``state_dict``/``model`` and ``module.``."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} " + ("is a folder; expected a file" if path.is_dir() else "does not exist"))
     try:
         payload = load_tensors(path, "weights file")
     except UnsafeFileError:

@@ -34,6 +34,9 @@ from medtransfer.study import slurm
 from medtransfer.training.record import RunDir  # the claim's file name belongs to the run record
 
 _BREAK_LOCK_STALE_S = 60.0
+#: An unreadable ``RUNNING`` (not JSON) younger than this is left alone (it may be one being
+#: replaced); older, it is taken over.
+UNREADABLE_GRACE_S = _BREAK_LOCK_STALE_S
 _held: dict[str, str] = {}  # run directory -> token of the claims this process holds
 
 
@@ -211,7 +214,7 @@ def claim(directory: Path, job: str | None = None) -> bool:
             return True
         current = read(directory)
         if current is None:  # vanished, or unreadable: look again
-            if path.exists() and time.time() - path.stat().st_mtime < _BREAK_LOCK_STALE_S:
+            if path.exists() and time.time() - path.stat().st_mtime < UNREADABLE_GRACE_S:
                 return False
             current = {"token": None}
         elif not is_mine(current) and alive(current, directory):

@@ -21,7 +21,8 @@ from medtransfer.models import registry
 from medtransfer.study import sweep as sweeps
 from medtransfer.study.analysis_settings import AnalysisSettings
 from medtransfer.study.transfer_axis import transfer_variants, variant_label
-from medtransfer.training.config import RunConfig, StrictModel, check_device, check_label, describe_validation_error
+from medtransfer.training.config import (MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, RunConfig, StrictModel, check_device, check_label,
+                                         describe_validation_error)
 from medtransfer.vocabulary import RANDOM, STRATEGIES, NormalizationMode, Strategy
 # fields set by the grid itself; a study may not override them through `training:`
 GRID_FIELDS = frozenset({"target", "target_name", "root", "target_options", "classes", "source", "source_name",
@@ -106,7 +107,7 @@ class TargetSpec(_Strict):
     dataset: str | None = None
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    size: int | None = Field(None, ge=8)
+    size: int | None = Field(None, ge=MIN_IMAGE_SIDE, le=MAX_IMAGE_SIDE)
     batch_size: int | None = Field(None, ge=1)
     hflip: bool | None = None
     folds_file: str | None = None
@@ -140,7 +141,7 @@ class PretrainSpec(_Strict):
     dataset: str
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    size: int = Field(32, ge=8)
+    size: int = Field(32, ge=MIN_IMAGE_SIDE, le=MAX_IMAGE_SIDE)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -498,7 +499,10 @@ def read_study_yaml(path: str | Path) -> Any:
     that cannot be read or is not YAML raises ConfigError naming it)."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file ({error.reason} at byte {error.start}); expected a study "
+                          "YAML file") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the study file ({error.strerror})") from None
     except yaml.YAMLError as error:

@@ -17,7 +17,7 @@ from medtransfer.study import claims
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.executors import Executor, Outcome, SlurmExecutor, Task, pin_threads
 from medtransfer.study.evaluate import evaluate_study
-from medtransfer.study.expand import expand
+from medtransfer.study.expand import expand, strategies_for
 from medtransfer.study.datasets import study_datasets
 from medtransfer.study.leakage import check_leakage
 from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
@@ -83,7 +83,8 @@ def _submit_detached(executor, sources: list[Task], tasks: list[Task]) -> int:  
 
 def report_unverifiable_claims(tasks: list[Task]) -> int:
     """Name on stderr, at once, every run in ``tasks`` held by a claim that this machine cannot
-    check (another host, no scheduler to ask), and how to take them over; returns how many."""
+    check (another host, no scheduler to ask), and how to take them over; returns how many. Runs
+    whose claim cannot be read are named too, with when they are taken over."""
     found = [(Path(t.directory), info) for t in tasks
              if (info := claims.read(Path(t.directory))) is not None and claims.unverifiable(info)]
     if found:
@@ -92,6 +93,12 @@ def report_unverifiable_claims(tasks: list[Task]) -> int:
         write_line(sys.stderr, f"waiting for {len(found)} run(s) claimed by another host:\n  " + "\n  ".join(lines) + more
               + "\nIf no process there works on this study any more (it was copied from there, or that host is "
               "gone), stop this and rerun with `medtransfer run ... --steal-claims` to take those runs over.")
+    unreadable = [RunDir(Path(t.directory)).running for t in tasks
+                  if claims.read(Path(t.directory)) is None and RunDir(Path(t.directory)).running.exists()]
+    if unreadable:
+        write_line(sys.stderr, f"waiting for {len(unreadable)} run(s) whose claim is not readable (damaged, or being "
+                               f"replaced), e.g. {unreadable[0]}: each is taken over once it has not changed for "
+                               f"{claims.UNREADABLE_GRACE_S:.0f} s")
     return len(found)
 
 
@@ -182,12 +189,25 @@ def warn_collapsed_stages(configs: list[RunConfig]) -> None:
                                    "32 px for a spatial block4")
 
 
+def planned_runs(study: StudyConfig, out: Path | None = None) -> list[RunConfig]:
+    """The study's grid (:func:`expand`); ``ConfigError`` when it holds no run (e.g. only random
+    init, which is trained no-freeze only, with ``strategies: [freeze]``), before anything is
+    written: a study of no runs would end in an empty Table 2 and exit 0."""
+    configs = expand(study, out)
+    if not configs:
+        sources = ", ".join(f"{s.name} ({', '.join(strategies_for(study, s)) or 'no strategy'})" for s in study.sources)
+        raise ConfigError(f"study {study.name!r} has no run to make: its sources and their strategies are {sources} "
+                          f"(random init is trained no-freeze only; strategies asked: {list(study.strategies)})")
+    return configs
+
+
 def open_study_dir(study: StudyConfig, out: Path, study_file: Path | None = None) -> StudyConfig:
     """Check that ``out`` may hold the study (:func:`medtransfer.study.store.check_out_dir`), create
     it, and record the resolved study there unless it records one already; returns the study with
     its threads pinned (:func:`pin_threads`)."""
     out = Path(out)
     check_out_dir(out, study_file)
+    planned_runs(study)
     out.mkdir(parents=True, exist_ok=True)
     study = pin_threads(study, out)
     if recorded_study_file(out) is None:  # a new study: mark the folder as medtransfer's at once
@@ -216,7 +236,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     out = Path(out)
     check_out_dir(out, study_file)  # before anything is read or written: a folder of the user's is refused
     study = pin_threads(study, out)
-    configs = expand(study, out)
+    configs = planned_runs(study, out)
     recomputed = []
     for config in configs:
         run = RunDir.in_study(out, config)

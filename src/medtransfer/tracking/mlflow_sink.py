@@ -357,8 +357,8 @@ class MlflowSink:
                 with tempfile.TemporaryDirectory() as tmp:
                     reference = Path(tmp) / "checkpoint.json"
                     digest = file_digest(best)
-                    reference.write_text(json.dumps({"path": str(best.resolve()), "bytes": digest["bytes"],
-                                                     "sha256": digest["sha256"]}, indent=1))
+                    write_text_atomic(reference, json.dumps({"path": str(best.resolve()), "bytes": digest["bytes"],
+                                                             "sha256": digest["sha256"]}, indent=1))
                     self.client.log_artifact(self.run_id, str(reference))
                 self.client.set_tag(self.run_id, "medtransfer.checkpoint", str(best.resolve()))
                 if self.spec.get("log_weights"):

@@ -96,6 +96,11 @@ def check_device(name: str) -> str:
     return name
 
 
+#: The image sides (pixels) a run or a comparison accepts: the paper trains at 112-224 px, and a
+#: ResNet50's first stage alone holds 64 x (side/2)^2 floats per image (256 MiB at 1024 px).
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 1024
+
+
 #: How a partially transferred or re-drawn source's stages are initialised (medtransfer.models.transfer).
 TransferInit = Literal["weights", "mean-var", "shuffled"]
 _INIT_LABELS = {"weights": "", "mean-var": "meanvar", "shuffled": "shuffled"}
@@ -129,7 +134,8 @@ class RunConfig(StrictModel):
     Sizes in pixels, learning rates per step, ``checkpoint_every_s`` in seconds.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an lr of "inf" passes gt=0 but is written to config.json as null
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # what to train on
     target: str = Field(description="dataset name for load_manifest (chest, thyroid, synthetic, ...)")
@@ -150,7 +156,7 @@ class RunConfig(StrictModel):
     split_seed: int = DEFAULT_FOLDS.seed
     folds_file: str | None = None
     seed: int = 0
-    size: int = Field(112, ge=8)
+    size: int = Field(112, ge=MIN_IMAGE_SIDE, le=MAX_IMAGE_SIDE)
     interpolation: Literal["nearest", "bilinear", "area", "bicubic", "lanczos"] = "nearest"
     # optimisation (phase 2 / no-freeze)
     batch_size: int = Field(128, ge=1)

@@ -434,8 +434,17 @@ class RunDir:
         state, digests = self.marker()
         if state == "damaged":
             return [f"{self.done} is damaged (empty, not JSON, or without the digests of the run's files)"]
-        found = [file_problem(self.file(name), expected, check) for name, expected in (digests or {}).items()]
-        problems = [p for p in found if p]
+        digests = digests or {}
+        # a name no run writes (``../../x``: a file outside the run) is not read; a sealed file that is
+        # there but not digested was put there after DONE
+        problems = [f"{self.done} lists {name!r}, which is not a file a run writes" for name in digests
+                    if name not in SEALED]
+        if state == "verified":
+            problems += [f"{self.file(name)} is not covered by the digests in {self.done} (written after it)"
+                         for name in SEALED if name not in digests and self.file(name).is_file()]
+        found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()
+                 if name in SEALED]
+        problems += [p for p in found if p]
         if not self.config_file.is_file() and not any(str(self.config_file) in p for p in problems):
             problems.append(f"{self.config_file} is missing")
         return problems

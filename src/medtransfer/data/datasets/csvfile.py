@@ -10,8 +10,10 @@ it is an error (conflicting labels), as is a missing image file or an empty labe
 
 from __future__ import annotations
 
+import csv
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -41,14 +43,29 @@ def _normalised_label(label: str) -> tuple[str, bool]:
     return str(int(number)), False
 
 
+def _long_row(path: Path) -> str:
+    """Which line of ``path`` has more fields than its header."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle)
+        width = len(next(rows, []))
+        for line, row in enumerate(rows, start=2):
+            if len(row) > width:
+                return f"line {line} has {len(row)} fields, the header {width}"
+    return f"a line has more fields than the header ({width})"
+
+
 def load(root: Path, *, skip_bad: bool = False, classes: list[str] | None = None) -> Manifest:
     """Manifest of the images a CSV lists."""
     if not root.is_file():
         raise DataError(f"{root}: expected a CSV file with columns path,label[,group]")
     try:
-        table = pd.read_csv(root, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # a row longer than the header: pandas would shift it silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(root, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DataError(f"{root}: {_long_row(root)}; expected columns path,label[,group]") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"{root}: unreadable CSV ({error})") from error
+        raise DataError(f"{root}: unreadable CSV ({' '.join(str(error).split())})") from error
     table.columns = [c.strip().lower() for c in table.columns]
     if not {"path", "label"} <= set(table.columns):
         raise DataError(f"{root}: columns {list(table.columns)}; expected path,label[,group]")

@@ -28,7 +28,10 @@ def load(root: Path, *, skip_bad: bool = False, classes: list[str] | None = None
     if missing or len(names) < 2:
         raise DataError(f"{root}: class folders {missing or names}; expected at least two subfolders "
                         f"(found {found})")
-    pattern = re.compile(group_pattern) if group_pattern else None
+    try:
+        pattern = re.compile(group_pattern) if group_pattern else None
+    except re.error as error:
+        raise DataError(f"option group_pattern {group_pattern!r}: not a regular expression ({error})") from error
     log = ProblemLog("folder", skip_bad)
     for extra in sorted(set(found) - set(names)):
         log.exclude(root / extra, "folder not among the chosen classes")
