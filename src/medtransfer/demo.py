@@ -141,7 +141,7 @@ def feature_reuse_demo(out: Path, console: Console):  # noqa: ANN201 - a DataFra
     table = depth_table(runs, aucs, "random")
     figures = out / ANALYSIS_DIR / FIGURES_DIR
     figures.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / ANALYSIS_DIR / "transfer_depth.csv", index=False)
+    write_text_atomic(out / ANALYSIS_DIR / "transfer_depth.csv", table.to_csv(index=False))
     configure(["png"], ["synth_a", "random"])
     shown = Table(title="Test AUC x 100 against the stages transferred (mean, 95% t interval over folds)",
                   box=box.SIMPLE_HEAD)

@@ -307,13 +307,13 @@ def _analyze(study: Study, settings: AnalysisSettings, device: str | None, start
     robustness_summary, robustness_runs = severity_summary(robustness), mca_runs(robustness)
     mca = mca_table(robustness_runs, lambda target: fold_test_train_ratio(study, target))
     if not robustness.empty:
-        robustness.to_csv(out / "robustness.csv", index=False)
-        robustness_summary.to_csv(out / "robustness_summary.csv", index=False)
-        mca.to_csv(out / "mca.csv", index=False)
+        _write_csv(robustness, out / "robustness.csv")
+        _write_csv(robustness_summary, out / "robustness_summary.csv")
+        _write_csv(mca, out / "mca.csv")
     cross, lacking = cross_target_table(study, settings.auc_average)
     missing.extend(lacking)
     if not cross.empty:
-        cross.to_csv(out / "cross_target.csv", index=False)
+        _write_csv(cross, out / "cross_target.csv")
 
     claims, lacking = claims_table(study, role_map, aucs, images, divergence, stats, settings.bootstrap,
                                    settings.bootstrap, settings.seed, robustness=robustness_runs)
