@@ -21,6 +21,7 @@ from rich.table import Table
 
 from medtransfer.atomic import write_text_atomic
 from medtransfer.console import output_console
+from medtransfer.vocabulary import RANDOM
 
 
 def similarity_showcase(seed: int = 0) -> list[tuple[str, str, float, float]]:
@@ -138,11 +139,11 @@ def feature_reuse_demo(out: Path, console: Console):  # noqa: ANN201 - a DataFra
         console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
     runs = read_study(out)
     aucs, _ = run_aucs(runs)
-    table = depth_table(runs, aucs, "random")
+    table = depth_table(runs, aucs, RANDOM)
     figures = out / ANALYSIS_DIR / FIGURES_DIR
     figures.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / ANALYSIS_DIR / "transfer_depth.csv", table.to_csv(index=False))
-    configure(["png"], ["synth_a", "random"])
+    configure(["png"], ["synth_a", RANDOM])
     shown = Table(title="Test AUC x 100 against the stages transferred (mean, 95% t interval over folds)",
                   box=box.SIMPLE_HEAD)
     for column in ("source", "arm", "depth", "AUC", "interval"):

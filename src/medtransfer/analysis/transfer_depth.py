@@ -25,10 +25,10 @@ from medtransfer.analysis.inventory import Run, Study
 from medtransfer.models.sources import backbone_of_source
 from medtransfer.models.transfer import stages as backbone_stages
 from medtransfer.study.table2 import table2
-from medtransfer.vocabulary import NO_FREEZE
+from medtransfer.vocabulary import NO_FREEZE, RANDOM
 
 COLUMNS = ["target", "source", "arm", "depth", "mean", "std", "low", "high", "n", "runs"]
-RANDOM_ARM, FULL_ARM = "random", "full"
+RANDOM_ARM, FULL_ARM = RANDOM, "full"
 REDRAWN = ("mean-var", "shuffled")
 
 

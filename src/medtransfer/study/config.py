@@ -14,7 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from medtransfer.data.corruptions import parse_names as corruption_names
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
 from medtransfer.models import registry
@@ -322,6 +321,8 @@ class EvaluateSpec(_Strict):
             return []
         if not isinstance(value, (str, list)):
             raise ValueError("expected 'all' or a list of corruption names")
+        # the corruption table brings torch; a study file is read without it (status, load_study)
+        from medtransfer.data.corruptions import parse_names as corruption_names
         try:
             return corruption_names(value)
         except ConfigError as error:
