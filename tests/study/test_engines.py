@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medtransfer.study.executors import MAX_PINNED_THREADS, Task, make_executor, pin_threads
+from medtransfer.study.config import ExecutorSpec
+from medtransfer.study.executors import MAX_PINNED_THREADS, Task, pin_threads
 from medtransfer.study.expand import expand
 from medtransfer.study.store import run_dir
 
@@ -33,11 +34,11 @@ def test_a_study_without_threads_gets_one_pinned_and_keeps_it(tmp_path):
 
 
 def test_cpus_per_run_default_to_the_pinned_threads(tmp_path):
-    slurm = make_executor("slurm", tmp_path, slurm={"cluster": "debug"}, threads=3)
+    slurm = ExecutorSpec(kind="slurm", slurm={"cluster": "debug"}).build(tmp_path, threads=3)
     assert slurm.parameters["cpus_per_task"] == 3
-    assert make_executor("slurm", tmp_path, slurm={"cluster": "debug", "cpus_per_task": 5},
-                         threads=3).parameters["cpus_per_task"] == 5
-    assert make_executor("ray", tmp_path, threads=3).cpus_per_run == 3
+    explicit = ExecutorSpec(kind="slurm", slurm={"cluster": "debug", "cpus_per_task": 5}).build(tmp_path, threads=3)
+    assert explicit.parameters["cpus_per_task"] == 5
+    assert ExecutorSpec(kind="ray").build(tmp_path, threads=3).cpus_per_run == 3
 
 
 _RUN = """

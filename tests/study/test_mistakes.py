@@ -10,7 +10,8 @@ import pytest
 
 from medtransfer.errors import ConfigError
 from medtransfer.study import slurm
-from medtransfer.study.executors import RayExecutor, SlurmExecutor, Task, make_executor
+from medtransfer.study.config import ExecutorSpec
+from medtransfer.study.executors import RayExecutor, SlurmExecutor, Task
 
 from .fake_slurm import fake_slurm
 
@@ -40,7 +41,7 @@ def _fails(executor, match, tasks=None):
 
 def test_bare_slurm_asks_for_no_gpu(cluster, tmp_path):
     fake = cluster()
-    executor = make_executor("slurm", tmp_path, slurm={}, threads=2)
+    executor = ExecutorSpec(kind="slurm", slurm={}).build(tmp_path, threads=2)
     executor.check()
     jobs = executor.submit([_task(tmp_path)])
     assert jobs[0].job_id.startswith("4242")
@@ -51,32 +52,32 @@ def test_bare_slurm_asks_for_no_gpu(cluster, tmp_path):
 
 def test_too_many_cpus_is_an_error_and_the_pinned_default_is_fitted(cluster, tmp_path):
     cluster()
-    _fails(make_executor("slurm", tmp_path, slurm={"cpus_per_task": 64}),
+    _fails(ExecutorSpec(kind="slurm", slurm={"cpus_per_task": 64}).build(tmp_path),
            r"executor.slurm.cpus_per_task: 64 CPUs per run, but the largest node of partition 'cpu' has 4")
-    fitted = make_executor("slurm", tmp_path, slurm={}, threads=16)
+    fitted = ExecutorSpec(kind="slurm", slurm={}).build(tmp_path, threads=16)
     fitted.check()
     assert fitted.parameters["cpus_per_task"] == 4
-    _fails(make_executor("slurm", tmp_path, slurm={"mem_gb": 64}), r"executor.slurm.mem_gb: 64 GB")
-    _fails(make_executor("slurm", tmp_path, slurm={"gpus_per_node": 1}),
+    _fails(ExecutorSpec(kind="slurm", slurm={"mem_gb": 64}).build(tmp_path), r"executor.slurm.mem_gb: 64 GB")
+    _fails(ExecutorSpec(kind="slurm", slurm={"gpus_per_node": 1}).build(tmp_path),
            r"executor.slurm.gpus_per_node: 1 GPU\(s\) per run, but partition 'cpu' has no GPUs")
 
 
 def test_time_limit_of_the_partition(cluster, tmp_path):
     cluster(partitions="short*|4|8000|gpu:2|1:00:00|up\nlong|4|8000|gpu:a100:2(S:0),shard:4|2-00:00:00|up")
     assert slurm.partitions()["long"].time_limit_min == 2 * 1440 and slurm.partitions()["long"].gpus == 2
-    _fails(make_executor("slurm", tmp_path, slurm={"timeout_min": 120}, threads=1),
+    _fails(ExecutorSpec(kind="slurm", slurm={"timeout_min": 120}).build(tmp_path, threads=1),
            r"timeout_min: 120 min, but partition 'short' allows at most 60 min")
-    make_executor("slurm", tmp_path, slurm={"partition": "long", "gpus_per_node": 2}, threads=1).check()
+    ExecutorSpec(kind="slurm", slurm={"partition": "long", "gpus_per_node": 2}).build(tmp_path, threads=1).check()
 
 
 def test_no_sbatch_is_an_error_not_a_local_run(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    _fails(make_executor("slurm", tmp_path, slurm={}), r"sbatch.*not on PATH.*--executor local")
+    _fails(ExecutorSpec(kind="slurm", slurm={}).build(tmp_path), r"sbatch.*not on PATH.*--executor local")
 
 
 def test_wrong_partition(cluster, tmp_path):
     cluster(partitions="cpu*|4|8000|(null)|infinite|up\ngpu-a100|8|64000|gpu:4|infinite|up")
-    _fails(make_executor("slurm", tmp_path, slurm={"partition": "gpu"}),
+    _fails(ExecutorSpec(kind="slurm", slurm={"partition": "gpu"}).build(tmp_path),
            r"executor.slurm.partition: no partition 'gpu' on this cluster \(did you mean '.*'\?\); "
            r"partitions: cpu\*, gpu-a100")
 
@@ -84,22 +85,23 @@ def test_wrong_partition(cluster, tmp_path):
 def test_stopped_controller(cluster, tmp_path, monkeypatch):
     cluster(sinfo_body="echo 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2\n"
                        "exit 1\n")
-    _fails(make_executor("slurm", tmp_path, slurm={}), r"Unable to contact slurm controller.*slurmctld")
+    _fails(ExecutorSpec(kind="slurm", slurm={}).build(tmp_path), r"Unable to contact slurm controller.*slurmctld")
     cluster(sinfo_body="sleep 30\n")
     monkeypatch.setattr(slurm, "COMMAND_TIMEOUT_S", 1.0)
-    _fails(make_executor("slurm", tmp_path, slurm={}), r"gave no answer in 1 s.*slurmctld")
+    _fails(ExecutorSpec(kind="slurm", slurm={}).build(tmp_path), r"gave no answer in 1 s.*slurmctld")
 
 
 def test_misspelt_or_mistyped_setting(tmp_path):
     with pytest.raises(ConfigError, match=r"executor.slurm.partiton: unknown SLURM setting; did you mean 'partition'"):
-        make_executor("slurm", tmp_path, slurm={"partiton": "gpu"})
+        ExecutorSpec(kind="slurm", slurm={"partiton": "gpu"}).build(tmp_path)
     with pytest.raises(ConfigError, match=r"executor.slurm.timeout_min: expected int, got '12h'"):
-        make_executor("slurm", tmp_path, slurm={"timeout_min": "12h"})
+        ExecutorSpec(kind="slurm", slurm={"timeout_min": "12h"}).build(tmp_path)
 
 
 def test_the_readme_example_gives_no_deprecation_warning(cluster, tmp_path):
     fake = cluster(partitions="gpu*|8|64000|gpu:1|infinite|up")
-    executor = make_executor("slurm", tmp_path, slurm={"partition": "gpu", "timeout_min": 720, "gpus_per_node": 1})
+    spec = ExecutorSpec(kind="slurm", slurm={"partition": "gpu", "timeout_min": 720, "gpus_per_node": 1})
+    executor = spec.build(tmp_path)
     assert executor.parameters["slurm_partition"] == "gpu" and "partition" not in executor.parameters
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -135,7 +137,7 @@ def test_wrong_ray_address(tmp_path):
     with pytest.raises(ConfigError, match=rf"executor.ray_address '{address}' \(or RAY_ADDRESS\): no Ray head"):
         RayExecutor(address=address).run([_task(tmp_path)])
     with pytest.raises(ConfigError, match="no Ray head"):
-        make_executor("ray", tmp_path, ray_address=f"ray://{address}").run([_task(tmp_path)])
+        ExecutorSpec(kind="ray", ray_address=f"ray://{address}").build(tmp_path).run([_task(tmp_path)])
     assert time.monotonic() - began < LIMIT_S
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from medtransfer.errors import ConfigError
 from medtransfer.study import claims
-from medtransfer.study.executors import RayExecutor, make_executor
+from medtransfer.study.config import ExecutorSpec
+from medtransfer.study.executors import RayExecutor
 from medtransfer.study.runner import run_study
 
 from .conftest import tiny_study, write_yaml
@@ -192,19 +193,19 @@ def test_a_rerun_driver_waits_for_running_jobs_instead_of_resubmitting(cluster, 
 def test_mistakes_on_a_real_cluster(cluster, tmp_path):
     began = time.monotonic()
     with pytest.raises(ConfigError, match=r"no partition 'gpu' on this cluster.*partitions: debug\*"):
-        make_executor("slurm", tmp_path, slurm={"partition": "gpu"}).check()
+        ExecutorSpec(kind="slurm", slurm={"partition": "gpu"}).build(tmp_path).check()
     with pytest.raises(ConfigError, match=rf"cpus_per_task: 999 CPUs per run, but the largest node of "
                                           rf"partition 'debug' has {cluster.cpus}"):
-        make_executor("slurm", tmp_path, slurm={"cpus_per_task": 999}).check()
+        ExecutorSpec(kind="slurm", slurm={"cpus_per_task": 999}).build(tmp_path).check()
     with pytest.raises(ConfigError, match=r"gpus_per_node: 1 GPU\(s\) per run, but partition 'debug' has no GPUs"):
-        make_executor("slurm", tmp_path, slurm={"gpus_per_node": 1}).check()
-    make_executor("slurm", tmp_path, slurm={}, threads=1).check()  # the bare defaults fit
+        ExecutorSpec(kind="slurm", slurm={"gpus_per_node": 1}).build(tmp_path).check()
+    ExecutorSpec(kind="slurm", slurm={}).build(tmp_path, threads=1).check()  # the bare defaults fit
     assert time.monotonic() - began < 60
     cluster.stop_controller()
     try:
         began = time.monotonic()
         with pytest.raises(ConfigError, match=r"slurmctld"):
-            make_executor("slurm", tmp_path, slurm={}).check()
+            ExecutorSpec(kind="slurm", slurm={}).build(tmp_path).check()
         assert time.monotonic() - began < 60
     finally:
         cluster.start_controller()

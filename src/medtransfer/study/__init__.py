@@ -6,7 +6,7 @@ from medtransfer.lazy import lazy_exports
 # not load the heavy ones)
 _EXPORTS = {
     "config": ("StudyConfig", "shipped_config"),
-    "executors": ("LocalExecutor", "RayExecutor", "SlurmExecutor", "Task", "make_executor"),
+    "executors": ("LocalExecutor", "RayExecutor", "SlurmExecutor", "Task"),
     "expand": ("expand",),
     "results": ("write_results",),
     "runner": ("StudyReport", "run_study"),

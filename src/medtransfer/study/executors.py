@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from pydantic import ValidationError
 
 from medtransfer import interrupts
 from medtransfer.atomic import write_text_atomic
@@ -35,7 +34,7 @@ from medtransfer.study.config import ExecutorSpec, read_study_yaml
 from medtransfer.study.pretrain import publish_source
 from medtransfer.study.store import clear_running, mark_failed, mark_running, recorded_study_file
 from medtransfer.tracking.sinks import run_sinks
-from medtransfer.training.config import RunConfig, describe_validation_error
+from medtransfer.training.config import RunConfig
 from medtransfer.training.progress import run_view
 from medtransfer.training.record import SLURM_DIR, STUDY_FILE, RunDir
 from medtransfer.training.run import train_run
@@ -619,16 +618,3 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
-
-
-def make_executor(kind: str, out: Path, devices: list[str] | None = None, slurm: dict[str, Any] | None = None,
-                  ray_address: str | None = None, gpus_per_run: float | None = None,
-                  threads: int | None = None, workers: int | None = None) -> Executor:
-    """An executor by name (:data:`medtransfer.study.config.EXECUTORS`) with these settings of the
-    ``executor:`` section: ``ExecutorSpec(...).build(out, threads)``, the one way one is built."""
-    try:
-        spec = ExecutorSpec(kind=kind, devices=devices, workers=workers, slurm=slurm or {}, ray_address=ray_address,
-                            gpus_per_run=gpus_per_run)
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, "executor")) from None
-    return spec.build(out, threads)
