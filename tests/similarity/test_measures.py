@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from scipy import linalg as sla
 from scipy import stats
+from typer.testing import CliRunner
 
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import (
     angular_shape_distance, cca, knn_jaccard, mutual_knn, procrustes_distance, rsa_pearson, rsa_spearman,
 )
+from medtransfer.similarity.cli import register
 from medtransfer.similarity.registry import INVARIANCE_WORDS, MEASURES, NAMES, get
 from tests.similarity.reference import random_orthogonal
 
@@ -150,6 +153,19 @@ def test_registry_entries_are_consistent():
             assert m(y, x) == pytest.approx(value, abs=1e-8), name
     with pytest.raises(MedtransferError, match="unknown similarity measure"):
         get("cosine")
+
+
+def test_the_measures_command_shows_each_definition():
+    """``medtransfer measures`` prints one row per measure with the registry's reference (the
+    output is piped here, so it is never wrapped)."""
+    app = typer.Typer()
+    register(app)
+    app.command("unused")(lambda: None)  # two commands: typer then dispatches by name
+    done = CliRunner().invoke(app, ["measures"])
+    assert done.exit_code == 0, done.output
+    rows = done.output.splitlines()
+    for m in MEASURES.values():
+        assert m.reference and any(m.name in row and m.reference in row for row in rows), m.name
 
 
 def test_registry_invariances_hold():

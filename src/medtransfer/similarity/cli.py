@@ -10,16 +10,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def measures() -> None:
-        """The similarity measures: name, kind, range, invariances, and whether they get an image-bootstrap interval."""
+        """The similarity measures: name, kind, range, invariances, whether they get an image-bootstrap
+        interval, and where each definition comes from."""
         from medtransfer.console import output_console
         from rich.table import Table
 
         from medtransfer.similarity.registry import MEASURES
 
         table = Table(title="similarity measures (docs/measures.md)")
-        for column in ("name", "kind", "range", "invariances", "interval"):
+        for column in ("name", "kind", "range", "invariances", "interval", "definition"):
             table.add_column(column)
         for m in MEASURES.values():
             table.add_row(m.name, m.kind, f"[{m.low:g}, {m.high:g}]", ", ".join(m.invariances),
-                          "yes" if m.from_grams is not None else "no")
+                          "yes" if m.from_grams is not None else "no", m.reference)
         output_console().print(table)

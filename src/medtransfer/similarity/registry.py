@@ -58,7 +58,7 @@ class Measure:
             or None when the measure needs the rows themselves. Only measures with it get an image
             bootstrap interval (one weighted sum of per-image statistics per resample); their
             permutation null is cheap too. Others get the null by recomputation, and no interval.
-        reference: where the definition comes from.
+        reference: where the definition comes from (the `definition` column of `medtransfer measures`).
         from_blocks: optional faster batched form on the per-image blocks and the weights
             (:func:`medtransfer.similarity.cka.cka_from_blocks`), used for few images.
         max_rows: the most rows the measure takes (None: any number); the layer protocol
