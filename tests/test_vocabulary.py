@@ -15,8 +15,10 @@ from medtransfer.training.config import RunConfig
 from medtransfer.vocabulary import (
     AUC_AVERAGES,
     FINETUNE,
+    IMAGENET,
     NORMALIZATION_MODES,
     PROBE,
+    RADIMAGENET,
     RANDOM,
     SOURCE_NAMES,
     STRATEGIES,
@@ -87,11 +89,13 @@ def _code_strings(tree):
 
 
 def test_strategy_words_and_study_table_names_are_not_retyped():
-    """A strategy word or ``random`` as a whole code string only in vocabulary.py, a table of
-    results/ or analysis/ only in the record module: the others import the names."""
+    """A strategy word or a built-in source name (``imagenet``, ``radimagenet``, ``random``) as a
+    whole code string only in vocabulary.py, a table of results/ or analysis/ only in the record
+    module: the others import the names."""
     from medtransfer.training import record
 
-    words = {*STRATEGIES, RANDOM}
+    words = {*STRATEGIES, *SOURCE_NAMES}
+    assert (IMAGENET, RADIMAGENET, RANDOM) == ("imagenet", "radimagenet", "random")  # the words users type
     tables = {record.AUC_TABLE, record.TABLE2_CSV, record.TABLE2_MD, record.SIMILARITY_TABLE}
     found = []
     for path in sorted(SRC.rglob("*.py")):

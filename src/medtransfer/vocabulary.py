@@ -49,7 +49,7 @@ AUC_AVERAGES: tuple[str, ...] = get_args(AucAverage)
 
 SourceName = Literal["imagenet", "radimagenet", "random"]
 SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
-RANDOM = "random"
+IMAGENET, RADIMAGENET, RANDOM = SOURCE_NAMES
 KERAS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 WEIGHT_SUFFIXES = KERAS_SUFFIXES + TORCH_SUFFIXES

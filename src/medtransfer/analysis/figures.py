@@ -30,7 +30,7 @@ from medtransfer.models.filters import filter_grid, gabor_bank  # noqa: E402
 from medtransfer.similarity.registry import Measure  # noqa: E402
 from medtransfer.similarity.registry import get as get_measure  # noqa: E402
 from medtransfer.study.sweep import format_value, setting_label  # noqa: E402
-from medtransfer.vocabulary import FREEZE, NO_FREEZE, RANDOM, STRATEGIES  # noqa: E402
+from medtransfer.vocabulary import FREEZE, IMAGENET, NO_FREEZE, RADIMAGENET, RANDOM, STRATEGIES  # noqa: E402
 
 PANEL_A = ("ft_vs_init",)
 PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft_vs_random", "freeze_vs_no_freeze")
@@ -38,7 +38,7 @@ PANEL_B = ("ft_vs_ft", "init_vs_init", "random_vs_random", "init_vs_random", "ft
 
 FORMATS = ("png", "pdf", "svg")
 # fixed colours for the paper's sources; other sources take the next free tab10 colour in study order
-KNOWN_COLORS = {"imagenet": "#1f77b4", "radimagenet": "#d62728", RANDOM: "#7f7f7f"}
+KNOWN_COLORS = {IMAGENET: "#1f77b4", RADIMAGENET: "#d62728", RANDOM: "#7f7f7f"}
 _FREE_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 NEUTRAL = "#333333"  # lines that belong to no single source (A vs B, random baselines)
 

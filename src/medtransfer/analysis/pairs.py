@@ -34,7 +34,7 @@ from pathlib import Path
 
 from medtransfer.analysis.inventory import RANDOM, Run, Study
 from medtransfer.training.config import TransferSetting
-from medtransfer.vocabulary import FREEZE, NO_FREEZE, STRATEGIES
+from medtransfer.vocabulary import FREEZE, IMAGENET, NO_FREEZE, RADIMAGENET, STRATEGIES
 
 NO_STRATEGY = "-"
 
@@ -97,9 +97,9 @@ def roles(study: Study, preferred: tuple[str, ...] | None = None) -> Roles:
     pretrained = [s for s in study.sources if s != random_name and s not in transfers]
     if preferred:
         pretrained = [s for s in preferred if s in pretrained] + [s for s in pretrained if s not in preferred]
-    elif "imagenet" in pretrained and "radimagenet" in pretrained:
-        rest = [s for s in pretrained if s not in ("imagenet", "radimagenet")]
-        pretrained = ["imagenet", "radimagenet", *rest]
+    elif IMAGENET in pretrained and RADIMAGENET in pretrained:
+        rest = [s for s in pretrained if s not in (IMAGENET, RADIMAGENET)]
+        pretrained = [IMAGENET, RADIMAGENET, *rest]
     return Roles(pretrained=tuple(pretrained), random=random_name, transfers=transfers)
 
 

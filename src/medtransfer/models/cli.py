@@ -14,6 +14,7 @@ import typer
 from medtransfer.console import output_console
 
 from medtransfer.models import registry
+from medtransfer.vocabulary import IMAGENET, RADIMAGENET
 
 weights_app = typer.Typer(
     help="Weight sources: fetch ImageNet, inspect a weights file, check that it loads, export conv1 filters.",
@@ -38,13 +39,13 @@ def fetch(
 
     console = output_console(soft_wrap=True)
     spec = registry.get(backbone)
-    if name == "imagenet":
+    if name == IMAGENET:
         path = imagenet_weights(cache_dir, backbone=spec.name)
         console.print(f"imagenet weights: {path} (md5 {imagenet_file(spec.name)[1]})", highlight=False)
-    elif name == "radimagenet":
+    elif name == RADIMAGENET:
         console.print(f"radimagenet weights: {find_radimagenet(cache_dir, backbone=spec.name)}", highlight=False)
     else:
-        raise ConfigError(f"cannot fetch {name!r}: expected 'imagenet' (RadImageNet's file is handed out by its authors)")
+        raise ConfigError(f"cannot fetch {name!r}: expected {IMAGENET!r} (RadImageNet's file is handed out by its authors)")
 
 
 @weights_app.command("info")

@@ -29,7 +29,8 @@ from medtransfer.models.keras_h5 import keras_state, load_keras_h5, read_keras_h
 from medtransfer.models.normalization import Normalization
 from medtransfer.models.report import LoadReport
 from medtransfer.models.torch_port import load_torch_port, read_port
-from medtransfer.vocabulary import KERAS_SUFFIXES, RANDOM, SOURCE_NAMES, TORCH_SUFFIXES, SourceRef
+from medtransfer.vocabulary import (IMAGENET, KERAS_SUFFIXES, RADIMAGENET, RANDOM, SOURCE_NAMES, TORCH_SUFFIXES,
+                                    SourceRef)
 
 NAMES = SOURCE_NAMES
 H5_SUFFIXES = KERAS_SUFFIXES
@@ -142,9 +143,9 @@ def source_weights_file(name_or_path: str | os.PathLike, cache_dir: str | os.Pat
     backbone = registry.get(named).name
     if key == RANDOM:
         return None
-    if key == "imagenet":
+    if key == IMAGENET:
         return imagenet_weights(cache_dir, download=False, backbone=backbone)
-    if key == "radimagenet":
+    if key == RADIMAGENET:
         return find_radimagenet(cache_dir, backbone=backbone)
     path = Path(name_or_path).expanduser()
     if not path.is_file():
@@ -190,10 +191,10 @@ def load_source(
         norm = Normalization.coerce(normalization, spec.normalization)
         return Source(name=RANDOM, model=model, normalize=norm, origin=f"Keras default initialisation, seed {int(seed)}",
                       backbone=spec.name)
-    if key == "imagenet":
-        return _from_file("imagenet", imagenet_weights(cache_dir, backbone=spec.name), normalization, spec.name)
-    if key == "radimagenet":
-        return _from_file("radimagenet", find_radimagenet(cache_dir, backbone=spec.name), normalization, spec.name)
+    if key == IMAGENET:
+        return _from_file(IMAGENET, imagenet_weights(cache_dir, backbone=spec.name), normalization, spec.name)
+    if key == RADIMAGENET:
+        return _from_file(RADIMAGENET, find_radimagenet(cache_dir, backbone=spec.name), normalization, spec.name)
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise WeightsError(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from medtransfer.data.folds import DEFAULT_FOLDS, FoldSpec
 from medtransfer.errors import ConfigError
-from medtransfer.vocabulary import NO_FREEZE, AucAverage, NormalizationMode, SourceRef, Strategy
+from medtransfer.vocabulary import IMAGENET, NO_FREEZE, AucAverage, NormalizationMode, SourceRef, Strategy
 
 
 def describe_validation_error(error: ValidationError, where: str) -> str:
@@ -144,7 +144,7 @@ class RunConfig(StrictModel):
     target_options: dict[str, Any] = Field(default_factory=dict)
     classes: list[str] | None = None
     # where to start from
-    source: str = "imagenet"
+    source: str = IMAGENET
     source_name: str | None = None  # label in run ids and tables; default source
     normalization: NormalizationMode | None = None
     strategy: Strategy = NO_FREEZE
