@@ -3,7 +3,9 @@
 import importlib
 
 import pytest
+import typer
 
+from medtransfer.cli import app
 from medtransfer.errors import ConfigError
 from medtransfer.study.config import EXECUTORS, ExecutorSpec, StudyConfig
 from tests.study.conftest import tiny_study
@@ -30,3 +32,10 @@ def test_an_unknown_executor_is_refused_naming_the_registered_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"executor\.kind: unknown executor 'kubernetes': expected one of "
                                           + ", ".join(EXECUTORS)):
         StudyConfig.parse({**tiny_study(tmp_path).model_dump(mode="json"), "executor": {"kind": "kubernetes"}})
+
+
+def test_the_executor_option_names_every_registered_executor():
+    """``medtransfer run --executor``'s help is built from the registry, so a new executor shows."""
+    run = typer.main.get_command(app).commands["run"]
+    (option,) = [p for p in run.params if p.name == "executor"]
+    assert all(kind in option.help for kind in EXECUTORS), option.help

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from medtransfer.study.config import EXECUTORS
+
 
 def _study_path(study: str) -> Path:
     from medtransfer.errors import ConfigError
@@ -97,6 +99,10 @@ def _detach_driver(study: str, out: Path, executor: str | None, device: str | No
                   f"`medtransfer status {out}` shows progress", highlight=False)
 
 
+# the --executor help, from the registry: "local, slurm or ray"
+_EXECUTOR_NAMES = " or ".join(filter(None, (", ".join(list(EXECUTORS)[:-1]), list(EXECUTORS)[-1])))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``run``, ``evaluate`` and ``status`` to the root app."""
 
@@ -104,7 +110,7 @@ def register(app: typer.Typer) -> None:
     def run_command(
         study: str = typer.Argument(..., help="Study YAML file, or a shipped study: paper, mei-replication, demo."),
         out: Path = typer.Option(..., "--out", help="Study directory (created; re-running resumes it)."),
-        executor: str = typer.Option(None, "--executor", help="local, slurm or ray. \\[default: the study's executor.kind]"),
+        executor: str = typer.Option(None, "--executor", help=f"{_EXECUTOR_NAMES}. \\[default: the study's executor.kind]"),
         device: str = typer.Option(None, "--device", help="Override the runs' device (cpu, cuda, cuda:1). "
                                      "\\[default: the study's training.device, else auto]"),
         track: str = typer.Option(None, "--track", help="mlflow: track the runs (the study's tracking: section, "
