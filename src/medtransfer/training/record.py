@@ -57,6 +57,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -206,6 +207,19 @@ class DamagedRunError(DataError):
         self.problems = problems
         super().__init__(f"run {directory} is damaged: " + "; ".join(problems)
                          + " - `medtransfer run` recomputes it")
+
+
+_EVALUATION_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.csv")
+
+
+def is_sealable(name: str) -> bool:
+    """Whether ``name`` (relative to a run directory, as ``DONE`` lists it) is a file a run writes
+    and seals: one of :data:`SEALED`, or one evaluation file ``corruptions/{name}.csv`` /
+    ``transfer/{name}.csv`` added after ``DONE`` (never a path that leaves its folder)."""
+    if name in SEALED:
+        return True
+    folder, _, file = name.partition("/")
+    return folder in (CORRUPTIONS, TRANSFER) and _EVALUATION_FILE.fullmatch(file) is not None
 
 
 @dataclass(frozen=True)
@@ -438,12 +452,12 @@ class RunDir:
         # a name no run writes (``../../x``: a file outside the run) is not read; a sealed file that is
         # there but not digested was put there after DONE
         problems = [f"{self.done} lists {name!r}, which is not a file a run writes" for name in digests
-                    if name not in SEALED]
+                    if not is_sealable(name)]
         if state == "verified":
             problems += [f"{self.file(name)} is not covered by the digests in {self.done} (written after it)"
                          for name in SEALED if name not in digests and self.file(name).is_file()]
         found = [file_problem(self.file(name), expected, check) for name, expected in digests.items()
-                 if name in SEALED]
+                 if is_sealable(name)]
         problems += [p for p in found if p]
         if not self.config_file.is_file() and not any(str(self.config_file) in p for p in problems):
             problems.append(f"{self.config_file} is missing")
