@@ -145,10 +145,15 @@ def test_similarity_csv_and_report_carry_intervals_and_the_null(analysed, study_
     same = many[(many["pair"] == "alpha-FT vs alpha") & (many["strategy"] == "freeze")]
     assert np.allclose(same["ci_low"], 1.0, atol=1e-6) and np.allclose(same["ci_high"], 1.0, atol=1e-6)
     # the default null: enough permutations (199) that the floor 1 / 200 passes Holm at 0.05 over the
-    # pair's 5 layers x 2 measures; none reaches an identical network's 1, so every one is drawn
+    # pair's 5 layers x 2 measures. Where a layer's rows come from many images no permutation reaches
+    # an identical network's 1, so every one is drawn; from a handful of images (block1 here: 5,
+    # permuted within the groups of images the repeats share) a permutation that leaves the pairing
+    # as it is has a real chance, and the exact p-value cannot be that small
     draws = AnalysisSettings().null_permutations(5)
     assert draws == 199 and 1 / (draws + 1) <= 0.05 / 10
-    assert np.allclose(same["p_value"], 1 / (draws + 1))
+    assert (same["p_value"] >= 1 / (draws + 1) - 1e-12).all()
+    assert np.allclose(same.loc[same["images"] >= 18, "p_value"], 1 / (draws + 1))
+    assert (same["images"] >= 18).sum() >= 4
     text = report.read_text()
     assert text.count("pair-layer scores exceed their permutation null") == 4  # one sentence per layer-wise figure (alt text + caption)
     assert "image-bootstrap intervals" in text
