@@ -138,7 +138,7 @@ def test_two_local_drivers_on_one_study_train_each_run_once(finished_study, tmp_
     study_file = write_yaml(tmp_path / "study.yaml", tiny_study(tmp_path))
     out = tmp_path / "shared"
     drivers = [_driver(study_file, out) for _ in range(2)]
-    outputs = [d.communicate(timeout=300) for d in drivers]
+    outputs = [d.communicate(timeout=1200) for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], [o[1][-2000:] for o in outputs]
     finished = [int(re.search(r"(\d+) finished now", o[0]).group(1)) for o in outputs]
     elsewhere = [int(re.search(r"(\d+) finished by another", o[0]).group(1)) for o in outputs]

@@ -55,7 +55,7 @@ def _run_in_subprocess(task: Task, directory: Path, omp: str) -> bytes:
     config_file.write_text(task.config_json)
     env = {**os.environ, "OMP_NUM_THREADS": omp}
     subprocess.run([sys.executable, "-c", _RUN, task.run_id, str(config_file), str(directory)], env=env,
-                   check=True, timeout=240)
+                   check=True, timeout=1200)
     assert json.loads((directory / "metrics.json").read_text())["threads"] == 2  # recorded in the run
     return (directory / "predictions.csv").read_bytes()
 

@@ -134,7 +134,7 @@ def test_an_interrupted_worker_stops_the_study_and_the_rerun_finishes_it(tmp_pat
 
     from tests.study.conftest import write_yaml
 
-    study = tiny_study(tmp_path, folds=[0, 1, 2, 3], seeds=[0, 1], training={"epochs": 6}, executor={"workers": 2})
+    study = tiny_study(tmp_path, folds=[0, 1], seeds=[0, 1], training={"epochs": 6}, executor={"workers": 2})
     study_file = write_yaml(tmp_path / "study.yaml", study)
     out = tmp_path / "study"
     command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file), "--out", str(out)]
@@ -145,7 +145,8 @@ def test_an_interrupted_worker_stops_the_study_and_the_rerun_finishes_it(tmp_pat
 
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=default_sigint)
-    deadline = time.monotonic() + 180
+    # hang guards only (the test waits on the runs' own files): generous, so that a loaded machine passes
+    deadline = time.monotonic() + 900
 
     def training() -> dict:  # run directory -> pid of the worker training it, past its first epoch
         owners = {}
@@ -166,9 +167,9 @@ def test_an_interrupted_worker_stops_the_study_and_the_rerun_finishes_it(tmp_pat
     done_before = len(list(out.glob("runs/**/DONE")))
     for pid in set(owners.values()):
         os.kill(pid, signal.SIGINT)
-    assert process.wait(timeout=60) != 0
+    assert process.wait(timeout=600) != 0
     assert len(list(out.glob("runs/**/DONE"))) <= done_before, "queued runs trained after the interrupt"
     assert not list(out.glob("runs/**/RUNNING")), "an interrupted run kept its claim"
-    rerun = subprocess.run(command, env=env, capture_output=True, timeout=300, preexec_fn=default_sigint)
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=1800, preexec_fn=default_sigint)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
-    assert len(list(out.glob("runs/**/DONE"))) == 8
+    assert len(list(out.glob("runs/**/DONE"))) == 4

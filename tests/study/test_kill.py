@@ -63,7 +63,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(finished_study, tmp_path):
             done_stamps.setdefault(marker, marker.stat().st_mtime_ns)
     assert kills >= 1
     final = _start(study_file, out)
-    _, err = final.communicate(timeout=300)
+    _, err = final.communicate(timeout=1200)
     assert final.returncode == 0, err.decode()[-2000:]
     for marker, stamp in done_stamps.items():
         assert marker.stat().st_mtime_ns == stamp, f"{marker} was redone"

@@ -121,6 +121,6 @@ os.kill(os.getpid(), signal.SIGTERM)
 time.sleep(0.05)
 print("stopped once")
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0 and done.stdout.strip() == "stopped once", done.stderr[-2000:]

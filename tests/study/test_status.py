@@ -31,7 +31,7 @@ def test_status_json_while_the_study_runs(tmp_path):
         wait_held(process, tmp_path / "barrier")
         seen = _status(out)
         release(tmp_path / "barrier")
-        _, err = process.communicate(timeout=300)
+        _, err = process.communicate(timeout=1200)
     finally:
         if process.poll() is None:
             process.kill()

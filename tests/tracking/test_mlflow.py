@@ -280,7 +280,7 @@ def test_a_sigkilled_tracked_study_resumes_into_the_same_mlflow_runs(tmp_path):
     env = {**os.environ, "MEDTRANSFER_QUIET": "1"}
     command = [sys.executable, "-c", "from medtransfer.cli import main; main()", "run", str(study_file),
                "--out", str(out)]
-    rerun = subprocess.run(command, env=env, capture_output=True, timeout=300)
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=1200)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     client = _client(out)
     experiment = client.get_experiment_by_name(study.name)
