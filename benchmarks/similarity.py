@@ -8,8 +8,9 @@
 
 For each size n x p, x and y are both (n, p), y a noisy linear map of x (well conditioned, so the
 reference is valid). Reference and cca run alternately in the same process, ``--repeats`` times;
-medians are reported with their ratio, the time of the three products alone (x^T x, y^T y, x^T y:
-cca's floor, so reference / products is the ceiling of the ratio on this machine), the largest
+medians are reported with their ratio, the time of the three products alone (x^T x, y^T y, x^T y
+with the column sums, taken as cca takes them: its floor, so reference / products is the ceiling of
+the ratio on this machine), the largest
 difference between the two sets of canonical
 correlations, and the peak memory cca allocates beyond its inputs (tracemalloc, numpy buffers).
 Each timed call starts after ``--pause`` seconds of idle (default 0.3 s): numpy and scipy each
@@ -35,8 +36,9 @@ inverse square roots by eigendecomposition, an SVD) and against the whole of the
 ``get_cca_similarity(x.T, y.T, epsilon=1e-12)`` does (the call the paper's authors made: the route plus
 its cropping, coefficient scatter, neuron means and threshold), with the ratios baseline /
 medtransfer; also
-``cca(precision="float32")`` and the three float64 products alone (x^T x, y^T y, x^T y: the floor
-of any exact float64 CCA, and so the ceiling of the ratio; numpy's ``np.cov`` takes the same
+``cca(precision="float32")`` and the three float64 products alone (x^T x, y^T y, x^T y with the
+column sums, as cca takes them: for narrow inputs in one pass over blocks of rows that stay in
+cache; the floor of cca, and so the ceiling of the ratio; numpy's ``np.cov`` takes the same
 number of multiply-adds through one syrk).
 """
 
@@ -52,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from medtransfer.similarity import _linalg, cca
+from medtransfer.similarity.canonical import MAX_MEAN_RATIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/
 from tests.similarity.reference import cca_covariance_inverse as reference_cca  # noqa: E402
@@ -59,8 +62,10 @@ from tests.similarity.reference import cca_covariance_inverse as reference_cca  
 
 def products_only(x: np.ndarray, y: np.ndarray) -> None:
     """The three products over the n rows that any exact CCA of this size needs (x^T x, y^T y by
-    syrk, x^T y by gemm), as cca takes them: its floor, and so the ceiling of the ratio."""
-    _linalg.gram(x), _linalg.gram(y), _linalg.cross(x, y)
+    syrk, x^T y by gemm) and the column sums, as cca takes them (for narrow inputs block by block
+    over the rows, :func:`medtransfer.similarity._linalg.centred_gram`): its floor, and so the
+    ceiling of the ratio."""
+    _linalg.centred_gram(x, y, MAX_MEAN_RATIO)
 
 
 def make_data(n: int, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

