@@ -1,6 +1,7 @@
 """``medtransfer demo --feature-reuse``: the transfer-depth curve on the synthetic task rises from
 random init to full transfer by more than the interval at its ends (training threads 1, the demo's
-setting; threads 2 was checked by hand, README)."""
+setting). At threads 2, one run at a time (by hand, docs/protocol.md): random 48.9 [44.2, 53.6],
+full transfer 97.6 [94.8, 99.3], rising through conv1 60.7, block2 78.8, block3 94.6."""
 
 from __future__ import annotations
 
