@@ -15,9 +15,8 @@ import pytest
 from medtransfer.data import corruptions
 from medtransfer.errors import DataError
 from medtransfer.training.record import DamagedRunError, RunDir, read_record
-from medtransfer.training.robustness import (CorruptionEvaluator, evaluate_corruptions, read_corruption_file,
-                                              run_settings)
-from medtransfer.training.run import train_run
+from medtransfer.training.robustness import CorruptionEvaluator, evaluate_corruptions, read_corruption_file
+from medtransfer.training.run import run_settings, train_run
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def run(finished, tmp_path):
 
 def test_severity_zero_reproduces_the_clean_predictions_byte_for_byte(run):
     record = read_record(run)
-    with run_settings(record):
+    with run_settings(record.config):
         evaluator = CorruptionEvaluator.open(record)
         for name in ("gaussian_noise", "jpeg"):
             assert evaluator.predict(name, 0).to_csv(index=False) == RunDir(run).predictions.read_text()

@@ -17,10 +17,9 @@ strategies) see the same corrupted images: the comparison of sources is paired.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from medtransfer.models.checkpoint import load_checkpoint
 from medtransfer.training.data import RunData, load_run_data
 from medtransfer.training.loop import StepSetup, Transform, predict
 from medtransfer.training.record import RunDir, RunRecord, read_record
-from medtransfer.training.run import resolve_amp, resolve_device
+from medtransfer.training.run import resolve_amp, resolve_device, run_settings
 
 __all__ = ["CorruptionEvaluator", "RunNetwork", "evaluate_on_dataset", "corruption_seed", "evaluate_corruptions", "read_corruption_file", "run_settings"]
 
@@ -144,7 +143,7 @@ def evaluate_corruptions(run: str | os.PathLike | RunDir, names: Sequence[str] =
     todo = [name for name in names if name not in record.dir.corruption_files()]
     if not todo:
         return []
-    with run_settings(record):
+    with run_settings(record.config):
         evaluator = CorruptionEvaluator.open(record, device)
         for name in todo:
             path = record.dir.corruption_file(name)
@@ -153,24 +152,6 @@ def evaluate_corruptions(run: str | os.PathLike | RunDir, names: Sequence[str] =
             if on_file is not None:
                 on_file(name)
     return todo
-
-
-@contextlib.contextmanager
-def run_settings(record: RunRecord) -> Iterator[None]:
-    """Torch's thread count and determinism as the run trained with (its ``threads`` and
-    ``deterministic``), restored on exit: CPU sums are reproduced only at one thread count."""
-    config = record.config
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
-        torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def read_corruption_file(path: Path) -> pd.DataFrame:
@@ -224,7 +205,7 @@ def evaluate_on_dataset(run: str | os.PathLike | RunDir, name: str, manifest: Ma
     if kept.size == 0:
         raise ConfigError(f"{where}: no image of the dataset has a mapped class")
     config = record.resolved
-    with run_settings(record):
+    with run_settings(record.config):
         network = RunNetwork.open(record, device)
         cache = PixelCache.build(manifest, config.size, interpolation=config.interpolation, cache_dir=config.cache_dir)
         pixels = torch.from_numpy(np.ascontiguousarray(cache.pixels[kept])).to(network.device).permute(0, 3, 1, 2)

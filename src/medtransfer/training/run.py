@@ -12,10 +12,12 @@ then for each phase train to early stopping, keeping a :class:`BestSnapshot`; ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -366,16 +368,23 @@ def train_run(config: RunConfig, out_dir: str | Path, sinks: Sinks | None = None
     if directory.is_done():
         return RunResult.read(directory.path)
     directory.path.mkdir(parents=True, exist_ok=True)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with run_settings(config), torch.random.fork_rng(devices=devices):
+        return _Run(config, directory, sinks).train()
+
+
+@contextlib.contextmanager
+def run_settings(config: RunConfig) -> Iterator[None]:
+    """Torch's thread count and determinism as ``config`` asks (its ``threads`` and
+    ``deterministic``), restored on exit: CPU sums are reproduced only at one thread count."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
         torch.use_deterministic_algorithms(True)
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     try:
-        with torch.random.fork_rng(devices=devices):
-            return _Run(config, directory, sinks).train()
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
