@@ -25,6 +25,7 @@ from medtransfer.vocabulary import (
     WEIGHT_SUFFIXES,
     SourceRef,
 )
+from tests.code_strings import code_strings
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medtransfer"
 
@@ -79,14 +80,6 @@ def test_each_vocabulary_word_is_defined_once_in_src():
         assert suffix.startswith(".")
 
 
-def _code_strings(tree):
-    """(line, text) of every string constant that is code, not a docstring."""
-    bodies = [node.body for node in ast.walk(tree) if isinstance(getattr(node, "body", None), list)]
-    docs = {id(stmt.value) for body in bodies for stmt in body
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
-
 
 def test_strategy_words_and_study_table_names_are_not_retyped():
     """A strategy word or a built-in source name (``imagenet``, ``radimagenet``, ``random``) as a
@@ -100,7 +93,7 @@ def test_strategy_words_and_study_table_names_are_not_retyped():
     found = []
     for path in sorted(SRC.rglob("*.py")):
         module = path.relative_to(SRC).as_posix()
-        for line, text in _code_strings(ast.parse(path.read_text(encoding="utf-8"))):
+        for line, text in code_strings(ast.parse(path.read_text(encoding="utf-8"))):
             if (text in words and module != "vocabulary.py") or (text in tables and module != "training/record.py"):
                 found.append(f"{module}:{line}: {text!r}")
     assert found == []

@@ -24,6 +24,7 @@ from medtransfer.study.runner import run_study
 from medtransfer.study.status import study_progress
 from medtransfer.training import record
 from medtransfer.training.record import DamagedRunError, RunDir, read_record
+from tests.code_strings import code_strings
 
 
 @pytest.fixture
@@ -179,14 +180,6 @@ def _modules():
             yield path.relative_to(SRC).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
 
 
-def _code_strings(tree):
-    """(line, text) of every string constant that is code, not a docstring (f-string parts included)."""
-    bodies = [node.body for node in ast.walk(tree) if isinstance(getattr(node, "body", None), list)]
-    docs = {id(stmt.value) for body in bodies for stmt in body
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
-
 
 def test_the_layout_lists_every_name_the_record_defines():
     own = {node.id for node in ast.walk(ast.parse(RECORD.read_text(encoding="utf-8")))
@@ -205,7 +198,7 @@ def test_run_directory_names_are_spelt_only_in_the_record():
     marker name: the other modules take paths from RunDir."""
     found = []
     for module, tree in _modules():
-        for line, text in _code_strings(tree):
+        for line, text in code_strings(tree):
             parts = text.split("/")
             named = [n for n in FILES if n in parts]
             named += [n for n in FOLDERS if len(parts) > 1 and n in parts]
