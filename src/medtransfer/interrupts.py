@@ -7,6 +7,12 @@ inside ``torch.save``'s write callback; the ``SystemExit`` the handler raises th
 that was installed, as soon as the block ends. :func:`mark_preempting` wraps a preemption
 handler so that code can ask :func:`preempting` whether the process is being stopped on purpose;
 :func:`stop_on_preemption` installs one for a process that runs a single run (a Ray worker).
+
+A handler's exit can also be lost: CPython runs a handler wherever the main thread is, and inside
+a finalizer (a ``__del__``, a weakref callback, a generator the garbage collector closes) the
+``SystemExit`` it raises is reported as unraisable and dropped. The run would then train on while
+its scheduler requeues it. Both handlers remember the exit they raised, and the training loop
+calls :func:`exit_if_preempted` at every step, which raises it again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR
 PREEMPTION = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR2") if hasattr(signal, name))
 _state = threading.local()
 _preempting = threading.Event()
+_exit: list[SystemExit] = []  # the exit a preemption handler raised, once it has (see exit_if_preempted)
 
 
 @contextmanager
@@ -60,7 +67,11 @@ def mark_preempting(handler: Callable[[int, Any], Any]) -> Callable[[int, Any], 
     """``handler`` that first records that this process is being preempted."""
     def preempt(signum: int, frame: Any) -> Any:
         _preempting.set()
-        return handler(signum, frame)
+        try:
+            return handler(signum, frame)
+        except SystemExit as error:
+            _exit[:] = [error]
+            raise
 
     return preempt
 
@@ -69,6 +80,14 @@ def preempting() -> bool:
     """Whether a preemption handler (:func:`mark_preempting`'s, :func:`stop_on_preemption`'s) has run
     in this process."""
     return _preempting.is_set()
+
+
+def exit_if_preempted() -> None:
+    """Raise again (a new instance of the same type and code) the ``SystemExit`` that a preemption
+    handler raised in this process, in case it was dropped on its way (see the module's doc);
+    nothing when no handler has exited. Cheap enough to call at every training step."""
+    if _exit:
+        raise type(_exit[0])(*_exit[0].args)
 
 
 class Preempted(SystemExit):
@@ -87,12 +106,14 @@ def stop_on_preemption(signals: tuple[int, ...] = PREEMPTION) -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     _preempting.clear()
+    _exit.clear()
 
     def preempt(signum: int, frame: Any) -> None:
         if _preempting.is_set():
             return
         _preempting.set()
-        raise Preempted(128 + signum)
+        _exit[:] = [Preempted(128 + signum)]
+        raise _exit[0]
 
     for sig in signals:
         signal.signal(sig, preempt)

@@ -59,6 +59,7 @@ def test_preemption_at_random_moments_on_submitit_local_jobs(preemption_referenc
     logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))  # submitit's warnings, run lines
     starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
     print(f"requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
+    print("".join(line for line in logs.splitlines(keepends=True) if "ETA <=" not in line))  # shown on failure
     assert logs.count("this job is preempted") == LOCAL_PREEMPTIONS, logs[-3000:]
     assert logs.count(": resumed from its checkpoint after finetune epoch") == LOCAL_PREEMPTIONS and starts == LOCAL_PREEMPTIONS + 1
 
@@ -124,3 +125,50 @@ print("stopped once")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0 and done.stdout.strip() == "stopped once", done.stderr[-2000:]
+
+
+def test_a_preemption_exit_swallowed_by_a_finalizer_still_stops_the_training_loop():
+    """CPython drops an exception raised inside a finalizer; a preemption handler that ran there
+    must still stop the run at its next step, before it changes any weight."""
+    import subprocess
+    import sys
+
+    code = """
+import gc, os, signal, sys
+import torch
+from medtransfer import interrupts
+from medtransfer.models import Normalization
+from medtransfer.training.loop import StepSetup, train_epoch
+
+signal.signal(signal.SIGUSR2, interrupts.mark_preempting(lambda signum, frame: sys.exit(7)))
+dropped = []
+sys.unraisablehook = lambda unraisable: dropped.append(type(unraisable.exc_value).__name__)
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        sum(i for i in range(100))  # Python code, where the handler runs
+
+cycle = [Finalized()]
+cycle.append(cycle)
+del cycle
+gc.collect()
+assert dropped == ["SystemExit"] and interrupts.preempting(), dropped  # the handler's exit was lost
+
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+pixels = torch.zeros((8, 3, 8, 8), dtype=torch.uint8)
+model(pixels.float())
+before = [p.detach().clone() for p in model.parameters()]
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+try:
+    train_epoch(model, optimizer, pixels, torch.arange(8) % 2, torch.arange(8), 4,
+                StepSetup(Normalization("caffe"), None, None, False), torch.Generator().manual_seed(0), None)
+    sys.exit("the loop trained on")
+except SystemExit as stopped:
+    assert stopped.code == 7, stopped.code
+assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+print("stopped before the first step")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0 and done.stdout.strip() == "stopped before the first step", done.stderr[-2000:]

@@ -101,6 +101,8 @@ def test_preemption_at_random_moments_requeues_and_resumes(cluster, preemption_r
     logs = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.err"))  # submitit's warnings, run lines
     starts = "".join(p.read_text() for p in (out / "slurm").glob("*/*_log.out")).count("Starting with JobEnvironment")
     print(signaller.summary(), f"; requeues logged: {logs.count('this job is preempted')}, job starts: {starts}")
+    print("the job's log, without its epoch lines (shown when the test fails):")
+    print("".join(line for line in logs.splitlines(keepends=True) if "ETA <=" not in line))
     assert signaller.error is None, (signaller.error, signaller.summary(), logs[-3000:])
     assert not report.failed and report.finished == 1, report
     assert len(signaller.sent) == PREEMPTIONS

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from medtransfer.interrupts import exit_if_preempted
 from medtransfer.training.metrics import softmax_probabilities
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -79,6 +80,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pixels
     seen = 0
     forward = setup.forward if setup.forward is not None else model  # a compiled module has no truth value
     for start, stop in batch_slices(order.numel(), batch_size, drop_single=not head_only):
+        exit_if_preempted()  # a preemption whose exit a finalizer swallowed stops here, not after the run
         index = order[start:stop]
         x = setup.prepare(pixels[index], augment_generator)
         y = labels[index]
@@ -111,6 +113,7 @@ def predict(model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, 
     chunks = []
     loss_sum = torch.zeros((), device=device)
     for start, stop in batch_slices(rows.numel(), batch_size, drop_single=False):
+        exit_if_preempted()
         index = rows[start:stop]
         x = setup.prepare(pixels[index], generator)
         with setup.autocast(device):
