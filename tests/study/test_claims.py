@@ -62,6 +62,27 @@ def test_a_live_claim_is_refused_a_dead_one_taken_over(tmp_path):
         claims.release(run)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads process states from /proc")
+def test_the_claim_of_an_ended_process_that_nobody_reaped_is_dead(tmp_path):
+    """A zombie (ended, not yet reaped; for good in a container whose first process reaps
+    nothing, as an orphaned worker there) owns nothing: its claim is taken over."""
+    child = subprocess.Popen(["sleep", "0"])
+    try:
+        record = {"host": socket.gethostname(), "pid": child.pid, "proc_start": claims._proc_start(child.pid)}
+        deadline = time.monotonic() + 60  # a hang guard: the child ends at once
+        while (claims._proc_stat(child.pid) or ["Z"])[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert claims._proc_stat(child.pid)[0] == "Z"  # ended, and still not reaped: Popen waits for nobody
+        assert not claims.alive(record)
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "RUNNING").write_text(json.dumps({**record, "token": "old"}))
+        assert claims.claim(run) and claims.read(run)["pid"] == os.getpid()
+        claims.release(run)
+    finally:
+        child.wait()
+
+
 @pytest.mark.slow
 def test_exactly_one_of_many_racing_processes_wins(tmp_path):
     run = tmp_path / "run"
