@@ -21,6 +21,7 @@ from medtransfer.training.record import RunDir
 
 from .conftest import tiny_study, write_yaml
 from .fake_slurm import fake_slurm
+from .held import release, start_held, wait_held
 
 _CLAIM = """
 import sys, time
@@ -146,24 +147,31 @@ def test_stale_snapshot_cleanup_spares_a_young_temp_file(tmp_path):
     assert young.exists() and not old.exists()
 
 
-def _driver(study_file, out):
-    code = "from medtransfer.cli import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, "run", str(study_file), "--out", str(out)],
-                            env={**os.environ, "MEDTRANSFER_QUIET": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_two_local_drivers_on_one_study_train_each_run_once(finished_study, tmp_path):
+    """Two drivers at once on a study of two runs: each trains one, waits for the other's, and
+    neither retrains a run. Each driver is held after its first checkpoint until both are (a held
+    driver keeps its claim, so the other one trains the other run): they overlap however unevenly
+    the machine starts them, instead of one finishing the study before the other looks."""
     _, reference = finished_study
     study_file = write_yaml(tmp_path / "study.yaml", tiny_study(tmp_path))
     out = tmp_path / "shared"
-    drivers = [_driver(study_file, out) for _ in range(2)]
-    outputs = [d.communicate(timeout=1200) for d in drivers]
+    barriers = [tmp_path / f"barrier{i}" for i in range(2)]
+    drivers = [start_held(study_file, out, barrier, stdout=subprocess.PIPE) for barrier in barriers]
+    try:
+        held = [wait_held(driver, barrier, timeout_s=600) for driver, barrier in zip(drivers, barriers)]
+        assert held[0] != held[1]
+        for barrier in barriers:
+            release(barrier)
+        outputs = [tuple(part.decode() for part in d.communicate(timeout=1200)) for d in drivers]
+    finally:
+        for driver in drivers:
+            if driver.poll() is None:
+                driver.kill()
     assert [d.returncode for d in drivers] == [0, 0], [o[1][-2000:] for o in outputs]
     finished = [int(re.search(r"(\d+) finished now", o[0]).group(1)) for o in outputs]
     elsewhere = [int(re.search(r"(\d+) finished by another", o[0]).group(1)) for o in outputs]
-    assert sum(finished) == 2 and [f + e for f, e in zip(finished, elsewhere)] == [2, 2], outputs
+    assert finished == [1, 1] and elsewhere == [1, 1], outputs
     assert not list(out.glob("runs/**/FAILED")) and not list(out.glob("runs/**/RUNNING"))
     for history in out.glob("runs/**/history.csv"):  # trained once: one row per epoch
         assert len(pd.read_csv(history)) == 2
