@@ -13,13 +13,18 @@ a finalizer (a ``__del__``, a weakref callback, a generator the garbage collecto
 ``SystemExit`` it raises is reported as unraisable and dropped. The run would then train on while
 its scheduler requeues it. Both handlers remember the exit they raised, and the training loop
 calls :func:`exit_if_preempted` at every step, which raises it again.
+
+:func:`stop_with_parent` has a worker process signalled when the process that started it dies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -118,3 +123,47 @@ def stop_on_preemption(signals: tuple[int, ...] = PREEMPTION) -> bool:
     for sig in signals:
         signal.signal(sig, preempt)
     return True
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 1.0  # how often the fallback of stop_with_parent looks at the parent
+
+
+def stop_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
+    """Have ``signum`` sent to this process as soon as its parent, pid ``parent``, dies (even of
+    a SIGKILL), so that a worker never outlives the driver that hands it work. A parent that is
+    already gone counts: the signal is sent now. What the signal does is the handler's business
+    (none installed: SIGTERM ends the process); a signal this process ignores (inherited from a
+    parent started that way) gets its default action back, in the main thread.
+
+    On Linux the kernel sends it (``prctl(PR_SET_PDEATHSIG)``); it does so when the *thread* that
+    started this process ends, so start it from a thread that outlives it (the main thread, or
+    one that waits for it). Elsewhere a daemon thread compares ``os.getppid()`` with ``parent``
+    every :data:`PARENT_POLL_S` seconds.
+    """
+    if signal.getsignal(signum) == signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signum, signal.SIG_DFL)
+    if _kernel_signals_parent_death(signum):
+        # the parent may have died before the prctl: then this process is already someone else's
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
+def _kernel_signals_parent_death(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent thread ends; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    return prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signum), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                 ctypes.c_ulong(0)) == 0

@@ -37,12 +37,13 @@ main()
 
 
 def start_held(study_file: Path, out: Path, barrier: Path, method: str = "checkpoint",
-               pattern: str = "*") -> subprocess.Popen:
-    """Start ``medtransfer run STUDY_FILE --out OUT`` held at ``barrier`` (stderr piped)."""
+               pattern: str = "*", stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start ``medtransfer run STUDY_FILE --out OUT`` held at ``barrier`` (stderr piped; stdout
+    discarded, or ``subprocess.PIPE``: text)."""
     barrier.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MEDTRANSFER_QUIET": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-c", _CODE, str(barrier), method, pattern, "run", str(study_file), "--out", str(out)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.PIPE)
 
 
 def wait_held(process: subprocess.Popen, barrier: Path, timeout_s: float = 300.0) -> Path:

@@ -21,6 +21,7 @@ from medtransfer.training.record import RunDir
 
 from .conftest import tiny_study, write_yaml
 from .fake_slurm import fake_slurm
+from .held import release, start_held, wait_held
 
 _CLAIM = """
 import sys, time
@@ -60,6 +61,27 @@ def test_a_live_claim_is_refused_a_dead_one_taken_over(tmp_path):
         assert run_status(run, "r").state == "interrupted"
         assert claims.claim(run) and claims.read(run)["pid"] == os.getpid()
         claims.release(run)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads process states from /proc")
+def test_the_claim_of_an_ended_process_that_nobody_reaped_is_dead(tmp_path):
+    """A zombie (ended, not yet reaped; for good in a container whose first process reaps
+    nothing, as an orphaned worker there) owns nothing: its claim is taken over."""
+    child = subprocess.Popen(["sleep", "0"])
+    try:
+        record = {"host": socket.gethostname(), "pid": child.pid, "proc_start": claims._proc_start(child.pid)}
+        deadline = time.monotonic() + 60  # a hang guard: the child ends at once
+        while (claims._proc_stat(child.pid) or ["Z"])[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert claims._proc_stat(child.pid)[0] == "Z"  # ended, and still not reaped: Popen waits for nobody
+        assert not claims.alive(record)
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "RUNNING").write_text(json.dumps({**record, "token": "old"}))
+        assert claims.claim(run) and claims.read(run)["pid"] == os.getpid()
+        claims.release(run)
+    finally:
+        child.wait()
 
 
 @pytest.mark.slow
@@ -125,24 +147,31 @@ def test_stale_snapshot_cleanup_spares_a_young_temp_file(tmp_path):
     assert young.exists() and not old.exists()
 
 
-def _driver(study_file, out):
-    code = "from medtransfer.cli import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, "run", str(study_file), "--out", str(out)],
-                            env={**os.environ, "MEDTRANSFER_QUIET": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
 def test_two_local_drivers_on_one_study_train_each_run_once(finished_study, tmp_path):
+    """Two drivers at once on a study of two runs: each trains one, waits for the other's, and
+    neither retrains a run. Each driver is held after its first checkpoint until both are (a held
+    driver keeps its claim, so the other one trains the other run): they overlap however unevenly
+    the machine starts them, instead of one finishing the study before the other looks."""
     _, reference = finished_study
     study_file = write_yaml(tmp_path / "study.yaml", tiny_study(tmp_path))
     out = tmp_path / "shared"
-    drivers = [_driver(study_file, out) for _ in range(2)]
-    outputs = [d.communicate(timeout=1200) for d in drivers]
+    barriers = [tmp_path / f"barrier{i}" for i in range(2)]
+    drivers = [start_held(study_file, out, barrier, stdout=subprocess.PIPE) for barrier in barriers]
+    try:
+        held = [wait_held(driver, barrier, timeout_s=600) for driver, barrier in zip(drivers, barriers)]
+        assert held[0] != held[1]
+        for barrier in barriers:
+            release(barrier)
+        outputs = [tuple(part.decode() for part in d.communicate(timeout=1200)) for d in drivers]
+    finally:
+        for driver in drivers:
+            if driver.poll() is None:
+                driver.kill()
     assert [d.returncode for d in drivers] == [0, 0], [o[1][-2000:] for o in outputs]
     finished = [int(re.search(r"(\d+) finished now", o[0]).group(1)) for o in outputs]
     elsewhere = [int(re.search(r"(\d+) finished by another", o[0]).group(1)) for o in outputs]
-    assert sum(finished) == 2 and [f + e for f, e in zip(finished, elsewhere)] == [2, 2], outputs
+    assert finished == [1, 1] and elsewhere == [1, 1], outputs
     assert not list(out.glob("runs/**/FAILED")) and not list(out.glob("runs/**/RUNNING"))
     for history in out.glob("runs/**/history.csv"):  # trained once: one row per epoch
         assert len(pd.read_csv(history)) == 2

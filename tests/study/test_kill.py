@@ -11,10 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from medtransfer.study import claims
 from medtransfer.training.progress import read_progress
 
 from .conftest import tiny_study, write_yaml
@@ -72,3 +74,78 @@ def test_sigkill_then_rerun_equals_uninterrupted(finished_study, tmp_path):
     pd.testing.assert_frame_equal(got, want)
     assert not list(out.glob("runs/**/RUNNING"))
     assert not list(out.glob("runs/**/checkpoints/last.pt"))
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), None when gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid``: pid -> start time (to tell a reused pid apart)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        fields = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None and int(fields[1]) == pid:
+            found[int(entry.name)] = fields[19]
+    return found
+
+
+def _running(pid: int, start: str) -> bool:
+    """Whether process ``pid`` started at ``start`` still runs (a zombie that nobody reaps does not)."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[19] == start and fields[0] not in "ZX"
+
+
+def _training_workers(out, driver: int) -> dict:
+    """Run directory -> pid of the worker process (a child of ``driver``) that trains it now."""
+    owners = {}
+    for path in out.glob("runs/**/RUNNING"):
+        claim = claims.read(path.parent) or {}
+        if (read_progress(path.parent) or {}).get("state") == "training" and claim.get("pid") not in (None, driver):
+            owners[path.parent] = claim["pid"]
+    return owners
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_local_workers_end_with_a_sigkilled_driver_and_the_rerun_equals_uninterrupted(finished_study, tmp_path):
+    """SIGKILL the driver while its two local workers train: the workers (and the driver's other
+    children) end with it instead of training on, and a rerun takes over their runs and gives the
+    numbers of an uninterrupted run."""
+    _, reference = finished_study
+    study = tiny_study(tmp_path, executor={"kind": "local", "workers": 2})
+    study_file = write_yaml(tmp_path / "study.yaml", study)
+    out = tmp_path / "killed"
+    process = _start(study_file, out)
+    deadline = time.monotonic() + 600  # a hang guard only: the test waits on the runs' own files
+    while len(_training_workers(out, process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _training_workers(out, process.pid)
+    children = _children(process.pid)
+    assert process.poll() is None and len(set(workers.values())) == 2, process.stderr.read().decode()[-2000:]
+    assert set(workers.values()) <= set(children)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 120  # they end at once; generous for a loaded machine
+    while any(_running(pid, start) for pid, start in children.items()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = [pid for pid, start in children.items() if _running(pid, start)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"processes of the killed driver still run: {survivors} (its workers: {workers})"
+    done_stamps = {marker: marker.stat().st_mtime_ns for marker in out.glob("runs/**/DONE")}
+    for path in out.glob("runs/**/RUNNING"):  # what a dead worker left: its owner must count as dead
+        assert not claims.alive(claims.read(path.parent), path.parent), path
+
+    final = _start(study_file, out)
+    _, err = final.communicate(timeout=1200)
+    assert final.returncode == 0, err.decode()[-2000:]
+    for marker, stamp in done_stamps.items():
+        assert marker.stat().st_mtime_ns == stamp, f"{marker} was redone"
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results" / "auc.csv"),
+                                  pd.read_csv(reference / "results" / "auc.csv"))
+    assert not list(out.glob("runs/**/RUNNING"))

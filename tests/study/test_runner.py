@@ -91,6 +91,9 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
 
 @pytest.mark.slow
 def test_detach_on_local_runs_the_driver_in_the_background(finished_study, tmp_path):
+    import os
+    import re
+    import signal
     import time
 
     study, out = finished_study
@@ -100,7 +103,21 @@ def test_detach_on_local_runs_the_driver_in_the_background(finished_study, tmp_p
     log.unlink(missing_ok=True)
     result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(out), "--detach"])
     assert result.exit_code == 0 and "driver started in the background" in result.output, result.output
-    deadline = time.monotonic() + 120
-    while "2 already done" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+    # the background driver is this process's child: wait for it to end (a hang guard, not a
+    # speed limit), so that its log is complete and nothing of it outlives the test
+    pid = int(re.search(r"pid (\d+)", result.output).group(1))
+    deadline = time.monotonic() + 900
+
+    def ended() -> int | None:  # its exit code once it ended (0 if subprocess's own cleanup reaped it)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    while (code := ended()) is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    if code is None:
+        os.kill(pid, signal.SIGKILL)
+    assert code == 0, log.read_text()[-2000:]
     assert "2 runs: 2 already done, 0 finished now" in log.read_text()

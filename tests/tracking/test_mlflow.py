@@ -197,23 +197,39 @@ def test_an_unreachable_server_warns_and_the_sink_does_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_unreachable_tracking_leaves_results_identical_and_time_unchanged(tmp_path):
+def test_unreachable_tracking_leaves_results_identical_and_waits_for_nothing(tmp_path, monkeypatch):
+    """The study runs untracked with the same numbers, and the unreachable store costs no wait.
+
+    The time measured is the one spent on the store (opening the study's tracking; the runs, being
+    untracked, never call it), not the two studies' run times: their ratio depends on how the
+    machine's load changes between them."""
+    from medtransfer.study import runner
+
     uri = f"http://127.0.0.1:{_closed_port()}"
-    times = {}
+    spent = []
+
+    def timed(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return opened(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - began)
+
+    opened = runner.open_study_tracking
+    monkeypatch.setattr(runner, "open_study_tracking", timed)
     for name, tracking in (("plain", None), ("unreachable", {"kind": "mlflow", "uri": uri})):
         study = tiny_study(tmp_path / name, tracking=tracking)
-        began = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run_study(study, tmp_path / name / "study")
-        times[name] = time.perf_counter() - began
         assert sum(issubclass(w.category, TrackingWarning) for w in caught) == (1 if tracking else 0)
     plain, tracked = tmp_path / "plain" / "study", tmp_path / "unreachable" / "study"
     for path in ["results/auc.csv", "results/table2.csv", *[str(p.relative_to(plain)) for p in plain.glob("runs/**/predictions.csv")]]:
         assert (plain / path).read_bytes() == (tracked / path).read_bytes(), path
     assert not list(tracked.glob("runs/**/mlflow.json"))
-    # measured on 2 busy cores: within a few % (README); the bound only catches a stalled run
-    assert times["unreachable"] < 1.5 * times["plain"] + 3.0, times
+    # a refused connection answers at once; waiting for a timeout (3 s a probe, 10 s an MLflow
+    # request, with retries) is what this catches, with a margin for a loaded machine
+    assert spent and max(spent) < 3.0, spent
 
 
 def test_tracking_settings_are_checked(tmp_path):

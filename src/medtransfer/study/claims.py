@@ -52,13 +52,19 @@ def own_job_ids() -> set[str]:
     return ids
 
 
-def _proc_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), None elsewhere."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (Linux), None elsewhere or when gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text.rsplit(")", 1)[1].split()[19]
+    return text.rsplit(")", 1)[1].split()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), None elsewhere."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -68,7 +74,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # a process that ended but was not reaped yet (a zombie) still answers; in a container whose
+    # first process reaps nothing, an orphaned worker stays one for good
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] not in ("Z", "X")
 
 
 def owner_record(job: str | None = None) -> dict[str, Any]:

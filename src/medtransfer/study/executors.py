@@ -20,6 +20,7 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ from medtransfer.study.store import clear_running, mark_failed, mark_running, re
 from medtransfer.tracking.sinks import run_sinks
 from medtransfer.training.config import RunConfig
 from medtransfer.training.progress import run_view
-from medtransfer.training.record import SLURM_DIR, STUDY_FILE, RunDir
+from medtransfer.training.record import SLURM_DIR, RunDir
 from medtransfer.training.run import train_run
 
 # the most CPU threads a study pins by default (a GPU run needs few; more only oversubscribes nodes)
@@ -177,11 +178,31 @@ def _leave_resumable(directory: Path) -> None:
 _WORKER_DEVICE: str | None = None
 
 
-def _claim_device(devices, lines=None) -> None:  # noqa: ANN001 - multiprocessing queues
+def _start_worker(parent: int, devices, lines=None) -> None:  # noqa: ANN001 - multiprocessing queues
+    """A local worker's start: it ends with its driver ``parent``, then takes a device."""
+    # a worker that outlived a killed driver would train its run to the end, holding the claim,
+    # and then wait forever for more work. SIGTERM ends it at once (after a checkpoint being
+    # written, see interrupts.deferred_signals); its run resumes from the last checkpoint, and
+    # the claim of a dead process is taken over by the next owner
+    interrupts.stop_with_parent(parent)
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get()
     if lines is not None:  # the parent shows a progress bar: its lines go above it, not onto it
-        send_lines_to(lines)
+        send_lines_to(_ParentLines(lines))
+
+
+class _ParentLines:
+    """The driver's queue of progress lines, for a worker's :func:`send_lines_to`: a line that no
+    longer reaches the driver (its queue's manager process is gone) is dropped, never a failed run."""
+
+    def __init__(self, queue) -> None:  # noqa: ANN001 - a multiprocessing queue proxy
+        self.queue = queue
+
+    def put(self, line: str) -> None:
+        try:
+            self.queue.put(line)
+        except (OSError, EOFError):
+            pass
 
 
 def _execute_on_worker_device(task: Task) -> Outcome:
@@ -207,6 +228,9 @@ class LocalExecutor:
 
     On a CPU, several single-thread workers use the cores better than one multi-thread run: a
     small network's steps are too short for torch's threads (the demo runs 2 at 1 thread each).
+
+    Worker processes end with the driver, even a SIGKILLed one (see :func:`_start_worker`): a
+    rerun resumes their runs.
     """
 
     name = "local"
@@ -237,13 +261,17 @@ class LocalExecutor:
                 return [execute_task(task, device) for task in tasks]
 
         context = mp.get_context("spawn")
-        manager = context.Manager()
+        manager = SyncManager(ctx=context)  # context.Manager(), with a server that ends with this process
+        manager.start(interrupts.stop_with_parent, (os.getpid(),))
         queue = manager.Queue()
         for device in slots:
             queue.put(device)
         outcomes: dict[int, Outcome] = {}
         lines = manager.Queue() if progress_enabled() else None
-        pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_claim_device, initargs=(queue, lines))
+        pool = ProcessPoolExecutor(len(slots), mp_context=context, initializer=_start_worker,
+                                   initargs=(os.getpid(), queue, lines))
+        # the workers start in submit(), from this thread, which outlives them (shutdown waits):
+        # Linux's parent-death signal follows the thread that started a process
         queued = iter(enumerate(tasks))
         running: dict = {}  # future -> task index; a task is submitted only when a worker is free
 
