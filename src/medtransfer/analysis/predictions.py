@@ -30,7 +30,6 @@ from medtransfer.analysis.inventory import Study
 from medtransfer.analysis.pairs import Roles
 from medtransfer.analysis.tables import read_predictions
 from medtransfer.errors import DataError
-from medtransfer.similarity import prediction_similarity
 from medtransfer.vocabulary import FREEZE, STRATEGIES
 
 KEYS = ["target", "fold", "source_a", "source_b", "comparison", "strategy"]

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import scipy.linalg as sla
 
-from medtransfer.errors import MedtransferError
 from medtransfer.similarity._validation import is_tensor, require_finite, to_numpy
 
 
