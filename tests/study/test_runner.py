@@ -10,7 +10,7 @@ from medtransfer.study.results import AUC_COLUMNS
 from medtransfer.study.runner import run_study
 from medtransfer.study.status import study_progress
 
-from .conftest import tiny_study
+from .conftest import tiny_study, write_yaml
 
 
 def test_results_tables(finished_study):
@@ -62,6 +62,20 @@ def test_cli_run_reports_a_bad_study_clearly(tmp_path):
     assert "targets.0.sise: unknown key" in str(result.exception) and str(bad) in str(result.exception)
     result = CliRunner().invoke(app, ["run", "no-such-study", "--out", str(tmp_path / "out")])
     assert isinstance(result.exception, ConfigError) and "no shipped study" in str(result.exception)
+
+
+def test_cli_run_names_a_failed_source_and_exits_1(tmp_path):
+    # 4 classes of 4 images cannot be cut into the pretraining's 5 folds: the source fails at once
+    pretrain = {"dataset": "synthetic", "options": {"n_patients": 16, "images_per_patient": 1, "size": 32,
+                                                    "task": "source-a", "n_classes": 4, "seed": 1},
+                "size": 32, "batch_size": 8, "epochs": 1}
+    study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], sources=[{"name": "mine", "pretrain": pretrain}])
+    study_file = write_yaml(tmp_path / "study.yaml", study)
+    result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(tmp_path / "out")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), output
+    assert "1 failed" in output and "failed synthetic/pretrain-mine-no-freeze/fold0: DataError" in output, output
+    assert "too few to stratify 5 folds" in output
 
 
 @pytest.mark.slow

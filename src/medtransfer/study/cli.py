@@ -150,8 +150,9 @@ def register(app: typer.Typer) -> None:
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
-        table = (out / study_results_file(TABLE2_MD)).read_text()
-        console.print(table, highlight=False)
+        table = out / study_results_file(TABLE2_MD)
+        if table.is_file():  # not written when a source the study pretrains failed: no run could start
+            console.print(table.read_text(), highlight=False)
         if report.failed:
             raise typer.Exit(1)
 
