@@ -86,7 +86,7 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
                                                     "task": "source-a", "seed": 1},
                 "size": 32, "batch_size": 8, "epochs": 1}
     study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], training={"epochs": 1},
-                       sources=[{"name": "mine", "pretrain": pretrain}])
+                       sources=[{"name": "mine", "pretrain": pretrain}, {"name": "random"}])
     seen = []
 
     class Recording(LocalExecutor):
@@ -96,11 +96,13 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
 
     out = tmp_path / "out"
     report = run_study(study, out, executor=Recording([]))
-    assert report.finished == 1 and not report.failed
-    assert seen == [["synthetic/pretrain-mine-no-freeze/fold0"], ["synth/mine-no-freeze/fold0"]]
+    assert report.finished == 2 and not report.failed
+    # random init reads no source: it trains beside the pretraining, the run fine-tuned from it after
+    assert seen == [["synthetic/pretrain-mine-no-freeze/fold0", "synth/random-no-freeze/fold0"],
+                    ["synth/mine-no-freeze/fold0"]]
     assert (out / "sources" / "mine.pt").exists() and (out / "sources" / "mine-run" / "DONE").exists()
     seen.clear()
-    assert run_study(study, out, executor=Recording([])).skipped == 1 and seen == []
+    assert run_study(study, out, executor=Recording([])).skipped == 2 and seen == []
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
             + (f", {_fmt(r['seconds_per_epoch'], '.1f')} s/epoch" if r["seconds_per_epoch"] is not None else "")
             + (f", ETA {clock(r['eta_s'])}" if r["eta_s"] is not None else "")
             + (f" ({r['error'][:60]})" if r["error"] else "") for r in made)
-            + " (the fine-tuning runs start once every source is made)"))
+            + " (the runs fine-tuned from them start once every source is made)"))
     shown = [r for r in runs if show_all or r["state"] != "done"]
     if shown:
         errors = any(r["error"] for r in shown)

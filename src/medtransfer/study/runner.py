@@ -98,22 +98,22 @@ def report_unverifiable_claims(tasks: list[Task]) -> int:
 
 def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], int]:
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
-    dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
+    dies before finishing it. Returns this driver's outcomes and the ids of the runs others finished."""
     busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
     todo = [t for t in tasks if t not in busy]
     outcomes: list[Outcome] = []
     poll_s = min(getattr(executor, "poll_s", 1.0), 10.0)
-    elsewhere = 0
+    elsewhere: list[str] = []
     reported: set[str] = set()
     while todo or busy:
         got = executor.run(todo) if todo else []
         outcomes += [o for o in got if o.state != "busy"]
-        elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
+        elsewhere += [o.run_id for o in got if o.state == "skipped"]  # finished by another owner meanwhile
         busy += [t for t, o in zip(todo, got) if o.state == "busy"]
         report_unverifiable_claims([t for t in busy if t.directory not in reported])
         reported.update(t.directory for t in busy)
         orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], poll_s)}
-        elsewhere += len(busy) - len(orphans)
+        elsewhere += [t.run_id for t in busy if t.directory not in orphans]
         todo = [t for t in busy if t.directory in orphans]
         busy = []
     return outcomes, elsewhere
@@ -181,7 +181,8 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
     damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
-    Pretrained sources are made first, by the executor like every run; before them, the images
+    Pretrained sources are made first, by the executor like every run, and the runs that do not
+    read one (random init, downloaded weights) train beside them; before them, the images
     the pretraining sets share with the targets, and those the folds share across their test parts,
     are looked for (``study.leakage``, :mod:`medtransfer.study.leakage`). ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
@@ -220,7 +221,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     tracking = ""
     if study.tracking is not None:
         tracking = open_study_tracking(study.tracking, out, study.name)
-    tasks = []
+    tasks, sources_of = [], {}
     for config in configs:
         run = RunDir.in_study(out, config)
         if run.is_done():
@@ -228,6 +229,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
             clear_claim(run.path)
         else:
             tasks.append(Task.make(config, run.path, tracking))
+            sources_of[config.run_id] = (out / config.source).resolve()
     sources = _source_tasks(study, out)
     if steal_claims:
         for task in sources + tasks:
@@ -235,13 +237,22 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     if detach:
         submitted = _submit_detached(executor, sources, tasks)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)
-    made, made_elsewhere = _execute(executor, sources)
-    if any(o.state == "failed" for o in made):  # the runs need their sources
+    # the runs that do not read a source made now (random init, downloaded weights) train beside
+    # the pretraining, the others once every source is made
+    made = {Path(t.publish).resolve() for t in sources}
+    later = [t for t in tasks if sources_of[t.run_id] in made]
+    first, first_elsewhere = _execute(executor, sources + [t for t in tasks if t not in later])
+    pretraining = {t.run_id for t in sources}
+    outcomes = [o for o in first if o.run_id not in pretraining]
+    elsewhere = len([run_id for run_id in first_elsewhere if run_id not in pretraining])
+    if any(o.state == "failed" for o in first if o.run_id in pretraining):  # the later runs need their sources
         if tracking:
             close_study_tracking(tracking, False)
-        return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
-                           recomputed)
-    outcomes, elsewhere = _execute(executor, tasks)
+        return StudyReport(len(configs), len(configs) - len(tasks), sum(o.state == "done" for o in outcomes),
+                           [o for o in first if o.state == "failed"], elsewhere, recomputed)
+    rest, rest_elsewhere = _execute(executor, later)
+    outcomes += rest
+    elsewhere += len(rest_elsewhere)
     if tracking:
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
