@@ -96,7 +96,7 @@ def report_unverifiable_claims(tasks: list[Task]) -> int:
     return len(found)
 
 
-def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], int]:
+def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], list[str]]:
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
     dies before finishing it. Returns this driver's outcomes and the ids of the runs others finished."""
     busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
