@@ -77,6 +77,18 @@ def test_depth_table_orders_random_depths_full_then_redrawn(tmp_path):
     assert (tmp_path / "transfer_depth_t.png").stat().st_size > 1000
 
 
+def test_depth_figure_draws_a_mean_outside_its_logit_interval(tmp_path):
+    # two folds at AUC 0 give the interval of the clipped logit, 0.1, above the mean 0: the bars
+    # are drawn from the interval's own ends (an error bar of mean - low would be negative)
+    table = pd.DataFrame({"target": "t", "source": "s", "arm": ["random", "conv1", "full", "mean-var"],
+                          "depth": [0.0, 1.0, 5.0, np.nan], "mean": [25.0, 50.0, 0.0, 0.0],
+                          "low": [0.0, 50.0, 0.1, 0.1], "high": [100.0, 50.0, 0.1, 0.1], "n": 2})
+    assert (table["mean"] < table["low"]).any()
+    configure(["png"])
+    assert depth_figure(table, "t", tmp_path) == tmp_path / "transfer_depth_t.png"
+    assert (tmp_path / "transfer_depth_t.png").stat().st_size > 1000
+
+
 def test_plateau_at_full_when_every_step_rises_beyond_the_interval():
     curve = pd.DataFrame({"arm": ["random", "conv1", "full"], "depth": [0.0, 1.0, 5.0], "mean": [50.0, 60.0, 70.0],
                           "low": [48.0, 58.0, 68.0], "high": [52.0, 62.0, 72.0], "target": "t", "source": "s"})

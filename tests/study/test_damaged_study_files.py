@@ -6,7 +6,7 @@ import pytest
 
 from medtransfer.data.folds import read_folds
 from medtransfer.errors import ConfigError, DataError
-from medtransfer.study.runner import _check_unchanged
+from medtransfer.study.extension import check_unchanged
 from medtransfer.study.store import run_status
 from medtransfer.training.config import RunConfig
 
@@ -30,9 +30,9 @@ def test_truncated_config_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text(text[: len(text) // 2])
     with pytest.raises(ConfigError, match=r"config\.json: the run's config is not valid JSON .*damaged: delete that "
                                           r"run directory"):
-        _check_unchanged(config, tmp_path)
+        check_unchanged(config, tmp_path)
     (tmp_path / "config.json").write_text(text)
-    _check_unchanged(config, tmp_path)  # intact and unchanged: nothing to say
+    check_unchanged(config, tmp_path)  # intact and unchanged: nothing to say
 
 
 def test_status_reads_a_history_with_bad_bytes(tmp_path):

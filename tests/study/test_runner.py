@@ -10,7 +10,7 @@ from medtransfer.study.results import AUC_COLUMNS
 from medtransfer.study.runner import run_study
 from medtransfer.study.status import study_progress
 
-from .conftest import tiny_study
+from .conftest import tiny_study, write_yaml
 
 
 def test_results_tables(finished_study):
@@ -64,6 +64,20 @@ def test_cli_run_reports_a_bad_study_clearly(tmp_path):
     assert isinstance(result.exception, ConfigError) and "no shipped study" in str(result.exception)
 
 
+def test_cli_run_names_a_failed_source_and_exits_1(tmp_path):
+    # 4 classes of 4 images cannot be cut into the pretraining's 5 folds: the source fails at once
+    pretrain = {"dataset": "synthetic", "options": {"n_patients": 16, "images_per_patient": 1, "size": 32,
+                                                    "task": "source-a", "n_classes": 4, "seed": 1},
+                "size": 32, "batch_size": 8, "epochs": 1}
+    study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], sources=[{"name": "mine", "pretrain": pretrain}])
+    study_file = write_yaml(tmp_path / "study.yaml", study)
+    result = CliRunner().invoke(app, ["run", str(study_file), "--out", str(tmp_path / "out")])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), output
+    assert "1 failed" in output and "failed synthetic/pretrain-mine-no-freeze/fold0: DataError" in output, output
+    assert "too few to stratify 5 folds" in output
+
+
 @pytest.mark.slow
 def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
     from medtransfer.study.executors import LocalExecutor
@@ -72,7 +86,7 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
                                                     "task": "source-a", "seed": 1},
                 "size": 32, "batch_size": 8, "epochs": 1}
     study = tiny_study(tmp_path, folds=[0], strategies=["no-freeze"], training={"epochs": 1},
-                       sources=[{"name": "mine", "pretrain": pretrain}])
+                       sources=[{"name": "mine", "pretrain": pretrain}, {"name": "random"}])
     seen = []
 
     class Recording(LocalExecutor):
@@ -82,11 +96,13 @@ def test_pretraining_runs_through_the_executor_and_is_not_redone(tmp_path):
 
     out = tmp_path / "out"
     report = run_study(study, out, executor=Recording([]))
-    assert report.finished == 1 and not report.failed
-    assert seen == [["synthetic/pretrain-mine-no-freeze/fold0"], ["synth/mine-no-freeze/fold0"]]
+    assert report.finished == 2 and not report.failed
+    # random init reads no source: it trains beside the pretraining, the run fine-tuned from it after
+    assert seen == [["synthetic/pretrain-mine-no-freeze/fold0", "synth/random-no-freeze/fold0"],
+                    ["synth/mine-no-freeze/fold0"]]
     assert (out / "sources" / "mine.pt").exists() and (out / "sources" / "mine-run" / "DONE").exists()
     seen.clear()
-    assert run_study(study, out, executor=Recording([])).skipped == 1 and seen == []
+    assert run_study(study, out, executor=Recording([])).skipped == 2 and seen == []
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ Every run of the grid (``expand`` of the recorded study) is looked up under ``ru
 - *damaged*: ``DONE`` is damaged, or a file differs from its digest (``RunDir.check``), or its
   ``config.json`` or ``predictions.csv`` cannot be read;
 - *config mismatch*: its ``config.json`` differs from the planned run in a setting that changes
-  what it computes (``medtransfer.study.runner.changed_settings``);
+  what it computes (``medtransfer.study.extension.changed_settings``);
 - *source changed*: the weights file its source is read from now is not the file it trained from
   (the sha256 it recorded in ``facts.json``); a file that is not there at all is left to the
   analysis, which fetches the official ImageNet file or names the init it cannot load;
@@ -29,7 +29,7 @@ from medtransfer.errors import MedtransferError
 from medtransfer.models.sources import source_weights_file
 from medtransfer.study.config import StudyConfig
 from medtransfer.study.expand import expand
-from medtransfer.study.runner import changed_settings
+from medtransfer.study.extension import changed_settings
 from medtransfer.study.store import run_status
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, file_digest, find_all_run_dirs, recorded_study_file

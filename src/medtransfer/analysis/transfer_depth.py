@@ -122,6 +122,14 @@ def plateau_sentence(table: pd.DataFrame, target: str) -> str:
     return f"{target}: " + "; ".join(parts) + "." if parts else ""
 
 
+def _intervals(ax, x: np.ndarray, rows: pd.DataFrame, color: str) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Each row's interval ``[low, high]`` as a capped bar at ``x``, drawn from its own ends: the
+    interval is a t interval on the logit scale, so the mean (drawn by the caller) may lie outside it
+    (folds at AUC 0 or 1 give a degenerate interval beside the mean)."""
+    low, high = rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float)
+    ax.errorbar(x, (low + high) / 2, yerr=(high - low) / 2, fmt="none", ecolor=color, capsize=3)
+
+
 def depth_figure(table: pd.DataFrame, target: str, out_dir: Path) -> Path | None:
     """Test AUC against transferred depth, one panel per source of ``target``: the curve from random
     init to full transfer with its intervals, and the re-drawn arms beside it."""
@@ -136,12 +144,12 @@ def depth_figure(table: pd.DataFrame, target: str, out_dir: Path) -> Path | None
         side = curve[curve["depth"].isna()]
         color = source_color(source)
         x = line["depth"].to_numpy()  # stages transferred: a skipped depth leaves its gap
-        ax.errorbar(x, line["mean"], yerr=[line["mean"] - line["low"], line["high"] - line["mean"]], color=color,
-                    marker="o", capsize=3, label=f"{source}: stages transferred")
+        _intervals(ax, x, line, color)
+        ax.plot(x, line["mean"], color=color, marker="o", label=f"{source}: stages transferred")
         xs = (x.max() if len(x) else 0.0) + 1.5 + np.arange(len(side))
         if len(side):
-            ax.errorbar(xs, side["mean"], yerr=[side["mean"] - side["low"], side["high"] - side["mean"]],
-                        color=color, marker="D", linestyle="none", capsize=3, mfc="white", label="re-drawn inits")
+            _intervals(ax, xs, side, color)
+            ax.plot(xs, side["mean"], color=color, marker="D", linestyle="none", mfc="white", label="re-drawn inits")
         ax.set_xticks(list(x) + list(xs), list(line["arm"]) + list(side["arm"]), rotation=30, fontsize=8)
         stop = plateau(curve)
         if stop is not None:

@@ -55,7 +55,7 @@ def status_view(progress: dict, show_all: bool = False):  # noqa: ANN201 - a ric
             + (f", {_fmt(r['seconds_per_epoch'], '.1f')} s/epoch" if r["seconds_per_epoch"] is not None else "")
             + (f", ETA {clock(r['eta_s'])}" if r["eta_s"] is not None else "")
             + (f" ({r['error'][:60]})" if r["error"] else "") for r in made)
-            + " (the fine-tuning runs start once every source is made)"))
+            + " (the runs fine-tuned from them start once every source is made)"))
     shown = [r for r in runs if show_all or r["state"] != "done"]
     if shown:
         errors = any(r["error"] for r in shown)
@@ -150,8 +150,9 @@ def register(app: typer.Typer) -> None:
                       f"{len(report.failed)} failed, {report.elsewhere} finished by another owner", highlight=False)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.run_id}: {failure.error}", highlight=False)
-        table = (out / study_results_file(TABLE2_MD)).read_text()
-        console.print(table, highlight=False)
+        table = out / study_results_file(TABLE2_MD)
+        if table.is_file():  # not written when a source the study pretrains failed: no run could start
+            console.print(table.read_text(), highlight=False)
         if report.failed:
             raise typer.Exit(1)
 

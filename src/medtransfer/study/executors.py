@@ -292,7 +292,8 @@ class LocalExecutor:
             _print_lines(lines)
 
         try:
-            work = "pretraining" if all(t.publish for t in tasks) else "fine-tuning"
+            made = sum(bool(t.publish) for t in tasks)  # the runs that read no made source train beside them
+            work = "pretraining" if made == len(tasks) else "pretraining and fine-tuning" if made else "fine-tuning"
             for future in count_finished(finished(), work, len(tasks)):
                 outcomes[running.pop(future)] = future.result()  # a worker's interrupt is raised here
         except BaseException:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from medtransfer.console import write_line
 from medtransfer.data import load_manifest, write_folds
 from medtransfer.data.registry import dataset_folds
-from medtransfer.errors import ConfigError, DataError
+from medtransfer.errors import ConfigError
 from medtransfer.models import PAPER_LAYERS
 from medtransfer.models.registry import layer_shapes
 from medtransfer.study import claims
@@ -20,18 +19,13 @@ from medtransfer.study.evaluate import evaluate_study
 from medtransfer.study.expand import expand, strategies_for
 from medtransfer.study.datasets import study_datasets
 from medtransfer.study.leakage import check_leakage
-from medtransfer.study.pretrain import (EXECUTION_FIELDS, pretrain_config, publish_source, source_file,
-                                        source_run_dir)
+from medtransfer.study.extension import check_no_dropped_runs, check_sources_unchanged, check_unchanged
+from medtransfer.study.pretrain import pretrain_config, publish_source, source_file, source_run_dir
 from medtransfer.study.results import write_results
 from medtransfer.study.store import check_out_dir, clear_claim, recorded_study_file, write_atomic
 from medtransfer.tracking.mlflow_sink import close_study_tracking, open_study_tracking
 from medtransfer.training.config import RunConfig
 from medtransfer.training.record import STUDY_FILE, RunDir, study_folds_file
-
-# fields that may change between two invocations without changing what a run computes
-# (older runs also recorded the derived classes and normalisation in config.json)
-_FREE_FIELDS = set(EXECUTION_FIELDS) | {"keep_last", "classes", "eval_batch_size"}
-_PATH_FIELDS = ("folds_file", "source")
 
 
 @dataclass
@@ -102,62 +96,27 @@ def report_unverifiable_claims(tasks: list[Task]) -> int:
     return len(found)
 
 
-def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], int]:
+def _execute(executor: Executor, tasks: list[Task]) -> tuple[list[Outcome], list[str]]:
     """Run ``tasks``; a run another live owner holds is waited for, and run here if that owner
-    dies before finishing it. Returns this driver's outcomes and how many runs others finished."""
+    dies before finishing it. Returns this driver's outcomes and the ids of the runs others finished."""
     busy = [t for t in tasks if claims.held_elsewhere(Path(t.directory))]
     todo = [t for t in tasks if t not in busy]
     outcomes: list[Outcome] = []
     poll_s = min(getattr(executor, "poll_s", 1.0), 10.0)
-    elsewhere = 0
+    elsewhere: list[str] = []
     reported: set[str] = set()
     while todo or busy:
         got = executor.run(todo) if todo else []
         outcomes += [o for o in got if o.state != "busy"]
-        elsewhere += sum(o.state == "skipped" for o in got)  # finished by another owner meanwhile
+        elsewhere += [o.run_id for o in got if o.state == "skipped"]  # finished by another owner meanwhile
         busy += [t for t, o in zip(todo, got) if o.state == "busy"]
         report_unverifiable_claims([t for t in busy if t.directory not in reported])
         reported.update(t.directory for t in busy)
         orphans = {str(d) for d in claims.wait_for_owners([Path(t.directory) for t in busy], poll_s)}
-        elsewhere += len(busy) - len(orphans)
+        elsewhere += [t.run_id for t in busy if t.directory not in orphans]
         todo = [t for t in busy if t.directory in orphans]
         busy = []
     return outcomes, elsewhere
-
-
-def _same(key: str, saved: Any, planned: Any, base: Path) -> bool:
-    if saved == planned:
-        return True
-    if key not in _PATH_FIELDS or not isinstance(saved, str) or not isinstance(planned, str):
-        return False
-    where = {(base / p).resolve() if not Path(p).is_absolute() else Path(p).resolve() for p in (saved, planned)}
-    return len(where) == 1
-
-
-def _check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Path | None = None) -> None:
-    directory = directory if isinstance(directory, RunDir) else RunDir(directory)
-    study_dir = Path(study_dir) if study_dir is not None else (directory.base or directory.path)
-    try:
-        saved = directory.read_config_data()
-    except DataError as error:  # names the file
-        raise ConfigError(f"run {config.run_id}: {error}; the run directory is damaged: delete that run "
-                          f"directory ({directory.path}) to redo the run") from None
-    if saved is None:
-        return
-    changed = changed_settings(config, saved, study_dir)
-    if changed:
-        raise ConfigError(f"run {config.run_id} in {directory.path} was started with different settings "
-                          f"({', '.join(changed)}); use a new --out directory, or delete that run directory to redo it")
-
-
-def changed_settings(config: RunConfig, saved: dict[str, Any], study_dir: Path) -> list[str]:
-    """The settings that change what a run computes and differ between ``saved`` (its
-    ``config.json``) and the planned ``config``, each as ``key: saved -> planned``."""
-    planned = config.model_dump(mode="json")
-    changed = sorted(key for key, value in planned.items()
-                     if key not in _FREE_FIELDS and not (key == "normalization" and value is None)
-                     and not _same(key, saved.get(key), value, study_dir))
-    return [f"{k}: {saved.get(k)!r} -> {planned[k]!r}" for k in changed]
 
 
 def prepare_folds(study: StudyConfig, out: Path) -> None:
@@ -222,7 +181,8 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     Idempotent: finished runs (``DONE``, files intact) are skipped, interrupted ones resume, and
     damaged ones (a file differs from ``DONE``'s digests) are recomputed from scratch, runs another
     live owner holds (another driver, an earlier driver's SLURM jobs) are waited for, not redone.
-    Pretrained sources are made first, by the executor like every run; before them, the images
+    Pretrained sources are made first, by the executor like every run, and the runs that do not
+    read one (random init, downloaded weights) train beside them; before them, the images
     the pretraining sets share with the targets, and those the folds share across their test parts,
     are looked for (``study.leakage``, :mod:`medtransfer.study.leakage`). ``detach`` (SLURM): submit
     the jobs and return; a later call collects. ``executor`` defaults to the study's ``executor``
@@ -230,8 +190,11 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     check (:func:`medtransfer.study.claims.steal`); without it they are named at once and waited
     for. ``study_file``: the YAML file the study was read from, the one file a non-empty ``out``
     may hold besides a study (:func:`medtransfer.study.store.check_out_dir`; it is never
-    rewritten: the resolved study goes to ``DIR/study.resolved.yaml``). Raises ConfigError when
-    ``out`` holds runs made with different settings, or files that medtransfer did not write.
+    rewritten: the resolved study goes to ``DIR/study.resolved.yaml``). A study file with added grid
+    entries extends a study directory: its runs are kept, the new ones run, and the resolved study
+    is replaced. Raises ConfigError, before anything is written, when ``out`` holds runs or a
+    pretrained source made with different settings, runs the study leaves out
+    (:mod:`medtransfer.study.extension`), or files that medtransfer did not write.
     """
     out = Path(out)
     check_out_dir(out, study_file)  # before anything is read or written: a folder of the user's is refused
@@ -243,7 +206,9 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
         if run.is_done() and run.check("full"):
             recomputed.append(config.run_id)  # a file differs from what the run wrote: run it again
             run.clear()
-        _check_unchanged(config, run, out)
+        check_unchanged(config, run, out)
+    check_no_dropped_runs(configs, out)
+    check_sources_unchanged(study, out)
     datasets = study_datasets(study, configs, out)  # every missing root named before anything is written
     study = open_study_dir(study, out, study_file)
     warn_collapsed_stages(configs)
@@ -256,7 +221,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     tracking = ""
     if study.tracking is not None:
         tracking = open_study_tracking(study.tracking, out, study.name)
-    tasks = []
+    tasks, sources_of = [], {}
     for config in configs:
         run = RunDir.in_study(out, config)
         if run.is_done():
@@ -264,6 +229,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
             clear_claim(run.path)
         else:
             tasks.append(Task.make(config, run.path, tracking))
+            sources_of[config.run_id] = (out / config.source).resolve()
     sources = _source_tasks(study, out)
     if steal_claims:
         for task in sources + tasks:
@@ -271,13 +237,22 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     if detach:
         submitted = _submit_detached(executor, sources, tasks)
         return StudyReport(len(configs), len(configs) - len(tasks), 0, [], 0, recomputed, submitted)
-    made, made_elsewhere = _execute(executor, sources)
-    if any(o.state == "failed" for o in made):  # the runs need their sources
+    # the runs that do not read a source made now (random init, downloaded weights) train beside
+    # the pretraining, the others once every source is made
+    made = {Path(t.publish).resolve() for t in sources}
+    later = [t for t in tasks if sources_of[t.run_id] in made]
+    first, first_elsewhere = _execute(executor, sources + [t for t in tasks if t not in later])
+    pretraining = {t.run_id for t in sources}
+    outcomes = [o for o in first if o.run_id not in pretraining]
+    elsewhere = len([run_id for run_id in first_elsewhere if run_id not in pretraining])
+    if any(o.state == "failed" for o in first if o.run_id in pretraining):  # the later runs need their sources
         if tracking:
             close_study_tracking(tracking, False)
-        return StudyReport(len(configs), len(configs) - len(tasks), 0, [o for o in made if o.state == "failed"], 0,
-                           recomputed)
-    outcomes, elsewhere = _execute(executor, tasks)
+        return StudyReport(len(configs), len(configs) - len(tasks), sum(o.state == "done" for o in outcomes),
+                           [o for o in first if o.state == "failed"], elsewhere, recomputed)
+    rest, rest_elsewhere = _execute(executor, later)
+    outcomes += rest
+    elsewhere += len(rest_elsewhere)
     if tracking:
         close_study_tracking(tracking, all(o.state in ("done", "skipped") for o in outcomes))
     write_results(out, configs)
