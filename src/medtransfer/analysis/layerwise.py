@@ -30,6 +30,8 @@ from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.console import track
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import score_repeats
+from medtransfer.similarity.pairstats import PairStats
+from medtransfer.similarity.sampling import shared_stats
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -55,12 +57,14 @@ class Uncertainty:
 
 def score_layer(
     xs: list[np.ndarray], ys: list[np.ndarray], layer: LayerPlan, name: str, n_pool: int,
-    uncertainty: Uncertainty | None, seed: int = 0,
+    uncertainty: Uncertainty | None, seed: int = 0, shared: list[PairStats] | None = None,
 ) -> dict[str, float]:
-    """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure."""
+    """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure;
+    ``shared``: the repeats' statistics common to all measures (:func:`~medtransfer.similarity.sampling.shared_stats`)."""
     u = uncertainty or Uncertainty(ci=None, permutations=0)
     result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
-                           resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)
+                           resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed,
+                           shared=shared)
     return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "images": result.images,
             **{c: getattr(result, c) for c in UNCERTAINTY}}
 
@@ -119,10 +123,13 @@ def fold_similarity(
             continue
         acts_a, acts_b = samples[pair.a.key], samples[pair.b.key]
         for name, layer in plan.layers.items():
+            # what every measure of this pair and layer computes alike (products over the rows,
+            # per-image blocks, the null's cross blocks), computed once
+            shared = shared_stats(acts_a[name], acts_b[name], layer.rows_per_image)
             for j, m in enumerate(measures):
                 try:
                     scores = score_layer(acts_a[name], acts_b[name], layer, m, plan.n_pool, uncertainty,
-                                         seed=seed + 104729 * p + 31 * j)
+                                         seed=seed + 104729 * p + 31 * j, shared=shared)
                 except MedtransferError as error:  # e.g. CCA with channels >= rows - 1
                     refused.setdefault((name, m), str(error))
                     scores = {"mean": float("nan"), "std": float("nan"), "repeats": len(layer.images),

@@ -42,6 +42,7 @@ from scipy import stats
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
 from medtransfer.similarity._validation import is_tensor
+from medtransfer.similarity.pairstats import PairStats
 from medtransfer.similarity.registry import Measure, get
 
 SAMPLINGS = ("paper", "spread")
@@ -209,6 +210,7 @@ def score_repeats(
     ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
     permutations: int = 0,
     seed: int = 0,
+    shared: list[PairStats] | None = None,
 ) -> LayerSimilarity:
     """Score repeat matrices ``xs[r] (m_r * k, c_r)``, ``ys[r]`` (image-major, ``k`` rows per image)
     whose images are the pool indices ``images[r] (m_r,)``; interval and null as :func:`layer_similarity`.
@@ -220,13 +222,22 @@ def score_repeats(
     first (:func:`limit_rows`): whole images, ``max_rows // k`` of them at random, and when one
     image alone has more than ``max_rows`` rows, ``max_rows`` of its positions (the same for
     both sides). ``rows`` and ``images`` of the result are what was measured.
+
+    ``shared``: per repeat, the :class:`~medtransfer.similarity.pairstats.PairStats` of
+    ``(xs[r], ys[r])``, when several measures are scored on the same repeats (:func:`shared_stats`):
+    what they have in common (products over the rows, per-image blocks, the null's cross blocks)
+    is then computed once. The result is the same up to rounding.
     """
     spec: Measure = get(measure)
     boot.check_method(ci_method)
     if spec.max_rows is not None:
-        xs, ys, images, rows_per_image = limit_rows(xs, ys, images, rows_per_image, spec.max_rows,
-                                                    np.random.default_rng([seed, 1]))
-    values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
+        limited = limit_rows(xs, ys, images, rows_per_image, spec.max_rows, np.random.default_rng([seed, 1]))
+        if limited[0] is not xs:
+            shared = None  # other rows than the shared statistics describe
+        xs, ys, images, rows_per_image = limited
+    if shared is None:
+        shared = shared_stats(xs, ys, rows_per_image)
+    values = np.array([stats.point_value(spec) for stats in shared], dtype=np.float64)
     mean = float(values.mean())
     out = {
         "mean": mean, "std": float(values.std()), "values": values,
@@ -234,8 +245,15 @@ def score_repeats(
     }
     rng = np.random.default_rng(seed)
     with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
-        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng)
+        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng,
+                     shared)
     return LayerSimilarity(**out)
+
+
+def shared_stats(xs: list[Any], ys: list[Any], rows_per_image: int) -> list[PairStats]:
+    """One :class:`~medtransfer.similarity.pairstats.PairStats` per repeat ``(xs[r], ys[r])``: pass
+    them to :func:`score_repeats` for every measure of one pair and layer."""
+    return [PairStats(x, y, rows_per_image) for x, y in zip(xs, ys)]
 
 
 def limit_rows(xs: list[Any], ys: list[Any], images: list[np.ndarray], rows_per_image: int, max_rows: int,
@@ -271,7 +289,8 @@ def _take_rows(a: Any, rows: np.ndarray) -> Any:
     return a[rows]
 
 
-def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng) -> None:
+def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng,
+                 shared) -> None:
     """Add the interval and null entries of :func:`score_repeats` to ``out``."""
     mean = out["mean"]
     if ci is not None:
@@ -280,8 +299,8 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
         if spec.from_grams is not None and min(len(i) for i in images) >= boot.MIN_IMAGES:
             pool_weights = boot.bootstrap_weights(n_pool, resamples, rng)
             per_repeat = np.stack([
-                boot.resample_values(x, y, rows_per_image, pool_weights[:, img], spec, ci_method)
-                for x, y, img in zip(xs, ys, images)
+                boot.resample_values(x, y, rows_per_image, pool_weights[:, img], spec, ci_method, stats)
+                for x, y, img, stats in zip(xs, ys, images, shared)
             ])
             means = per_repeat.mean(axis=0)
             low, high = boot.percentile_interval(means, level, mean)
@@ -293,7 +312,7 @@ def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamp
                 out["draws_ci_low"] = _clip(mean - float(np.hypot(mean - low, spread)), spec)
                 out["draws_ci_high"] = _clip(mean + float(np.hypot(high - mean, spread)), spec)
     if int(permutations) > 0 and min(len(i) for i in images) >= 2:
-        summary = sequential_null(xs, ys, images, rows_per_image, spec, int(permutations), mean, rng)
+        summary = sequential_null(xs, ys, images, rows_per_image, spec, int(permutations), mean, rng, shared)
         out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value,
                    adjusted=chance_corrected(mean, summary.mean, spec))
 
@@ -305,7 +324,7 @@ STOP_AFTER = 10
 
 
 def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations: int, observed: float,
-                    rng: np.random.Generator) -> boot.Null:
+                    rng: np.random.Generator, shared: list[PairStats] | None = None) -> boot.Null:
     """The permutation null of the repeat mean, at most ``permutations`` draws, stopping early.
 
     Each draw permutes the images (:func:`shared_permutations`: one permutation of the pool, the
@@ -320,7 +339,8 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
     most ``FIRST_BATCH`` permutations this is the fixed-size null."""
     drawn: list[np.ndarray] = []
     done, size = 0, FIRST_BATCH
-    permuters = [boot.permuter(x, y, rows_per_image, spec.name) for x, y in zip(xs, ys)]
+    shared = shared if shared is not None else shared_stats(xs, ys, rows_per_image)
+    permuters = [boot.permuter(x, y, rows_per_image, spec.name, stats) for x, y, stats in zip(xs, ys, shared)]
     while done < permutations:
         size = min(size, permutations - done)
         drawn.append(np.stack([
