@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
 from medtransfer.similarity import score_repeats
 from medtransfer.similarity.pairstats import PairStats
 from medtransfer.similarity.registry import get
-from medtransfer.similarity.sampling import shared_stats
+from medtransfer.similarity.sampling import score_measures, shared_stats
 
 MEASURES = ("cca", "cka", "cca_r2", "procrustes")
 
@@ -87,3 +88,46 @@ def test_point_value_errors_are_each_measures_own():
     with pytest.raises(Exception, match="canonical correlations are exactly 1"):
         stats.point_value(get("cca"))
     assert stats.point_value(get("cka")) == get("cka")(x, y)
+
+
+@pytest.mark.parametrize("images,k,table_bytes", [
+    (12, 40, None),      # the image-pair blocks fit: one table for every measure and batch
+    (30, 10, 4096),      # they do not: the blocks a chunk of images at a time, for all permutations at once
+    (40, 4, 4096),       # images of 4 rows: no chunks, each measure's null drawn batch by batch
+])
+def test_score_measures_gives_each_measures_score_repeats(monkeypatch, images, k, table_bytes):
+    if table_bytes is not None:
+        monkeypatch.setattr(boot, "MAX_PAIR_BLOCK_BYTES", table_bytes)
+    xs, ys, picked = repeats(6, images, k, 6, 5, pool=60)
+    measures, seeds = ("cca", "cka", "rsa_pearson", "procrustes"), [3, 4, 5, 6]
+    settings = dict(n_images=60, ci=0.9, resamples=200, permutations=150)
+    together = score_measures(xs, ys, picked, k, measures, seeds, **settings)
+    assert list(together) == list(measures)
+    for name, seed in zip(measures, seeds):
+        alone = score_repeats(xs, ys, picked, k, name, seed=seed, **settings)
+        got = together[name]
+        np.testing.assert_array_equal(got.values, alone.values)
+        for field in ("mean", "ci_low", "ci_high", "null_mean", "null_p95", "p_value", "adjusted"):
+            np.testing.assert_allclose(getattr(got, field), getattr(alone, field), rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{name} {field}")
+        assert np.isfinite(got.p_value)
+
+
+def test_score_measures_early_stop_and_errors_per_measure():
+    # Independent sides: the null stops after its first batch (Besag & Clifford) as score_repeats' does;
+    # CCA with more channels than rows is refused while CKA is scored.
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((40 * 5, 6)).astype(np.float32) for _ in range(2)]
+    ys = [rng.standard_normal((40 * 5, 6)).astype(np.float32) for _ in range(2)]
+    picked = [np.arange(40), np.arange(40)]
+    settings = dict(n_images=40, ci=0.95, resamples=100, permutations=999)
+    together = score_measures(xs, ys, picked, 5, ("cca", "cka"), [1, 2], **settings)
+    for name, seed in (("cca", 1), ("cka", 2)):
+        alone = score_repeats(xs, ys, picked, 5, name, seed=seed, **settings)
+        np.testing.assert_allclose(together[name].p_value, alone.p_value, rtol=1e-12)
+        np.testing.assert_allclose(together[name].null_mean, alone.null_mean, rtol=1e-9)
+    narrow = [x[:10] for x in xs]
+    out = score_measures(narrow, [y[:10] for y in ys], [np.arange(2), np.arange(2)], 5, ("cca", "cka"), [1, 2],
+                         **settings)
+    assert isinstance(out["cca"], MedtransferError) and "canonical correlations" in str(out["cca"])
+    assert np.isfinite(out["cka"].mean)

@@ -59,6 +59,10 @@ MAX_BATCH_BYTES = 1 << 27
 #: The permutation null precomputes all image-pair cross blocks X_i^T Y_j (m^2 p q floats) while
 #: they take at most this many bytes and there are more permutations than images.
 MAX_PAIR_BLOCK_BYTES = 1 << 28
+#: The null's image-pair cross blocks are taken a chunk of images at a time (when all of them do
+#: not fit) only while each image has at least this many rows: thinner products cost more per
+#: multiply-add than the direct ones they replace.
+MIN_ROWS_FOR_CHUNKS = 8
 #: Image-block forms (cubic in the weights) are used up to this many images.
 MAX_IMAGES_FOR_BLOCK_FORMS = 128
 #: Batched problems up to this size (p + q) run on one torch CPU thread.
@@ -307,37 +311,77 @@ def permuter(x: Any, y: Any, rows_per_image: int, measure: str,
 
         return direct
     p, q = tx.shape[1], ty.shape[1]
-    z, gram = stats.centred(), stats.gram()
-    xc, yc = z[:, :p], z[:, p:]
+    gram = stats.gram()
     gxx, gyy = gram[:p, :p], gram[p:, p:]
-    yb = yc.reshape(m, k, -1)
 
     def values(permutations: np.ndarray) -> np.ndarray:
-        perms = np.asarray(permutations, dtype=np.int64).reshape(-1, m)
-        index = torch.as_tensor(perms, device=ty.device)
-        table = stats.cached("pair_blocks")
-        if table is None and len(perms) > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES:
-            # All image-pair cross blocks X_i^T Y_j once (the cost of m permutations), then each
-            # permutation is a sum of m of them: m p q additions instead of n p q multiply-adds,
-            # summed by embedding_bag straight from the blocks (no gathered copy).
-            table = stats.keep("pair_blocks", torch.einsum("ikp,jkq->ijpq", xc.reshape(m, k, p), yb).reshape(m * m, p * q))
-        if table is not None:
-            rows = torch.arange(m, device=ty.device) * m
-            batch = max(1, MAX_BATCH_BYTES // (8 * p * q))
-            cross = torch.cat([
-                torch.nn.functional.embedding_bag(rows + index[start : start + batch], table, mode="sum")
-                for start in range(0, len(perms), batch)
-            ]).reshape(-1, p, q)
-        else:
-            batch = max(1, MAX_BATCH_BYTES // (8 * yc.numel()))
-            cross = torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
-                torch.matmul(xc.T, yb[index[start : start + batch]].reshape(-1, m * k, q))
-                for start in range(0, len(perms), batch)
-            ])
-        count = len(perms)
+        cross = null_crosses(stats, permutations)
+        count = cross.shape[0]
         return spec.from_grams(gxx.expand(count, -1, -1), gyy.expand(count, -1, -1), cross).cpu().numpy()
 
     return values
+
+
+def null_route(stats: PairStats, count: int, chunked: bool = False) -> str:
+    """How :func:`null_crosses` sums ``count`` permutations: ``"table"``, ``"chunks"`` or ``"direct"``."""
+    tx, ty, m = stats.torch_rows()
+    p, q = tx.shape[1], ty.shape[1]
+    if stats.cached("pair_blocks") is not None or (count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES):
+        return "table"
+    if chunked and count > m and stats.rows_per_image >= MIN_ROWS_FOR_CHUNKS:
+        return "chunks"
+    return "direct"
+
+
+def null_crosses(stats: PairStats, permutations: np.ndarray, chunked: bool = False) -> Any:
+    """The permutation null's cross blocks ``X^T Y_pi (P, p, q)``, torch float64, of the centred
+    rows of ``stats`` with y's images reordered by each row of ``permutations (P, m)``.
+
+    Three routes to the same sums (module notes): with more permutations than images, all image-pair
+    cross blocks ``X_i^T Y_j`` (the cost of m permutations) when they fit in ``MAX_PAIR_BLOCK_BYTES``,
+    kept in ``stats`` for later batches and other measures, each permutation then a sum of m of
+    them; ``chunked`` (for a call that holds every permutation the pair's nulls will draw), the
+    same blocks a chunk of x's images at a time when they do not fit, while each image has at
+    least ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the blocks' products are too thin to pay); else one
+    product ``x^T y_pi`` per permutation."""
+    import torch
+
+    tx, ty, m = stats.torch_rows()
+    k, p, q = stats.rows_per_image, tx.shape[1], ty.shape[1]
+    route = null_route(stats, len(permutations), chunked)
+    z = stats.centred()
+    xb, yb = z[:, :p].reshape(m, k, p), z[:, p:].reshape(m, k, q)
+    perms = np.asarray(permutations, dtype=np.int64).reshape(-1, m)
+    index = torch.as_tensor(perms, device=ty.device)
+    count = len(perms)
+    batch = max(1, MAX_BATCH_BYTES // (8 * p * q))
+    table = stats.cached("pair_blocks")
+    if route == "table" and table is None:
+        # All image-pair cross blocks once, then each permutation is a sum of m of them: m p q
+        # additions instead of n p q multiply-adds, summed by embedding_bag straight from the
+        # blocks (no gathered copy).
+        table = stats.keep("pair_blocks", torch.einsum("ikp,jkq->ijpq", xb, yb).reshape(m * m, p * q))
+    if route == "table":
+        rows = torch.arange(m, device=ty.device) * m
+        return torch.cat([
+            torch.nn.functional.embedding_bag(rows + index[start : start + batch], table, mode="sum")
+            for start in range(0, count, batch)
+        ]).reshape(-1, p, q)
+    if route == "chunks":
+        images = max(1, MAX_PAIR_BLOCK_BYTES // (8 * m * p * q))
+        cross = torch.zeros((count, p * q), dtype=z.dtype, device=z.device)
+        for first in range(0, m, images):
+            part = torch.einsum("ikp,jkq->ijpq", xb[first : first + images], yb).reshape(-1, p * q)
+            rows = torch.arange(part.shape[0] // m, device=ty.device) * m
+            for start in range(0, count, batch):
+                cross[start : start + batch] += torch.nn.functional.embedding_bag(
+                    rows + index[start : start + batch, first : first + images], part, mode="sum")
+        return cross.reshape(-1, p, q)
+    batch = max(1, MAX_BATCH_BYTES // (8 * m * k * q))
+    return torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
+        torch.matmul(xb.reshape(m * k, p).T, yb[index[start : start + batch]].reshape(-1, m * k, q))
+        for start in range(0, count, batch)
+    ])
 
 
 def random_permutations(images: int, permutations: int, rng: np.random.Generator) -> np.ndarray:

@@ -127,6 +127,10 @@ class PairStats:
         self._cache[key] = value
         return value
 
+    def drop(self, key: str) -> None:
+        """Forget a statistic that will not be asked for again (memory)."""
+        self._cache.pop(key, None)
+
     def point_value(self, measure: Any) -> float:
         """``measure(x, y)`` (a :class:`~medtransfer.similarity.registry.Measure`), with the centred
         Gram blocks taken once for CCA, mean squared CCA and linear CKA (float32 numpy input, the
