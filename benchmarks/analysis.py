@@ -70,11 +70,14 @@ def history_seconds(out: Path) -> float:
 
 
 class Timer:
-    """Wraps a function of a module and adds up the seconds spent in it."""
+    """Wraps a function of a module and adds up the seconds spent in it (none where the module has
+    no such function, e.g. an older version's)."""
 
     def __init__(self, module, name: str) -> None:  # noqa: ANN001
         self.module, self.name, self.seconds, self.calls = module, name, 0.0, 0
-        self.original = getattr(module, name)
+        self.original = getattr(module, name, None)
+        if self.original is None:
+            return
 
         def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             began = time.perf_counter()
@@ -87,7 +90,8 @@ class Timer:
         setattr(module, name, timed)
 
     def restore(self) -> None:
-        setattr(self.module, self.name, self.original)
+        if self.original is not None:
+            setattr(self.module, self.name, self.original)
 
 
 def synthetic_fold(pool_size: int, threads: int | None, settings: dict) -> dict:
@@ -135,7 +139,7 @@ def synthetic_fold(pool_size: int, threads: int | None, settings: dict) -> dict:
     seeds = {name: 10 + i for i, name in enumerate(refs)}
     plan = plan_sampling(pool_size, {k: v for k, v in shapes.items()}, config.rows, config.channels, config.repeats,
                          config.seed, config.sampling, config.positions)
-    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null")]
+    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null"), Timer(sampling, "_joint_null_values")]
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         frame, problems = layerwise.fold_similarity(
@@ -148,7 +152,7 @@ def synthetic_fold(pool_size: int, threads: int | None, settings: dict) -> dict:
             timer.restore()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"pool": pool_size, "wall_s": wall, "cpu_s": cpu, "resamples_s": timers[0].seconds,
-            "null_s": timers[1].seconds, "rows": len(frame), "problems": len(problems),
+            "null_s": timers[1].seconds + timers[2].seconds, "rows": len(frame), "problems": len(problems),
             "mean_p": float(frame["p_value"].mean()), "checksum": float(frame[["mean", "ci_low", "null_mean"]].sum().sum())}
 
 
@@ -195,7 +199,7 @@ def main() -> None:
     epochs_s = history_seconds(out)
 
     settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null")]
+    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null"), Timer(sampling, "_joint_null_values")]
     timings: dict[str, float] = {}
     began, cpu = time.perf_counter(), time.process_time()
     try:
@@ -218,13 +222,15 @@ def main() -> None:
     print(f"analysis wall time: {analysed:.0f} s (process CPU time {cpu:.0f} s); settings {settings or 'defaults'}")
     for key, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {key:45s} {seconds:8.1f} s  {100 * seconds / analysed:5.1f}%")
-    resamples, null = timers
+    resamples, null, joint = timers
+    null_s = null.seconds + joint.seconds
     print(f"  of which image-bootstrap resamples        {resamples.seconds:8.1f} s  ({resamples.calls} calls)")
-    print(f"  of which permutation nulls                {null.seconds:8.1f} s  ({null.calls} calls)")
+    print(f"  of which permutation nulls                {null_s:8.1f} s  ({null.calls} one measure at a time, "
+          f"{joint.calls} repeats with the measures together)")
     reference = trained if trained is not None else epochs_s / 2
     print(f"analysis / training = {analysed / reference:.2f} (bar: <= 0.25)")
     print(json.dumps({"analysis_s": analysed, "analysis_cpu_s": cpu, "training_s": trained, "epochs_s": epochs_s, "stages": groups,
-                      "resamples_s": resamples.seconds, "null_s": null.seconds}))
+                      "resamples_s": resamples.seconds, "null_s": null_s}))
 
 
 if __name__ == "__main__":

@@ -91,9 +91,9 @@ def test_point_value_errors_are_each_measures_own():
 
 
 @pytest.mark.parametrize("images,k,table_bytes", [
-    (12, 40, None),      # the image-pair blocks fit: one table for every measure and batch
-    (30, 10, 4096),      # they do not: the blocks a chunk of images at a time, for all permutations at once
-    (40, 4, 4096),       # images of 4 rows: no chunks, each measure's null drawn batch by batch
+    (12, 40, None),      # all permutations of both measures at once, one x image at a time
+    (30, 10, 4096),      # the same where the image-pair blocks would not fit in memory
+    (40, 4, 4096),       # images of 4 rows: each measure's null drawn batch by batch, direct products
 ])
 def test_score_measures_gives_each_measures_score_repeats(monkeypatch, images, k, table_bytes):
     if table_bytes is not None:
@@ -131,3 +131,16 @@ def test_score_measures_early_stop_and_errors_per_measure():
                          **settings)
     assert isinstance(out["cca"], MedtransferError) and "canonical correlations" in str(out["cca"])
     assert np.isfinite(out["cka"].mean)
+
+
+def test_null_cross_routes_agree():
+    xs, ys, _ = repeats(9, 15, 10, 5, 4, pool=15, n_repeats=1, dtype=np.float64)
+    perms = boot.random_permutations(15, 40, np.random.default_rng(1))
+    by_image = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms, chunked=True)
+    table_stats = PairStats(xs[0], ys[0], 10)
+    table = boot.null_crosses(table_stats, perms)
+    direct = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms[:10])
+    assert boot.null_route(PairStats(xs[0], ys[0], 10), 40, chunked=True) == "images"
+    assert table_stats.cached("pair_blocks") is not None
+    np.testing.assert_allclose(by_image.numpy(), table.numpy(), rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(direct.numpy(), table.numpy()[:10], rtol=1e-12, atol=1e-10)

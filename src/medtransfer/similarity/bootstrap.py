@@ -59,9 +59,9 @@ MAX_BATCH_BYTES = 1 << 27
 #: The permutation null precomputes all image-pair cross blocks X_i^T Y_j (m^2 p q floats) while
 #: they take at most this many bytes and there are more permutations than images.
 MAX_PAIR_BLOCK_BYTES = 1 << 28
-#: The null's image-pair cross blocks are taken a chunk of images at a time (when all of them do
-#: not fit) only while each image has at least this many rows: thinner products cost more per
-#: multiply-add than the direct ones they replace.
+#: The null's image-pair cross blocks are taken one image at a time (for all permutations at once)
+#: only while each image has at least this many rows: thinner products cost more per multiply-add
+#: than the direct ones they replace.
 MIN_ROWS_FOR_CHUNKS = 8
 #: Image-block forms (cubic in the weights) are used up to this many images.
 MAX_IMAGES_FOR_BLOCK_FORMS = 128
@@ -323,13 +323,15 @@ def permuter(x: Any, y: Any, rows_per_image: int, measure: str,
 
 
 def null_route(stats: PairStats, count: int, chunked: bool = False) -> str:
-    """How :func:`null_crosses` sums ``count`` permutations: ``"table"``, ``"chunks"`` or ``"direct"``."""
+    """How :func:`null_crosses` sums ``count`` permutations: ``"table"``, ``"images"`` or ``"direct"``."""
     tx, ty, m = stats.torch_rows()
     p, q = tx.shape[1], ty.shape[1]
-    if stats.cached("pair_blocks") is not None or (count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES):
+    if stats.cached("pair_blocks") is not None:
         return "table"
     if chunked and count > m and stats.rows_per_image >= MIN_ROWS_FOR_CHUNKS:
-        return "chunks"
+        return "images"
+    if count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES:
+        return "table"
     return "direct"
 
 
@@ -337,13 +339,13 @@ def null_crosses(stats: PairStats, permutations: np.ndarray, chunked: bool = Fal
     """The permutation null's cross blocks ``X^T Y_pi (P, p, q)``, torch float64, of the centred
     rows of ``stats`` with y's images reordered by each row of ``permutations (P, m)``.
 
-    Three routes to the same sums (module notes): with more permutations than images, all image-pair
-    cross blocks ``X_i^T Y_j`` (the cost of m permutations) when they fit in ``MAX_PAIR_BLOCK_BYTES``,
-    kept in ``stats`` for later batches and other measures, each permutation then a sum of m of
-    them; ``chunked`` (for a call that holds every permutation the pair's nulls will draw), the
-    same blocks a chunk of x's images at a time when they do not fit, while each image has at
-    least ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the blocks' products are too thin to pay); else one
-    product ``x^T y_pi`` per permutation."""
+    Three routes to the same sums (module notes), for more permutations than images: ``chunked``
+    (a call that holds every permutation the pair's nulls will draw), the image-pair cross blocks
+    ``X_i^T Y_j`` (the cost of m permutations) one x image at a time, each permutation taking its
+    block of each, while each image has at least ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the
+    products are too thin to pay); else all the blocks at once when they fit in
+    ``MAX_PAIR_BLOCK_BYTES``, kept in ``stats`` for later batches and other measures, each
+    permutation then a sum of m of them. Otherwise one product ``x^T y_pi`` per permutation."""
     import torch
 
     tx, ty, m = stats.torch_rows()
@@ -367,16 +369,14 @@ def null_crosses(stats: PairStats, permutations: np.ndarray, chunked: bool = Fal
             torch.nn.functional.embedding_bag(rows + index[start : start + batch], table, mode="sum")
             for start in range(0, count, batch)
         ]).reshape(-1, p, q)
-    if route == "chunks":
-        images = max(1, MAX_PAIR_BLOCK_BYTES // (8 * m * p * q))
-        cross = torch.zeros((count, p * q), dtype=z.dtype, device=z.device)
-        for first in range(0, m, images):
-            part = torch.einsum("ikp,jkq->ijpq", xb[first : first + images], yb).reshape(-1, p * q)
-            rows = torch.arange(part.shape[0] // m, device=ty.device) * m
-            for start in range(0, count, batch):
-                cross[start : start + batch] += torch.nn.functional.embedding_bag(
-                    rows + index[start : start + batch, first : first + images], part, mode="sum")
-        return cross.reshape(-1, p, q)
+    if route == "images":
+        # One x image at a time: its blocks against every y image, X_i^T [Y_1 .. Y_m] (p, m, q),
+        # from which each permutation takes block pi(i); no m x m table is held or transposed.
+        y_wide = yb.permute(1, 0, 2).reshape(k, m * q)
+        total = torch.zeros((p, count, q), dtype=z.dtype, device=z.device)
+        for i in range(m):
+            total += (xb[i].T @ y_wide).view(p, m, q).index_select(1, index[:, i])
+        return total.permute(1, 0, 2).contiguous()
     batch = max(1, MAX_BATCH_BYTES // (8 * m * k * q))
     return torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
         torch.matmul(xb.reshape(m * k, p).T, yb[index[start : start + batch]].reshape(-1, m * k, q))
