@@ -91,8 +91,8 @@ def test_point_value_errors_are_each_measures_own():
 
 
 @pytest.mark.parametrize("images,k,table_bytes", [
-    (12, 40, None),      # all permutations of both measures at once, one x image at a time
-    (30, 10, 4096),      # the same where the image-pair blocks would not fit in memory
+    (12, 40, None),      # all permutations of both measures at once from one table of image-pair blocks
+    (30, 10, 4096),      # the same one x image at a time, where the table would not fit in memory
     (40, 4, 4096),       # images of 4 rows: each measure's null drawn batch by batch, direct products
 ])
 def test_score_measures_gives_each_measures_score_repeats(monkeypatch, images, k, table_bytes):
@@ -133,14 +133,16 @@ def test_score_measures_early_stop_and_errors_per_measure():
     assert np.isfinite(out["cka"].mean)
 
 
-def test_null_cross_routes_agree():
+def test_null_cross_routes_agree(monkeypatch):
     xs, ys, _ = repeats(9, 15, 10, 5, 4, pool=15, n_repeats=1, dtype=np.float64)
     perms = boot.random_permutations(15, 40, np.random.default_rng(1))
-    by_image = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms, chunked=True)
     table_stats = PairStats(xs[0], ys[0], 10)
+    assert boot.null_route(table_stats, 40, chunked=True) == "table"
     table = boot.null_crosses(table_stats, perms)
-    direct = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms[:10])
-    assert boot.null_route(PairStats(xs[0], ys[0], 10), 40, chunked=True) == "images"
     assert table_stats.cached("pair_blocks") is not None
+    direct = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms[:10])
+    monkeypatch.setattr(boot, "MAX_PAIR_BLOCK_BYTES", 1024)  # the table does not fit: one image at a time
+    assert boot.null_route(PairStats(xs[0], ys[0], 10), 40, chunked=True) == "images"
+    by_image = boot.null_crosses(PairStats(xs[0], ys[0], 10), perms, chunked=True)
     np.testing.assert_allclose(by_image.numpy(), table.numpy(), rtol=1e-12, atol=1e-10)
     np.testing.assert_allclose(direct.numpy(), table.numpy()[:10], rtol=1e-12, atol=1e-10)

@@ -326,12 +326,10 @@ def null_route(stats: PairStats, count: int, chunked: bool = False) -> str:
     """How :func:`null_crosses` sums ``count`` permutations: ``"table"``, ``"images"`` or ``"direct"``."""
     tx, ty, m = stats.torch_rows()
     p, q = tx.shape[1], ty.shape[1]
-    if stats.cached("pair_blocks") is not None:
+    if stats.cached("pair_blocks") is not None or (count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES):
         return "table"
     if chunked and count > m and stats.rows_per_image >= MIN_ROWS_FOR_CHUNKS:
         return "images"
-    if count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES:
-        return "table"
     return "direct"
 
 
@@ -339,13 +337,14 @@ def null_crosses(stats: PairStats, permutations: np.ndarray, chunked: bool = Fal
     """The permutation null's cross blocks ``X^T Y_pi (P, p, q)``, torch float64, of the centred
     rows of ``stats`` with y's images reordered by each row of ``permutations (P, m)``.
 
-    Three routes to the same sums (module notes), for more permutations than images: ``chunked``
-    (a call that holds every permutation the pair's nulls will draw), the image-pair cross blocks
-    ``X_i^T Y_j`` (the cost of m permutations) one x image at a time, each permutation taking its
-    block of each, while each image has at least ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the
-    products are too thin to pay); else all the blocks at once when they fit in
+    Three routes to the same sums (module notes), for more permutations than images: all the
+    image-pair cross blocks ``X_i^T Y_j`` (the cost of m permutations) at once when they fit in
     ``MAX_PAIR_BLOCK_BYTES``, kept in ``stats`` for later batches and other measures, each
-    permutation then a sum of m of them. Otherwise one product ``x^T y_pi`` per permutation."""
+    permutation then a sum of m of them; where they do not fit and the call holds every
+    permutation the pair's nulls will draw (``chunked``), the same blocks one x image at a time,
+    each permutation taking its block of each, while each image has at least
+    ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the products are too thin to pay). Otherwise one product
+    ``x^T y_pi`` per permutation."""
     import torch
 
     tx, ty, m = stats.torch_rows()
