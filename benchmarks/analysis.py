@@ -14,6 +14,14 @@ time <= 1/4 of the training time (pretraining included) on the same machine.
 
 A second call with the same --out reuses the trained study (its training time is read from the
 runs' history) and only analyses it again.
+
+``--synthetic-fold POOL``: no training; one fold's layer-wise similarity (``fold_similarity``, the
+stage that dominates ``analyze``) on a stimulus pool of POOL images, with the pairs of the study
+above (7: each fine-tuned network against its init, against random init, freeze vs no-freeze,
+random vs random) between 6 synthetic networks whose activations at the ResNet50 layer shapes
+of 64 px share a latent image signal; prints the process CPU time and wall time of the stage,
+and of the resamples and nulls in it. Run it with ``PYTHONPATH`` pointing at two versions of
+``src`` to compare them on the same data (POOL 20: the 60-image study's pool; 260: BUSI's).
 """
 
 from __future__ import annotations
@@ -62,11 +70,14 @@ def history_seconds(out: Path) -> float:
 
 
 class Timer:
-    """Wraps a function of a module and adds up the seconds spent in it."""
+    """Wraps a function of a module and adds up the seconds spent in it (none where the module has
+    no such function, e.g. an older version's)."""
 
     def __init__(self, module, name: str) -> None:  # noqa: ANN001
         self.module, self.name, self.seconds, self.calls = module, name, 0.0, 0
-        self.original = getattr(module, name)
+        self.original = getattr(module, name, None)
+        if self.original is None:
+            return
 
         def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             began = time.perf_counter()
@@ -79,12 +90,75 @@ class Timer:
         setattr(module, name, timed)
 
     def restore(self) -> None:
-        setattr(self.module, self.name, self.original)
+        if self.original is not None:
+            setattr(self.module, self.name, self.original)
+
+
+def synthetic_fold(pool_size: int, threads: int | None, settings: dict) -> dict:
+    """Time ``fold_similarity`` on synthetic activations (module notes); returns the seconds."""
+    import numpy as np
+    import torch
+
+    from medtransfer.analysis import layerwise
+    from medtransfer.analysis.activations import Network, plan_sampling
+    from medtransfer.analysis.pairs import ModelRef, Pair
+    from medtransfer.similarity import bootstrap, sampling
+    from medtransfer.study.analysis_settings import AnalysisSettings
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = AnalysisSettings().override(**settings)
+    shapes = {"conv1_relu": (64, 32, 32), "conv2_block3_out": (256, 16, 16), "conv3_block4_out": (512, 8, 8),
+              "conv4_block6_out": (1024, 4, 4), "conv5_block3_out": (2048, 2, 2)}
+    rng = np.random.default_rng(0)
+    latent = {name: rng.standard_normal((pool_size, 16, h, w)).astype(np.float32) for name, (c, h, w) in shapes.items()}
+
+    def network(seed: int, signal: float) -> Network:
+        g = np.random.default_rng(seed)
+        acts = {}
+        for name, (c, h, w) in shapes.items():
+            mix = g.standard_normal((c, 16)).astype(np.float32)
+            noise = g.standard_normal((pool_size, c, h, w)).astype(np.float32)
+            acts[name] = torch.from_numpy(np.maximum(signal * np.einsum("cl,nlhw->nchw", mix, latent[name]) + noise, 0))
+
+        def features(x, names):  # noqa: ANN001, ANN202
+            index = (x[:, 0, 0, 0] + 256 * x[:, 1, 0, 0]).long()
+            return {name: acts[name][index] for name in names}
+
+        return Network(features, lambda x: x)
+
+    pixels = np.zeros((pool_size, 64, 64, 3), dtype=np.uint8)
+    pixels[:, 0, 0, 0], pixels[:, 0, 0, 1] = np.arange(pool_size) % 256, np.arange(pool_size) // 256
+    refs = {name: ModelRef("init", name, 0, None, None, name) for name in
+            ("a-ft-nf", "a-ft-f", "a", "random", "random-ft", "random1")}
+    signal = {"a-ft-nf": 1.0, "a-ft-f": 1.2, "a": 1.5, "random": 0.7, "random-ft": 0.5, "random1": 0.7}
+    kinds = [("ft_vs_init", "a-ft-nf", "a"), ("ft_vs_init", "a-ft-f", "a"), ("ft_vs_random", "a-ft-nf", "random"),
+             ("init_vs_random", "a", "random"), ("freeze_vs_no_freeze", "a-ft-f", "a-ft-nf"),
+             ("ft_vs_init", "random-ft", "random"), ("random_vs_random", "random", "random1")]
+    pairs = [Pair(kind, f"{a} vs {b}", "-", "", refs[a], refs[b]) for kind, a, b in kinds]
+    seeds = {name: 10 + i for i, name in enumerate(refs)}
+    plan = plan_sampling(pool_size, {k: v for k, v in shapes.items()}, config.rows, config.channels, config.repeats,
+                         config.seed, config.sampling, config.positions)
+    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null"), Timer(sampling, "_joint_null_values")]
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        frame, problems = layerwise.fold_similarity(
+            "synthetic", 0, pairs, pixels, plan, lambda ref: network(seeds[ref.load], signal[ref.load]),
+            {k: k for k in shapes}, config.measures, config.batch_size, "cpu",
+            uncertainty=layerwise.Uncertainty(config.ci, config.resamples, config.null_permutations(len(shapes)),
+                                              config.seed, config.ci_method))
+    finally:
+        for timer in timers:
+            timer.restore()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"pool": pool_size, "wall_s": wall, "cpu_s": cpu, "resamples_s": timers[0].seconds,
+            "null_s": timers[1].seconds + timers[2].seconds, "rows": len(frame), "problems": len(problems),
+            "mean_p": float(frame["p_value"].mean()), "checksum": float(frame[["mean", "ci_low", "null_mean"]].sum().sum())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="study directory (reused when it exists)")
+    parser.add_argument("--out", type=Path, help="study directory (reused when it exists)")
     parser.add_argument("--images", type=int, default=780, help="target images (BUSI: 780)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
@@ -93,8 +167,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the analysis [default: torch's]")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an analysis setting (repeatable), e.g. --set resamples=200")
+    parser.add_argument("--synthetic-fold", type=int, default=None, metavar="POOL",
+                        help="time one fold's layer-wise similarity on POOL synthetic images, no training")
     args = parser.parse_args()
     os.environ.setdefault("MEDTRANSFER_QUIET", "1")
+    if args.synthetic_fold is not None:
+        import yaml
+
+        settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+        print(json.dumps(synthetic_fold(args.synthetic_fold, args.threads, settings)))
+        return
+    if args.out is None:
+        parser.error("--out is required (or --synthetic-fold)")
 
     import yaml
 
@@ -115,15 +199,15 @@ def main() -> None:
     epochs_s = history_seconds(out)
 
     settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null")]
+    timers = [Timer(bootstrap, "resample_values"), Timer(sampling, "sequential_null"), Timer(sampling, "_joint_null_values")]
     timings: dict[str, float] = {}
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     try:
         analysis_run.analyze(out, threads=args.threads, timings=timings, formats=["png", "pdf", "svg"], **settings)
     finally:
         for timer in timers:
             timer.restore()
-    analysed = time.perf_counter() - began
+    analysed, cpu = time.perf_counter() - began, time.process_time() - cpu
 
     groups: dict[str, float] = {}
     for name, seconds in timings.items():
@@ -135,16 +219,18 @@ def main() -> None:
     if trained is not None:
         print(f"training wall time (2 workers, pretraining included): {trained:.0f} s")
     print(f"training epochs recorded: {epochs_s:.0f} s in all (one worker's time; 2 workers: ~{epochs_s / 2:.0f} s wall)")
-    print(f"analysis wall time: {analysed:.0f} s; settings {settings or 'defaults'}")
+    print(f"analysis wall time: {analysed:.0f} s (process CPU time {cpu:.0f} s); settings {settings or 'defaults'}")
     for key, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {key:45s} {seconds:8.1f} s  {100 * seconds / analysed:5.1f}%")
-    resamples, null = timers
+    resamples, null, joint = timers
+    null_s = null.seconds + joint.seconds
     print(f"  of which image-bootstrap resamples        {resamples.seconds:8.1f} s  ({resamples.calls} calls)")
-    print(f"  of which permutation nulls                {null.seconds:8.1f} s  ({null.calls} calls)")
+    print(f"  of which permutation nulls                {null_s:8.1f} s  ({null.calls} one measure at a time, "
+          f"{joint.calls} repeats with the measures together)")
     reference = trained if trained is not None else epochs_s / 2
     print(f"analysis / training = {analysed / reference:.2f} (bar: <= 0.25)")
-    print(json.dumps({"analysis_s": analysed, "training_s": trained, "epochs_s": epochs_s, "stages": groups,
-                      "resamples_s": resamples.seconds, "null_s": null.seconds}))
+    print(json.dumps({"analysis_s": analysed, "analysis_cpu_s": cpu, "training_s": trained, "epochs_s": epochs_s, "stages": groups,
+                      "resamples_s": resamples.seconds, "null_s": null_s}))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from medtransfer.analysis.activations import DEFAULTS, ForwardLog, LayerPlan, Ne
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.console import track
 from medtransfer.errors import MedtransferError
-from medtransfer.similarity import score_repeats
+from medtransfer.similarity.sampling import score_measures
 
 COLUMNS = [
     "target", "fold", "pair", "strategy", "layer", "measure", "mean", "std",
@@ -54,15 +54,19 @@ class Uncertainty:
 
 
 def score_layer(
-    xs: list[np.ndarray], ys: list[np.ndarray], layer: LayerPlan, name: str, n_pool: int,
-    uncertainty: Uncertainty | None, seed: int = 0,
-) -> dict[str, float]:
-    """``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair, layer and measure."""
+    xs: list[np.ndarray], ys: list[np.ndarray], layer: LayerPlan, measures: tuple[str, ...], n_pool: int,
+    uncertainty: Uncertainty | None, seeds: list[int],
+) -> dict[str, dict[str, float] | MedtransferError]:
+    """Per measure, ``mean, std, repeats`` and the :data:`UNCERTAINTY` columns of one pair and
+    layer (or the MedtransferError the measure raised), measure ``j`` seeded by ``seeds[j]``;
+    the measures share their work (:func:`~medtransfer.similarity.sampling.score_measures`)."""
     u = uncertainty or Uncertainty(ci=None, permutations=0)
-    result = score_repeats(xs, ys, list(layer.images), layer.rows_per_image, name, n_images=n_pool, ci=u.ci,
-                           resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations, seed=seed)
-    return {"mean": result.mean, "std": result.std, "repeats": len(result.values), "images": result.images,
-            **{c: getattr(result, c) for c in UNCERTAINTY}}
+    results = score_measures(xs, ys, list(layer.images), layer.rows_per_image, measures, seeds, n_images=n_pool,
+                             ci=u.ci, resamples=u.resamples, ci_method=u.ci_method, permutations=u.permutations)
+    return {m: r if isinstance(r, MedtransferError) else
+            {"mean": r.mean, "std": r.std, "repeats": len(r.values), "images": r.images,
+             **{c: getattr(r, c) for c in UNCERTAINTY}}
+            for m, r in results.items()}
 
 
 def fold_similarity(
@@ -119,12 +123,12 @@ def fold_similarity(
             continue
         acts_a, acts_b = samples[pair.a.key], samples[pair.b.key]
         for name, layer in plan.layers.items():
-            for j, m in enumerate(measures):
-                try:
-                    scores = score_layer(acts_a[name], acts_b[name], layer, m, plan.n_pool, uncertainty,
-                                         seed=seed + 104729 * p + 31 * j)
-                except MedtransferError as error:  # e.g. CCA with channels >= rows - 1
-                    refused.setdefault((name, m), str(error))
+            scored = score_layer(acts_a[name], acts_b[name], layer, tuple(measures), plan.n_pool, uncertainty,
+                                 [seed + 104729 * p + 31 * j for j in range(len(measures))])
+            for m in measures:
+                scores = scored[m]
+                if isinstance(scores, MedtransferError):  # e.g. CCA with channels >= rows - 1
+                    refused.setdefault((name, m), str(scores))
                     scores = {"mean": float("nan"), "std": float("nan"), "repeats": len(layer.images),
                               **{c: float("nan") for c in UNCERTAINTY}, "images": len(layer.images[0])}
                 rows.append({

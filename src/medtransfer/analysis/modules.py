@@ -134,10 +134,14 @@ def compare_modules(
         p = plan_a.layers[label]
         for k, name in enumerate((a, b)):
             _require_finite(acts[k][label], sides[k].origin, name)
-        for j, m in enumerate(settings.measures):
-            try:
-                scores = score_layer(acts[0][label], acts[1][label], p, m, len(pool), uncertainty, settings.seed + j)
-            except TooFewRowsError as error:
+        scored = score_layer(acts[0][label], acts[1][label], p, tuple(settings.measures), len(pool), uncertainty,
+                             [settings.seed + j for j in range(len(settings.measures))])
+        for m in settings.measures:
+            scores = scored[m]
+            if isinstance(scores, MedtransferError) and not isinstance(scores, TooFewRowsError):
+                raise scores
+            if isinstance(scores, TooFewRowsError):
+                error = scores
                 warnings.warn(f"layer {label}, {m}: skipped, {p.rows} rows for {len(p.channels[0])} channels are "
                               f"too few ({error}); more images (--images, or the whole dataset) or fewer channels "
                               "(--channels) measure it", SimilarityWarning, stacklevel=2)

@@ -50,7 +50,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from medtransfer.errors import MedtransferError
-from medtransfer.similarity._validation import as_pair, is_tensor
+from medtransfer.similarity.pairstats import ImageBlocks, PairStats
+from medtransfer.similarity.pairstats import split_images as _split_images
 from medtransfer.similarity.registry import Measure, get
 
 #: Resamples of Gram blocks held at once (bounds memory to about this many x (p + q)^2 x 8 bytes).
@@ -58,6 +59,10 @@ MAX_BATCH_BYTES = 1 << 27
 #: The permutation null precomputes all image-pair cross blocks X_i^T Y_j (m^2 p q floats) while
 #: they take at most this many bytes and there are more permutations than images.
 MAX_PAIR_BLOCK_BYTES = 1 << 28
+#: The null's image-pair cross blocks are taken one image at a time (for all permutations at once)
+#: only while each image has at least this many rows: thinner products cost more per multiply-add
+#: than the direct ones they replace.
+MIN_ROWS_FOR_CHUNKS = 8
 #: Image-block forms (cubic in the weights) are used up to this many images.
 MAX_IMAGES_FOR_BLOCK_FORMS = 128
 #: Batched problems up to this size (p + q) run on one torch CPU thread.
@@ -81,40 +86,6 @@ def check_method(method: str) -> str:
     return method
 
 
-@dataclass(frozen=True)
-class ImageBlocks:
-    """Per-image sufficient statistics of ``(x, y)`` rows: torch float64 on the rows' device.
-
-    ``gram (m, d, d)`` with d = p + q; ``sums (m, d)``; ``rows_per_image`` k; ``p`` columns of x.
-    """
-
-    gram: Any
-    sums: Any
-    rows_per_image: int
-    p: int
-
-    @property
-    def images(self) -> int:
-        return int(self.gram.shape[0])
-
-
-def _as_torch(a: Any):
-    import torch
-
-    if is_tensor(a):
-        return a.to(torch.float64)
-    return torch.as_tensor(np.asarray(a, dtype=np.float64))
-
-
-def _split_images(x: Any, y: Any, rows_per_image: int) -> tuple[Any, Any, int]:
-    x, y = as_pair(x, y, min_rows=2)
-    n = x.shape[0]
-    k = int(rows_per_image)
-    if k < 1 or n % k:
-        raise MedtransferError(f"rows_per_image must divide the {n} rows of x and y (image-major blocks), got {rows_per_image}")
-    return _as_torch(x), _as_torch(y), n // k
-
-
 @contextmanager
 def small_problem_threads(d: int):
     """One torch CPU thread while batched problems of size ``d`` run (threads only add spin-waits
@@ -132,13 +103,7 @@ def small_problem_threads(d: int):
 
 def image_blocks(x: Any, y: Any, rows_per_image: int) -> ImageBlocks:
     """Per-image Gram blocks of the rows ``x (m * k, p)``, ``y (m * k, q)``; ``k = rows_per_image``."""
-    import torch
-
-    tx, ty, m = _split_images(x, y, rows_per_image)
-    z = torch.cat([tx, ty], dim=1)
-    z = z - z.mean(dim=0, keepdim=True)
-    blocks = z.reshape(m, int(rows_per_image), z.shape[1])
-    return ImageBlocks(blocks.transpose(1, 2) @ blocks, blocks.sum(dim=1), int(rows_per_image), tx.shape[1])
+    return PairStats(x, y, rows_per_image).blocks()
 
 
 def weighted_grams(blocks: ImageBlocks, weights: Any) -> tuple[Any, Any, Any]:
@@ -178,7 +143,8 @@ def weighted_values(blocks: ImageBlocks, weights: Any, measure: Measure) -> np.n
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[float, np.ndarray]:
+def influence(x: Any, y: Any, rows_per_image: int, measure: Measure,
+              stats: PairStats | None = None) -> tuple[float, np.ndarray]:
     """``(f, g)``: the measure on ``x (m * k, p)``, ``y (m * k, q)`` and each image's influence
     ``g (m,)``, so that ``f(w) ~ f + g . (w - 1)`` for image weights ``w`` (module notes).
 
@@ -189,23 +155,24 @@ def influence(x: Any, y: Any, rows_per_image: int, measure: Measure) -> tuple[fl
     57-87%, see docs/protocol.md). Above, ``g_i = df/dw_i`` at ``w = 1``: with rows centred by
     their mean, ``dG/dw_i = S_i``, so ``g_i = sum over image i's rows r of z_r^T Gamma z_r`` with
     ``Gamma = df/dG`` from one autograd pass through ``measure.from_grams``; two products over the
-    rows, no per-image blocks."""
+    rows, no per-image blocks. ``stats``: the pair's shared statistics (:mod:`~medtransfer.similarity.pairstats`),
+    when several measures are resampled on the same rows."""
     import torch
 
     if measure.from_grams is None:
         raise MedtransferError(f"{measure.name} has no form on Gram matrices: no image bootstrap")
-    tx, ty, m = _split_images(x, y, rows_per_image)
+    stats = stats if stats is not None else PairStats(x, y, rows_per_image)
+    tx, ty, m = stats.torch_rows()
     if m <= JACKKNIFE_MAX_IMAGES:
         # All images, then each left out, in one batch. As weightings, not as totals minus one
         # block: subtracting a dominant image's block leaves rounding noise where the data without
         # it have none (a constant neuron).
-        values = weighted_values(image_blocks(tx, ty, rows_per_image), np.vstack([np.ones((1, m)), 1.0 - np.eye(m)]), measure)
+        values = weighted_values(stats.blocks(), np.vstack([np.ones((1, m)), 1.0 - np.eye(m)]), measure)
         value = float(values[0])
         return value, _centred((m - 1) / m * (values[1:].mean() - values[1:]))
     p = tx.shape[1]
-    z = torch.cat([tx, ty], dim=1)
-    z = z - z.mean(dim=0, keepdim=True)
-    gram = (z.T @ z).requires_grad_(True)
+    z = stats.centred()
+    gram = stats.gram().detach().requires_grad_(True)  # a leaf of its own: the shared tensor stays as it is
     with torch.enable_grad():
         value = measure.from_grams(gram[None, :p, :p], gram[None, p:, p:], gram[None, :p, p:])
         if not bool(torch.isfinite(value).all()):
@@ -229,18 +196,20 @@ def _centred(g: np.ndarray) -> np.ndarray:
 
 
 def resample_values(x: Any, y: Any, rows_per_image: int, weights: Any, measure: Measure,
-                    method: str = DEFAULT_INTERVAL_METHOD) -> np.ndarray:
+                    method: str = DEFAULT_INTERVAL_METHOD, stats: PairStats | None = None) -> np.ndarray:
     """``measure``'s value for each image weighting ``weights (R, m)`` of ``x (m * k, p)``,
     ``y (m * k, q)``, numpy ``(R,)``: ``"linear"``, ``f + g . (w - 1)`` (:func:`influence`; the
-    exact values where an influence is not finite), or ``"exact"`` (:func:`weighted_values`)."""
+    exact values where an influence is not finite), or ``"exact"`` (:func:`weighted_values`).
+    ``stats``: the pair's shared statistics, as for :func:`influence`."""
     weights = np.asarray(weights, dtype=np.float64)
+    stats = stats if stats is not None else PairStats(x, y, rows_per_image)
     if check_method(method) == "linear":
-        value, grad = influence(x, y, rows_per_image, measure)
+        value, grad = influence(x, y, rows_per_image, measure, stats)
         if not np.isfinite(value):
             return np.full(len(weights), np.nan)
         if np.isfinite(grad).all():
             return value + (weights - 1.0) @ grad
-    return weighted_values(image_blocks(x, y, rows_per_image), weights, measure)
+    return weighted_values(stats.blocks(), weights, measure)
 
 
 def bootstrap_weights(images: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -319,15 +288,18 @@ def permutation_values(x: Any, y: Any, rows_per_image: int, measure: str, permut
     return permuter(x, y, rows_per_image, measure)(permutations)
 
 
-def permuter(x: Any, y: Any, rows_per_image: int, measure: str) -> Callable[[np.ndarray], np.ndarray]:
+def permuter(x: Any, y: Any, rows_per_image: int, measure: str,
+             stats: PairStats | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function ``permutations (P, m) -> (P,)`` values of ``measure`` of x against y with y's
     images reordered by each row, for drawing a null in batches: the centring, the Gram matrices
     and (once a batch has more permutations than images) all image-pair cross blocks are computed
-    once, on the first call that needs them."""
+    once, on the first call that needs them, and kept in ``stats`` (the pair's shared statistics,
+    :mod:`~medtransfer.similarity.pairstats`) for the nulls of other measures on the same rows."""
     import torch
 
     spec = get(measure)
-    tx, ty, m = _split_images(x, y, rows_per_image)
+    stats = stats if stats is not None else PairStats(x, y, rows_per_image)
+    tx, ty, m = stats.torch_rows()
     k = int(rows_per_image)
     if spec.from_grams is None:
         yb_raw = ty.reshape(m, k, -1)
@@ -338,38 +310,77 @@ def permuter(x: Any, y: Any, rows_per_image: int, measure: str) -> Callable[[np.
                              for pi in perms])
 
         return direct
-    xc = tx - tx.mean(dim=0, keepdim=True)
-    yc = ty - ty.mean(dim=0, keepdim=True)
-    gxx, gyy = xc.T @ xc, yc.T @ yc
-    yb = yc.reshape(m, k, -1)
-    p, q = xc.shape[1], yc.shape[1]
-    cache: dict[str, Any] = {}
+    p, q = tx.shape[1], ty.shape[1]
+    gram = stats.gram()
+    gxx, gyy = gram[:p, :p], gram[p:, p:]
 
     def values(permutations: np.ndarray) -> np.ndarray:
-        perms = np.asarray(permutations, dtype=np.int64).reshape(-1, m)
-        index = torch.as_tensor(perms, device=ty.device)
-        if ("blocks" in cache or len(perms) > m) and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES:
-            # All image-pair cross blocks X_i^T Y_j once (the cost of m permutations), then each
-            # permutation is a sum of m of them: m p q additions instead of n p q multiply-adds,
-            # summed by embedding_bag straight from the blocks (no gathered copy).
-            if "blocks" not in cache:
-                cache["blocks"] = torch.einsum("ikp,jkq->ijpq", xc.reshape(m, k, p), yb).reshape(m * m, p * q)
-            rows = torch.arange(m, device=ty.device) * m
-            batch = max(1, MAX_BATCH_BYTES // (8 * p * q))
-            cross = torch.cat([
-                torch.nn.functional.embedding_bag(rows + index[start : start + batch], cache["blocks"], mode="sum")
-                for start in range(0, len(perms), batch)
-            ]).reshape(-1, p, q)
-        else:
-            batch = max(1, MAX_BATCH_BYTES // (8 * yc.numel()))
-            cross = torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
-                torch.matmul(xc.T, yb[index[start : start + batch]].reshape(-1, m * k, q))
-                for start in range(0, len(perms), batch)
-            ])
-        count = len(perms)
+        cross = null_crosses(stats, permutations)
+        count = cross.shape[0]
         return spec.from_grams(gxx.expand(count, -1, -1), gyy.expand(count, -1, -1), cross).cpu().numpy()
 
     return values
+
+
+def null_route(stats: PairStats, count: int, chunked: bool = False) -> str:
+    """How :func:`null_crosses` sums ``count`` permutations: ``"table"``, ``"images"`` or ``"direct"``."""
+    tx, ty, m = stats.torch_rows()
+    p, q = tx.shape[1], ty.shape[1]
+    if stats.cached("pair_blocks") is not None or (count > m and 8 * m * m * p * q <= MAX_PAIR_BLOCK_BYTES):
+        return "table"
+    if chunked and count > m and stats.rows_per_image >= MIN_ROWS_FOR_CHUNKS:
+        return "images"
+    return "direct"
+
+
+def null_crosses(stats: PairStats, permutations: np.ndarray, chunked: bool = False) -> Any:
+    """The permutation null's cross blocks ``X^T Y_pi (P, p, q)``, torch float64, of the centred
+    rows of ``stats`` with y's images reordered by each row of ``permutations (P, m)``.
+
+    Three routes to the same sums (module notes), for more permutations than images: all the
+    image-pair cross blocks ``X_i^T Y_j`` (the cost of m permutations) at once when they fit in
+    ``MAX_PAIR_BLOCK_BYTES``, kept in ``stats`` for later batches and other measures, each
+    permutation then a sum of m of them; where they do not fit and the call holds every
+    permutation the pair's nulls will draw (``chunked``), the same blocks one x image at a time,
+    each permutation taking its block of each, while each image has at least
+    ``MIN_ROWS_FOR_CHUNKS`` rows (fewer: the products are too thin to pay). Otherwise one product
+    ``x^T y_pi`` per permutation."""
+    import torch
+
+    tx, ty, m = stats.torch_rows()
+    k, p, q = stats.rows_per_image, tx.shape[1], ty.shape[1]
+    route = null_route(stats, len(permutations), chunked)
+    z = stats.centred()
+    xb, yb = z[:, :p].reshape(m, k, p), z[:, p:].reshape(m, k, q)
+    perms = np.asarray(permutations, dtype=np.int64).reshape(-1, m)
+    index = torch.as_tensor(perms, device=ty.device)
+    count = len(perms)
+    batch = max(1, MAX_BATCH_BYTES // (8 * p * q))
+    table = stats.cached("pair_blocks")
+    if route == "table" and table is None:
+        # All image-pair cross blocks once, then each permutation is a sum of m of them: m p q
+        # additions instead of n p q multiply-adds, summed by embedding_bag straight from the
+        # blocks (no gathered copy).
+        table = stats.keep("pair_blocks", torch.einsum("ikp,jkq->ijpq", xb, yb).reshape(m * m, p * q))
+    if route == "table":
+        rows = torch.arange(m, device=ty.device) * m
+        return torch.cat([
+            torch.nn.functional.embedding_bag(rows + index[start : start + batch], table, mode="sum")
+            for start in range(0, count, batch)
+        ]).reshape(-1, p, q)
+    if route == "images":
+        # One x image at a time: its blocks against every y image, X_i^T [Y_1 .. Y_m] (p, m, q),
+        # from which each permutation takes block pi(i); no m x m table is held or transposed.
+        y_wide = yb.permute(1, 0, 2).reshape(k, m * q)
+        total = torch.zeros((p, count, q), dtype=z.dtype, device=z.device)
+        for i in range(m):
+            total += (xb[i].T @ y_wide).view(p, m, q).index_select(1, index[:, i])
+        return total.permute(1, 0, 2).contiguous()
+    batch = max(1, MAX_BATCH_BYTES // (8 * m * k * q))
+    return torch.cat([  # (P, p, q): x^T y_pi for a batch of permutations per matrix product
+        torch.matmul(xb.reshape(m * k, p).T, yb[index[start : start + batch]].reshape(-1, m * k, q))
+        for start in range(0, count, batch)
+    ])
 
 
 def random_permutations(images: int, permutations: int, rng: np.random.Generator) -> np.ndarray:

@@ -274,11 +274,31 @@ def _check_precision(precision: str) -> str:
     return precision
 
 
-def _canonical(x: Any, y: Any, rtol: float | None, precision: str = "float64") -> _Canonical:
-    """Reduce the CCA of validated ``x (n, p)``, ``y (n, q)`` to an orthonormal-basis cross matrix."""
+def cca_from_centred_gram(x: Any, y: Any, blocks: la.CentredGram) -> CCAResult:
+    """:func:`cca` of ``x (n, p)``, ``y (n, q)`` whose centred Gram blocks ``centred_gram(x, y)``
+    (:func:`centred_gram`) were taken already, e.g. to serve several measures of one pair
+    (:mod:`medtransfer.similarity.shared`): the same checks, path and result as ``cca(x, y)``."""
+    x, y = as_pair(x, y, min_rows=3, check_finite=False)
+    check_cca_shape(x, y)
+    canonical = _canonical(x, y, None, "float64", blocks)
+    rho = canonical_correlations(canonical.m)
+    return CCAResult(rho=rho, mean=float(rho.mean()), rank_x=canonical.m.shape[0], rank_y=canonical.m.shape[1],
+                     method=canonical.method)
+
+
+def centred_gram(x: Any, y: Any) -> la.CentredGram:
+    """The centred Gram blocks :func:`cca` takes of validated ``x``, ``y`` (float64 products)."""
+    return la.centred_gram(x, y, MAX_MEAN_RATIO, "float64")
+
+
+def _canonical(x: Any, y: Any, rtol: float | None, precision: str = "float64",
+               blocks: la.CentredGram | None = None) -> _Canonical:
+    """Reduce the CCA of validated ``x (n, p)``, ``y (n, q)`` to an orthonormal-basis cross matrix;
+    ``blocks``: their :func:`centred_gram` when already taken (float64 precision only)."""
     n, p = x.shape
     q = y.shape[1]
-    blocks = la.centred_gram(x, y, MAX_MEAN_RATIO, precision)
+    if blocks is None:
+        blocks = la.centred_gram(x, y, MAX_MEAN_RATIO, precision)
     keep_x = blocks.x.varying & (np.diag(blocks.gxx) > 0.0)
     keep_y = blocks.y.varying & (np.diag(blocks.gyy) > 0.0)
     for name, keep in (("x", keep_x), ("y", keep_y)):

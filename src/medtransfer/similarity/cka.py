@@ -44,6 +44,33 @@ def linear_cka(x: Any, y: Any, debiased: bool = False) -> float:
     return float(xy / np.sqrt(xx) / np.sqrt(yy))
 
 
+def cka_from_centred_gram(x: Any, y: Any, blocks: la.CentredGram) -> float:
+    """:func:`linear_cka` of ``x (n, p)``, ``y (n, q)`` from the centred Gram blocks that
+    :func:`~medtransfer.similarity.canonical.centred_gram` took of them (one product over the rows
+    for CCA and CKA of a pair, :mod:`medtransfer.similarity.pairstats`).
+
+    The same number as ``linear_cka(x, y)``, bit for bit, where linear_cka takes the same route:
+    float32 numpy input (float64 input goes through the raw products instead), at least as many
+    rows as columns (fewer: the n x n kernels), and no power-of-two rescaling of any column (data
+    of ordinary magnitude). Elsewhere it is ``linear_cka(x, y)``.
+    """
+    x, y = as_pair(x, y, min_rows=2)
+    same_route = (
+        not is_tensor(x) and x.dtype == np.float32 and y.dtype == np.float32
+        and x.shape[0] >= x.shape[1] + y.shape[1]
+        and bool(np.all(blocks.x.scale == 1.0)) and bool(np.all(blocks.y.scale == 1.0))
+    )
+    if not same_route:
+        return linear_cka(x, y)
+    for name, centring in (("x", blocks.x), ("y", blocks.y)):
+        if not centring.varying.any():
+            raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
+    xy, xx, yy = np.sum(blocks.gxy**2), np.sum(blocks.gxx**2), np.sum(blocks.gyy**2)
+    xy, xx, yy = float(xy), float(xx), float(yy)
+    _require_positive(xx, yy, x.shape[0], False)
+    return float(xy / np.sqrt(xx) / np.sqrt(yy))
+
+
 #: As ``canonical.MAX_MEAN_RATIO``: raw products are centred algebraically while every neuron's
 #: raw mean square is at most this many times its variance (digits lost: log10 of the ratio).
 MAX_MEAN_RATIO = 10.0

@@ -33,6 +33,7 @@ the pool shared by all repeats (within groups of images drawn by the same repeat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from scipy import stats
 from medtransfer.errors import MedtransferError
 from medtransfer.similarity import bootstrap as boot
 from medtransfer.similarity._validation import is_tensor
+from medtransfer.similarity.pairstats import PairStats
 from medtransfer.similarity.registry import Measure, get
 
 SAMPLINGS = ("paper", "spread")
@@ -209,6 +211,7 @@ def score_repeats(
     ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
     permutations: int = 0,
     seed: int = 0,
+    shared: list[PairStats] | None = None,
 ) -> LayerSimilarity:
     """Score repeat matrices ``xs[r] (m_r * k, c_r)``, ``ys[r]`` (image-major, ``k`` rows per image)
     whose images are the pool indices ``images[r] (m_r,)``; interval and null as :func:`layer_similarity`.
@@ -220,22 +223,154 @@ def score_repeats(
     first (:func:`limit_rows`): whole images, ``max_rows // k`` of them at random, and when one
     image alone has more than ``max_rows`` rows, ``max_rows`` of its positions (the same for
     both sides). ``rows`` and ``images`` of the result are what was measured.
+
+    ``shared``: per repeat, the :class:`~medtransfer.similarity.pairstats.PairStats` of
+    ``(xs[r], ys[r])``, when several measures are scored on the same repeats (:func:`shared_stats`):
+    what they have in common (products over the rows, per-image blocks, the null's cross blocks)
+    is then computed once. The result is the same up to rounding.
     """
     spec: Measure = get(measure)
     boot.check_method(ci_method)
     if spec.max_rows is not None:
-        xs, ys, images, rows_per_image = limit_rows(xs, ys, images, rows_per_image, spec.max_rows,
-                                                    np.random.default_rng([seed, 1]))
-    values = np.array([spec(x, y) for x, y in zip(xs, ys)], dtype=np.float64)
-    mean = float(values.mean())
-    out = {
-        "mean": mean, "std": float(values.std()), "values": values,
-        "rows": int(xs[0].shape[0]), "channels": int(xs[0].shape[1]), "images": int(len(images[0])),
-    }
+        limited = limit_rows(xs, ys, images, rows_per_image, spec.max_rows, np.random.default_rng([seed, 1]))
+        if limited[0] is not xs:
+            shared = None  # other rows than the shared statistics describe
+        xs, ys, images, rows_per_image = limited
+    if shared is None:
+        shared = shared_stats(xs, ys, rows_per_image)
+    out = _point_values(spec, xs, ys, images, shared)
     rng = np.random.default_rng(seed)
     with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
-        _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng)
+        _interval(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, rng, shared)
+        if int(permutations) > 0 and min(len(i) for i in images) >= 2:
+            _add_null(out, spec, sequential_null(xs, ys, images, rows_per_image, spec, int(permutations), out["mean"],
+                                                 rng, shared))
     return LayerSimilarity(**out)
+
+
+def _point_values(spec: Measure, xs, ys, images, shared: list[PairStats]) -> dict[str, Any]:
+    """The entries of :class:`LayerSimilarity` that the repeats' values give."""
+    values = np.array([stats.point_value(spec) for stats in shared], dtype=np.float64)
+    return {
+        "mean": float(values.mean()), "std": float(values.std()), "values": values,
+        "rows": int(xs[0].shape[0]), "channels": int(xs[0].shape[1]), "images": int(len(images[0])),
+    }
+
+
+#: :func:`score_measures` draws the nulls of its measures together up to this many permutations
+#: each (their permutations and cross blocks are held at once); above, one measure after another.
+MAX_JOINT_PERMUTATIONS = 1000
+
+
+def score_measures(
+    xs: list[Any],
+    ys: list[Any],
+    images: list[np.ndarray],
+    rows_per_image: int,
+    measures: list[str] | tuple[str, ...],
+    seeds: list[int],
+    *,
+    n_images: int | None = None,
+    ci: float | None = None,
+    resamples: int = 1000,
+    ci_method: str = boot.DEFAULT_INTERVAL_METHOD,
+    permutations: int = 0,
+) -> dict[str, LayerSimilarity | MedtransferError]:
+    """:func:`score_repeats` of the same repeats by each of ``measures``, measure ``j`` with seed
+    ``seeds[j]``: name -> its :class:`LayerSimilarity`, or the MedtransferError it raised.
+
+    The same numbers (up to rounding) with less work: the repeats' shared statistics
+    (:func:`shared_stats`) serve every measure, and the permutation nulls of the measures with a
+    Gram form are drawn together. Each measure's permutations are those its own seed gives,
+    every batch drawn up front (the sequential null's batches, in order; its early stop then reads
+    them batch by batch); each repeat's null cross blocks for all of them come from one pass over
+    the image-pair blocks (:func:`~medtransfer.similarity.bootstrap.null_crosses`), which pays
+    once the measures' permutations together outnumber the images. Where they do not, or a
+    measure draws more than ``MAX_JOINT_PERMUTATIONS``, each measure draws its null as
+    :func:`score_repeats` does.
+    """
+    if len(seeds) != len(measures):
+        raise MedtransferError(f"score_measures needs one seed per measure, got {len(seeds)} for {len(measures)}")
+    k = int(rows_per_image)
+    shared = shared_stats(xs, ys, k)
+    settings = dict(n_images=n_images, ci=ci, resamples=resamples, ci_method=ci_method)
+    results: dict[str, LayerSimilarity | MedtransferError] = {}
+    permutations = int(permutations)
+    joint_null = 0 < permutations <= MAX_JOINT_PERMUTATIONS and min(len(i) for i in images) >= 2
+    pending = []
+    for name, seed in zip(measures, seeds):
+        spec = get(name)
+        if not joint_null or spec.from_grams is None or spec.max_rows is not None:
+            try:
+                results[name] = score_repeats(xs, ys, images, k, name, permutations=permutations, seed=seed,
+                                              shared=shared, **settings)
+            except MedtransferError as error:
+                results[name] = error
+            continue
+        boot.check_method(ci_method)
+        try:
+            out = _point_values(spec, xs, ys, images, shared)
+            rng = np.random.default_rng(seed)
+            with boot.small_problem_threads(out["channels"] + int(ys[0].shape[1])):
+                _interval(out, xs, ys, images, k, spec, n_images, ci, resamples, ci_method, rng, shared)
+        except MedtransferError as error:
+            results[name] = error
+            continue
+        draws = [shared_permutations(images, size, rng) for size in null_batch_sizes(permutations)]
+        pending.append((name, spec, out, draws, rng))
+    if pending:
+        with boot.small_problem_threads(int(xs[0].shape[1]) + int(ys[0].shape[1])):
+            _joint_nulls(pending, results, xs, ys, images, k, permutations, shared)
+    return {name: results[name] for name in measures}
+
+
+def _joint_nulls(pending, results, xs, ys, images, k, permutations, shared) -> None:  # noqa: ANN001
+    """The nulls of :func:`score_measures`' pending measures, together where that pays."""
+    try:
+        together = boot.null_route(shared[0], permutations * len(pending), chunked=True) != "direct"
+        per_repeat = [_joint_null_values(stats, r, pending) for r, stats in enumerate(shared)] if together else None
+    except MedtransferError as error:
+        results.update({name: error for name, *_ in pending})
+        return
+    for j, (name, spec, out, draws, rng) in enumerate(pending):
+        if per_repeat is None:  # one measure after another, each batch computed as the null goes
+            try:
+                summary = sequential_null(xs, ys, images, k, spec, permutations, out["mean"], rng, shared, draws)
+            except MedtransferError as error:
+                results[name] = error
+                continue
+        else:
+            def batch(b: int, size: int, j: int = j) -> np.ndarray:
+                return np.stack([values[j][b] for values in per_repeat]).mean(axis=0)
+
+            summary = _sequential_summary(batch, permutations, out["mean"], spec)
+        _add_null(out, spec, summary)
+        results[name] = LayerSimilarity(**out)
+
+
+def _joint_null_values(stats: PairStats, r: int, pending) -> list[list[np.ndarray]]:  # noqa: ANN001
+    """Repeat ``r``'s null values ``[measure][batch] (size,)`` of every pending measure, from one
+    pass over the image-pair cross blocks for all their permutations."""
+    perms = np.concatenate([batch[r] for _, _, _, draws, _ in pending for batch in draws])
+    cross = boot.null_crosses(stats, perms, chunked=True)
+    stats.drop("pair_blocks")  # every permutation is summed: at most one repeat's blocks held at a time
+    p = cross.shape[1]
+    gram = stats.gram()
+    gxx, gyy = gram[:p, :p], gram[p:, p:]
+    out, start = [], 0
+    for _, spec, _, draws, _ in pending:
+        count = sum(len(batch[r]) for batch in draws)
+        part = cross[start : start + count]
+        start += count
+        values = spec.from_grams(gxx.expand(count, -1, -1), gyy.expand(count, -1, -1), part).cpu().numpy()
+        out.append(np.split(values, np.cumsum([len(batch[r]) for batch in draws])[:-1]))
+    return out
+
+
+def shared_stats(xs: list[Any], ys: list[Any], rows_per_image: int) -> list[PairStats]:
+    """One :class:`~medtransfer.similarity.pairstats.PairStats` per repeat ``(xs[r], ys[r])``: pass
+    them to :func:`score_repeats` for every measure of one pair and layer."""
+    return [PairStats(x, y, rows_per_image) for x, y in zip(xs, ys)]
 
 
 def limit_rows(xs: list[Any], ys: list[Any], images: list[np.ndarray], rows_per_image: int, max_rows: int,
@@ -271,31 +406,33 @@ def _take_rows(a: Any, rows: np.ndarray) -> Any:
     return a[rows]
 
 
-def _uncertainty(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, permutations, rng) -> None:
-    """Add the interval and null entries of :func:`score_repeats` to ``out``."""
+def _interval(out, xs, ys, images, rows_per_image, spec, n_images, ci, resamples, ci_method, rng, shared) -> None:
+    """Add the interval entries of :func:`score_repeats` to ``out`` (drawing its weights from ``rng``)."""
     mean = out["mean"]
-    if ci is not None:
-        level = boot.check_level(ci)
-        n_pool = int(n_images if n_images is not None else max(int(np.max(i)) for i in images) + 1)
-        if spec.from_grams is not None and min(len(i) for i in images) >= boot.MIN_IMAGES:
-            pool_weights = boot.bootstrap_weights(n_pool, resamples, rng)
-            per_repeat = np.stack([
-                boot.resample_values(x, y, rows_per_image, pool_weights[:, img], spec, ci_method)
-                for x, y, img in zip(xs, ys, images)
-            ])
-            means = per_repeat.mean(axis=0)
-            low, high = boot.percentile_interval(means, level, mean)
-            out["ci_low"], out["ci_high"] = _clip(low, spec), _clip(high, spec)
-            out["resamples"] = means
-            values = out["values"]
-            if len(values) >= 2 and np.isfinite(low) and np.isfinite(high):
-                spread = float(stats.norm.ppf(0.5 + level / 2)) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
-                out["draws_ci_low"] = _clip(mean - float(np.hypot(mean - low, spread)), spec)
-                out["draws_ci_high"] = _clip(mean + float(np.hypot(high - mean, spread)), spec)
-    if int(permutations) > 0 and min(len(i) for i in images) >= 2:
-        summary = sequential_null(xs, ys, images, rows_per_image, spec, int(permutations), mean, rng)
-        out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value,
-                   adjusted=chance_corrected(mean, summary.mean, spec))
+    if ci is None:
+        return
+    level = boot.check_level(ci)
+    n_pool = int(n_images if n_images is not None else max(int(np.max(i)) for i in images) + 1)
+    if spec.from_grams is not None and min(len(i) for i in images) >= boot.MIN_IMAGES:
+        pool_weights = boot.bootstrap_weights(n_pool, resamples, rng)
+        per_repeat = np.stack([
+            boot.resample_values(x, y, rows_per_image, pool_weights[:, img], spec, ci_method, stats)
+            for x, y, img, stats in zip(xs, ys, images, shared)
+        ])
+        means = per_repeat.mean(axis=0)
+        low, high = boot.percentile_interval(means, level, mean)
+        out["ci_low"], out["ci_high"] = _clip(low, spec), _clip(high, spec)
+        out["resamples"] = means
+        values = out["values"]
+        if len(values) >= 2 and np.isfinite(low) and np.isfinite(high):
+            spread = float(stats.norm.ppf(0.5 + level / 2)) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+            out["draws_ci_low"] = _clip(mean - float(np.hypot(mean - low, spread)), spec)
+            out["draws_ci_high"] = _clip(mean + float(np.hypot(high - mean, spread)), spec)
+
+
+def _add_null(out: dict[str, Any], spec: Measure, summary: boot.Null) -> None:
+    out.update(null_mean=summary.mean, null_p95=summary.p95, p_value=summary.p_value,
+               adjusted=chance_corrected(out["mean"], summary.mean, spec))
 
 
 #: The null's first batch of permutations; later batches double. A score whose null already has
@@ -305,7 +442,8 @@ STOP_AFTER = 10
 
 
 def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations: int, observed: float,
-                    rng: np.random.Generator) -> boot.Null:
+                    rng: np.random.Generator, shared: list[PairStats] | None = None,
+                    draws: list[list[np.ndarray]] | None = None) -> boot.Null:
     """The permutation null of the repeat mean, at most ``permutations`` draws, stopping early.
 
     Each draw permutes the images (:func:`shared_permutations`: one permutation of the pool, the
@@ -317,17 +455,38 @@ def sequential_null(xs, ys, images, rows_per_image, spec: Measure, permutations:
     otherwise ``(1 + #{at least as similar}) / (1 + permutations)``. A clearly unremarkable score
     so costs about ``STOP_AFTER / p`` draws, which makes a large, Holm-sized ``permutations``
     (:func:`~medtransfer.similarity.draws_for_holm`) affordable where it is not needed. With at
-    most ``FIRST_BATCH`` permutations this is the fixed-size null."""
-    drawn: list[np.ndarray] = []
-    done, size = 0, FIRST_BATCH
-    permuters = [boot.permuter(x, y, rows_per_image, spec.name) for x, y in zip(xs, ys)]
+    most ``FIRST_BATCH`` permutations this is the fixed-size null. ``draws``: the batches'
+    permutations drawn from ``rng`` already (:func:`null_batch_sizes`), used in their place."""
+    shared = shared if shared is not None else shared_stats(xs, ys, rows_per_image)
+    permuters = [boot.permuter(x, y, rows_per_image, spec.name, stats) for x, y, stats in zip(xs, ys, shared)]
+
+    def batch(b: int, size: int) -> np.ndarray:
+        drawn = draws[b] if draws is not None else shared_permutations(images, size, rng)
+        return np.stack([values(perms) for values, perms in zip(permuters, drawn)]).mean(axis=0)
+
+    return _sequential_summary(batch, permutations, observed, spec)
+
+
+def null_batch_sizes(permutations: int) -> list[int]:
+    """The sequential null's batches: ``FIRST_BATCH`` permutations, then doubling, ``permutations`` in all."""
+    sizes, done, size = [], 0, FIRST_BATCH
     while done < permutations:
         size = min(size, permutations - done)
-        drawn.append(np.stack([
-            values(perms) for values, perms in zip(permuters, shared_permutations(images, size, rng))
-        ]).mean(axis=0))
+        sizes.append(size)
         done += size
         size *= 2
+    return sizes
+
+
+def _sequential_summary(batch: Callable[[int, int], np.ndarray], permutations: int, observed: float,
+                        spec: Measure) -> boot.Null:
+    """The null summary of :func:`sequential_null` from ``batch(b, size) -> (size,)``, the repeat
+    means of batch b, asked for in order while the null goes on."""
+    drawn: list[np.ndarray] = []
+    done = 0
+    for b, size in enumerate(null_batch_sizes(permutations)):
+        drawn.append(batch(b, size))
+        done += size
         values = np.concatenate(drawn)
         finite = values[np.isfinite(values)]
         extreme = int(np.sum(finite >= observed if spec.higher_is_similar else finite <= observed))
