@@ -310,7 +310,7 @@ def permuter(x: Any, y: Any, rows_per_image: int, measure: str,
                              for pi in perms])
 
         return direct
-    p, q = tx.shape[1], ty.shape[1]
+    p = tx.shape[1]
     gram = stats.gram()
     gxx, gyy = gram[:p, :p], gram[p:, p:]
 
