@@ -2,6 +2,7 @@
 run the same tiny run; a failing run is recorded, not raised."""
 
 import json
+import os
 
 import pytest
 
@@ -76,6 +77,23 @@ def test_ray_tasks_on_a_local_instance(tmp_path):
     tasks = _tasks(tmp_path)
     outcomes = RayExecutor(num_cpus=2, include_dashboard=False, log_to_driver=False).run(tasks)
     _check_done(tasks, outcomes)
+
+
+@pytest.mark.slow
+def test_a_local_ray_instance_runs_tasks_at_the_drivers_priority(monkeypatch):
+    """Ray starts its workers at nice 15: beside any other busy process they would get almost no
+    CPU (a run under two busy loops took over 20 minutes); a local instance's workers run at 0."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    executor = RayExecutor(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    assert executor.connect()
+    try:
+        niceness = ray.get(ray.remote(lambda: os.nice(0)).remote(), timeout=600)
+    finally:
+        ray.shutdown()
+    assert niceness == os.nice(0)
 
 
 def test_submitit_requeue_resubmits_the_same_task(tmp_path):

@@ -520,6 +520,7 @@ class SlurmExecutor:
 
 RAY_CONNECT_TIMEOUT_S = 10.0
 RAY_RETRIES = 2  # retries of a task whose worker died without being preempted
+RAY_NICENESS_VARIABLE = "RAY_worker_niceness"  # Ray's own setting of its workers' niceness, left to the user when set
 
 
 def _ray_body(task: Task) -> Outcome:
@@ -585,8 +586,13 @@ class RayExecutor:
             return False
         if self.address:
             check_ray_address(self.address)
+        options = dict(self.init_options)
+        if not self.address and not os.environ.get("RAY_ADDRESS") and RAY_NICENESS_VARIABLE not in os.environ:
+            # a local instance: its workers train at the driver's priority; Ray's default (nice 15)
+            # leaves them almost no CPU beside any other busy process on the machine
+            options["_system_config"] = {"worker_niceness": 0, **options.get("_system_config", {})}
         try:
-            ray.init(address=self.address, **self.init_options)
+            ray.init(address=self.address, **options)
         except (ConnectionError, TimeoutError, RuntimeError) as error:
             raise ConfigError(f"executor.ray_address {self.address!r}: cannot connect to Ray ({error})") from None
         return True
