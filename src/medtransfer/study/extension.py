@@ -59,7 +59,7 @@ def changed_settings(config: RunConfig, saved: dict[str, Any], study_dir: Path) 
     return [f"{k}: {saved.get(k)!r} -> {planned[k]!r}" for k in changed]
 
 
-def _saved_config(config: RunConfig, directory: RunDir, what: str) -> dict[str, Any] | None:
+def _saved_config(directory: RunDir, what: str) -> dict[str, Any] | None:
     try:
         return directory.read_config_data()
     except DataError as error:  # names the file
@@ -72,7 +72,7 @@ def check_unchanged(config: RunConfig, directory: RunDir | Path, study_dir: Path
     with settings other than ``config``'s; a directory without ``config.json`` is not started."""
     directory = directory if isinstance(directory, RunDir) else RunDir(directory)
     study_dir = Path(study_dir) if study_dir is not None else (directory.base or directory.path)
-    saved = _saved_config(config, directory, f"run {config.run_id}")
+    saved = _saved_config(directory, f"run {config.run_id}")
     if saved is None:
         return
     changed = changed_settings(config, saved, study_dir)
@@ -91,7 +91,7 @@ def check_sources_unchanged(study: StudyConfig, out: Path) -> None:
             continue
         planned = pretrain_config(source, study.training)
         directory = RunDir(source_run_dir(source, out))
-        saved = _saved_config(planned, directory, f"source {source.name}")
+        saved = _saved_config(directory, f"source {source.name}")
         changed = [] if saved is None else changed_settings(planned, saved, out)
         if changed:
             raise ConfigError(

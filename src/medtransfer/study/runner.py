@@ -244,7 +244,7 @@ def run_study(study: StudyConfig, out: str | Path, executor: Executor | None = N
     first, first_elsewhere = _execute(executor, sources + [t for t in tasks if t not in later])
     pretraining = {t.run_id for t in sources}
     outcomes = [o for o in first if o.run_id not in pretraining]
-    elsewhere = len([run_id for run_id in first_elsewhere if run_id not in pretraining])
+    elsewhere = sum(run_id not in pretraining for run_id in first_elsewhere)
     if any(o.state == "failed" for o in first if o.run_id in pretraining):  # the later runs need their sources
         if tracking:
             close_study_tracking(tracking, False)
