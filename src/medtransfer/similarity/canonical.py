@@ -277,7 +277,7 @@ def _check_precision(precision: str) -> str:
 def cca_from_centred_gram(x: Any, y: Any, blocks: la.CentredGram) -> CCAResult:
     """:func:`cca` of ``x (n, p)``, ``y (n, q)`` whose centred Gram blocks ``centred_gram(x, y)``
     (:func:`centred_gram`) were taken already, e.g. to serve several measures of one pair
-    (:mod:`medtransfer.similarity.shared`): the same checks, path and result as ``cca(x, y)``."""
+    (:mod:`medtransfer.similarity.pairstats`): the same checks, path and result as ``cca(x, y)``."""
     x, y = as_pair(x, y, min_rows=3, check_finite=False)
     check_cca_shape(x, y)
     canonical = _canonical(x, y, None, "float64", blocks)

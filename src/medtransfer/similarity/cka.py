@@ -62,11 +62,8 @@ def cka_from_centred_gram(x: Any, y: Any, blocks: la.CentredGram) -> float:
     )
     if not same_route:
         return linear_cka(x, y)
-    for name, centring in (("x", blocks.x), ("y", blocks.y)):
-        if not centring.varying.any():
-            raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
-    xy, xx, yy = np.sum(blocks.gxy**2), np.sum(blocks.gxx**2), np.sum(blocks.gyy**2)
-    xy, xx, yy = float(xy), float(xx), float(yy)
+    _require_varying(blocks.x, blocks.y)
+    xy, xx, yy = (float(np.sum(g**2)) for g in (blocks.gxy, blocks.gxx, blocks.gyy))
     _require_positive(xx, yy, x.shape[0], False)
     return float(xy / np.sqrt(xx) / np.sqrt(yy))
 
@@ -101,6 +98,13 @@ def _lower_frobenius_squared(g: np.ndarray) -> float:
     """``||G||_F^2`` of a symmetric matrix of which only the lower triangle is valid."""
     lower = np.tril(g, -1)
     return float(2.0 * np.einsum("ij,ij->", lower, lower) + np.einsum("i,i->", np.diag(g), np.diag(g)))
+
+
+def _require_varying(centring_x: Any, centring_y: Any) -> None:
+    """MedtransferError naming the side whose every neuron is constant (its centring says so)."""
+    for name, centring in (("x", centring_x), ("y", centring_y)):
+        if not centring.varying.any():
+            raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
 
 
 def _require_positive(xx: float, yy: float, n: int, debiased: bool) -> None:
@@ -169,9 +173,7 @@ def _hsic(x: Any, y: Any, debiased: bool) -> tuple[float, float, float, tuple[in
     """
     n, p = x.shape
     z, centring_x, centring_y = la.centred_concat(x, y)
-    for name, centring in (("x", centring_x), ("y", centring_y)):
-        if not centring.varying.any():
-            raise MedtransferError(f"every neuron of {name} is constant: CKA is undefined")
+    _require_varying(centring_x, centring_y)
     log2_scale = (_log2(centring_x.scale), _log2(centring_y.scale))
     if n < z.shape[1]:
         kx, ky = la.to_numpy(z[:, :p] @ z[:, :p].T), la.to_numpy(z[:, p:] @ z[:, p:].T)
