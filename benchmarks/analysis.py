@@ -69,6 +69,20 @@ def history_seconds(out: Path) -> float:
     return total
 
 
+def finetune_epoch_seconds(out: Path) -> tuple[int, float]:
+    """Fine-tuning epochs a run recorded (the most of any run) and the seconds one such epoch of
+    every run takes together (their mean epoch time times the number of runs)."""
+    runs = list(out.glob("runs/**/history.csv"))
+    seconds, count, most = 0.0, 0, 0
+    for history in runs:
+        with open(history) as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("phase") == "finetune" and row.get("seconds")]
+        seconds += sum(float(row["seconds"]) for row in rows)
+        count += len(rows)
+        most = max(most, len(rows))
+    return most, (seconds / count * len(runs) if count else 0.0)
+
+
 class Timer:
     """Wraps a function of a module and adds up the seconds spent in it (none where the module has
     no such function, e.g. an older version's)."""
@@ -229,6 +243,13 @@ def main() -> None:
           f"{joint.calls} repeats with the measures together)")
     reference = trained if trained is not None else epochs_s / 2
     print(f"analysis / training = {analysed / reference:.2f} (bar: <= 0.25)")
+    epochs, per_epoch = finetune_epoch_seconds(out)
+    if epochs:
+        wall_per_epoch = per_epoch / 2  # 2 workers
+        needed = max(0.0, (4 * analysed - reference) / wall_per_epoch)
+        print(f"each fine-tuning epoch of the 9 runs: {per_epoch:.0f} s of worker time (~{wall_per_epoch:.0f} s wall); "
+              f"analysis <= 1/4 of training from about {epochs + needed:.1f} epochs a run "
+              f"(the default training settings: at least patience + 1 = 31)")
     print(json.dumps({"analysis_s": analysed, "analysis_cpu_s": cpu, "training_s": trained, "epochs_s": epochs_s, "stages": groups,
                       "resamples_s": resamples.seconds, "null_s": null_s}))
 

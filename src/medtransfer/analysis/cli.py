@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
                                     f"\\[default: study.yaml's analysis.measures, else {','.join(DEFAULTS.measures)}]"),
         split: str = typer.Option(None, help="Stimulus pool of each fold: train, val, test or all. "
                                  f"\\[default: study.yaml's analysis.split, else {DEFAULTS.split}]"),
-        threads: int = typer.Option(None, help="torch CPU threads (1 is fastest on a busy machine). "
+        threads: int = typer.Option(None, help="CPU threads: the forward passes use them all, the layer-wise "
+                                   "similarity scores as many (pair, layer) problems side by side. "
                                    "\\[default: torch's, the machine's cores]"),
         device: str = typer.Option(None, help="torch device for the activations. \\[default: cuda if available, else cpu]"),
         formats: str = typer.Option("png,pdf,svg", "--format", help="Comma-separated figure formats: png, pdf, svg "

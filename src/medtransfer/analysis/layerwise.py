@@ -29,6 +29,7 @@ from medtransfer.analysis.activations import DEFAULTS, ForwardLog, LayerPlan, Ne
 from medtransfer.analysis.pairs import ModelRef, Pair, distinct_models
 from medtransfer.console import track
 from medtransfer.errors import MedtransferError
+from medtransfer.similarity.concurrency import map_in_order, scoring_workers
 from medtransfer.similarity.sampling import score_measures
 
 COLUMNS = [
@@ -118,25 +119,31 @@ def fold_similarity(
     refused: dict[tuple[str, str], str] = {}
     seed = (uncertainty.seed if uncertainty is not None else 0) + 7919 * fold
     stage("measures")
-    for p, pair in enumerate(track(pairs, f"similarity {target} fold {fold}", total=len(pairs))):
-        if pair.a.key not in samples or pair.b.key not in samples:
-            continue
-        acts_a, acts_b = samples[pair.a.key], samples[pair.b.key]
-        for name, layer in plan.layers.items():
-            scored = score_layer(acts_a[name], acts_b[name], layer, tuple(measures), plan.n_pool, uncertainty,
-                                 [seed + 104729 * p + 31 * j for j in range(len(measures))])
-            for m in measures:
-                scores = scored[m]
-                if isinstance(scores, MedtransferError):  # e.g. CCA with channels >= rows - 1
-                    refused.setdefault((name, m), str(scores))
-                    scores = {"mean": float("nan"), "std": float("nan"), "repeats": len(layer.images),
-                              **{c: float("nan") for c in UNCERTAINTY}, "images": len(layer.images[0])}
-                rows.append({
-                    "target": target, "fold": fold, "pair": pair.name, "strategy": pair.strategy,
-                    "layer": labels.get(name, name), "measure": m, "kind": pair.kind, "source": pair.source,
-                    "model_a": pair.a.label, "model_b": pair.b.label, "layer_name": name, "rows": layer.rows,
-                    "channels": len(layer.channels[0]), **scores,
-                })
+    tasks = [(p, pair, name, layer) for p, pair in enumerate(pairs)
+             if pair.a.key in samples and pair.b.key in samples for name, layer in plan.layers.items()]
+
+    def score(task: tuple[int, Pair, str, LayerPlan]) -> dict[str, dict[str, float] | MedtransferError]:
+        p, pair, name, layer = task
+        return score_layer(samples[pair.a.key][name], samples[pair.b.key][name], layer, tuple(measures), plan.n_pool,
+                           uncertainty, [seed + 104729 * p + 31 * j for j in range(len(measures))])
+
+    # each (pair, layer) has its own seeds, so the numbers do not depend on the threads that score them
+    workers = scoring_workers(torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    results = map_in_order(score, tasks, workers)
+    for (p, pair, name, layer), scored in track(zip(tasks, results), f"similarity {target} fold {fold}",
+                                                 total=len(tasks)):
+        for m in measures:
+            scores = scored[m]
+            if isinstance(scores, MedtransferError):  # e.g. CCA with channels >= rows - 1
+                refused.setdefault((name, m), str(scores))
+                scores = {"mean": float("nan"), "std": float("nan"), "repeats": len(layer.images),
+                          **{c: float("nan") for c in UNCERTAINTY}, "images": len(layer.images[0])}
+            rows.append({
+                "target": target, "fold": fold, "pair": pair.name, "strategy": pair.strategy,
+                "layer": labels.get(name, name), "measure": m, "kind": pair.kind, "source": pair.source,
+                "model_a": pair.a.label, "model_b": pair.b.label, "layer_name": name, "rows": layer.rows,
+                "channels": len(layer.channels[0]), **scores,
+            })
     for (name, m), message in refused.items():
         problems.append(f"{target} fold {fold}, {labels.get(name, name)}: {m.upper()} not computed ({message})")
     return pd.DataFrame(rows, columns=COLUMNS), problems

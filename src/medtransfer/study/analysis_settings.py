@@ -27,7 +27,8 @@ when it loads; the analysis (:mod:`medtransfer.analysis`) reads it from here.
       bootstrap: 2000    # resamples of the claims' bootstrap intervals and Monte Carlo permutation tests
       correlation_points: target  # Figure 6's correlation: one point per target (mean over folds), or
                          # "fold" (one per target and fold: NOT independent, labelled so in correlation.csv)
-      threads: null      # torch CPU threads during the analysis (1 is fastest on a busy machine)
+      threads: null      # CPU threads of the analysis (null: torch's, the machine's cores); the
+                         # layer-wise similarity scores as many (pair, layer) problems side by side
 """
 
 from __future__ import annotations
