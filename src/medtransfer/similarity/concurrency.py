@@ -19,6 +19,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+_END = object()
 
 
 #: Memory one worker may hold at once (a pair's image-pair cross blocks, the batched products and
@@ -50,7 +51,8 @@ def map_in_order(function: Callable[[T], R], items: Iterable[T], workers: int) -
     """``function(item)`` for each of ``items``, yielded in the items' order.
 
     ``workers > 1``: computed on that many threads, with torch and the BLAS libraries on one
-    thread each (the caller's settings are restored when the iteration ends), at most ``2 * workers`` items ahead of the one yielded last.
+    thread each (the caller's settings are restored when the iteration ends), at most
+    ``2 * workers`` items ahead of the one yielded last.
     ``workers <= 1``: in the calling thread, its settings unchanged. An item's exception is raised
     when its turn comes; the items not yet started are then dropped (those running finish first).
     """
@@ -76,7 +78,7 @@ def map_in_order(function: Callable[[T], R], items: Iterable[T], workers: int) -
                 break
         while ahead:
             result = ahead.popleft().result()
-            for item in source:
-                ahead.append(pool.submit(function, item))
-                break
+            following = next(source, _END)
+            if following is not _END:
+                ahead.append(pool.submit(function, following))
             yield result
